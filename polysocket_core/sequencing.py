@@ -1,0 +1,152 @@
+"""Exactly-once, in-order delivery over unreliable HTTP requests, both directions.
+
+``InboundSequencer`` orders the client's sends by their ``seq`` (dropping retries, holding early
+arrivals, joining ``fin=0`` chunks). ``OutboundBuffer`` numbers the target's messages and keeps
+each one until the client acknowledges it, so a poll answer lost on the way is simply sent again.
+Both are pure: the caller supplies the clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from .errors import ErrorCode, PolysocketError
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    kind: str  # "t" or "b"
+    data: bytes
+
+
+class InboundSequencer:
+    """Turns ``(seq, kind, fin, data)`` sends, in any order and possibly repeated, into frames in order."""
+
+    __slots__ = ("_held", "_held_bytes", "_partial", "_partial_kind", "_partial_size", "expected",
+                 "gap_since", "max_ahead", "max_held_bytes", "max_message")
+
+    def __init__(self, max_message: int, max_ahead: int = 256, max_held_bytes: int | None = None) -> None:
+        self.expected = 0
+        self.max_message = max_message
+        self.max_ahead = max_ahead
+        self.max_held_bytes = max_held_bytes if max_held_bytes is not None else 2 * max_message
+        self.gap_since: float | None = None
+        self._held: dict[int, tuple[str, bool, bytes]] = {}
+        self._held_bytes = 0
+        self._partial: list[bytes] = []
+        self._partial_kind = ""
+        self._partial_size = 0
+
+    def is_duplicate(self, seq: int) -> bool:
+        return seq < self.expected or seq in self._held
+
+    def accept(self, seq: int, kind: str, fin: bool, data: bytes, now: float) -> list[Frame]:
+        """Record one send; return the frames that became complete and deliverable, in order."""
+        if self.is_duplicate(seq):
+            return []
+        if seq - self.expected >= self.max_ahead:
+            raise PolysocketError(
+                ErrorCode.SEQUENCE_GAP,
+                f"seq {seq} is too far ahead of the next expected seq {self.expected}",
+            )
+        if seq != self.expected:
+            if self._held_bytes + len(data) > self.max_held_bytes:
+                raise PolysocketError(ErrorCode.PAYLOAD_TOO_LARGE, "too much out-of-order data held")
+            self._held[seq] = (kind, fin, data)
+            self._held_bytes += len(data)
+            if self.gap_since is None:
+                self.gap_since = now
+            return []
+        frames: list[Frame] = []
+        self._take(kind, fin, data, frames)
+        while self.expected in self._held:
+            k, f, d = self._held.pop(self.expected)
+            self._held_bytes -= len(d)
+            self._take(k, f, d, frames)
+        self.gap_since = now if self._held else None
+        return frames
+
+    def _take(self, kind: str, fin: bool, data: bytes, out: list[Frame]) -> None:
+        self.expected += 1
+        if self._partial_kind and kind != self._partial_kind:
+            raise PolysocketError(ErrorCode.BAD_REQUEST, "continuation chunk changes the frame type")
+        size = self._partial_size + len(data)
+        if size > self.max_message:
+            raise PolysocketError(
+                ErrorCode.PAYLOAD_TOO_LARGE, f"message is larger than {self.max_message} bytes"
+            )
+        if fin:
+            payload = b"".join((*self._partial, data)) if self._partial else data
+            self._partial = []
+            self._partial_kind = ""
+            self._partial_size = 0
+            out.append(Frame(kind, payload))
+        else:
+            self._partial.append(data)
+            self._partial_kind = kind
+            self._partial_size = size
+
+    def gap_expired(self, now: float, hold_seconds: float) -> bool:
+        return self.gap_since is not None and now - self.gap_since > hold_seconds
+
+    @property
+    def missing_seq(self) -> int:
+        return self.expected
+
+
+class OutboundBuffer:
+    """Numbered, pre-encoded messages for the client, kept until acknowledged.
+
+    Messages are stored as JSON fragments, encoded once; a poll answer is their concatenation.
+    ``unacked_bytes`` drives back-pressure: the owner stops reading upstream above a bound.
+    """
+
+    __slots__ = ("_items", "next_seq", "unacked_bytes")
+
+    def __init__(self) -> None:
+        self.next_seq = 0
+        self._items: deque[tuple[int, bytes]] = deque()
+        self.unacked_bytes = 0
+
+    def push(self, fragment: bytes) -> None:
+        """Append a message already encoded with ``seq == self.next_seq``."""
+        self._items.append((self.next_seq, fragment))
+        self.next_seq += 1
+        self.unacked_bytes += len(fragment)
+
+    def ack(self, upto: int) -> None:
+        """Forget every message with ``seq <= upto``."""
+        items = self._items
+        while items and items[0][0] <= upto:
+            self.unacked_bytes -= len(items.popleft()[1])
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def take(self, max_bytes: int) -> list[bytes]:
+        """Fragments to deliver now (all unacked, oldest first, at least one, about ``max_bytes`` in all)."""
+        out: list[bytes] = []
+        size = 0
+        for _, fragment in self._items:
+            if out and size + len(fragment) > max_bytes:
+                break
+            out.append(fragment)
+            size += len(fragment)
+        return out
+
+    @property
+    def last_seq(self) -> int:
+        return self._items[-1][0] if self._items else -1
+
+
+POLL_PREFIX = b'{"ok":true,"messages":['
+POLL_SUFFIX = b"]}"
+HEARTBEAT_ANSWER = b'{"ok":true,"messages":[{"type":"heartbeat"}]}'
+
+
+def poll_answer(fragments: list[bytes]) -> bytes:
+    """The JSON body of a poll answer; a heartbeat when there is nothing to deliver."""
+    if not fragments:
+        return HEARTBEAT_ANSWER
+    return POLL_PREFIX + b",".join(fragments) + POLL_SUFFIX

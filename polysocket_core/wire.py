@@ -1,0 +1,240 @@
+"""The browser-facing wire protocol: request parameters and message shapes (see docs/protocol.md).
+
+Parsing here turns untrusted query parameters into typed values or a typed ``PolysocketError``;
+the HTTP layers only move bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import parse_qsl, urlsplit
+
+from .errors import ErrorCode, PolysocketError
+
+FrameType = Literal["t", "b"]
+
+SOCKET_ID_RE = re.compile(r"[A-Za-z0-9_-]{22,64}")
+MAX_SEQ = 2**53 - 1  # what a JavaScript number counts exactly
+MAX_TARGET_LENGTH = 2048
+MAX_FROM_LENGTH = 128
+MAX_PROTOCOLS = 16
+_TOKEN_CHARS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 7230 token, what a subprotocol may be
+
+DEFAULT_POLL_TTL_MS = 25_000
+MAX_POLL_TTL_MS = 55_000  # under API Gateway's / proxies' common 60 s idle cut
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_ABNORMAL = 1006
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011
+
+
+def bad(message: str) -> PolysocketError:
+    return PolysocketError(ErrorCode.BAD_REQUEST, message)
+
+
+MAX_QUERY_FIELDS = 16
+
+
+def parse_query(raw: bytes) -> dict[str, str]:
+    """Decode a raw query string strictly: ASCII on the wire, percent-escapes must be valid UTF-8."""
+    try:
+        return dict(parse_qsl(raw.decode("ascii"), keep_blank_values=True, errors="strict",
+                              max_num_fields=MAX_QUERY_FIELDS))
+    except UnicodeDecodeError:
+        raise bad("query string is not valid percent-encoded UTF-8") from None
+    except ValueError as exc:
+        raise bad(f"malformed query string: {exc}") from None
+
+
+def require(params: dict[str, str], name: str) -> str:
+    value = params.get(name)
+    if value is None or value == "":
+        raise bad(f"missing parameter: {name}")
+    return value
+
+
+def parse_int(params: dict[str, str], name: str, default: int | None, lo: int, hi: int) -> int:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        if default is None:
+            raise bad(f"missing parameter: {name}")
+        return default
+    if not raw.isascii() or not (raw.isdigit() or (raw[0] == "-" and raw[1:].isdigit())) or len(raw) > 20:
+        raise bad(f"{name} must be an integer")
+    value = int(raw)
+    if not lo <= value <= hi:
+        raise bad(f"{name} must be between {lo} and {hi}")
+    return value
+
+
+def parse_socket_id(params: dict[str, str]) -> str:
+    sid = require(params, "socket")
+    if SOCKET_ID_RE.fullmatch(sid) is None:
+        raise PolysocketError(ErrorCode.UNKNOWN_SOCKET, "socket id is malformed")
+    return sid
+
+
+def parse_target(raw: str) -> str:
+    """Accept only absolute ws:// or wss:// URLs with a host and no credentials or fragment."""
+    if len(raw) > MAX_TARGET_LENGTH:
+        raise bad(f"target is longer than {MAX_TARGET_LENGTH} characters")
+    if any(ord(c) < 0x21 or ord(c) == 0x7F for c in raw):
+        raise bad("target contains whitespace or control characters")
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError as exc:
+        raise bad(f"target is not a valid URL: {exc}") from None
+    if parts.scheme not in ("ws", "wss"):
+        raise bad("target must be a ws:// or wss:// URL")
+    if not parts.hostname:
+        raise bad("target has no host")
+    if parts.username is not None or parts.password is not None:
+        raise bad("target must not carry credentials")
+    if parts.fragment:
+        raise bad("target must not have a #fragment")
+    if port == 0:
+        raise bad("target port must be 1-65535")
+    return raw
+
+
+def parse_protocols(raw: str | None) -> list[str]:
+    if not raw:
+        return []
+    items = [p.strip() for p in raw.split(",")]
+    if len(items) > MAX_PROTOCOLS:
+        raise bad(f"at most {MAX_PROTOCOLS} subprotocols")
+    seen: set[str] = set()
+    for item in items:
+        if _TOKEN_CHARS.fullmatch(item) is None:
+            raise bad(f"invalid subprotocol name: {item!r}")
+        if item in seen:
+            raise bad(f"duplicate subprotocol: {item!r}")
+        seen.add(item)
+    return items
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectParams:
+    target: str
+    caller: str
+    token: str | None
+    protocols: list[str]
+
+
+def parse_connect(params: dict[str, str]) -> ConnectParams:
+    target = parse_target(require(params, "target"))
+    caller = require(params, "from")
+    if len(caller) > MAX_FROM_LENGTH or not caller.isprintable():
+        raise bad(f"from must be printable and at most {MAX_FROM_LENGTH} characters")
+    return ConnectParams(
+        target=target,
+        caller=caller,
+        token=params.get("token") or None,
+        protocols=parse_protocols(params.get("protocols")),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SendParams:
+    socket: str
+    seq: int
+    kind: FrameType
+    fin: bool
+    data: bytes  # decoded payload bytes (UTF-8 for text)
+
+
+def decode_payload(kind: str, data: str | bytes, raw_binary: bool = False) -> bytes:
+    """Turn the ``d`` value into frame bytes: UTF-8 for text, base64-decoded for binary."""
+    if kind == "t":
+        if isinstance(data, bytes):
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise bad("text data is not valid UTF-8") from None
+            return data
+        try:
+            return data.encode("utf-8")
+        except UnicodeEncodeError:
+            raise bad("text data is not valid UTF-8 (lone surrogate)") from None
+    if raw_binary and isinstance(data, bytes):
+        return data
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad("binary data must be standard base64") from None
+
+
+def parse_send(params: dict[str, str], body: bytes | None = None, raw_binary: bool = False) -> SendParams:
+    sid = parse_socket_id(params)
+    kind = params.get("t", "t")
+    if kind not in ("t", "b"):
+        raise bad("t must be 't' (text) or 'b' (base64 binary)")
+    seq = parse_int(params, "seq", None, 0, MAX_SEQ)
+    fin_raw = params.get("fin", "1")
+    if fin_raw not in ("0", "1"):
+        raise bad("fin must be 0 or 1")
+    if body is not None:
+        data = decode_payload(kind, body, raw_binary)
+    else:
+        if "d" not in params:
+            raise bad("missing parameter: d")
+        data = decode_payload(kind, params["d"])
+    return SendParams(socket=sid, seq=seq, kind=kind, fin=fin_raw == "1", data=data)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class PollParams:
+    socket: str
+    ttl_ms: int
+    ack: int  # highest message seq the client processed; -1 for none
+
+
+def parse_poll(params: dict[str, str], max_ttl_ms: int = MAX_POLL_TTL_MS) -> PollParams:
+    sid = parse_socket_id(params)
+    ttl = parse_int(params, "ttl", DEFAULT_POLL_TTL_MS, 0, 10**9)
+    ack = parse_int(params, "ack", -1, -1, MAX_SEQ)
+    return PollParams(socket=sid, ttl_ms=min(ttl, max_ttl_ms), ack=ack)
+
+
+@dataclass(frozen=True, slots=True)
+class CloseParams:
+    socket: str
+    code: int
+    reason: str
+
+
+def parse_close(params: dict[str, str]) -> CloseParams:
+    sid = parse_socket_id(params)
+    code = parse_int(params, "code", CLOSE_NORMAL, 0, 4999)
+    if code != CLOSE_NORMAL and not 3000 <= code <= 4999:
+        raise bad("code must be 1000 or in 3000-4999")
+    reason = params.get("reason", "")
+    if len(reason.encode("utf-8", "surrogatepass")) > 123:
+        raise bad("reason must be at most 123 UTF-8 bytes")
+    return CloseParams(socket=sid, code=code, reason=reason)
+
+
+# Server -> client messages. Each carries ``seq`` except heartbeats.
+
+
+def text_message(seq: int, data: str) -> dict[str, object]:
+    return {"seq": seq, "type": "text", "data": data}
+
+
+def binary_message(seq: int, data: bytes) -> dict[str, object]:
+    return {"seq": seq, "type": "binary", "data": base64.b64encode(data).decode("ascii")}
+
+
+def close_message(seq: int, code: int, reason: str) -> dict[str, object]:
+    return {"seq": seq, "type": "close", "code": code, "reason": reason}
+
+
+HEARTBEAT: dict[str, object] = {"type": "heartbeat"}

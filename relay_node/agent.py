@@ -1,0 +1,165 @@
+"""The node's side of the control plane: registration, heartbeat, establish requests, drain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from polysocket_core.control import REPLY_TTL_SECONDS, EstablishReply, EstablishRequest, Keys
+from polysocket_core.errors import ErrorCode, PolysocketError
+from polysocket_core.wire import CLOSE_GOING_AWAY
+
+from .config import RelayConfig
+from .table import SocketTable
+
+log = logging.getLogger("polysocket.relay")
+
+
+class NodeAgent:
+    def __init__(self, config: RelayConfig, table: SocketTable, redis: aioredis.Redis) -> None:
+        self.config = config
+        self.table = table
+        self.redis = redis
+        self.keys = Keys(config.key_prefix)
+        self.draining = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        await self._register()
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._heartbeat_loop()),
+            loop.create_task(self._inbox_loop()),
+            loop.create_task(self.table.run_sweeper()),
+        ]
+        log.info("node %s registered as %s (capacity %d)", self.config.node_id, self.config.fqdn,
+                 self.config.capacity)
+
+    async def _register(self) -> None:
+        cfg, k = self.config, self.keys
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hset(k.node(cfg.node_id), mapping={
+                "id": cfg.node_id,
+                "fqdn": cfg.fqdn,
+                "capacity": cfg.capacity,
+                "sockets": self.table.load,
+                "draining": "1" if self.draining else "0",
+                "started_at": int(time.time()),
+            })
+            p.sadd(k.nodes, cfg.node_id)
+            p.set(k.alive(cfg.node_id), "1", px=int(cfg.heartbeat_ttl_s * 1000))
+            await p.execute()
+
+    async def _beat(self) -> None:
+        cfg, k = self.config, self.keys
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hset(k.node(cfg.node_id), mapping={
+                "fqdn": cfg.fqdn,
+                "capacity": cfg.capacity,
+                "sockets": self.table.load,
+                "draining": "1" if self.draining else "0",
+            })
+            p.sadd(k.nodes, cfg.node_id)
+            p.set(k.alive(cfg.node_id), "1", px=int(cfg.heartbeat_ttl_s * 1000))
+            await p.execute()
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval_s)
+            try:
+                await self._beat()
+            except RedisError as exc:
+                log.warning("heartbeat failed: %s", exc)
+
+    async def _inbox_loop(self) -> None:
+        inbox = self.keys.inbox(self.config.node_id)
+        while True:
+            try:
+                item = await self.redis.blpop([inbox], timeout=1)
+            except RedisError as exc:
+                log.warning("inbox read failed: %s", exc)
+                await asyncio.sleep(0.5)
+                continue
+            if item is None:
+                continue
+            try:
+                req = EstablishRequest.decode(item[1])
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("dropping malformed establish request: %s", exc)
+                continue
+            task = asyncio.get_running_loop().create_task(self._handle(req))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+    async def _reply(self, request_id: str, reply: EstablishReply) -> None:
+        key = self.keys.reply(request_id)
+        async with self.redis.pipeline(transaction=True) as p:
+            p.rpush(key, reply.encode())
+            p.expire(key, REPLY_TTL_SECONDS)
+            await p.execute()
+
+    async def _handle(self, req: EstablishRequest) -> None:
+        if time.time() * 1000 > req.expires_at_ms:
+            log.info("skipping expired establish request %s", req.id)
+            return
+        try:
+            await self._reply(req.id, EstablishReply(phase="ack"))
+            if self.draining:
+                raise PolysocketError(ErrorCode.DRAINING, "relay node is draining")
+            sock = await self.table.open(req.socket, req.target, req.protocols, req.meta)
+        except PolysocketError as exc:
+            await self._reply(req.id, EstablishReply(phase="done", ok=False, error=exc.code.value,
+                                                     message=exc.message))
+            return
+        except RedisError as exc:
+            log.warning("establish %s: cannot reply: %s", req.id, exc)
+            return
+        if time.time() * 1000 > req.expires_at_ms:
+            # The router gave up on this request; nobody will ever use the socket.
+            sock.close_upstream(CLOSE_GOING_AWAY, "connect abandoned")
+            self.table._forget(sock)
+            return
+        await self._reply(req.id, EstablishReply(phase="done", ok=True, protocol=sock.protocol))
+
+    async def drain(self) -> None:
+        """Refuse new sockets, keep serving for the grace period, close with 1001, deregister."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info("draining: %d sockets, grace %.1fs", len(self.table), self.config.drain_grace_s)
+        with contextlib.suppress(RedisError):
+            await self._beat()
+        deadline = time.monotonic() + self.config.drain_grace_s
+        while len(self.table) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        await self.table.close_all(CLOSE_GOING_AWAY, "relay draining")
+        # Give clients a moment to collect the close message with their next poll.
+        linger = time.monotonic() + min(5.0, max(1.0, self.config.drain_grace_s))
+        while len(self.table) and time.monotonic() < linger:
+            await asyncio.sleep(0.1)
+        await self.deregister()
+
+    async def deregister(self) -> None:
+        cfg, k = self.config, self.keys
+        try:
+            async with self.redis.pipeline(transaction=True) as p:
+                p.srem(k.nodes, cfg.node_id)
+                p.delete(k.node(cfg.node_id), k.alive(cfg.node_id), k.inbox(cfg.node_id))
+                await p.execute()
+        except RedisError as exc:
+            log.warning("deregister failed: %s", exc)
+
+    async def stop(self) -> None:
+        for t in [*self._tasks, *self._pending]:
+            t.cancel()
+        for t in [*self._tasks, *self._pending]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        await self.deregister()
+        self.table.abort_all()

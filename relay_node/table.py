@@ -1,0 +1,123 @@
+"""The sockets a node holds: opening them upstream, finding them by id, sweeping idle ones."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import websockets
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+
+from polysocket_core import wire
+from polysocket_core.errors import ErrorCode, PolysocketError
+
+from .config import RelayConfig
+from .metrics import RelayMetrics
+from .session import RelaySocket
+
+log = logging.getLogger("polysocket.relay")
+
+USER_AGENT = "polysocket-relay/0.1 (+https://github.com/polysocket)"
+
+
+class SocketTable:
+    def __init__(self, config: RelayConfig, metrics: RelayMetrics) -> None:
+        self.config = config
+        self.metrics = metrics
+        self.sockets: dict[str, RelaySocket] = {}
+        self.establishing = 0
+
+    def __len__(self) -> int:
+        return len(self.sockets)
+
+    @property
+    def load(self) -> int:
+        """Sockets held plus sockets being opened: what the node reports as its ``sockets``."""
+        return len(self.sockets) + self.establishing
+
+    def get(self, sid: str) -> RelaySocket:
+        sock = self.sockets.get(sid)
+        if sock is None:
+            raise PolysocketError(ErrorCode.UNKNOWN_SOCKET, "no such socket on this relay")
+        return sock
+
+    async def open(self, sid: str, target: str, protocols: list[str], meta: dict[str, str]) -> RelaySocket:
+        """Open the upstream WebSocket; raise ``upstream_failed`` / ``timeout`` with the reason."""
+        if sid in self.sockets:
+            raise PolysocketError(ErrorCode.BAD_REQUEST, "socket id already in use")
+        cfg = self.config
+        self.establishing += 1
+        try:
+            conn = await connect(
+                target,
+                subprotocols=[websockets.Subprotocol(p) for p in protocols] or None,
+                origin=websockets.Origin(meta["origin"]) if meta.get("origin") else None,
+                compression=None,  # per-socket zlib state costs ~100s of KiB; frames are re-encoded anyway
+                proxy=None,
+                open_timeout=cfg.open_timeout_s,
+                ping_interval=cfg.ping_interval_s,
+                ping_timeout=cfg.ping_timeout_s,
+                close_timeout=cfg.close_timeout_s,
+                max_size=cfg.max_message_bytes,
+                max_queue=4,
+                user_agent_header=USER_AGENT,
+            )
+        except TimeoutError:
+            raise PolysocketError(ErrorCode.UPSTREAM_FAILED, "timed out opening the WebSocket") from None
+        except InvalidStatus as exc:
+            raise PolysocketError(
+                ErrorCode.UPSTREAM_FAILED,
+                f"target refused the WebSocket handshake with HTTP {exc.response.status_code}",
+            ) from None
+        except (InvalidHandshake, InvalidURI) as exc:
+            raise PolysocketError(ErrorCode.UPSTREAM_FAILED, f"handshake failed: {exc}") from None
+        except OSError as exc:
+            raise PolysocketError(
+                ErrorCode.UPSTREAM_FAILED, f"cannot connect to target: {exc.strerror or exc}"
+            ) from None
+        finally:
+            self.establishing -= 1
+        sock = RelaySocket(sid, conn, cfg, self.metrics, self._forget, meta)
+        self.sockets[sid] = sock
+        self.metrics.open_sockets.set(len(self.sockets))
+        self.metrics.sockets_total.inc()
+        return sock
+
+    def _forget(self, sock: RelaySocket) -> None:
+        if self.sockets.get(sock.id) is sock:
+            del self.sockets[sock.id]
+            self.metrics.open_sockets.set(len(self.sockets))
+
+    def sweep(self, now: float | None = None) -> None:
+        """Close idle sockets and sockets whose send gap was never filled."""
+        now = time.monotonic() if now is None else now
+        cfg = self.config
+        for sock in list(self.sockets.values()):
+            if sock.is_idle(now):
+                log.info("socket %s: idle for %.0fs, closing", sock.id[:8], cfg.idle_timeout_s)
+                sock.close_upstream(wire.CLOSE_GOING_AWAY, "idle timeout")
+                self._forget(sock)
+            elif sock.inbound.gap_expired(now, cfg.gap_hold_s) and not sock.closing:
+                missing = sock.inbound.missing_seq
+                sock.close_upstream(
+                    wire.CLOSE_INTERNAL, f"sequence gap: send {missing} never arrived", fail=True
+                )
+
+    async def close_all(self, code: int, reason: str) -> None:
+        for sock in list(self.sockets.values()):
+            sock.close_upstream(code, reason)
+
+    def abort_all(self) -> None:
+        for sock in list(self.sockets.values()):
+            sock.abort()
+            self._forget(sock)
+
+    async def run_sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sweep_interval_s)
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("sweep failed")

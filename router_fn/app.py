@@ -1,0 +1,132 @@
+"""The router's HTTP API: ``GET /connect`` (JSONP or JSON) and ``GET /healthz``.
+
+Stateless between requests: everything lives in Redis, so it runs as many uvicorn workers or
+Lambda invocations as needed. The Redis client is created lazily (no I/O at import time).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from fastapi.staticfiles import StaticFiles
+
+from polysocket_core import jsonp, wire
+from polysocket_core.control import Keys
+from polysocket_core.errors import ErrorCode, PolysocketError
+
+from .admission import Admission, ConnectContext, OpenAdmission
+from .establish import Establisher
+from .settings import RouterSettings
+
+log = logging.getLogger("polysocket.router")
+
+
+def request_origin(request: Request) -> str | None:
+    """``Origin`` when sent, else the origin of ``Referer``: script-tag GETs carry no Origin header."""
+    origin = request.headers.get("origin")
+    if origin and origin != "null":
+        return origin
+    referer = request.headers.get("referer")
+    if referer:
+        parts = urlsplit(referer)
+        if parts.scheme and parts.netloc:
+            return f"{parts.scheme}://{parts.netloc}"
+    return None
+
+
+class Router:
+    """Holds the lazily created Redis client and the admission policy."""
+
+    def __init__(self, settings: RouterSettings, admission: Admission) -> None:
+        self.settings = settings
+        self.admission = admission
+        self._redis: aioredis.Redis | None = None
+        self._establisher: Establisher | None = None
+
+    @property
+    def establisher(self) -> Establisher:
+        if self._establisher is None:
+            self._redis = aioredis.Redis.from_url(
+                self.settings.redis_url, socket_connect_timeout=3, health_check_interval=30
+            )
+            self._establisher = Establisher(
+                self._redis, Keys(self.settings.key_prefix),
+                self.settings.ack_timeout_s, self.settings.establish_timeout_s,
+            )
+        return self._establisher
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+            self._establisher = None
+
+    async def connect(self, request: Request) -> Response:
+        cb: str | None = None
+        try:
+            params = wire.parse_query(request.scope["query_string"])
+            if params.get("cb") is not None:
+                cb = jsonp.validate_callback(params["cb"])
+            connect = wire.parse_connect(params)
+            client_ip = request.client.host if request.client else ""
+            ctx = ConnectContext(client_ip=client_ip, origin=request_origin(request),
+                                 user_agent=request.headers.get("user-agent", ""))
+            admitted = await self.admission.admit(connect, ctx)
+            est = await self.establisher.establish(connect.target, connect.protocols, connect.caller,
+                                                   admitted.meta)
+        except PolysocketError as exc:
+            if exc.code is ErrorCode.BAD_CALLBACK:
+                cb = None
+            return to_response(*jsonp.render_error(cb, exc))
+        except Exception:
+            log.exception("internal error in /connect")
+            return to_response(*jsonp.render_error(cb, PolysocketError(ErrorCode.INTERNAL, "internal error")))
+        return to_response(*jsonp.render(
+            cb, {"ok": True, "fqdn": est.fqdn, "socket": est.socket, "protocol": est.protocol}
+        ))
+
+
+def to_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> Response:
+    resp = Response(content=body, status_code=status)
+    for name, value in headers:
+        resp.headers[name.decode()] = value.decode()
+    return resp
+
+
+def create_app(settings: RouterSettings | None = None, admission: Admission | None = None) -> FastAPI:
+    settings = settings or RouterSettings.from_env()
+    router = Router(settings, admission or OpenAdmission())
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await router.close()
+
+    app = FastAPI(title="polysocket router", docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
+    app.state.router = router
+
+    @app.get("/connect")
+    async def connect(request: Request) -> Response:
+        return await router.connect(request)
+
+    @app.options("/connect")
+    async def preflight() -> Response:
+        return Response(status_code=204, headers={k.decode(): v.decode() for k, v in
+                                                  [*jsonp.COMMON_HEADERS, *jsonp.CORS_HEADERS]})
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return to_response(*jsonp.render(None, {"ok": True, "service": "router"}))
+
+    if settings.static_dir and Path(settings.static_dir).is_dir():
+        app.mount("/client", StaticFiles(directory=settings.static_dir, html=True), name="client")
+
+    return app
