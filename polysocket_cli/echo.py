@@ -23,7 +23,7 @@ async def _handle(conn: ServerConnection) -> None:
         async for msg in conn:
             if isinstance(msg, str):
                 if msg.startswith("close:"):
-                    _, code, reason = (msg.split(":", 2) + [""])[:3]
+                    _, code, reason = [*msg.split(":", 2), ""][:3]
                     await conn.close(int(code), reason)
                     return
                 if msg.startswith("flood:"):

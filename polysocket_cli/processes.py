@@ -15,6 +15,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,10 +75,10 @@ class Stack:
 
     def _spawn(self, name: str, args: list[str], port: int, env: dict[str, str] | None = None) -> Proc:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        out = subprocess.DEVNULL
+        out: IO[bytes] | None = None
         if self.quiet:
             out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
-        popen = subprocess.Popen(args, env=full_env, stdout=out if self.quiet else None,
+        popen = subprocess.Popen(args, env=full_env, stdout=out,
                                  stderr=subprocess.STDOUT if self.quiet else None, cwd=REPO_ROOT)
         proc = Proc(name, popen, port)
         self.procs.append(proc)

@@ -26,7 +26,7 @@ class InboundSequencer:
     __slots__ = ("_held", "_held_bytes", "_partial", "_partial_kind", "_partial_size", "expected",
                  "gap_since", "max_ahead", "max_held_bytes", "max_message")
 
-    def __init__(self, max_message: int, max_ahead: int = 256, max_held_bytes: int | None = None) -> None:
+    def __init__(self, max_message: int, max_ahead: int = 1024, max_held_bytes: int | None = None) -> None:
         self.expected = 0
         self.max_message = max_message
         self.max_ahead = max_ahead

@@ -1,0 +1,154 @@
+"""The control plane with several nodes: load spreading, dead and stalled nodes, drain, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from websockets.asyncio.server import ServerConnection, serve
+
+from polysocket_cli.processes import Stack, free_port
+
+from .conftest import RunningStack
+from .wire_client import connect, connect_raw
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture
+def own_stack() -> Iterator[Stack]:
+    """A private Valkey for tests that kill, stop or drain nodes."""
+    s = Stack()
+    s.start_valkey()
+    try:
+        yield s
+    finally:
+        for proc in s.procs:  # a test may leave a node SIGSTOPped
+            proc.signal(signal.SIGCONT)
+        s.stop()
+
+
+class RecordingTarget:
+    """An in-process WebSocket target that records how each connection was closed."""
+
+    def __init__(self) -> None:
+        self.closes: list[tuple[int | None, str | None]] = []
+        self.port = free_port()
+        self.url = f"ws://127.0.0.1:{self.port}/"
+
+    async def handler(self, conn: ServerConnection) -> None:
+        async for msg in conn:
+            await conn.send(msg)
+        self.closes.append((conn.close_code, conn.close_reason))
+
+    async def wait_closes(self, n: int, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.closes) < n and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def recording_target() -> AsyncIterator[RecordingTarget]:
+    t = RecordingTarget()
+    async with serve(t.handler, "127.0.0.1", t.port):
+        yield t
+
+
+def node_of(fqdn: str) -> str:
+    return fqdn.split(".")[1]
+
+
+async def test_two_nodes_share_load(stack: RunningStack, http: httpx.AsyncClient) -> None:
+    conns = await asyncio.gather(*(connect(http, stack.router_url, stack.targets["websockets"])
+                                   for _ in range(20)))
+    per_node = collections.Counter(node_of(c.fqdn) for c in conns)
+    assert set(per_node) == {"node1", "node2"}
+    assert abs(per_node["node1"] - per_node["node2"]) <= 4, per_node
+    assert len({c.fqdn.split(".")[0] for c in conns}) == 20  # a fresh uniq label per socket
+    await asyncio.gather(*(c.close() for c in conns))
+
+
+async def test_node_that_stops_heartbeating_gets_no_new_sockets(own_stack: Stack, http: httpx.AsyncClient,
+                                                                recording_target: RecordingTarget) -> None:
+    n1 = own_stack.start_relay("node1", extra=["--heartbeat-ttl", "1"])
+    n2 = own_stack.start_relay("node2", extra=["--heartbeat-ttl", "1"])
+    router = own_stack.start_router()
+    url = f"http://127.0.0.1:{router.port}"
+    n2.signal(signal.SIGSTOP)
+    await asyncio.sleep(2.0)  # past the heartbeat TTL
+    conns = [await connect(http, url, recording_target.url) for _ in range(6)]
+    assert {node_of(c.fqdn) for c in conns} == {"node1"}
+    n2.signal(signal.SIGCONT)
+    await asyncio.sleep(1.5)  # it beats again
+    more = [await connect(http, url, recording_target.url) for _ in range(6)]
+    assert "node2" in {node_of(c.fqdn) for c in more}
+    assert n1.popen.poll() is None
+
+
+async def test_stalled_node_is_skipped_within_one_connect(own_stack: Stack, http: httpx.AsyncClient,
+                                                          recording_target: RecordingTarget) -> None:
+    """A node still 'alive' in Redis that does not answer: the router retries the other node once."""
+    own_stack.start_relay("node1", extra=["--capacity", "1000"])
+    n2 = own_stack.start_relay("node2", extra=["--capacity", "1000000"])  # always the least loaded
+    router = own_stack.start_router(env={"POLYSOCKET_ACK_TIMEOUT": "0.5"})
+    n2.signal(signal.SIGSTOP)
+    c = await connect(http, f"http://127.0.0.1:{router.port}", recording_target.url)
+    assert node_of(c.fqdn) == "node1"
+
+
+async def test_no_relay_is_503(own_stack: Stack, http: httpx.AsyncClient) -> None:
+    router = own_stack.start_router()
+    answer = await connect_raw(http, f"http://127.0.0.1:{router.port}", {"from": "t", "target": "ws://a/"})
+    assert answer["status"] == 503 and answer["error"] == "no_relay"
+
+
+async def test_sigterm_drains(own_stack: Stack, http: httpx.AsyncClient,
+                              recording_target: RecordingTarget) -> None:
+    node = own_stack.start_relay("node1", extra=["--drain-grace", "1"])
+    router = own_stack.start_router()
+    url = f"http://127.0.0.1:{router.port}"
+    c = await connect(http, url, recording_target.url)
+    poll = asyncio.create_task(c.receive(1, ttl=10000))
+    await asyncio.sleep(0.2)
+    node.signal(signal.SIGTERM)
+    await asyncio.sleep(0.3)
+    health = (await http.get(f"http://127.0.0.1:{node.port}/healthz")).json()
+    assert health["draining"] is True
+    refused = await connect_raw(http, url, {"from": "t", "target": recording_target.url})
+    assert refused["error"] in ("no_relay", "draining"), refused
+    got = await asyncio.wait_for(poll, 15)
+    assert got[0]["type"] == "close" and got[0]["code"] == 1001
+    await recording_target.wait_closes(1)
+    assert recording_target.closes[0][0] == 1001
+    assert node.popen.wait(15) == 0
+    r = aioredis.Redis.from_url(own_stack.redis_url)
+    assert await r.smembers("ps:nodes") == set()
+    assert await r.exists("ps:node:node1") == 0
+    await r.aclose()
+
+
+async def test_idle_socket_is_closed_1001_and_freed(own_stack: Stack, http: httpx.AsyncClient,
+                                                    recording_target: RecordingTarget) -> None:
+    own_stack.start_relay("node1", extra=["--idle-timeout", "1"])
+    router = own_stack.start_router()
+    c = await connect(http, f"http://127.0.0.1:{router.port}", recording_target.url)
+    assert (await c.poll(ttl=1500))["messages"] == [{"type": "heartbeat"}]  # a waiting poll is not idle
+    await recording_target.wait_closes(1, timeout=6)
+    assert recording_target.closes == [(1001, "idle timeout")]
+    assert (await c.poll(ttl=0))["error"] == "unknown_socket"
+
+
+async def test_unfilled_gap_fails_the_socket(stack: RunningStack, http: httpx.AsyncClient) -> None:
+    c = await connect(http, stack.router_url, stack.targets["websockets"])
+    assert (await c.send_text("second", seq=1))["ok"]  # held, waiting for seq 0
+    got = await c.receive(1, ttl=6000)  # the stack's gap hold is 2 s
+    assert got[0]["type"] == "close" and got[0]["code"] == 1011
+    assert "sequence gap" in got[0]["reason"]
+    late = await c.send_text("first", seq=0)
+    assert late["ok"] is False
