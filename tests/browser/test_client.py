@@ -1,0 +1,582 @@
+"""polysocket.js in a real Chromium against the real stack (router, relays, echo targets).
+
+Every behaviour runs three ways: ``websocket`` (the browser's own WebSocket, chosen by ``auto``),
+``xhr`` (``window.WebSocket`` deleted before the library loads: ``auto`` picks CORS XHR) and
+``jsonp`` (``window.WebSocket`` deleted, script tags forced).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import random
+import socket
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+from psbrowser import BrowserStack, PageFactory
+
+pytestmark = [pytest.mark.browser, pytest.mark.stack]
+
+MODES = ["websocket", "xhr", "jsonp"]
+UNICODE = 'héllo wörld ✓ ≠ 日本語 \U0001d11e 🎉 \u2028\u2029 "quotes" <tag> & ; % + = ? # /'
+
+
+def options_for(mode: str) -> dict[str, Any]:
+    if mode == "jsonp":
+        return {"transport": "jsonp"}
+    return {}
+
+
+def open_page(pages: PageFactory, mode: str) -> Any:
+    return pages.open(native=(mode == "websocket"))
+
+
+def connect(
+    page: Any,
+    target: str,
+    mode: str,
+    *,
+    protocols: list[str] | None = None,
+    binary_type: str = "arraybuffer",
+    options: dict[str, Any] | None = None,
+) -> int:
+    opts = {**options_for(mode), **(options or {})}
+    res = page.evaluate("([t, p, o, b]) => psOpen(t, p, o, b)", [target, protocols, opts, binary_type])
+    assert res["ok"], f"did not open: {res}"
+    assert res["transport"] == mode
+    return int(res["id"])
+
+
+def send(page: Any, sid: int, js_expr: str) -> None:
+    """Evaluate ``js_expr`` in the page with ``s`` bound to the socket (statements allowed)."""
+    page.evaluate(f"(id) => {{ const s = psSocks[id].s; {js_expr}; }}", sid)
+
+
+def wait_messages(page: Any, sid: int, n: int, timeout_ms: int = 30_000) -> list[dict[str, str]]:
+    res = page.evaluate("([id, n, t]) => psWait(id, n, t)", [sid, n, timeout_ms])
+    msgs: list[dict[str, str]] = res["messages"]
+    assert len(msgs) >= n, f"got {len(msgs)} of {n} messages; events {res['events']}"
+    return msgs
+
+
+def wait_close(page: Any, sid: int, timeout_ms: int = 30_000) -> dict[str, Any]:
+    res = page.evaluate("([id, t]) => psWaitClose(id, t)", [sid, timeout_ms])
+    closes = [e for e in res["events"] if e["type"] == "close"]
+    assert closes, f"no close event: {res['events']}"
+    assert len(closes) == 1
+    assert res["readyState"] == 3
+    result: dict[str, Any] = {"close": closes[0], "events": res["events"], "messages": res["messages"]}
+    return result
+
+
+def no_page_errors(page: Any) -> None:
+    assert page.page_errors == []
+
+
+def fetch_via_loopback(route: Any) -> Any:
+    """route.fetch() for a relay URL: Playwright's own resolver does not map *.localhost to loopback."""
+    parts = urlsplit(route.request.url)
+    host = parts.hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        url = urlunsplit((parts.scheme, f"127.0.0.1:{parts.port}", parts.path, parts.query, ""))
+        return route.fetch(url=url)
+    return route.fetch()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ------------------------------------------------------------------------------------------ basics
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_text_unicode_and_empty_echo(pages: PageFactory, browser_stack: BrowserStack, mode: str) -> None:
+    for target in browser_stack.targets.values():
+        page = open_page(pages, mode)
+        sid = connect(page, target, mode)
+        texts = ["hello", UNICODE, "", "a" * 10, "lone \ud800 surrogate"]
+        page.evaluate("([id, texts]) => texts.forEach((t) => psSocks[id].s.send(t))", [sid, texts])
+        msgs = wait_messages(page, sid, len(texts))
+        expected = [*texts[:-1], "lone \ufffd surrogate"]
+        assert [m["t"] for m in msgs] == ["text"] * len(texts)
+        assert [m["d"] for m in msgs] == expected
+        info = page.evaluate(
+            "(id) => { const s = psSocks[id].s; return [s.readyState, s.url, s.protocol, s.extensions,"
+            " s.bufferedAmount, s.OPEN, PolySocket.CLOSED]; }",
+            sid,
+        )
+        assert info[0] == 1
+        assert info[1].startswith("ws://")
+        assert info[3] == "" or mode == "websocket"
+        assert info[5:] == [1, 3]
+        no_page_errors(page)
+        page.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_binary_arraybuffer_view_and_blob(pages: PageFactory, browser_stack: BrowserStack, mode: str) -> None:
+    page = open_page(pages, mode)
+    sid = connect(page, browser_stack.target, mode, binary_type="arraybuffer")
+    send(
+        page,
+        sid,
+        """
+        const all = new Uint8Array(256); for (let i = 0; i < 256; i++) all[i] = i;
+        s.send(all.buffer);
+        s.send(new Uint8Array([9, 8, 7, 6, 5]).subarray(1, 4));
+        s.send(new Blob([new Uint8Array([1, 2, 3]), "xyz"]));
+        s.send(new ArrayBuffer(0));
+        s.send("after binary");
+    """,
+    )
+    msgs = wait_messages(page, sid, 5)
+    assert [m["t"] for m in msgs] == ["arraybuffer"] * 4 + ["text"]
+    assert base64.b64decode(msgs[0]["d"]) == bytes(range(256))
+    assert base64.b64decode(msgs[1]["d"]) == bytes([8, 7, 6])
+    assert base64.b64decode(msgs[2]["d"]) == b"\x01\x02\x03xyz"
+    assert base64.b64decode(msgs[3]["d"]) == b""
+    assert msgs[4]["d"] == "after binary"
+    # binaryType "blob" (the default) delivers Blobs
+    send(page, sid, "s.binaryType = 'blob'; s.send(new Uint8Array([200, 201]))")
+    msgs = wait_messages(page, sid, 6)
+    assert msgs[5] == {"t": "blob", "d": base64.b64encode(bytes([200, 201])).decode()}
+    no_page_errors(page)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_default_binary_type_is_blob(pages: PageFactory, browser_stack: BrowserStack, mode: str) -> None:
+    page = open_page(pages, mode)
+    res = page.evaluate(
+        "([t, o]) => { const s = new PolySocket(t, Object.assign({router: PS_ROUTER}, o));"
+        " const r = [s.binaryType, s.readyState, s.bufferedAmount, s.protocol]; s.close(); return r; }",
+        [browser_stack.target, options_for(mode)],
+    )
+    assert res == ["blob", 0, 0, ""]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_256_kib_both_ways(pages: PageFactory, browser_stack: BrowserStack, mode: str) -> None:
+    page = open_page(pages, mode)
+    sid = connect(page, browser_stack.target, mode)
+    size = 256 * 1024
+    rnd = random.Random(5)
+    blob = bytes(rnd.getrandbits(8) for _ in range(size))
+    # text with multi-byte characters and characters that URL-encoding expands
+    text = "".join(rnd.choice("ab+/ &%é日\U0001f389") for _ in range(size // 4))
+    page.evaluate(
+        "([id, b64, text]) => { const s = psSocks[id].s; s.send(psBytes(b64)); s.send(text); }",
+        [sid, base64.b64encode(blob).decode(), text],
+    )
+    msgs = wait_messages(page, sid, 2, timeout_ms=60_000)
+    assert msgs[0]["t"] == "arraybuffer"
+    got = base64.b64decode(msgs[0]["d"])
+    assert len(got) == size
+    assert hashlib.sha256(got).digest() == hashlib.sha256(blob).digest()
+    assert msgs[1] == {"t": "text", "d": text}
+    # bufferedAmount drains back to 0 once everything is accepted
+    page.wait_for_function("(id) => psSocks[id].s.bufferedAmount === 0", arg=sid)
+    no_page_errors(page)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_500_rapid_sends_arrive_in_order(pages: PageFactory, browser_stack: BrowserStack, mode: str) -> None:
+    page = open_page(pages, mode)
+    sid = connect(page, browser_stack.target, mode)
+    send(page, sid, "for (let i = 0; i < 500; i++) s.send('m' + i)")
+    assert page.evaluate("(id) => psSocks[id].s.bufferedAmount", sid) > 0 or mode == "websocket"
+    msgs = wait_messages(page, sid, 500, timeout_ms=90_000)
+    assert [m["d"] for m in msgs] == [f"m{i}" for i in range(500)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_server_flood_arrives_in_order(pages: PageFactory, browser_stack: BrowserStack, mode: str) -> None:
+    page = open_page(pages, mode)
+    sid = connect(page, browser_stack.target, mode)
+    send(page, sid, "s.send('flood:1000')")
+    msgs = wait_messages(page, sid, 1000, timeout_ms=60_000)
+    assert [m["d"] for m in msgs] == [str(i) for i in range(1000)]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_subprotocol_negotiated(pages: PageFactory, browser_stack: BrowserStack, mode: str) -> None:
+    page = open_page(pages, mode)
+    res = page.evaluate(
+        "([t, o]) => psOpen(t, ['chat.v2', 'chat.v1'], o)", [browser_stack.target, options_for(mode)]
+    )
+    assert res["ok"]
+    assert res["protocol"] == "chat.v2"
+
+
+# ------------------------------------------------------------------------------------------ closing
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_server_close_with_code_and_reason(
+    pages: PageFactory, browser_stack: BrowserStack, mode: str
+) -> None:
+    for target in browser_stack.targets.values():
+        page = open_page(pages, mode)
+        sid = connect(page, target, mode)
+        send(page, sid, "s.send('before'); s.send('close:4001:bye now ✓')")
+        res = wait_close(page, sid)
+        assert res["close"]["code"] == 4001
+        assert res["close"]["reason"] == "bye now ✓"
+        assert res["close"]["wasClean"] is True
+        assert [m["d"] for m in res["messages"]] == ["before"]
+        assert [e["type"] for e in res["events"]] == ["open", "close"]
+        # sends after close are dropped silently, as by a native socket
+        send(page, sid, "s.send('late')")
+        no_page_errors(page)
+        page.close()
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_client_close(pages: PageFactory, browser_stack: BrowserStack, mode: str) -> None:
+    page = open_page(pages, mode)
+    sid = connect(page, browser_stack.target, mode)
+    state = page.evaluate(
+        "(id) => { const s = psSocks[id].s; s.send('last words'); s.close(4002, 'client bye');"
+        " return s.readyState; }",
+        sid,
+    )
+    assert state == 2  # CLOSING
+    res = wait_close(page, sid)
+    assert res["close"]["code"] == 4002
+    assert res["close"]["reason"] == "client bye"
+    assert res["close"]["wasClean"] is True
+    # a second close() is a no-op
+    send(page, sid, "s.close()")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_client_close_default_code(pages: PageFactory, browser_stack: BrowserStack, mode: str) -> None:
+    page = open_page(pages, mode)
+    sid = connect(page, browser_stack.target, mode)
+    send(page, sid, "s.close()")
+    res = wait_close(page, sid)
+    assert res["close"]["code"] in (1000, 1005)
+    assert res["close"]["wasClean"] is True
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_close_and_send_validation(pages: PageFactory, browser_stack: BrowserStack, mode: str) -> None:
+    page = open_page(pages, mode)
+    res = page.evaluate(
+        """([t, o]) => {
+        const out = {};
+        const s = new PolySocket(t, Object.assign({router: PS_ROUTER}, o));
+        try { s.send('x'); out.sendConnecting = 'no error'; } catch (e) { out.sendConnecting = e.name; }
+        try { s.close(1001); out.code1001 = 'no error'; } catch (e) { out.code1001 = e.name; }
+        try { s.close(2999); out.code2999 = 'no error'; } catch (e) { out.code2999 = e.name; }
+        try { s.close(1000, 'é'.repeat(62)); out.longReason = 'no error'; }
+            catch (e) { out.longReason = e.name; }
+        try { new PolySocket('ftp://x/', {router: PS_ROUTER}); out.scheme = 'no error'; }
+            catch (e) { out.scheme = e.name; }
+        try { new PolySocket('ws://x/#frag', {router: PS_ROUTER}); out.fragment = 'no error'; }
+            catch (e) { out.fragment = e.name; }
+        try { new PolySocket('ws://x/', ['a', 'a'], {router: PS_ROUTER}); out.dup = 'no error'; }
+            catch (e) { out.dup = e.name; }
+        const h = new PolySocket('http://example.invalid:81/p?q=1', {router: PS_ROUTER});
+        out.httpUrl = h.url; h.close();
+        s.close();
+        out.afterClose = s.readyState;
+        return out;
+    }""",
+        [browser_stack.target, options_for(mode)],
+    )
+    assert res == {
+        "sendConnecting": "InvalidStateError",
+        "code1001": "InvalidAccessError",
+        "code2999": "InvalidAccessError",
+        "longReason": "SyntaxError",
+        "scheme": "SyntaxError",
+        "fragment": "SyntaxError",
+        "dup": "SyntaxError",
+        "httpUrl": "ws://example.invalid:81/p?q=1",
+        "afterClose": 2,
+    }
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_close_while_connecting(pages: PageFactory, browser_stack: BrowserStack, mode: str) -> None:
+    page = open_page(pages, mode)
+    res = page.evaluate(
+        """([t, o]) => new Promise((resolve) => {
+        const ev = [];
+        const s = new PolySocket(t, Object.assign({router: PS_ROUTER}, o));
+        s.onopen = () => ev.push('open');
+        s.onerror = () => ev.push('error');
+        s.onclose = (e) => { ev.push('close:' + e.code + ':' + e.wasClean);
+                             setTimeout(() => resolve(ev), 300); };
+        s.close();
+    })""",
+        [browser_stack.target, options_for(mode)],
+    )
+    assert res == ["error", "close:1006:false"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_target_refuses(pages: PageFactory, mode: str) -> None:
+    page = open_page(pages, mode)
+    target = f"ws://127.0.0.1:{free_port()}/"
+    res = page.evaluate("([t, o]) => psOpen(t, null, o)", [target, options_for(mode)])
+    assert res["ok"] is False
+    types = [e["type"] for e in res["events"]]
+    assert types == ["error", "close"]
+    close = res["events"][1]
+    assert close["code"] == 1006
+    assert close["wasClean"] is False
+    assert close["readyState"] == 3
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_target_aborts_connection(pages: PageFactory, browser_stack: BrowserStack, mode: str) -> None:
+    page = open_page(pages, mode)
+    sid = connect(page, browser_stack.target, mode)
+    send(page, sid, "s.send('abort')")
+    res = wait_close(page, sid)
+    assert res["close"]["code"] == 1006
+    assert res["close"]["wasClean"] is False
+
+
+# ------------------------------------------------------------------------------------------ relay only
+
+
+@pytest.mark.parametrize("mode", ["xhr", "jsonp"])
+def test_several_sockets_on_their_own_subdomains(
+    pages: PageFactory, browser_stack: BrowserStack, mode: str
+) -> None:
+    page = open_page(pages, mode)
+    ids = [connect(page, browser_stack.target, mode) for _ in range(6)]
+    hosts = page.evaluate("(ids) => ids.map((id) => psSocks[id].s._relay.base)", ids)
+    assert len(set(hosts)) == len(ids), hosts
+    page.evaluate(
+        "(ids) => { for (let k = 0; k < 20; k++) ids.forEach((id) => psSocks[id].s.send(id + ':' + k)); }",
+        ids,
+    )
+    for sid in ids:
+        msgs = wait_messages(page, sid, 20)
+        assert [m["d"] for m in msgs] == [f"{sid}:{k}" for k in range(20)]
+    page.evaluate("(ids) => ids.forEach((id) => psSocks[id].s.close(1000, 'done'))", ids)
+    for sid in ids:
+        assert wait_close(page, sid)["close"]["code"] == 1000
+
+
+@pytest.mark.parametrize("mode", ["xhr", "jsonp"])
+def test_dropped_poll_answers_lose_nothing(
+    pages: PageFactory, browser_stack: BrowserStack, mode: str
+) -> None:
+    page = open_page(pages, mode)
+    dropped: list[str] = []
+
+    def handle(route: Any) -> None:
+        # Let the relay answer, then lose the answer on the way: the first three that carry messages.
+        response = fetch_via_loopback(route)
+        body = response.text()
+        if '"seq"' in body and len(dropped) < 3:
+            dropped.append(body)
+            route.abort("connectionreset")
+            return
+        route.fulfill(response=response)
+
+    page.route("**/poll?**", handle)
+    sid = connect(page, browser_stack.target, mode)
+    send(page, sid, "s.send('flood:50')")
+    msgs = wait_messages(page, sid, 50, timeout_ms=60_000)
+    send(page, sid, "s.send('end')")
+    msgs = wait_messages(page, sid, 51)
+    assert [m["d"] for m in msgs] == [*(str(i) for i in range(50)), "end"]
+    assert len(dropped) == 3
+    page.unroute_all(behavior="ignoreErrors")
+
+
+@pytest.mark.parametrize("mode", ["xhr", "jsonp"])
+def test_failed_sends_are_retried_without_duplicates(
+    pages: PageFactory, browser_stack: BrowserStack, mode: str
+) -> None:
+    page = open_page(pages, mode)
+    lost: list[str] = []
+
+    def handle(route: Any) -> None:
+        # The relay gets every send, but every third answer is lost: the client retries the same seq.
+        response = fetch_via_loopback(route)
+        if len(lost) < 10 and random.random() < 0.34:
+            lost.append(route.request.url)
+            route.abort("connectionreset")
+            return
+        route.fulfill(response=response)
+
+    page.route("**/send?**", handle)
+    sid = connect(page, browser_stack.target, mode)
+    send(page, sid, "for (let i = 0; i < 40; i++) s.send('r' + i)")
+    msgs = wait_messages(page, sid, 40, timeout_ms=60_000)
+    page.wait_for_timeout(300)
+    msgs = wait_messages(page, sid, 40)
+    assert [m["d"] for m in msgs] == [f"r{i}" for i in range(40)]
+    assert lost
+    page.unroute_all(behavior="ignoreErrors")
+
+
+@pytest.mark.parametrize("mode", ["xhr", "jsonp"])
+def test_jsonp_and_xhr_keep_urls_short(pages: PageFactory, browser_stack: BrowserStack, mode: str) -> None:
+    page = open_page(pages, mode)
+    urls: list[str] = []
+    page.on("request", lambda req: urls.append(req.url))
+    sid = connect(page, browser_stack.target, mode)
+    send(page, sid, "s.send('€'.repeat(3000)); s.send(new Uint8Array(5000).fill(251))")
+    msgs = wait_messages(page, sid, 2)
+    assert msgs[0]["d"] == "€" * 3000
+    assert base64.b64decode(msgs[1]["d"]) == bytes([251]) * 5000
+    sends = [u for u in urls if "/send?" in u]
+    assert sends
+    assert max(len(u) for u in urls) <= 2000
+    if mode == "jsonp":
+        assert len(sends) > 2  # chunked with fin=0
+        assert any("fin=0" in u for u in sends)
+    else:
+        assert all("d=" not in u for u in sends)  # XHR posts the data
+
+
+def test_jsonp_leaves_no_script_tags_or_callbacks(pages: PageFactory, browser_stack: BrowserStack) -> None:
+    page = open_page(pages, "jsonp")
+    sid = connect(page, browser_stack.target, "jsonp", options={"pollTtl": 500})
+    send(page, sid, "for (let i = 0; i < 20; i++) s.send('x' + i)")
+    wait_messages(page, sid, 20)
+    page.wait_for_timeout(1200)  # a few heartbeat polls
+    scripts = page.evaluate("() => [...document.scripts].filter((s) => s.src.includes('/send?')).length")
+    assert scripts == 0
+    live = page.evaluate("() => Object.keys(PolySocket._cb)")
+    assert len(live) <= 1  # the outstanding poll; answered requests leave nothing behind
+    send(page, sid, "s.close()")
+    wait_close(page, sid)
+
+
+# ------------------------------------------------------------------------------------------ transport choice
+
+
+def test_auto_falls_back_when_the_upgrade_is_blocked(pages: PageFactory, browser_stack: BrowserStack) -> None:
+    # A WebSocket that never opens, as behind a proxy that kills the upgrade.
+    blocked = """
+        window.WebSocket = function (url) {
+            const self = this; this.readyState = 0; this.url = url;
+            window.__blockedAttempts = (window.__blockedAttempts || 0) + 1;
+            setTimeout(() => {
+                self.readyState = 3; self.onerror && self.onerror({type: 'error'});
+                self.onclose && self.onclose({type: 'close', code: 1006, reason: '', wasClean: false});
+            }, 50);
+        };
+        window.WebSocket.prototype.close = function () {};
+        window.WebSocket.prototype.send = function () { throw new Error('not open'); };
+    """
+    page = pages.open(native=True, init_script=blocked)
+    res = page.evaluate("(t) => psOpen(t, null, {})", browser_stack.target)
+    assert res["ok"], res
+    assert res["transport"] == "xhr"
+    assert [e["type"] for e in res["events"]] == ["open"]  # the failed native try is invisible
+    assert page.evaluate("() => window.__blockedAttempts") == 1
+    send(page, res["id"], "s.send('via relay')")
+    assert wait_messages(page, res["id"], 1)[0]["d"] == "via relay"
+
+
+def test_auto_falls_back_when_the_upgrade_hangs(pages: PageFactory, browser_stack: BrowserStack) -> None:
+    hanging = """
+        window.WebSocket = function (url) { this.readyState = 0; };
+        window.WebSocket.prototype.close = function () { window.__hangClosed = true; };
+    """
+    page = pages.open(native=True, init_script=hanging)
+    res = page.evaluate(
+        "(t) => psOpen(t, null, {nativeTimeout: 300, transport: 'auto'})", browser_stack.target
+    )
+    assert res["ok"], res
+    assert res["transport"] == "xhr"
+    assert page.evaluate("() => window.__hangClosed") is True
+
+
+def test_forced_transports(pages: PageFactory, browser_stack: BrowserStack) -> None:
+    page = pages.open(native=True)
+    for transport, expected in [
+        ("relay", "xhr"),
+        ("xhr", "xhr"),
+        ("jsonp", "jsonp"),
+        ("websocket", "websocket"),
+    ]:
+        res = page.evaluate(
+            "([t, o]) => psOpen(t, null, o)", [browser_stack.target, {"transport": transport}]
+        )
+        assert res["ok"], res
+        assert res["transport"] == expected
+
+
+def test_install_only_where_missing(pages: PageFactory, browser_stack: BrowserStack) -> None:
+    page = pages.open(native=True)
+    assert page.evaluate("() => [PolySocket.install(), window.WebSocket === PolySocket]") == [False, False]
+    page = pages.open(native=False)
+    res = page.evaluate(
+        """(args) => new Promise((resolve) => {
+        const installed = PolySocket.install({router: args[0], token: args[1] || null});
+        const ws = new WebSocket(args[2]);
+        ws.onopen = () => ws.send('installed');
+        ws.onmessage = (e) => resolve([installed, window.WebSocket === PolySocket, e.data,
+                                       ws instanceof WebSocket, WebSocket.OPEN]);
+        ws.onclose = (e) => resolve(['closed', e.code]);
+    })""",
+        [browser_stack.router, browser_stack.token, browser_stack.target],
+    )
+    assert res == [True, True, "installed", True, 1]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_event_listeners(pages: PageFactory, browser_stack: BrowserStack, mode: str) -> None:
+    page = open_page(pages, mode)
+    res = page.evaluate(
+        """([t, o]) => new Promise((resolve) => {
+        const log = [];
+        const s = new PolySocket(t, Object.assign({router: PS_ROUTER}, o));
+        const a = (e) => log.push('a:' + e.type + ':' + (e.data === undefined ? '' : e.data));
+        const b = {handleEvent: (e) => log.push('b:' + e.type)};
+        const c = () => log.push('c');
+        s.addEventListener('open', a); s.addEventListener('open', a);
+        s.addEventListener('message', a); s.addEventListener('message', b);
+        s.addEventListener('message', c); s.removeEventListener('message', c);
+        s.addEventListener('message', () => { throw new Error('listener bug'); });
+        s.addEventListener('close', (e) => { log.push('close:' + e.code + ':' + (e.target === s));
+                                            resolve(log); });
+        s.onopen = () => { log.push('onopen'); s.send('one'); };
+        s.onmessage = (e) => { log.push('onmessage'); s.close(1000); };
+    })""",
+        [browser_stack.target, options_for(mode)],
+    )
+    assert res == ["onopen", "a:open:", "onmessage", "a:message:one", "b:message", "close:1000:true"]
+    assert any("listener bug" in e for e in page.page_errors)
+
+
+# ------------------------------------------------------------------------------------------ demo page
+
+
+@pytest.mark.parametrize("force_fallback", [False, True])
+def test_demo_page(context: Any, browser_stack: BrowserStack, force_fallback: bool) -> None:
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    url = f"{browser_stack.router}/client/demo.html"
+    if browser_stack.token:
+        url += f"?token={browser_stack.token}"
+    page.goto(url)
+    page.fill("#target", browser_stack.target)
+    if force_fallback:
+        page.check("#fallback")
+    page.click("#connect")
+    page.wait_for_function("document.querySelector('#state').textContent === 'open'")
+    transport = page.text_content("#transport")
+    assert transport == ("xhr" if force_fallback else "websocket")
+    page.fill("#message", "hi from the demo ✓")
+    page.click("#send")
+    page.wait_for_function("document.querySelector('#log').textContent.includes('< hi from the demo ✓')")
+    page.click("#disconnect")
+    page.wait_for_function("document.querySelector('#state').textContent === 'closed'")
+    assert errors == []

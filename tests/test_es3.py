@@ -1,0 +1,67 @@
+"""client/polysocket.js (and its minified build) must parse as ES3, as IE6-8 do.
+
+Runs client/check-es3.js under node with acorn (``ecmaVersion: 3, allowReserved: "never"``) and also
+checks that client/polysocket.min.js is what client/build.js makes from the current source.
+Needs ``npm ci --prefix client``; skipped without node or node_modules, except under CI.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+CLIENT = Path(__file__).resolve().parent.parent / "client"
+
+
+def _need(condition: bool, why: str) -> None:
+    if not condition:
+        if os.environ.get("CI"):
+            pytest.fail(f"{why} (required under CI)")
+        pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    path = shutil.which("node")
+    _need(path is not None, "node is not installed")
+    assert path is not None
+    _need((CLIENT / "node_modules" / "acorn").is_dir(), "run `npm ci --prefix client` first")
+    return path
+
+
+def test_source_is_es3(node: str) -> None:
+    proc = subprocess.run(
+        [node, "check-es3.js", "polysocket.js"], cwd=CLIENT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_minified_build_is_es3(node: str) -> None:
+    proc = subprocess.run(
+        [node, "check-es3.js", "polysocket.min.js"], cwd=CLIENT, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_checker_rejects_what_ie_rejects(node: str, tmp_path: Path) -> None:
+    for bad in ["x.delete = 1;", "var o = {a: 1,};", "var a = [1,];", "var o = {class: 1};", "let x = 1;"]:
+        f = tmp_path / "bad.js"
+        f.write_text(bad)
+        proc = subprocess.run(
+            [node, str(CLIENT / "check-es3.js"), str(f)], capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 1, f"accepted: {bad}"
+
+
+def test_minified_build_is_current(node: str, tmp_path: Path) -> None:
+    out = tmp_path / "polysocket.min.js"
+    proc = subprocess.run(
+        [node, str(CLIENT / "build.js"), str(out)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    committed = (CLIENT / "polysocket.min.js").read_text()
+    assert out.read_text() == committed, "stale client/polysocket.min.js: run `npm run build --prefix client`"
