@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import ast
 import compileall
+import contextlib
 import json
 import os
 import platform
@@ -112,10 +113,8 @@ def requirements(pin: bool) -> list[str]:
     for dist in RUNTIME_DISTS:
         spec = by_name.get(dist, dist)
         if pin:
-            try:
+            with contextlib.suppress(metadata.PackageNotFoundError):
                 spec = f"{dist}=={metadata.version(dist)}"
-            except metadata.PackageNotFoundError:
-                pass
         reqs.append(spec)
     return reqs
 
@@ -318,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"contents:  {', '.join(report.top_level)}")
     print(f"zipped:    {human(report.zip_bytes)}")
     print(f"unzipped:  {human(report.unzipped_bytes)} in {report.files} files")
-    if report.import_s_median is not None:
+    if report.import_s_median is not None and report.process_s_median is not None:
         print(f"import:    {report.import_s_median * 1000:.1f} ms median of {report.import_runs} "
               f"({report.import_target}); whole process {report.process_s_median * 1000:.1f} ms")
         print("slowest:   " + ", ".join(f"{n} {s * 1000:.1f} ms" for n, s in report.slowest_imports))
