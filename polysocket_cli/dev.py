@@ -17,7 +17,7 @@ def _raise_stop(sig: int, frame: FrameType | None) -> None:
     raise _Stop()
 
 
-def run_dev(redis_url: str | None, port: int, relays: int) -> int:
+def run_dev(redis_url: str | None, port: int, relays: int, dev_token: str | None = None) -> int:
     stack = Stack(quiet=False)
     signal.signal(signal.SIGTERM, _raise_stop)
     try:
@@ -29,6 +29,7 @@ def run_dev(redis_url: str | None, port: int, relays: int) -> int:
         for i in range(1, relays + 1):
             stack.start_relay(f"node{i}", port=port + i, extra=relay_args)
         stack.start_router(port=port)
+        token = stack.create_token(value=dev_token)
         echo_port = port + relays + 1
         stack.start_echo(port=echo_port)
         router = f"http://localhost:{port}"
@@ -39,9 +40,10 @@ def run_dev(redis_url: str | None, port: int, relays: int) -> int:
             + "".join(f"  relay    http://node{i}.localhost:{port + i}/healthz\n"
                       for i in range(1, relays + 1))
             + f"  echo     ws://127.0.0.1:{echo_port}/\n"
-            f"  demo     {router}/client/demo.html\n\n"
+            f"  demo     {router}/client/demo.html?token={token}\n"
+            f"  token    {token}   (any origin, loopback targets only)\n\n"
             "try:\n"
-            f"  curl '{router}/connect?from=curl&target=ws://127.0.0.1:{echo_port}/'\n",
+            f"  curl '{router}/connect?from=curl&token={token}&target=ws://127.0.0.1:{echo_port}/'\n",
             flush=True,
         )
         while all(p.popen.poll() is None for p in stack.procs):

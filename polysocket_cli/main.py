@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .tokens_cmd import add_token_parser, run_token
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -55,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     add(r, "--port", type=int, default=8100, help="port to listen on")
     add(r, "--redis-url", default=DEFAULT_REDIS_URL, help="Redis / Valkey URL of the control plane")
     add(r, "--static-dir", default="", help="serve this directory under /client/ (the browser library)")
+    add(r, "--admission", default="tokens", choices=["tokens", "open"],
+        help="'tokens' checks every connect; 'open' admits anything (loopback experiments only)")
+    add(r, "--allow-target-cidrs", default="",
+        help="comma-separated CIDRs that targets may resolve to although private (e.g. 127.0.0.0/8)")
 
     n = sub.add_parser("relay", help="run a relay node (send / poll / close) under uvicorn")
     add(n, "--host", default="127.0.0.1", help="address to listen on")
@@ -75,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     add(d, "--redis-url", help="use this Redis instead of starting an embedded Valkey")
     add(d, "--port", type=int, default=8100, help="router port; relays use the next two, echo the one after")
     add(d, "--relays", type=positive_int, default=2, help="number of relay nodes")
+    add(d, "--dev-token", help="value of the development token (default: a fresh random one)")
+
+    add_token_parser(sub, add, DEFAULT_REDIS_URL)
 
     e = sub.add_parser("echo", help="run a WebSocket echo target (close:/flood:/abort commands)")
     add(e, "--host", default="127.0.0.1", help="address to listen on")
@@ -93,7 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "dev":
         from .dev import run_dev
 
-        return run_dev(args.redis_url, args.port, args.relays)
+        return run_dev(args.redis_url, args.port, args.relays, args.dev_token)
+    if args.command == "token":
+        return run_token(args)
     if args.command == "echo":
         import asyncio
 
@@ -109,6 +120,10 @@ def run_router(args: argparse.Namespace) -> int:
     import uvicorn
 
     os.environ["POLYSOCKET_REDIS_URL"] = args.redis_url
+    os.environ["POLYSOCKET_ADMISSION"] = args.admission
+    os.environ["POLYSOCKET_ALLOW_TARGET_CIDRS"] = args.allow_target_cidrs
+    if args.admission == "open":
+        logging.getLogger("polysocket").warning("open admission: any caller may open any target")
     if args.static_dir:
         os.environ["POLYSOCKET_STATIC_DIR"] = args.static_dir
     from router_fn.app import create_app
@@ -119,9 +134,13 @@ def run_router(args: argparse.Namespace) -> int:
 
 
 def run_relay_cmd(args: argparse.Namespace) -> int:
+    from polysocket_core.control import NODE_ID_RE
     from relay_node.config import RelayConfig, default_node_id
     from relay_node.server import run_relay
 
+    if args.node_id and NODE_ID_RE.fullmatch(args.node_id) is None:
+        print("polysocket relay: --node-id must be 1-64 of A-Z a-z 0-9 _ . -", file=sys.stderr)
+        return 2
     fqdn = args.fqdn or f"{args.host}:{args.port}"
     if "/" in fqdn or " " in fqdn:
         print("polysocket relay: --fqdn must be a host name, optionally with :port", file=sys.stderr)

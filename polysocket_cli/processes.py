@@ -5,6 +5,7 @@ Used by ``polysocket dev`` and by the test suite, so the tests run exactly what 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+LOOPBACK_CIDRS = "127.0.0.0/8,::1/128"
 
 
 def free_port() -> int:
@@ -95,11 +97,29 @@ class Stack:
     def _cli(self) -> list[str]:
         return [sys.executable, "-m", "polysocket_cli"]
 
-    def start_router(self, port: int | None = None, env: dict[str, str] | None = None) -> Proc:
+    def start_router(self, port: int | None = None, env: dict[str, str] | None = None,
+                     allow_cidrs: str = LOOPBACK_CIDRS) -> Proc:
+        """A router with token admission; loopback targets allowed unless ``allow_cidrs`` says otherwise."""
         port = port or free_port()
         args = [*self._cli(), "router", "--port", str(port), "--redis-url", self.redis_url,
-                "--static-dir", str(REPO_ROOT / "client")]
+                "--static-dir", str(REPO_ROOT / "client"), "--allow-target-cidrs", allow_cidrs]
         return self._spawn("router", args, port, env)
+
+    def create_token(self, *, origins: list[str] | None = None, targets: list[str] | None = None,
+                     max_sockets: int = 1000, value: str | None = None, extra: list[str] | None = None) -> str:
+        """Create a token through the CLI (as an operator would) and return its value."""
+        from .tokens_cmd import DEV_TARGETS
+
+        args = [*self._cli(), "token", "create", "--redis-url", self.redis_url, "--json",
+                "--max-sockets", str(max_sockets), "--label", "local development"]
+        for origin in origins or ["*"]:
+            args += ["--origin", origin]
+        for target in targets or DEV_TARGETS:
+            args += ["--target", target]
+        if value:
+            args += ["--value", value]
+        out = subprocess.run([*args, *(extra or [])], check=True, capture_output=True, cwd=REPO_ROOT, timeout=30)
+        return str(json.loads(out.stdout)["token"])
 
     def start_relay(self, node_id: str, port: int | None = None, fqdn: str | None = None,
                     extra: list[str] | None = None, env: dict[str, str] | None = None) -> Proc:

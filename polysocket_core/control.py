@@ -9,7 +9,10 @@ Keys (``P`` is the prefix, ``ps:`` by default):
 - ``P node:{id}``          HASH id, fqdn, capacity, sockets, draining ("0"/"1"), started_at
 - ``P node:{id}:alive``    STRING with a TTL, refreshed by the node's heartbeat; gone = node dead
 - ``P node:{id}:inbox``    LIST of establish requests (JSON), BLPOP-ed by the node
+- ``P node:{id}:tokens``   HASH token id -> sockets the node holds for it (refreshed with the heartbeat)
 - ``P reply:{request_id}`` LIST of replies (JSON) to one request: an ``ack`` then a ``done``
+- ``P token:{sha256}``     HASH of one token (see router_fn.tokens); ``P tokens`` HASH id -> sha256
+- ``P rl:{kind}:{key}:{window}`` connect rate-limit counters
 """
 
 from __future__ import annotations
@@ -42,8 +45,21 @@ class Keys:
     def inbox(self, node_id: str) -> str:
         return f"{self.prefix}node:{node_id}:inbox"
 
+    def node_tokens(self, node_id: str) -> str:
+        return f"{self.prefix}node:{node_id}:tokens"
+
     def reply(self, request_id: str) -> str:
         return f"{self.prefix}reply:{request_id}"
+
+    def token(self, digest: str) -> str:
+        return f"{self.prefix}token:{digest}"
+
+    @property
+    def tokens(self) -> str:
+        return f"{self.prefix}tokens"
+
+    def rate(self, kind: str, key: str, window: int) -> str:
+        return f"{self.prefix}rl:{kind}:{key}:{window}"
 
 
 @dataclass(slots=True)
@@ -57,15 +73,13 @@ class EstablishRequest:
     expires_at_ms: int  # wall clock; the node ignores a request that arrives after this
     caller: str = ""
     meta: dict[str, str] = field(default_factory=dict)  # admission facts (token id, origin) for reporting
+    address: str = ""  # the IP the router's SSRF guard checked: connect there and nowhere else
 
     def encode(self) -> bytes:
-        return orjson.dumps({"v": 1, **asdict(self)})
+        return orjson.dumps({"v": 1, "op": "establish", **asdict(self)})
 
     @classmethod
-    def decode(cls, raw: bytes | str) -> EstablishRequest:
-        data: dict[str, Any] = orjson.loads(raw)
-        if data.get("v") != 1:
-            raise ValueError(f"unsupported establish request version: {data.get('v')!r}")
+    def from_dict(cls, data: dict[str, Any]) -> EstablishRequest:
         return cls(
             id=str(data["id"]),
             socket=str(data["socket"]),
@@ -74,7 +88,32 @@ class EstablishRequest:
             expires_at_ms=int(data["expires_at_ms"]),
             caller=str(data.get("caller", "")),
             meta={str(k): str(v) for k, v in dict(data.get("meta", {})).items()},
+            address=str(data.get("address", "")),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class KillRequest:
+    """Router/CLI -> every node: close the sockets of a revoked token (policy violation, 1008)."""
+
+    token_id: str
+    reason: str = "token revoked"
+
+    def encode(self) -> bytes:
+        return orjson.dumps({"v": 1, "op": "kill", "token_id": self.token_id, "reason": self.reason})
+
+
+def decode_inbox(raw: bytes | str) -> EstablishRequest | KillRequest:
+    """Decode one node-inbox message; ValueError/KeyError/TypeError on anything malformed."""
+    data: dict[str, Any] = orjson.loads(raw)
+    if data.get("v") != 1:
+        raise ValueError(f"unsupported inbox message version: {data.get('v')!r}")
+    op = data.get("op", "establish")
+    if op == "establish":
+        return EstablishRequest.from_dict(data)
+    if op == "kill":
+        return KillRequest(token_id=str(data["token_id"]), reason=str(data.get("reason", "token revoked")))
+    raise ValueError(f"unknown inbox op: {op!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,17 +142,24 @@ class EstablishReply:
 
 
 # Pick the live, non-draining node with the lowest sockets/capacity and count the new socket on it,
-# in one atomic step so that concurrent connects spread out. Records of dead nodes are pruned.
-# KEYS[1] = nodes set. ARGV[1] = key prefix; ARGV[2..] = node ids to skip (a retry).
-# Returns {node_id, fqdn} or nil.
+# in one atomic step so that concurrent connects spread out. With a token, first sum the token's
+# sockets over live nodes (dead nodes stop counting when their alive key expires) and refuse at the
+# limit; else reserve one on the chosen node. Records of dead nodes are pruned.
+# KEYS[1] = nodes set. ARGV[1] = key prefix, ARGV[2] = token id ("" = none), ARGV[3] = max sockets
+# (0 = no limit), ARGV[4..] = node ids to skip (a retry).
+# Returns {"ok", node_id, fqdn}, {"limit", count} or nil (no node).
 PICK_NODE_LUA = """
-local prefix = ARGV[1]
+local prefix, token, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local skip = {}
-for i = 2, #ARGV do skip[ARGV[i]] = true end
+for i = 4, #ARGV do skip[ARGV[i]] = true end
 local best, best_load, best_fqdn = nil, nil, nil
+local used = 0
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local nk = prefix .. 'node:' .. id
   if redis.call('EXISTS', nk .. ':alive') == 1 then
+    if token ~= '' then
+      used = used + (tonumber(redis.call('HGET', nk .. ':tokens', token)) or 0)
+    end
     if not skip[id] then
       local f = redis.call('HMGET', nk, 'fqdn', 'capacity', 'sockets', 'draining')
       local cap = tonumber(f[2]) or 0
@@ -127,9 +173,12 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     end
   elseif redis.call('EXISTS', nk) == 0 then
     redis.call('SREM', KEYS[1], id)
+    redis.call('DEL', nk .. ':tokens', nk .. ':inbox')
   end
 end
+if token ~= '' and limit > 0 and used >= limit then return {'limit', tostring(used)} end
 if best == nil then return nil end
 redis.call('HINCRBY', prefix .. 'node:' .. best, 'sockets', 1)
-return {best, best_fqdn}
+if token ~= '' then redis.call('HINCRBY', prefix .. 'node:' .. best .. ':tokens', token, 1) end
+return {'ok', best, best_fqdn}
 """

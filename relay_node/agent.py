@@ -10,7 +10,7 @@ import time
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from polysocket_core.control import REPLY_TTL_SECONDS, EstablishReply, EstablishRequest, Keys
+from polysocket_core.control import REPLY_TTL_SECONDS, EstablishReply, EstablishRequest, Keys, KillRequest, decode_inbox
 from polysocket_core.errors import ErrorCode, PolysocketError
 from polysocket_core.wire import CLOSE_GOING_AWAY
 
@@ -67,6 +67,11 @@ class NodeAgent:
             })
             p.sadd(k.nodes, cfg.node_id)
             p.set(k.alive(cfg.node_id), "1", px=int(cfg.heartbeat_ttl_s * 1000))
+            # Per-token counts replace whatever routers reserved since the last beat.
+            p.delete(k.node_tokens(cfg.node_id))
+            counts = self.table.token_counts()
+            if counts:
+                p.hset(k.node_tokens(cfg.node_id), mapping=counts)  # type: ignore[arg-type]
             await p.execute()
 
     async def _heartbeat_loop(self) -> None:
@@ -89,9 +94,13 @@ class NodeAgent:
             if item is None:
                 continue
             try:
-                req = EstablishRequest.decode(item[1])
-            except (ValueError, KeyError, TypeError) as exc:
-                log.warning("dropping malformed establish request: %s", exc)
+                req = decode_inbox(item[1])
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                log.warning("dropping malformed inbox message: %s", exc)
+                continue
+            if isinstance(req, KillRequest):
+                killed = self.table.kill_token(req.token_id, req.reason)
+                log.info("closed %d sockets of token %s: %s", killed, req.token_id, req.reason)
                 continue
             task = asyncio.get_running_loop().create_task(self._handle(req))
             self._pending.add(task)
@@ -112,7 +121,7 @@ class NodeAgent:
             await self._reply(req.id, EstablishReply(phase="ack"))
             if self.draining:
                 raise PolysocketError(ErrorCode.DRAINING, "relay node is draining")
-            sock = await self.table.open(req.socket, req.target, req.protocols, req.meta)
+            sock = await self.table.open(req.socket, req.target, req.protocols, req.meta, req.address)
         except PolysocketError as exc:
             await self._reply(req.id, EstablishReply(phase="done", ok=False, error=exc.code.value,
                                                      message=exc.message))
@@ -123,7 +132,7 @@ class NodeAgent:
         if time.time() * 1000 > req.expires_at_ms:
             # The router gave up on this request; nobody will ever use the socket.
             sock.close_upstream(CLOSE_GOING_AWAY, "connect abandoned")
-            self.table._forget(sock)
+            self.table.forget(sock)
             return
         await self._reply(req.id, EstablishReply(phase="done", ok=True, protocol=sock.protocol))
 
@@ -150,7 +159,8 @@ class NodeAgent:
         try:
             async with self.redis.pipeline(transaction=True) as p:
                 p.srem(k.nodes, cfg.node_id)
-                p.delete(k.node(cfg.node_id), k.alive(cfg.node_id), k.inbox(cfg.node_id))
+                p.delete(k.node(cfg.node_id), k.alive(cfg.node_id), k.inbox(cfg.node_id),
+                         k.node_tokens(cfg.node_id))
                 await p.execute()
         except RedisError as exc:
             log.warning("deregister failed: %s", exc)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
+from typing import Any
+from urllib.parse import urlsplit
 
 import websockets
 from websockets.asyncio.client import connect
@@ -28,6 +31,7 @@ class SocketTable:
         self.metrics = metrics
         self.sockets: dict[str, RelaySocket] = {}
         self.establishing = 0
+        self.per_token: collections.Counter[str] = collections.Counter()  # held + being opened
 
     def __len__(self) -> int:
         return len(self.sockets)
@@ -43,12 +47,25 @@ class SocketTable:
             raise PolysocketError(ErrorCode.UNKNOWN_SOCKET, "no such socket on this relay")
         return sock
 
-    async def open(self, sid: str, target: str, protocols: list[str], meta: dict[str, str]) -> RelaySocket:
-        """Open the upstream WebSocket; raise ``upstream_failed`` / ``timeout`` with the reason."""
+    async def open(self, sid: str, target: str, protocols: list[str], meta: dict[str, str],
+                   address: str = "") -> RelaySocket:
+        """Open the upstream WebSocket; raise ``upstream_failed`` with the reason.
+
+        ``address`` pins the TCP connection to the IP the router's SSRF guard checked, while the
+        Host header and the TLS server name stay those of the target URL.
+        """
         if sid in self.sockets:
             raise PolysocketError(ErrorCode.BAD_REQUEST, "socket id already in use")
         cfg = self.config
+        pin: dict[str, Any] = {}
+        if address:
+            pin["host"] = address
+            if target.startswith("wss:"):
+                pin["server_hostname"] = urlsplit(target).hostname
+        token = meta.get("token", "")
         self.establishing += 1
+        self.per_token[token] += 1
+        opened = False
         try:
             conn = await connect(
                 target,
@@ -63,7 +80,9 @@ class SocketTable:
                 max_size=cfg.max_message_bytes,
                 max_queue=4,
                 user_agent_header=USER_AGENT,
+                **pin,
             )
+            opened = True
         except TimeoutError:
             raise PolysocketError(ErrorCode.UPSTREAM_FAILED, "timed out opening the WebSocket") from None
         except InvalidStatus as exc:
@@ -79,16 +98,38 @@ class SocketTable:
             ) from None
         finally:
             self.establishing -= 1
+            if not opened:
+                self._uncount(token)
         sock = RelaySocket(sid, conn, cfg, self.metrics, self._forget, meta)
         self.sockets[sid] = sock
         self.metrics.open_sockets.set(len(self.sockets))
         self.metrics.sockets_total.inc()
         return sock
 
+    def _uncount(self, token: str) -> None:
+        self.per_token[token] -= 1
+        if self.per_token[token] <= 0:
+            del self.per_token[token]
+
     def _forget(self, sock: RelaySocket) -> None:
         if self.sockets.get(sock.id) is sock:
             del self.sockets[sock.id]
+            self._uncount(sock.meta.get("token", ""))
             self.metrics.open_sockets.set(len(self.sockets))
+
+    def forget(self, sock: RelaySocket) -> None:
+        self._forget(sock)
+
+    def token_counts(self) -> dict[str, int]:
+        """Sockets per token id, for the control plane's connection limits."""
+        return {t: n for t, n in self.per_token.items() if t and n > 0}
+
+    def kill_token(self, token_id: str, reason: str) -> int:
+        """Close every socket opened with this token (policy violation, 1008)."""
+        victims = [s for s in self.sockets.values() if s.meta.get("token") == token_id]
+        for sock in victims:
+            sock.close_upstream(wire.CLOSE_POLICY, reason, fail=True)
+        return len(victims)
 
     def sweep(self, now: float | None = None) -> None:
         """Close idle sockets and sockets whose send gap was never filled."""

@@ -1,15 +1,26 @@
-"""The admission seam: who may open which socket. ``/connect`` calls ``admit`` before picking a node.
+"""Who may open which socket. ``/connect`` calls ``admit`` before it picks a node.
 
-The data-path release admits every well-formed request (``OpenAdmission``); token, origin, target
-policy, SSRF guard and limits plug in here without touching the rest of the router.
+``TokenAdmission`` applies, in order, each with its own error code: token known, not revoked,
+not expired (``unauthorized``); origin allowed (``forbidden_origin``); target allowed by the token's
+patterns (``forbidden_target``); SSRF guard (``blocked_target``); connect rate per client address
+and per token (``rate_limited``). The token's concurrent-socket limit (``limit_exceeded``) is
+checked by the node-pick script in Redis, atomically with the reservation of the new socket.
+``OpenAdmission`` admits everything and exists for explicitly opted-in local experiments.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from polysocket_core.errors import ErrorCode, PolysocketError
 from polysocket_core.wire import ConnectParams
+
+from .policy import origin_allowed, target_allowed
+from .ratelimit import RateLimiter
+from .ssrf import IPNetwork, Resolver, check_target, system_resolve
+from .tokens import TokenStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +35,9 @@ class ConnectContext:
 @dataclass(frozen=True, slots=True)
 class Admitted:
     meta: dict[str, str] = field(default_factory=dict)  # recorded on the socket (token id, origin, ...)
+    address: str = ""  # the checked IP the relay must connect to ("" = resolve normally)
+    token_id: str = ""  # counted against max_sockets
+    max_sockets: int = 0  # 0 = no limit
 
 
 class Admission(Protocol):
@@ -32,11 +46,44 @@ class Admission(Protocol):
         ...
 
 
+def _meta(params: ConnectParams, ctx: ConnectContext) -> dict[str, str]:
+    meta = {"caller": params.caller}
+    if ctx.origin:
+        meta["origin"] = ctx.origin
+    return meta
+
+
 class OpenAdmission:
-    """Admits everything that parsed: for local development only."""
+    """Admits everything that parsed, with no SSRF guard: never expose it beyond loopback."""
 
     async def admit(self, params: ConnectParams, ctx: ConnectContext) -> Admitted:
-        meta = {"caller": params.caller}
-        if ctx.origin:
-            meta["origin"] = ctx.origin
-        return Admitted(meta)
+        return Admitted(_meta(params, ctx))
+
+
+class TokenAdmission:
+    def __init__(self, tokens: TokenStore, limiter: RateLimiter, allow_cidrs: list[IPNetwork],
+                 resolve: Resolver = system_resolve) -> None:
+        self.tokens = tokens
+        self.limiter = limiter
+        self.allow_cidrs = allow_cidrs
+        self.resolve = resolve
+
+    async def admit(self, params: ConnectParams, ctx: ConnectContext) -> Admitted:
+        if not params.token:
+            raise PolysocketError(ErrorCode.UNAUTHORIZED, "a token is required")
+        record = await self.tokens.lookup(params.token)
+        if record is None:
+            raise PolysocketError(ErrorCode.UNAUTHORIZED, "unknown token")
+        status = record.status(time.time())
+        if status != "active":
+            raise PolysocketError(ErrorCode.UNAUTHORIZED, f"token is {status}")
+        if not origin_allowed(record.origins, ctx.origin):
+            shown = ctx.origin or "no Origin or Referer"
+            raise PolysocketError(ErrorCode.FORBIDDEN_ORIGIN, f"origin not allowed for this token: {shown}")
+        if not target_allowed(record.targets, params.target):
+            raise PolysocketError(ErrorCode.FORBIDDEN_TARGET, "target not allowed for this token")
+        address = await check_target(params.target, self.allow_cidrs, self.resolve)
+        await self.limiter.hit(ctx.client_ip, record.id)
+        meta = _meta(params, ctx)
+        meta["token"] = record.id
+        return Admitted(meta, address=address, token_id=record.id, max_sockets=record.max_sockets)

@@ -21,9 +21,11 @@ from polysocket_core import jsonp, wire
 from polysocket_core.control import Keys
 from polysocket_core.errors import ErrorCode, PolysocketError
 
-from .admission import Admission, ConnectContext, OpenAdmission
+from .admission import Admission, ConnectContext, OpenAdmission, TokenAdmission
 from .establish import Establisher
+from .ratelimit import RateLimiter
 from .settings import RouterSettings
+from .tokens import TokenStore
 
 log = logging.getLogger("polysocket.router")
 
@@ -42,31 +44,51 @@ def request_origin(request: Request) -> str | None:
 
 
 class Router:
-    """Holds the lazily created Redis client and the admission policy."""
+    """Holds the lazily created Redis client (reused by warm Lambda invocations) and the policy."""
 
-    def __init__(self, settings: RouterSettings, admission: Admission) -> None:
+    def __init__(self, settings: RouterSettings, admission: Admission | None = None) -> None:
         self.settings = settings
-        self.admission = admission
+        self._admission = admission
         self._redis: aioredis.Redis | None = None
         self._establisher: Establisher | None = None
+
+    def _connect_redis(self) -> aioredis.Redis:
+        if self._redis is None:
+            self._redis = aioredis.Redis.from_url(
+                self.settings.redis_url, socket_connect_timeout=3, health_check_interval=30
+            )
+        return self._redis
 
     @property
     def establisher(self) -> Establisher:
         if self._establisher is None:
-            self._redis = aioredis.Redis.from_url(
-                self.settings.redis_url, socket_connect_timeout=3, health_check_interval=30
-            )
             self._establisher = Establisher(
-                self._redis, Keys(self.settings.key_prefix),
+                self._connect_redis(), Keys(self.settings.key_prefix),
                 self.settings.ack_timeout_s, self.settings.establish_timeout_s,
             )
         return self._establisher
+
+    @property
+    def admission(self) -> Admission:
+        if self._admission is None:
+            s = self.settings
+            if s.admission == "open":
+                self._admission = OpenAdmission()
+            else:
+                redis, keys = self._connect_redis(), Keys(s.key_prefix)
+                self._admission = TokenAdmission(
+                    TokenStore(redis, keys), RateLimiter(redis, keys, s.rate_per_ip, s.rate_per_token),
+                    s.allow_target_cidrs,
+                )
+        return self._admission
 
     async def close(self) -> None:
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None
             self._establisher = None
+            if not isinstance(self._admission, OpenAdmission):
+                self._admission = None
 
     async def connect(self, request: Request) -> Response:
         cb: str | None = None
@@ -80,7 +102,7 @@ class Router:
                                  user_agent=request.headers.get("user-agent", ""))
             admitted = await self.admission.admit(connect, ctx)
             est = await self.establisher.establish(connect.target, connect.protocols, connect.caller,
-                                                   admitted.meta)
+                                                   admitted)
         except PolysocketError as exc:
             if exc.code is ErrorCode.BAD_CALLBACK:
                 cb = None
@@ -102,7 +124,7 @@ def to_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) ->
 
 def create_app(settings: RouterSettings | None = None, admission: Admission | None = None) -> FastAPI:
     settings = settings or RouterSettings.from_env()
-    router = Router(settings, admission or OpenAdmission())
+    router = Router(settings, admission)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -13,6 +13,8 @@ from polysocket_core.control import PICK_NODE_LUA, EstablishReply, EstablishRequ
 from polysocket_core.errors import ErrorCode, PolysocketError
 from polysocket_core.ids import new_request_id, new_socket_id, new_uniq
 
+from .admission import Admitted
+
 log = logging.getLogger("polysocket.router")
 
 
@@ -32,26 +34,33 @@ class Establisher:
         self.establish_timeout_s = establish_timeout_s
         self._pick = redis.register_script(PICK_NODE_LUA)
 
-    async def pick_node(self, skip: list[str]) -> tuple[str, str] | None:
-        result = await self._pick(keys=[self.keys.nodes], args=[self.keys.prefix, *skip])
+    async def pick_node(self, skip: list[str], admitted: Admitted) -> tuple[str, str] | None:
+        """Least-loaded live node, reserving the socket on it (and against the token's limit)."""
+        result = await self._pick(keys=[self.keys.nodes], args=[
+            self.keys.prefix, admitted.token_id, admitted.max_sockets, *skip])
         if not result:
             return None
-        node_id, fqdn = (v.decode() if isinstance(v, bytes) else str(v) for v in result)
-        return node_id, fqdn
+        values = [v.decode() if isinstance(v, bytes) else str(v) for v in result]
+        if values[0] == "limit":
+            raise PolysocketError(
+                ErrorCode.LIMIT_EXCEEDED,
+                f"token holds {values[1]} sockets, its limit is {admitted.max_sockets}",
+            )
+        return values[1], values[2]
 
     async def establish(self, target: str, protocols: list[str], caller: str,
-                        meta: dict[str, str]) -> Established:
+                        admitted: Admitted) -> Established:
         """Try the best node; if it does not take the request in time, try one other node."""
         deadline = time.monotonic() + self.establish_timeout_s
         tried: list[str] = []
         try:
             for _attempt in range(2):
-                picked = await self.pick_node(tried)
+                picked = await self.pick_node(tried, admitted)
                 if picked is None:
                     break
                 node_id, fqdn = picked
                 tried.append(node_id)
-                outcome = await self._ask(node_id, target, protocols, caller, meta, deadline)
+                outcome = await self._ask(node_id, target, protocols, caller, admitted, deadline)
                 if outcome is None:
                     log.warning("node %s did not take establish request; trying another", node_id)
                     continue
@@ -69,7 +78,7 @@ class Establisher:
         raise PolysocketError(ErrorCode.NO_RELAY, "no relay node available")
 
     async def _ask(self, node_id: str, target: str, protocols: list[str], caller: str,
-                   meta: dict[str, str], deadline: float) -> tuple[str, EstablishReply] | None:
+                   admitted: Admitted, deadline: float) -> tuple[str, EstablishReply] | None:
         req = EstablishRequest(
             id=new_request_id(),
             socket=new_socket_id(),
@@ -77,7 +86,8 @@ class Establisher:
             protocols=protocols,
             expires_at_ms=int((time.time() + max(0.0, deadline - time.monotonic())) * 1000),
             caller=caller,
-            meta=meta,
+            meta=admitted.meta,
+            address=admitted.address,
         )
         reply_key = self.keys.reply(req.id)
         await self.redis.rpush(self.keys.inbox(node_id), req.encode())

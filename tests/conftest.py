@@ -8,11 +8,14 @@ import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from polysocket_cli.processes import Proc, Stack, free_port, wait_port
+
+from .wire_client import Conn, connect
 
 TARGETS_DIR = Path(__file__).parent / "targets"
 
@@ -35,11 +38,15 @@ class RunningStack:
     stack: Stack
     router_url: str
     relays: dict[str, Proc]
+    token: str  # any origin, loopback targets (the router allowlists 127.0.0.0/8 and ::1)
     targets: dict[str, str] = field(default_factory=dict)
 
     @property
     def redis_url(self) -> str:
         return self.stack.redis_url
+
+    async def connect(self, http: httpx.AsyncClient, target: str, **kw: Any) -> Conn:
+        return await connect(http, self.router_url, target, token=self.token, **kw)
 
 
 @pytest.fixture(scope="session")
@@ -50,12 +57,14 @@ def stack() -> Iterator[RunningStack]:
         s.start_valkey()
         relays = {n: s.start_relay(n, extra=["--gap-hold", "2", "--buffer-bytes", "65536"]) for n in ("node1", "node2")}
         router = s.start_router()
+        token = s.create_token()
         py_echo = s.start_echo()
         node_echo = start_node_echo(s)
         yield RunningStack(
             stack=s,
             router_url=f"http://127.0.0.1:{router.port}",
             relays=relays,
+            token=token,
             targets={"websockets": f"ws://127.0.0.1:{py_echo.port}/",
                      "node_ws": f"ws://127.0.0.1:{node_echo.port}/"},
         )

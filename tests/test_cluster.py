@@ -65,7 +65,7 @@ def node_of(fqdn: str) -> str:
 
 
 async def test_two_nodes_share_load(stack: RunningStack, http: httpx.AsyncClient) -> None:
-    conns = await asyncio.gather(*(connect(http, stack.router_url, stack.targets["websockets"])
+    conns = await asyncio.gather(*(stack.connect(http, stack.targets["websockets"])
                                    for _ in range(20)))
     per_node = collections.Counter(node_of(c.fqdn) for c in conns)
     assert set(per_node) == {"node1", "node2"}
@@ -80,13 +80,14 @@ async def test_node_that_stops_heartbeating_gets_no_new_sockets(own_stack: Stack
     n2 = own_stack.start_relay("node2", extra=["--heartbeat-ttl", "1"])
     router = own_stack.start_router()
     url = f"http://127.0.0.1:{router.port}"
+    token = own_stack.create_token()
     n2.signal(signal.SIGSTOP)
     await asyncio.sleep(2.0)  # past the heartbeat TTL
-    conns = [await connect(http, url, recording_target.url) for _ in range(6)]
+    conns = [await connect(http, url, recording_target.url, token=token) for _ in range(6)]
     assert {node_of(c.fqdn) for c in conns} == {"node1"}
     n2.signal(signal.SIGCONT)
     await asyncio.sleep(1.5)  # it beats again
-    more = [await connect(http, url, recording_target.url) for _ in range(6)]
+    more = [await connect(http, url, recording_target.url, token=token) for _ in range(6)]
     assert "node2" in {node_of(c.fqdn) for c in more}
     assert n1.popen.poll() is None
 
@@ -98,13 +99,14 @@ async def test_stalled_node_is_skipped_within_one_connect(own_stack: Stack, http
     n2 = own_stack.start_relay("node2", extra=["--capacity", "1000000"])  # always the least loaded
     router = own_stack.start_router(env={"POLYSOCKET_ACK_TIMEOUT": "0.5"})
     n2.signal(signal.SIGSTOP)
-    c = await connect(http, f"http://127.0.0.1:{router.port}", recording_target.url)
+    c = await connect(http, f"http://127.0.0.1:{router.port}", recording_target.url, token=own_stack.create_token())
     assert node_of(c.fqdn) == "node1"
 
 
 async def test_no_relay_is_503(own_stack: Stack, http: httpx.AsyncClient) -> None:
     router = own_stack.start_router()
-    answer = await connect_raw(http, f"http://127.0.0.1:{router.port}", {"from": "t", "target": "ws://a/"})
+    answer = await connect_raw(http, f"http://127.0.0.1:{router.port}",
+                               {"from": "t", "target": "ws://127.0.0.1:9/", "token": own_stack.create_token()})
     assert answer["status"] == 503 and answer["error"] == "no_relay"
 
 
@@ -113,14 +115,15 @@ async def test_sigterm_drains(own_stack: Stack, http: httpx.AsyncClient,
     node = own_stack.start_relay("node1", extra=["--drain-grace", "1"])
     router = own_stack.start_router()
     url = f"http://127.0.0.1:{router.port}"
-    c = await connect(http, url, recording_target.url)
+    c = await connect(http, url, recording_target.url, token=own_stack.create_token())
     poll = asyncio.create_task(c.receive(1, ttl=10000))
     await asyncio.sleep(0.2)
     node.signal(signal.SIGTERM)
     await asyncio.sleep(0.3)
     health = (await http.get(f"http://127.0.0.1:{node.port}/healthz")).json()
     assert health["draining"] is True
-    refused = await connect_raw(http, url, {"from": "t", "target": recording_target.url})
+    refused = await connect_raw(http, url, {"from": "t", "target": recording_target.url,
+                                            "token": own_stack.create_token()})
     assert refused["error"] in ("no_relay", "draining"), refused
     got = await asyncio.wait_for(poll, 15)
     assert got[0]["type"] == "close" and got[0]["code"] == 1001
@@ -137,7 +140,7 @@ async def test_idle_socket_is_closed_1001_and_freed(own_stack: Stack, http: http
                                                     recording_target: RecordingTarget) -> None:
     own_stack.start_relay("node1", extra=["--idle-timeout", "1"])
     router = own_stack.start_router()
-    c = await connect(http, f"http://127.0.0.1:{router.port}", recording_target.url)
+    c = await connect(http, f"http://127.0.0.1:{router.port}", recording_target.url, token=own_stack.create_token())
     assert (await c.poll(ttl=1500))["messages"] == [{"type": "heartbeat"}]  # a waiting poll is not idle
     await recording_target.wait_closes(1, timeout=6)
     assert recording_target.closes == [(1001, "idle timeout")]
@@ -145,7 +148,7 @@ async def test_idle_socket_is_closed_1001_and_freed(own_stack: Stack, http: http
 
 
 async def test_unfilled_gap_fails_the_socket(stack: RunningStack, http: httpx.AsyncClient) -> None:
-    c = await connect(http, stack.router_url, stack.targets["websockets"])
+    c = await stack.connect(http, stack.targets["websockets"])
     assert (await c.send_text("second", seq=1))["ok"]  # held, waiting for seq 0
     got = await c.receive(1, ttl=6000)  # the stack's gap hold is 2 s
     assert got[0]["type"] == "close" and got[0]["code"] == 1011

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from polysocket_core.control import NODE_ID_RE, EstablishReply, EstablishRequest, Keys
+from polysocket_core.control import NODE_ID_RE, EstablishReply, EstablishRequest, Keys, KillRequest, decode_inbox
 from polysocket_core.ids import new_socket_id, new_uniq
 from polysocket_core.wire import SOCKET_ID_RE
 
 
 def test_request_round_trip() -> None:
     req = EstablishRequest(id="r1", socket="s", target="ws://a/", protocols=["x"], expires_at_ms=5,
-                           caller="js", meta={"origin": "https://a"})
-    assert EstablishRequest.decode(req.encode()) == req
+                           caller="js", meta={"origin": "https://a"}, address="93.184.216.34")
+    assert decode_inbox(req.encode()) == req
+    assert decode_inbox(KillRequest("tok1").encode()) == KillRequest("tok1", "token revoked")
 
 
-def test_request_version_checked() -> None:
-    with pytest.raises(ValueError):
-        EstablishRequest.decode(b'{"v":2}')
+@pytest.mark.parametrize("raw", [b'{"v":2}', b'{"v":1,"op":"explode"}', b"[]", b"not json", b'{"v":1,"op":"kill"}'])
+def test_malformed_inbox_messages_raise(raw: bytes) -> None:
+    with pytest.raises((ValueError, KeyError, TypeError, AttributeError)):
+        decode_inbox(raw)
 
 
 def test_reply_round_trip() -> None:
@@ -29,6 +31,7 @@ def test_keys() -> None:
     k = Keys("t:")
     assert (k.nodes, k.node("n"), k.alive("n"), k.inbox("n"), k.reply("r")) == (
         "t:nodes", "t:node:n", "t:node:n:alive", "t:node:n:inbox", "t:reply:r")
+    assert k.node_tokens("n") == "t:node:n:tokens" and k.token("ab") == "t:token:ab"
     assert NODE_ID_RE.fullmatch("node-1.a_b") and not NODE_ID_RE.fullmatch("a b")
 
 

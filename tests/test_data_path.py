@@ -10,13 +10,12 @@ import httpx
 import pytest
 
 from .conftest import RunningStack
-from .wire_client import connect
 
 pytestmark = pytest.mark.stack
 
 
 async def test_echo_text_binary_unicode_empty(stack: RunningStack, http: httpx.AsyncClient, target: str) -> None:
-    c = await connect(http, stack.router_url, target)
+    c = await stack.connect(http, target)
     assert (await c.send_text("hello"))["ok"]
     assert (await c.send_binary(b"\x00\x01\xff"))["ok"]
     assert (await c.send_text("héllo wörld 😀 \u2028 ✓"))["ok"]
@@ -35,7 +34,7 @@ async def test_echo_text_binary_unicode_empty(stack: RunningStack, http: httpx.A
 
 async def test_one_mib_frame_in_chunks_both_ways(stack: RunningStack, http: httpx.AsyncClient,
                                                  target: str) -> None:
-    c = await connect(http, stack.router_url, target)
+    c = await stack.connect(http, target)
     payload = os.urandom(1024 * 1024)
     encoded = base64.b64encode(payload).decode()
     chunk = 1500  # what fits in a browser-safe URL
@@ -48,7 +47,7 @@ async def test_one_mib_frame_in_chunks_both_ways(stack: RunningStack, http: http
 
 
 async def test_post_send_text_base64_and_raw(stack: RunningStack, http: httpx.AsyncClient, target: str) -> None:
-    c = await connect(http, stack.router_url, target)
+    c = await stack.connect(http, target)
     big = "x" * (1024 * 1024)
     assert (await c.post(big.encode())).json() == {"ok": True}
     assert (await c.post(base64.b64encode(b"\x01\x02"), kind="b")).json() == {"ok": True}
@@ -62,7 +61,7 @@ async def test_post_send_text_base64_and_raw(stack: RunningStack, http: httpx.As
 
 async def test_thousand_pipelined_sends_arrive_in_order(stack: RunningStack, http: httpx.AsyncClient,
                                                         target: str) -> None:
-    c = await connect(http, stack.router_url, target)
+    c = await stack.connect(http, target)
     n = 1000
     sem = asyncio.Semaphore(50)
 
@@ -80,7 +79,7 @@ async def test_thousand_pipelined_sends_arrive_in_order(stack: RunningStack, htt
 
 async def test_lost_poll_answer_is_delivered_again(stack: RunningStack, http: httpx.AsyncClient,
                                                    target: str) -> None:
-    c = await connect(http, stack.router_url, target)
+    c = await stack.connect(http, target)
     await c.send_text("one")
     await c.send_text("two")
     first = await c.poll()  # pretend this answer never reached the browser: no ack advance
@@ -93,7 +92,7 @@ async def test_lost_poll_answer_is_delivered_again(stack: RunningStack, http: ht
 
 
 async def test_retried_send_is_not_duplicated(stack: RunningStack, http: httpx.AsyncClient, target: str) -> None:
-    c = await connect(http, stack.router_url, target)
+    c = await stack.connect(http, target)
     assert (await c.send_text("once", seq=0))["ok"]
     assert (await c.send_text("once", seq=0))["ok"]  # the retry: acknowledged
     assert (await c.send_text("next", seq=1))["ok"]
@@ -106,7 +105,7 @@ async def test_retried_send_is_not_duplicated(stack: RunningStack, http: httpx.A
 
 async def test_target_close_code_and_reason_reach_client(stack: RunningStack, http: httpx.AsyncClient,
                                                          target: str) -> None:
-    c = await connect(http, stack.router_url, target)
+    c = await stack.connect(http, target)
     await c.send_text("close:4321:server says bye")
     got = await c.receive(1)
     assert got[0] == {"seq": 0, "type": "close", "code": 4321, "reason": "server says bye"}
@@ -118,7 +117,7 @@ async def test_target_close_code_and_reason_reach_client(stack: RunningStack, ht
 
 async def test_client_close_reaches_target_and_is_reported(stack: RunningStack, http: httpx.AsyncClient,
                                                            target: str) -> None:
-    c = await connect(http, stack.router_url, target)
+    c = await stack.connect(http, target)
     assert (await c.close(4000, "client done"))["ok"]
     got = await c.receive(1)
     # The echo servers answer the closing handshake with the same code and reason.
@@ -128,21 +127,21 @@ async def test_client_close_reaches_target_and_is_reported(stack: RunningStack, 
 
 
 async def test_abnormal_upstream_end_is_1006(stack: RunningStack, http: httpx.AsyncClient, target: str) -> None:
-    c = await connect(http, stack.router_url, target)
+    c = await stack.connect(http, target)
     await c.send_text("abort")
     got = await c.receive(1)
     assert got[0]["type"] == "close" and got[0]["code"] == 1006
 
 
 async def test_subprotocol_is_negotiated(stack: RunningStack, http: httpx.AsyncClient, target: str) -> None:
-    c = await connect(http, stack.router_url, target, protocols="chat.v2,chat.v1")
+    c = await stack.connect(http, target, protocols="chat.v2,chat.v1")
     assert c.protocol == "chat.v2"
     await c.close()
 
 
 async def test_slow_poller_with_fast_target_loses_nothing(stack: RunningStack, http: httpx.AsyncClient,
                                                           target: str) -> None:
-    c = await connect(http, stack.router_url, target)
+    c = await stack.connect(http, target)
     n = 20_000  # ~ 400 KB of JSON: the relay must buffer and apply back-pressure, not drop
     await c.send_text(f"flood:{n}")
     await asyncio.sleep(1.0)  # the target talks; nobody polls
@@ -165,11 +164,12 @@ async def test_target_refusing_is_upstream_failed(stack: RunningStack, http: htt
     from .wire_client import connect_raw
 
     answer = await connect_raw(http, stack.router_url,
-                               {"from": "t", "target": f"ws://127.0.0.1:{free_port()}/"})
+                               {"from": "t", "token": stack.token, "target": f"ws://127.0.0.1:{free_port()}/"})
     assert answer["status"] == 502 and answer["error"] == "upstream_failed"
     assert "refused" in answer["message"].lower()
     # A plain HTTP server that does not upgrade: the router itself.
     http_only = stack.router_url.replace("http://", "ws://") + "/healthz"
-    answer = await connect_raw(http, stack.router_url, {"from": "t", "target": http_only}, cb="cb")
+    answer = await connect_raw(http, stack.router_url, {"from": "t", "token": stack.token, "target": http_only},
+                               cb="cb")
     assert answer["ok"] is False and answer["error"] == "upstream_failed"
     assert "HTTP 405" in answer["message"] or "HTTP" in answer["message"]

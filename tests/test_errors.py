@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from .conftest import RunningStack
-from .wire_client import Conn, connect, connect_raw, decode_jsonp
+from .wire_client import Conn, connect_raw, decode_jsonp
 
 pytestmark = pytest.mark.stack
 
@@ -50,7 +50,7 @@ async def test_bad_callback_is_never_executed_as_script(stack: RunningStack, htt
 
 @pytest.fixture
 async def conn(stack: RunningStack, http: httpx.AsyncClient) -> Conn:
-    return await connect(http, stack.router_url, stack.targets["websockets"])
+    return await stack.connect(http, stack.targets["websockets"])
 
 
 @pytest.mark.parametrize(("path", "params", "error", "status"), [

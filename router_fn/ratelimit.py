@@ -1,0 +1,57 @@
+"""Fixed-window connect rate limits in Redis (per client IP and per token): cheap, shared by all
+router instances, and self-cleaning through key expiry."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from polysocket_core.control import Keys
+from polysocket_core.errors import ErrorCode, PolysocketError
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    count: int
+    seconds: int
+
+    @classmethod
+    def parse(cls, raw: str) -> Rate:
+        """``N/SECONDS``, e.g. ``120/60``; ``0/1`` disables the limit."""
+        try:
+            count, seconds = (int(x) for x in raw.split("/", 1))
+        except ValueError:
+            raise ValueError(f"rate must look like N/SECONDS, got {raw!r}") from None
+        if count < 0 or seconds <= 0:
+            raise ValueError(f"rate must have N >= 0 and SECONDS > 0, got {raw!r}")
+        return cls(count, seconds)
+
+
+class RateLimiter:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, per_ip: Rate, per_token: Rate) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.limits = {"ip": per_ip, "token": per_token}
+
+    async def hit(self, ip: str, token_id: str) -> None:
+        """Count one connect attempt; raise ``rate_limited`` when a window is full."""
+        now = time.time()
+        checks = [(kind, key, self.limits[kind]) for kind, key in (("ip", ip), ("token", token_id))
+                  if key and self.limits[kind].count > 0]
+        if not checks:
+            return
+        async with self.redis.pipeline(transaction=False) as p:
+            for kind, key, rate in checks:
+                k = self.keys.rate(kind, key, int(now // rate.seconds))
+                p.incr(k)
+                p.expire(k, rate.seconds + 1)
+            results = await p.execute()
+        for i, (kind, _, rate) in enumerate(checks):
+            if int(results[2 * i]) > rate.count:
+                raise PolysocketError(
+                    ErrorCode.RATE_LIMITED,
+                    f"too many connects for this {'client address' if kind == 'ip' else 'token'}: "
+                    f"at most {rate.count} per {rate.seconds}s",
+                )
