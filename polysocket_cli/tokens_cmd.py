@@ -90,22 +90,22 @@ async def _run(args: argparse.Namespace) -> int:
             records = await store.list()
             print(json.dumps([r.to_json() for r in records]) if args.json else _table(records))
             return 0
-        record = await store.get(args.token_id)
-        if record is None:
+        found = await store.get(args.token_id)
+        if found is None:
             print(f"polysocket token {cmd}: no token with id {args.token_id}", file=sys.stderr)
             return 1
         if cmd == "show":
-            info = {**record.to_json(), "sockets_in_use": await store.sockets_in_use(record.id)}
+            info = {**found.to_json(), "sockets_in_use": await store.sockets_in_use(found.id)}
             if args.json:
                 print(json.dumps(info))
             else:
-                print(_table([record]) + f"\nsockets in use: {info['sockets_in_use']}")
+                print(_table([found]) + f"\nsockets in use: {info['sockets_in_use']}")
             return 0
         if cmd == "revoke":
-            revoked = await store.revoke(record.id, kill=args.kill)
+            revoked = await store.revoke(found.id, kill=args.kill)
             assert revoked is not None
             print(json.dumps(revoked.to_json()) if args.json else
-                  f"revoked {record.id}" + (" and asked every node to close its sockets" if args.kill else ""))
+                  f"revoked {found.id}" + (" and asked every node to close its sockets" if args.kill else ""))
             return 0
         return 2
     finally:
