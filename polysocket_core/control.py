@@ -73,7 +73,7 @@ class EstablishRequest:
     expires_at_ms: int  # wall clock; the node ignores a request that arrives after this
     caller: str = ""
     meta: dict[str, str] = field(default_factory=dict)  # admission facts (token id, origin) for reporting
-    address: str = ""  # the IP the router's SSRF guard checked: connect there and nowhere else
+    addresses: list[str] = field(default_factory=list)  # IPs the SSRF guard checked: use only these
 
     def encode(self) -> bytes:
         return orjson.dumps({"v": 1, "op": "establish", **asdict(self)})
@@ -88,7 +88,7 @@ class EstablishRequest:
             expires_at_ms=int(data["expires_at_ms"]),
             caller=str(data.get("caller", "")),
             meta={str(k): str(v) for k, v in dict(data.get("meta", {})).items()},
-            address=str(data.get("address", "")),
+            addresses=[str(a) for a in data.get("addresses", [])],
         )
 
 

@@ -121,7 +121,7 @@ class NodeAgent:
             await self._reply(req.id, EstablishReply(phase="ack"))
             if self.draining:
                 raise PolysocketError(ErrorCode.DRAINING, "relay node is draining")
-            sock = await self.table.open(req.socket, req.target, req.protocols, req.meta, req.address)
+            sock = await self.table.open(req.socket, req.target, req.protocols, req.meta, req.addresses)
         except PolysocketError as exc:
             await self._reply(req.id, EstablishReply(phase="done", ok=False, error=exc.code.value,
                                                      message=exc.message))

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import websockets
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
 from polysocket_core import wire
@@ -48,41 +48,28 @@ class SocketTable:
         return sock
 
     async def open(self, sid: str, target: str, protocols: list[str], meta: dict[str, str],
-                   address: str = "") -> RelaySocket:
+                   addresses: list[str] | None = None) -> RelaySocket:
         """Open the upstream WebSocket; raise ``upstream_failed`` with the reason.
 
-        ``address`` pins the TCP connection to the IP the router's SSRF guard checked, while the
-        Host header and the TLS server name stay those of the target URL.
+        ``addresses`` pins the TCP connection to the IPs the router's SSRF guard checked (tried in
+        order), while the Host header and the TLS server name stay those of the target URL, so a
+        second DNS answer cannot send the socket elsewhere.
         """
         if sid in self.sockets:
             raise PolysocketError(ErrorCode.BAD_REQUEST, "socket id already in use")
-        cfg = self.config
-        pin: dict[str, Any] = {}
-        if address:
-            pin["host"] = address
-            if target.startswith("wss:"):
-                pin["server_hostname"] = urlsplit(target).hostname
         token = meta.get("token", "")
         self.establishing += 1
         self.per_token[token] += 1
-        opened = False
+        conn: ClientConnection | None = None
         try:
-            conn = await connect(
-                target,
-                subprotocols=[websockets.Subprotocol(p) for p in protocols] or None,
-                origin=websockets.Origin(meta["origin"]) if meta.get("origin") else None,
-                compression=None,  # per-socket zlib state costs ~100s of KiB; frames are re-encoded anyway
-                proxy=None,
-                open_timeout=cfg.open_timeout_s,
-                ping_interval=cfg.ping_interval_s,
-                ping_timeout=cfg.ping_timeout_s,
-                close_timeout=cfg.close_timeout_s,
-                max_size=cfg.max_message_bytes,
-                max_queue=4,
-                user_agent_header=USER_AGENT,
-                **pin,
-            )
-            opened = True
+            hosts: list[str | None] = list(addresses or []) or [None]
+            for i, host in enumerate(hosts):
+                try:
+                    conn = await self._connect(target, protocols, meta, host)
+                    break
+                except OSError:
+                    if i == len(hosts) - 1:
+                        raise
         except TimeoutError:
             raise PolysocketError(ErrorCode.UPSTREAM_FAILED, "timed out opening the WebSocket") from None
         except InvalidStatus as exc:
@@ -98,13 +85,38 @@ class SocketTable:
             ) from None
         finally:
             self.establishing -= 1
-            if not opened:
+            if conn is None:
                 self._uncount(token)
-        sock = RelaySocket(sid, conn, cfg, self.metrics, self._forget, meta)
+        assert conn is not None
+        sock = RelaySocket(sid, conn, self.config, self.metrics, self._forget, meta)
         self.sockets[sid] = sock
         self.metrics.open_sockets.set(len(self.sockets))
         self.metrics.sockets_total.inc()
         return sock
+
+    async def _connect(self, target: str, protocols: list[str], meta: dict[str, str],
+                       host: str | None) -> ClientConnection:
+        cfg = self.config
+        pin: dict[str, Any] = {}
+        if host is not None:
+            pin["host"] = host
+            if target.startswith("wss:"):
+                pin["server_hostname"] = urlsplit(target).hostname
+        return await connect(
+            target,
+            subprotocols=[websockets.Subprotocol(p) for p in protocols] or None,
+            origin=websockets.Origin(meta["origin"]) if meta.get("origin") else None,
+            compression=None,  # per-socket zlib state costs ~100s of KiB; frames are re-encoded anyway
+            proxy=None,
+            open_timeout=cfg.open_timeout_s,
+            ping_interval=cfg.ping_interval_s,
+            ping_timeout=cfg.ping_timeout_s,
+            close_timeout=cfg.close_timeout_s,
+            max_size=cfg.max_message_bytes,
+            max_queue=4,
+            user_agent_header=USER_AGENT,
+            **pin,
+        )
 
     def _uncount(self, token: str) -> None:
         self.per_token[token] -= 1

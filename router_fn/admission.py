@@ -35,7 +35,7 @@ class ConnectContext:
 @dataclass(frozen=True, slots=True)
 class Admitted:
     meta: dict[str, str] = field(default_factory=dict)  # recorded on the socket (token id, origin, ...)
-    address: str = ""  # the checked IP the relay must connect to ("" = resolve normally)
+    addresses: list[str] = field(default_factory=list)  # checked IPs the relay must use ([] = resolve)
     token_id: str = ""  # counted against max_sockets
     max_sockets: int = 0  # 0 = no limit
 
@@ -82,8 +82,8 @@ class TokenAdmission:
             raise PolysocketError(ErrorCode.FORBIDDEN_ORIGIN, f"origin not allowed for this token: {shown}")
         if not target_allowed(record.targets, params.target):
             raise PolysocketError(ErrorCode.FORBIDDEN_TARGET, "target not allowed for this token")
-        address = await check_target(params.target, self.allow_cidrs, self.resolve)
+        addresses = await check_target(params.target, self.allow_cidrs, self.resolve)
         await self.limiter.hit(ctx.client_ip, record.id)
         meta = _meta(params, ctx)
         meta["token"] = record.id
-        return Admitted(meta, address=address, token_id=record.id, max_sockets=record.max_sockets)
+        return Admitted(meta, addresses=addresses, token_id=record.id, max_sockets=record.max_sockets)

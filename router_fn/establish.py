@@ -87,7 +87,7 @@ class Establisher:
             expires_at_ms=int((time.time() + max(0.0, deadline - time.monotonic())) * 1000),
             caller=caller,
             meta=admitted.meta,
-            address=admitted.address,
+            addresses=admitted.addresses,
         )
         reply_key = self.keys.reply(req.id)
         await self.redis.rpush(self.keys.inbox(node_id), req.encode())

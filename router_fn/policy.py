@@ -2,7 +2,7 @@
 
 Origin patterns: ``*``, an exact origin (``https://app.example.com``, port included when not the
 default), or a subdomain wildcard (``https://*.example.com``: any subdomain, not the apex).
-Target patterns: ``scheme://host[:port]/path-glob``. Host may be ``*.example.com``; port may be
+Target patterns: ``scheme://host[:port]/path-glob``. Host may be ``*.example.com`` or ``*``; port may be
 ``*`` (any) and, when absent, means the scheme's default; the path is an fnmatch glob on the
 target's path (the query string is not restricted).
 """
@@ -22,6 +22,8 @@ class PatternError(ValueError):
 
 def _host_matches(pattern: str, host: str) -> bool:
     pattern, host = pattern.lower().rstrip("."), host.lower().rstrip(".")
+    if pattern == "*":
+        return True
     if pattern.startswith("*."):
         suffix = pattern[1:]
         return host.endswith(suffix) and len(host) > len(suffix)

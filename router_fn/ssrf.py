@@ -45,9 +45,10 @@ def literal_ip(host: str) -> IPAddress | None:
 
 
 def _embedded(ip: IPAddress) -> Iterable[IPAddress]:
+    """The address and every IPv4 address tunnelled inside it (6to4, Teredo, IPv4-compatible)."""
     yield ip
     if isinstance(ip, ipaddress.IPv6Address):
-        for inner in (ip.ipv4_mapped, ip.sixtofour, ip.teredo[1] if ip.teredo else None):
+        for inner in (ip.sixtofour, ip.teredo[1] if ip.teredo else None):
             if inner is not None:
                 yield inner
         if ip.packed[:12] == b"\x00" * 12 and not ip.is_unspecified and not ip.is_loopback:
@@ -55,12 +56,12 @@ def _embedded(ip: IPAddress) -> Iterable[IPAddress]:
 
 
 def is_blocked(ip: IPAddress, allow: list[IPNetwork]) -> bool:
-    """True unless every form of the address is globally routable, or it is explicitly allowed."""
+    """True unless the address (and anything tunnelled in it) is globally routable, or allowlisted."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:a.b.c.d is a.b.c.d on a dual-stack socket
     if any(ip in net for net in allow if net.version == ip.version):
         return False
     for form in _embedded(ip):
-        if any(form in net for net in allow if net.version == form.version):
-            return False
         if not form.is_global or form.is_multicast or any(form in n for n in EXTRA_BLOCKED if n.version == 4):
             return True
     return False
@@ -71,8 +72,9 @@ async def system_resolve(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
-async def check_target(target: str, allow: list[IPNetwork], resolve: Resolver = system_resolve) -> str:
-    """Resolve the target's host; return the address to pin, or raise ``blocked_target``."""
+async def check_target(target: str, allow: list[IPNetwork], resolve: Resolver = system_resolve) -> list[str]:
+    """Resolve the target's host; return the checked addresses to pin (in resolver order), or raise
+    ``blocked_target`` if any of them is not public."""
     parts = urlsplit(target)
     host = parts.hostname or ""
     port = parts.port or (443 if parts.scheme == "wss" else 80)
@@ -94,4 +96,4 @@ async def check_target(target: str, allow: list[IPNetwork], resolve: Resolver = 
                 f"target {host!r} resolves to {ip}, a non-public address; "
                 "an operator can allow it with POLYSOCKET_ALLOW_TARGET_CIDRS",
             )
-    return str(addresses[0])
+    return list(dict.fromkeys(str(ip) for ip in addresses))

@@ -11,7 +11,7 @@ from polysocket_core.wire import SOCKET_ID_RE
 
 def test_request_round_trip() -> None:
     req = EstablishRequest(id="r1", socket="s", target="ws://a/", protocols=["x"], expires_at_ms=5,
-                           caller="js", meta={"origin": "https://a"}, address="93.184.216.34")
+                           caller="js", meta={"origin": "https://a"}, addresses=["93.184.216.34"])
     assert decode_inbox(req.encode()) == req
     assert decode_inbox(KillRequest("tok1").encode()) == KillRequest("tok1", "token revoked")
 
