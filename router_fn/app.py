@@ -43,6 +43,13 @@ def request_origin(request: Request) -> str | None:
     return None
 
 
+def request_client_ip(request: Request) -> str:
+    """The peer address. Behind an ALB, Mangum passes the whole X-Forwarded-For: its last entry is
+    the one the load balancer added; earlier ones are whatever the client claimed."""
+    host = request.client.host if request.client else ""
+    return host.rsplit(",", 1)[-1].strip()
+
+
 class Router:
     """Holds the lazily created Redis client (reused by warm Lambda invocations) and the policy."""
 
@@ -97,7 +104,7 @@ class Router:
             if params.get("cb") is not None:
                 cb = jsonp.validate_callback(params["cb"])
             connect = wire.parse_connect(params)
-            client_ip = request.client.host if request.client else ""
+            client_ip = request_client_ip(request)
             ctx = ConnectContext(client_ip=client_ip, origin=request_origin(request),
                                  user_agent=request.headers.get("user-agent", ""))
             admitted = await self.admission.admit(connect, ctx)

@@ -1,0 +1,159 @@
+"""The real Mangum handler fed real API Gateway (HTTP API v2, REST API v1) and ALB event shapes,
+against a real Valkey, relay node and echo target."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import pytest
+
+from polysocket_cli.processes import REPO_ROOT, Stack
+
+pytestmark = pytest.mark.stack
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ORIGIN = "https://app.example.com"
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+class FakeContext:
+    """The Lambda context object: a plain attribute bag the runtime passes (no AWS here)."""
+
+    function_name = "polysocket-router"
+    aws_request_id = "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 29_000
+
+
+@pytest.fixture(scope="module")
+def lambda_env() -> Iterator[dict[str, str]]:
+    s = Stack()
+    old = dict(os.environ)
+    try:
+        s.start_valkey()
+        s.start_relay("node1")
+        echo = s.start_echo()
+        token = s.create_token(origins=[ORIGIN])
+        os.environ.update({"POLYSOCKET_REDIS_URL": s.redis_url, "POLYSOCKET_ALLOW_TARGET_CIDRS": "127.0.0.0/8"})
+        yield {"token": token, "echo": f"ws://127.0.0.1:{echo.port}/"}
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def handler(lambda_env: dict[str, str]) -> Handler:
+    import router_fn.handler
+
+    module = importlib.reload(router_fn.handler)  # built with this module's environment
+    return module.handler  # type: ignore[no-any-return]
+
+
+def event(kind: str, params: dict[str, str], method: str = "GET", path: str = "/connect") -> dict[str, Any]:
+    ev: dict[str, Any] = copy.deepcopy(json.loads((FIXTURES / f"{kind}.json").read_text()))
+    if kind == "apigw_http_v2":
+        ev["rawQueryString"] = urlencode(params)
+        ev["queryStringParameters"] = params
+        ev["requestContext"]["http"]["method"] = method
+        ev["requestContext"]["http"]["path"] = ev["rawPath"] = path
+        ev["routeKey"] = ev["requestContext"]["routeKey"] = f"{method} {path}"
+    elif kind == "apigw_rest_v1":
+        ev["queryStringParameters"] = params or None
+        ev["multiValueQueryStringParameters"] = {k: [v] for k, v in params.items()} or None
+        ev["httpMethod"] = ev["requestContext"]["httpMethod"] = method
+        ev["path"] = ev["resource"] = path
+    else:  # ALB passes parameters percent-encoded, as the browser sent them
+        ev["queryStringParameters"] = {k: quote(v, safe="") for k, v in params.items()}
+        ev["httpMethod"] = method
+        ev["path"] = path
+    return ev
+
+
+def headers_of(resp: dict[str, Any]) -> dict[str, str]:
+    h = {k.lower(): v for k, v in resp.get("headers", {}).items()}
+    for k, values in resp.get("multiValueHeaders", {}).items():
+        h[k.lower()] = values[-1]
+    return h
+
+
+KINDS = ["apigw_http_v2", "apigw_rest_v1", "alb"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_jsonp_connect_through_handler(handler: Handler, lambda_env: dict[str, str], kind: str) -> None:
+    params = {"cb": "PolySocket._c.c1", "from": "polysocketjs-0.1.0", "target": lambda_env["echo"],
+              "token": lambda_env["token"]}
+    resp = handler(event(kind, params), FakeContext())
+    assert resp["statusCode"] == 200
+    h = headers_of(resp)
+    assert h["content-type"] == "application/javascript; charset=utf-8"
+    assert h["x-content-type-options"] == "nosniff"
+    assert h["cache-control"] == "no-store"
+    body = resp["body"]
+    assert body.startswith("/**/PolySocket._c.c1(") and body.endswith(");")
+    answer = json.loads(body[len("/**/PolySocket._c.c1("):-2])
+    assert answer["ok"] is True and ".node1.localhost:" in answer["fqdn"] and len(answer["socket"]) == 32
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_json_errors_keep_status_and_cors(handler: Handler, lambda_env: dict[str, str], kind: str) -> None:
+    resp = handler(event(kind, {"from": "x", "target": lambda_env["echo"], "token": "pst_bogus-token-value"}),
+                   FakeContext())
+    assert resp["statusCode"] == 401
+    h = headers_of(resp)
+    assert h["content-type"] == "application/json" and h["access-control-allow-origin"] == "*"
+    assert json.loads(resp["body"])["error"] == "unauthorized"
+    resp = handler(event(kind, {"from": "x", "target": "http://nope/"}), FakeContext())
+    assert resp["statusCode"] == 400 and json.loads(resp["body"])["error"] == "bad_request"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_origin_comes_from_referer_in_events(handler: Handler, lambda_env: dict[str, str], kind: str) -> None:
+    ev = event(kind, {"from": "x", "target": lambda_env["echo"], "token": lambda_env["token"]})
+    for key in ("headers", "multiValueHeaders"):
+        if ev.get(key):
+            ev[key] = {k: v for k, v in ev[key].items() if k.lower() != "referer"}
+    resp = handler(ev, FakeContext())
+    assert resp["statusCode"] == 403 and json.loads(resp["body"])["error"] == "forbidden_origin"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_healthz_and_preflight(handler: Handler, kind: str) -> None:
+    resp = handler(event(kind, {}, path="/healthz"), FakeContext())
+    assert resp["statusCode"] == 200 and json.loads(resp["body"])["ok"] is True
+    resp = handler(event(kind, {}, method="OPTIONS"), FakeContext())
+    assert resp["statusCode"] == 204 and headers_of(resp)["access-control-allow-origin"] == "*"
+
+
+def test_warm_invocations_reuse_one_redis_client(handler: Handler, lambda_env: dict[str, str]) -> None:
+    import router_fn.handler
+
+    params = {"from": "x", "target": lambda_env["echo"], "token": lambda_env["token"]}
+    handler(event("apigw_http_v2", params), FakeContext())
+    client = router_fn.handler.app.state.router._redis
+    assert client is not None
+    for _ in range(3):
+        assert handler(event("apigw_http_v2", params), FakeContext())["statusCode"] == 200
+    assert router_fn.handler.app.state.router._redis is client
+
+
+def test_import_does_no_io() -> None:
+    """Importing the handler with Redis pointing at a closed loopback port succeeds: nothing connects
+    at import time (a connect would raise ConnectionRefused) and no client exists yet."""
+    code = "import router_fn.handler as h; assert h.app.state.router._redis is None"
+    env = {**os.environ, "POLYSOCKET_REDIS_URL": "redis://127.0.0.1:1/0"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
