@@ -1,0 +1,1 @@
+"""Polysocket's benchmark suite: ``python -m bench`` (see bench/README.md)."""
