@@ -1,0 +1,93 @@
+"""The command line as a user runs it: `polysocket dev` end to end with curl, flags and env vars."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from polysocket_cli.main import build_parser
+from polysocket_cli.processes import REPO_ROOT, free_port
+
+pytestmark = pytest.mark.stack
+
+
+def curl(url: str) -> str:
+    """curl resolves *.localhost to loopback itself, as browsers do."""
+    return subprocess.run(["curl", "-sS", "--max-time", "20", url], capture_output=True, text=True,
+                          check=True, timeout=30).stdout
+
+
+def test_dev_stack_with_curl_then_ctrl_c() -> None:
+    base = free_port()  # router; relays and echo take the next three ports
+    proc = subprocess.Popen([sys.executable, "-m", "polysocket_cli", "dev", "--port", str(base),
+                             "--dev-token", "pst_fixed-dev-token-for-tests"],
+                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    out = ""
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while "polysocket dev is up" not in out and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line and proc.poll() is not None:
+                break
+            out += line
+        while "curl '" not in out:
+            out += proc.stdout.readline()
+        assert "polysocket dev is up" in out, out
+        assert "pst_fixed-dev-token-for-tests" in out
+        connect_url = re.search(r"curl '([^']+)'", out)
+        assert connect_url is not None
+        ok = json.loads(curl(connect_url.group(1)))
+        assert ok["ok"] is True, ok
+        relay = f"http://{ok['fqdn']}"
+        assert json.loads(curl(f"{relay}/send?socket={ok['socket']}&seq=0&d=hi%20from%20curl")) == {"ok": True}
+        polled = json.loads(curl(f"{relay}/poll?socket={ok['socket']}&ttl=5000"))
+        assert polled["messages"] == [{"seq": 0, "type": "text", "data": "hi from curl"}]
+        demo = curl(f"http://localhost:{base}/client/demo.html")
+        assert "polysocket" in demo.lower()
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        code = proc.wait(30)
+    rest = proc.stdout.read() if proc.stdout else ""
+    assert code == 0, out + rest
+    assert "stopping" in rest
+    # every child is gone: nothing listens any more
+    for port in (base, base + 1, base + 2, base + 3):
+        with pytest.raises(subprocess.CalledProcessError):
+            curl(f"http://127.0.0.1:{port}/healthz")
+
+
+def test_flags_default_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POLYSOCKET_CAPACITY", "77")
+    monkeypatch.setenv("POLYSOCKET_REDIS_URL", "redis://example.invalid:6379/3")
+    args = build_parser().parse_args(["relay", "--fqdn", "n.example"])
+    assert args.capacity == 77 and args.redis_url == "redis://example.invalid:6379/3"
+    args = build_parser().parse_args(["relay", "--capacity", "5"])
+    assert args.capacity == 5  # the flag wins over the environment
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["relay", "--node-id", "bad id!"], "--node-id"),
+    (["relay", "--fqdn", "http://x/"], "--fqdn"),
+    (["relay", "--capacity", "0"], "positive"),
+])
+def test_bad_flags_are_explained(argv: list[str], message: str) -> None:
+    out = subprocess.run([sys.executable, "-m", "polysocket_cli", *argv, "--redis-url", "redis://127.0.0.1:1/0"],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
+                         env={**os.environ, "POLYSOCKET_PORT": str(free_port())})
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+
+
+def test_help_lists_commands() -> None:
+    out = subprocess.run([sys.executable, "-m", "polysocket_cli", "--help"], cwd=REPO_ROOT, capture_output=True,
+                         text=True, timeout=30)
+    for command in ("router", "relay", "dev", "token", "echo"):
+        assert command in out.stdout
