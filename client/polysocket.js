@@ -47,6 +47,27 @@
     }
     var hasFileReader = typeof FileReader !== "undefined";
 
+    // ES5 accessors on plain objects (not in IE8, whose defineProperty only takes DOM objects).
+    var hasGetters = (function () {
+        var o = {};
+        try {
+            Object.defineProperty(o, "x", { get: function () { return 1; } });
+            return o.x === 1;
+        } catch (e) {
+            return false;
+        }
+    }());
+
+    function defineBufferedAmount(sock) {
+        Object.defineProperty(sock, "bufferedAmount", {
+            get: function () {
+                return sock._buffered + (sock._native ? sock._native.bufferedAmount : 0);
+            },
+            enumerable: true,
+            configurable: true
+        });
+    }
+
     function hasCorsXhr() {
         if (!win || !win.XMLHttpRequest) {
             return false;
@@ -637,7 +658,12 @@
         this.readyState = CONNECTING;
         this.protocol = "";
         this.extensions = "";
-        this.bufferedAmount = 0;
+        this._buffered = 0;        // bytes queued on the relay path (and dropped after close)
+        if (hasGetters) {
+            defineBufferedAmount(this);
+        } else {
+            this.bufferedAmount = 0;
+        }
         this.binaryType = hasBlob ? "blob" : "arraybuffer";
         this.transport = "";
         this.onopen = null;
@@ -861,7 +887,7 @@
         }
         if (this.readyState !== OPEN) {
             // CLOSING or CLOSED: the data is dropped; bufferedAmount still grows (as specified)
-            this.bufferedAmount += item.size;
+            this._addBuffered(item.size);
             return;
         }
         if (this._native) {
@@ -916,9 +942,15 @@
         this._relay.close(code === undefined ? 1000 : code, reason);
     };
 
+    // Where getters exist bufferedAmount is live; elsewhere it is refreshed at each change we see.
+    proto._addBuffered = function (delta) {
+        this._buffered = Math.max(0, this._buffered + delta);
+        this._syncBuffered();
+    };
+
     proto._syncBuffered = function () {
-        if (this._native) {
-            this.bufferedAmount = this._native.bufferedAmount;
+        if (!hasGetters) {
+            this.bufferedAmount = this._buffered + (this._native ? this._native.bufferedAmount : 0);
         }
     };
 
@@ -1009,7 +1041,7 @@
                 self._closed(ev.code || 1006, ev.reason, false, null);
                 return;
             }
-            self.bufferedAmount = 0;
+            self._syncBuffered();
             self._closed(ev.code, ev.reason, ev.wasClean, null);
         };
         return true;
@@ -1262,7 +1294,7 @@
         } else {
             xhrRequest(this.base + "/poll", ack, this.opts.sendTimeout, noop);
         }
-        sock.bufferedAmount = 0;
+        sock._syncBuffered();
         code = typeof code === "number" ? code : 1005;
         sock._closed(code, reason || "", code !== 1006, code === 1006 ? "connection closed abnormally" : null);
     };
@@ -1270,7 +1302,7 @@
     // -------------- sending
 
     Relay.prototype.enqueue = function (item) {
-        this.socket.bufferedAmount += item.size;
+        this.socket._addBuffered(item.size);
         this.queue.push(item);
         this.pump();
     };
@@ -1406,7 +1438,7 @@
                 return;
             }
             if (chunk.size) {
-                self.socket.bufferedAmount = Math.max(0, self.socket.bufferedAmount - chunk.size);
+                self.socket._addBuffered(-chunk.size);
             }
             self.pump();
         }

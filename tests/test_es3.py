@@ -1,4 +1,4 @@
-"""client/polysocket.js (and its minified build) must parse as ES3, as IE6-8 do.
+"""client/polysocket.js (and its minified build) must parse as ES3, as IE6-8 do; the .d.ts must compile.
 
 Runs client/check-es3.js under node with acorn (``ecmaVersion: 3, allowReserved: "never"``) and also
 checks that client/polysocket.min.js is what client/build.js makes from the current source.
@@ -51,17 +51,22 @@ def test_checker_rejects_what_ie_rejects(node: str, tmp_path: Path) -> None:
     for bad in ["x.delete = 1;", "var o = {a: 1,};", "var a = [1,];", "var o = {class: 1};", "let x = 1;"]:
         f = tmp_path / "bad.js"
         f.write_text(bad)
-        proc = subprocess.run(
-            [node, str(CLIENT / "check-es3.js"), str(f)], capture_output=True, text=True, timeout=60
-        )
+        proc = subprocess.run([node, str(CLIENT / "check-es3.js"), str(f)], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 1, f"accepted: {bad}"
 
 
 def test_minified_build_is_current(node: str, tmp_path: Path) -> None:
     out = tmp_path / "polysocket.min.js"
-    proc = subprocess.run(
-        [node, str(CLIENT / "build.js"), str(out)], capture_output=True, text=True, timeout=120
-    )
+    proc = subprocess.run([node, str(CLIENT / "build.js"), str(out)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     committed = (CLIENT / "polysocket.min.js").read_text()
     assert out.read_text() == committed, "stale client/polysocket.min.js: run `npm run build --prefix client`"
+
+
+def test_type_declarations_compile(node: str) -> None:
+    tsc = CLIENT / "node_modules" / "typescript" / "bin" / "tsc"
+    _need(tsc.is_file(), "run `npm ci --prefix client` first")
+    proc = subprocess.run(
+        [node, str(tsc), "-p", "types-test/tsconfig.json"], cwd=CLIENT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -145,5 +145,7 @@ class PageFactory:
         )
         page.add_script_tag(url=LIBRARY_PATH)
         page.add_script_tag(content=HARNESS)
+        # Sockets made without options still reach the test stack's router with its token.
+        page.evaluate("() => { PolySocket.defaults.router = PS_ROUTER; PolySocket.defaults.token = PS_TOKEN; }")
         page.wait_for_function("typeof PolySocket === 'function' && typeof psOpen === 'function'")
         return page

@@ -544,6 +544,7 @@ def test_event_listeners(pages: PageFactory, browser_stack: BrowserStack, mode: 
         s.addEventListener('message', a); s.addEventListener('message', b);
         s.addEventListener('message', c); s.removeEventListener('message', c);
         s.addEventListener('message', () => { throw new Error('listener bug'); });
+        s.addEventListener('error', (e) => log.push('error:' + e.message));
         s.addEventListener('close', (e) => { log.push('close:' + e.code + ':' + (e.target === s));
                                             resolve(log); });
         s.onopen = () => { log.push('onopen'); s.send('one'); };

@@ -1,0 +1,136 @@
+// Type definitions for polysocket.js 0.1.0
+// A W3C WebSocket for every browser: native where it works, JSONP / CORS long-polling through a
+// polysocket relay where it does not.
+
+declare class PolySocket {
+    constructor(url: string, protocols?: string | string[] | null, options?: PolySocket.PolySocketOptions);
+    constructor(url: string, options: PolySocket.PolySocketOptions);
+
+    static readonly CONNECTING: 0;
+    static readonly OPEN: 1;
+    static readonly CLOSING: 2;
+    static readonly CLOSED: 3;
+    static readonly version: string;
+    /** Options every new socket starts from. */
+    static defaults: PolySocket.PolySocketOptions;
+    /** What this browser has. */
+    static readonly supports: PolySocket.PolySocketSupports;
+    /** The browser's own WebSocket as found when the library loaded (null where there is none). */
+    static readonly NativeWebSocket: typeof WebSocket | null;
+    /** Sets window.WebSocket = PolySocket where the browser has no WebSocket; true if it did. */
+    static install(defaults?: PolySocket.PolySocketOptions): boolean;
+
+    readonly CONNECTING: 0;
+    readonly OPEN: 1;
+    readonly CLOSING: 2;
+    readonly CLOSED: 3;
+
+    readonly url: string;
+    readonly readyState: 0 | 1 | 2 | 3;
+    readonly protocol: string;
+    readonly extensions: string;
+    readonly bufferedAmount: number;
+    binaryType: "blob" | "arraybuffer";
+    /** The transport in use once open: "websocket", "xhr" or "jsonp" (not part of the W3C interface). */
+    readonly transport: PolySocket.PolySocketTransport;
+
+    onopen: ((this: PolySocket, ev: PolySocket.PolySocketEvent) => any) | null;
+    onmessage: ((this: PolySocket, ev: PolySocket.PolySocketMessageEvent) => any) | null;
+    onerror: ((this: PolySocket, ev: PolySocket.PolySocketErrorEvent) => any) | null;
+    onclose: ((this: PolySocket, ev: PolySocket.PolySocketCloseEvent) => any) | null;
+
+    send(data: string | ArrayBuffer | ArrayBufferView | Blob): void;
+    close(code?: number, reason?: string): void;
+
+    addEventListener<K extends keyof PolySocket.PolySocketEventMap>(type: K, listener: PolySocket.Listener<PolySocket.PolySocketEventMap[K]>): void;
+    removeEventListener<K extends keyof PolySocket.PolySocketEventMap>(type: K, listener: PolySocket.Listener<PolySocket.PolySocketEventMap[K]>): void;
+    dispatchEvent(ev: PolySocket.PolySocketEvent): boolean;
+}
+
+declare namespace PolySocket {
+    /** How a socket reaches its target. */
+    type PolySocketTransportOption = "auto" | "websocket" | "relay" | "xhr" | "jsonp";
+
+    /** The transport a socket ended up using ("" until it is open). */
+    type PolySocketTransport = "" | "websocket" | "xhr" | "jsonp";
+
+    interface PolySocketOptions {
+        /** Base URL of the polysocket router, e.g. "https://relay.example.com". Needed for the relay. */
+        router?: string | null;
+        /** Token for the router's admission control. */
+        token?: string | null;
+        /**
+         * "auto" (default): the browser's WebSocket when it exists and opens, else the relay.
+         * "websocket": only the browser's WebSocket. "relay": the relay with the best transport the
+         * browser has (CORS XHR, else JSONP). "xhr" / "jsonp": the relay with that transport.
+         */
+        transport?: PolySocketTransportOption;
+        /** ms a native WebSocket may take to open before "auto" falls back to the relay (default 8000; 0: no limit). */
+        nativeTimeout?: number;
+        /** ms to wait for the router's answer to /connect (default 30000). */
+        connectTimeout?: number;
+        /** ms to wait for one send / close request before retrying it (default 15000). */
+        sendTimeout?: number;
+        /** ms the relay holds a poll open when it has nothing to deliver (default 25000, relay caps it at 55000). */
+        pollTtl?: number;
+        /** extra ms to wait for a poll answer beyond pollTtl before giving up on it (default 15000). */
+        pollSlack?: number;
+        /** concurrent send requests per socket (default 4). */
+        maxInflight?: number;
+        /** bytes of one POST /send body with the XHR transport (default 65536). */
+        maxBody?: number;
+        /** longest URL for a GET request with the JSONP transport (default 2000). */
+        maxUrl?: number;
+    }
+
+    interface PolySocketEvent {
+        readonly type: string;
+        readonly target: PolySocket;
+        readonly currentTarget: PolySocket;
+        readonly timeStamp: number;
+        preventDefault(): void;
+        stopPropagation(): void;
+        stopImmediatePropagation(): void;
+    }
+
+    interface PolySocketMessageEvent extends PolySocketEvent {
+        readonly type: "message";
+        /** string for text; ArrayBuffer or Blob (per binaryType) for binary. */
+        readonly data: any;
+        readonly origin: string;
+        readonly lastEventId: string;
+    }
+
+    interface PolySocketCloseEvent extends PolySocketEvent {
+        readonly type: "close";
+        readonly code: number;
+        readonly reason: string;
+        readonly wasClean: boolean;
+    }
+
+    interface PolySocketErrorEvent extends PolySocketEvent {
+        readonly type: "error";
+        /** What went wrong, when known (not part of the W3C interface). */
+        readonly message?: string;
+    }
+
+    interface PolySocketEventMap {
+        open: PolySocketEvent;
+        message: PolySocketMessageEvent;
+        error: PolySocketErrorEvent;
+        close: PolySocketCloseEvent;
+    }
+
+    type Listener<E> = ((this: PolySocket, ev: E) => any) | { handleEvent(ev: E): any };
+
+    interface PolySocketSupports {
+        websocket: boolean;
+        xhr: boolean;
+        jsonp: boolean;
+        arraybuffer: boolean;
+        blob: boolean;
+    }
+}
+
+export = PolySocket;
+export as namespace PolySocket;
