@@ -57,6 +57,8 @@ class SocketTable:
         """
         if sid in self.sockets:
             raise PolysocketError(ErrorCode.BAD_REQUEST, "socket id already in use")
+        if self.load >= self.config.capacity:
+            raise PolysocketError(ErrorCode.NO_RELAY, "relay node is at capacity")
         token = meta.get("token", "")
         self.establishing += 1
         self.per_token[token] += 1

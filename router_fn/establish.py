@@ -53,6 +53,7 @@ class Establisher:
         """Try the best node; if it does not take the request in time, try one other node."""
         deadline = time.monotonic() + self.establish_timeout_s
         tried: list[str] = []
+        failure = PolysocketError(ErrorCode.NO_RELAY, "no relay node available")
         try:
             for _attempt in range(2):
                 picked = await self.pick_node(tried, admitted)
@@ -63,19 +64,19 @@ class Establisher:
                 outcome = await self._ask(node_id, target, protocols, caller, admitted, deadline)
                 if outcome is None:
                     log.warning("node %s did not take establish request; trying another", node_id)
+                    failure = PolysocketError(ErrorCode.TIMEOUT, "no relay node answered in time")
                     continue
                 socket_id, reply = outcome
                 if reply.ok:
                     return Established(node_id, f"{new_uniq()}.{fqdn}", socket_id, reply.protocol)
-                if reply.error == ErrorCode.DRAINING.value:
-                    continue
+                if reply.error in (ErrorCode.DRAINING.value, ErrorCode.NO_RELAY.value):
+                    failure = PolysocketError(ErrorCode.NO_RELAY, "relay nodes are draining or full")
+                    continue  # the node is shutting down or full: the other node may take it
                 raise PolysocketError(_error_code(reply.error), reply.message or reply.error)
         except RedisError as exc:
             log.error("redis error during establish: %s", exc)
             raise PolysocketError(ErrorCode.NO_RELAY, "control plane unavailable") from None
-        if tried:
-            raise PolysocketError(ErrorCode.TIMEOUT, "no relay node answered in time")
-        raise PolysocketError(ErrorCode.NO_RELAY, "no relay node available")
+        raise failure
 
     async def _ask(self, node_id: str, target: str, protocols: list[str], caller: str,
                    admitted: Admitted, deadline: float) -> tuple[str, EstablishReply] | None:

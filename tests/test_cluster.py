@@ -155,3 +155,14 @@ async def test_unfilled_gap_fails_the_socket(stack: RunningStack, http: httpx.As
     assert "sequence gap" in got[0]["reason"]
     late = await c.send_text("first", seq=0)
     assert late["ok"] is False
+
+
+async def test_full_node_gets_no_more_sockets(own_stack: Stack, http: httpx.AsyncClient,
+                                              recording_target: RecordingTarget) -> None:
+    own_stack.start_relay("tiny", extra=["--capacity", "1"])
+    router = own_stack.start_router()
+    url = f"http://127.0.0.1:{router.port}"
+    token = own_stack.create_token()
+    await connect(http, url, recording_target.url, token=token)
+    answer = await connect_raw(http, url, {"from": "t", "target": recording_target.url, "token": token})
+    assert (answer["status"], answer["error"]) == (503, "no_relay")
