@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
@@ -114,6 +115,10 @@ class Router:
             if exc.code is ErrorCode.BAD_CALLBACK:
                 cb = None
             return to_response(*jsonp.render_error(cb, exc))
+        except RedisError as exc:
+            log.error("control plane unavailable: %s", exc)
+            return to_response(*jsonp.render_error(
+                cb, PolysocketError(ErrorCode.NO_RELAY, "control plane unavailable")))
         except Exception:
             log.exception("internal error in /connect")
             return to_response(*jsonp.render_error(cb, PolysocketError(ErrorCode.INTERNAL, "internal error")))

@@ -166,3 +166,19 @@ async def test_full_node_gets_no_more_sockets(own_stack: Stack, http: httpx.Asyn
     await connect(http, url, recording_target.url, token=token)
     answer = await connect_raw(http, url, {"from": "t", "target": recording_target.url, "token": token})
     assert (answer["status"], answer["error"]) == (503, "no_relay")
+
+
+async def test_router_without_redis_answers_503(http: httpx.AsyncClient) -> None:
+    s = Stack()
+    s.redis_url = "redis://127.0.0.1:1/0"  # nothing listens there
+    try:
+        router = s.start_router()
+        for cb in (None, "cb"):
+            answer = await connect_raw(http, f"http://127.0.0.1:{router.port}",
+                                       {"from": "t", "target": "ws://127.0.0.1:9/", "token": "pst_whatever-token"},
+                                       cb=cb)
+            assert answer["error"] == "no_relay" and "control plane" in answer["message"]
+            if cb is None:
+                assert answer["status"] == 503
+    finally:
+        s.stop()
