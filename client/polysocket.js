@@ -1118,7 +1118,9 @@
         var self = this;
         var key = "r" + (this.reqCounter++);
         var handle;
+        var finished = false;
         function done(err, data) {
+            finished = true;
             delete self.requests[key];
             if (self.stopped) {
                 return;
@@ -1133,7 +1135,7 @@
         } else {
             handle = xhrRequest(url, params, timeoutMs, done, body, contentType);
         }
-        if (!(key in this.requests) && handle) {
+        if (!finished && handle) {
             this.requests[key] = handle;
         }
         return handle;

@@ -205,9 +205,7 @@ def test_server_flood_arrives_in_order(pages: PageFactory, browser_stack: Browse
 @pytest.mark.parametrize("mode", MODES)
 def test_subprotocol_negotiated(pages: PageFactory, browser_stack: BrowserStack, mode: str) -> None:
     page = open_page(pages, mode)
-    res = page.evaluate(
-        "([t, o]) => psOpen(t, ['chat.v2', 'chat.v1'], o)", [browser_stack.target, options_for(mode)]
-    )
+    res = page.evaluate("([t, o]) => psOpen(t, ['chat.v2', 'chat.v1'], o)", [browser_stack.target, options_for(mode)])
     assert res["ok"]
     assert res["protocol"] == "chat.v2"
 
@@ -216,9 +214,7 @@ def test_subprotocol_negotiated(pages: PageFactory, browser_stack: BrowserStack,
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_server_close_with_code_and_reason(
-    pages: PageFactory, browser_stack: BrowserStack, mode: str
-) -> None:
+def test_server_close_with_code_and_reason(pages: PageFactory, browser_stack: BrowserStack, mode: str) -> None:
     for target in browser_stack.targets.values():
         page = open_page(pages, mode)
         sid = connect(page, target, mode)
@@ -240,8 +236,7 @@ def test_client_close(pages: PageFactory, browser_stack: BrowserStack, mode: str
     page = open_page(pages, mode)
     sid = connect(page, browser_stack.target, mode)
     state = page.evaluate(
-        "(id) => { const s = psSocks[id].s; s.send('last words'); s.close(4002, 'client bye');"
-        " return s.readyState; }",
+        "(id) => { const s = psSocks[id].s; s.send('last words'); s.close(4002, 'client bye'); return s.readyState; }",
         sid,
     )
     assert state == 2  # CLOSING
@@ -348,9 +343,7 @@ def test_target_aborts_connection(pages: PageFactory, browser_stack: BrowserStac
 
 
 @pytest.mark.parametrize("mode", ["xhr", "jsonp"])
-def test_several_sockets_on_their_own_subdomains(
-    pages: PageFactory, browser_stack: BrowserStack, mode: str
-) -> None:
+def test_several_sockets_on_their_own_subdomains(pages: PageFactory, browser_stack: BrowserStack, mode: str) -> None:
     page = open_page(pages, mode)
     ids = [connect(page, browser_stack.target, mode) for _ in range(6)]
     hosts = page.evaluate("(ids) => ids.map((id) => psSocks[id].s._relay.base)", ids)
@@ -368,9 +361,7 @@ def test_several_sockets_on_their_own_subdomains(
 
 
 @pytest.mark.parametrize("mode", ["xhr", "jsonp"])
-def test_dropped_poll_answers_lose_nothing(
-    pages: PageFactory, browser_stack: BrowserStack, mode: str
-) -> None:
+def test_dropped_poll_answers_lose_nothing(pages: PageFactory, browser_stack: BrowserStack, mode: str) -> None:
     page = open_page(pages, mode)
     dropped: list[str] = []
 
@@ -401,11 +392,13 @@ def test_failed_sends_are_retried_without_duplicates(
 ) -> None:
     page = open_page(pages, mode)
     lost: list[str] = []
+    seen = [0]
 
     def handle(route: Any) -> None:
         # The relay gets every send, but every third answer is lost: the client retries the same seq.
         response = fetch_via_loopback(route)
-        if len(lost) < 10 and random.random() < 0.34:
+        seen[0] += 1
+        if len(lost) < 10 and seen[0] % 3 == 0:
             lost.append(route.request.url)
             route.abort("connectionreset")
             return
@@ -489,12 +482,19 @@ def test_auto_falls_back_when_the_upgrade_hangs(pages: PageFactory, browser_stac
         window.WebSocket.prototype.close = function () { window.__hangClosed = true; };
     """
     page = pages.open(native=True, init_script=hanging)
-    res = page.evaluate(
-        "(t) => psOpen(t, null, {nativeTimeout: 300, transport: 'auto'})", browser_stack.target
-    )
+    res = page.evaluate("(t) => psOpen(t, null, {nativeTimeout: 300, transport: 'auto'})", browser_stack.target)
     assert res["ok"], res
     assert res["transport"] == "xhr"
     assert page.evaluate("() => window.__hangClosed") is True
+
+
+def test_auto_uses_jsonp_without_websocket_and_cors_xhr(pages: PageFactory, browser_stack: BrowserStack) -> None:
+    # As in IE 6-9: no WebSocket, no XMLHttpRequest with CORS.
+    page = pages.open(native=False, init_script="delete window.XMLHttpRequest;")
+    assert page.evaluate("() => [PolySocket.supports.websocket, PolySocket.supports.xhr]") == [False, False]
+    sid = connect(page, browser_stack.target, "jsonp", options={"transport": "auto"})
+    send(page, sid, "s.send('old browser')")
+    assert wait_messages(page, sid, 1)[0]["d"] == "old browser"
 
 
 def test_forced_transports(pages: PageFactory, browser_stack: BrowserStack) -> None:
@@ -505,9 +505,7 @@ def test_forced_transports(pages: PageFactory, browser_stack: BrowserStack) -> N
         ("jsonp", "jsonp"),
         ("websocket", "websocket"),
     ]:
-        res = page.evaluate(
-            "([t, o]) => psOpen(t, null, o)", [browser_stack.target, {"transport": transport}]
-        )
+        res = page.evaluate("([t, o]) => psOpen(t, null, o)", [browser_stack.target, {"transport": transport}])
         assert res["ok"], res
         assert res["transport"] == expected
 
