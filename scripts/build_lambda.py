@@ -228,12 +228,13 @@ def measure(zip_path: Path, runs: int, report: BuildReport) -> None:
     target = "handler" if (ROOT / "router_fn" / "handler.py").exists() else "app"
     report.import_target = ("import router_fn.handler" if target == "handler"
                             else "import router_fn.app; create_app()  (router_fn/handler.py not yet present)")
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONDONTWRITEBYTECODE": "1",
-           "POLYSOCKET_REDIS_URL": NO_REDIS_URL, "LANG": "C.UTF-8"}
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "POLYSOCKET_REDIS_URL": NO_REDIS_URL,
+           "LANG": "C.UTF-8"}
     with tempfile.TemporaryDirectory(prefix="router-lambda-") as tmp:
         with zipfile.ZipFile(zip_path) as zf:
             zf.extractall(tmp)
-        base = [sys.executable, "-I", "-S"]
+        # -B, not PYTHONDONTWRITEBYTECODE (which -I ignores): every run must find the tree as shipped.
+        base = [sys.executable, "-I", "-S", "-B"]
         imports, procs = [], []
         for _ in range(runs):
             t0 = time.perf_counter()
@@ -243,6 +244,8 @@ def measure(zip_path: Path, runs: int, report: BuildReport) -> None:
             if out.returncode != 0:
                 raise SystemExit(f"importing the handler from the package failed:\n{out.stderr}")
             imports.append(float(out.stdout.strip().splitlines()[-1]))
+        if not report.compiled and any(Path(tmp).rglob("*.pyc")):
+            raise SystemExit("measurement error: bytecode was written into the unpacked package")
         report.import_runs = runs
         report.import_s_all = [round(v, 4) for v in imports]
         report.import_s_median = round(statistics.median(imports), 4)

@@ -152,10 +152,10 @@ def test_handler_imports_from_the_package_without_io_and_answers(package: tuple[
     preflight = json.loads(json.dumps(healthz).replace("/healthz", "/connect").replace('"GET', '"OPTIONS'))
     preflight["requestContext"]["http"]["method"] = "OPTIONS"
     (tmp_path / "preflight.json").write_text(json.dumps(preflight))
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONDONTWRITEBYTECODE": "1",
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
            "POLYSOCKET_REDIS_URL": "redis://127.0.0.1:1/0"}  # closed port: Redis is unreachable
     done = subprocess.run(
-        [sys.executable, "-I", "-S", "-c", IMPORT_AND_INVOKE, str(unpacked),
+        [sys.executable, "-I", "-S", "-B", "-c", IMPORT_AND_INVOKE, str(unpacked),
          str(EVENTS / "healthz-httpapi-v2.json"), str(tmp_path / "preflight.json")],
         capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
     )
