@@ -43,6 +43,15 @@ class InboundSequencer:
 
     def accept(self, seq: int, kind: str, fin: bool, data: bytes, now: float) -> list[Frame]:
         """Record one send; return the frames that became complete and deliverable, in order."""
+        if seq == self.expected and fin and not self._held and not self._partial:
+            # the common case, a whole message in order with nothing held: the general path's result
+            self.expected = seq + 1
+            if len(data) > self.max_message:
+                raise PolysocketError(
+                    ErrorCode.PAYLOAD_TOO_LARGE, f"message is larger than {self.max_message} bytes"
+                )
+            self.gap_since = None
+            return [Frame(kind, data)]
         if self.is_duplicate(seq):
             return []
         if seq - self.expected >= self.max_ahead:

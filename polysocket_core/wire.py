@@ -14,6 +14,7 @@ from typing import Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from .errors import ErrorCode, PolysocketError
+from .jsonp import dumps
 
 FrameType = Literal["t", "b"]
 
@@ -223,6 +224,18 @@ def parse_close(params: dict[str, str]) -> CloseParams:
 
 
 # Server -> client messages. Each carries ``seq`` except heartbeats.
+
+
+# The relay encodes every message once, straight to its JSON fragment: ``text_fragment(seq, d)`` is
+# byte for byte ``jsonp.dumps(text_message(seq, d))`` without building the dict.
+
+
+def text_fragment(seq: int, data: str) -> bytes:
+    return b'{"seq":%d,"type":"text","data":%b}' % (seq, dumps(data))
+
+
+def binary_fragment(seq: int, data: bytes) -> bytes:
+    return b'{"seq":%d,"type":"binary","data":"%b"}' % (seq, base64.b64encode(data))
 
 
 def text_message(seq: int, data: str) -> dict[str, object]:

@@ -7,6 +7,7 @@ encoding, and the socket table for state. Every failure becomes a typed answer.
 from __future__ import annotations
 
 import logging
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,12 +25,41 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 OK_BODY = b'{"ok":true}'
+JS_HEADERS = [(b"content-type", jsonp.JS_CONTENT_TYPE), *jsonp.COMMON_HEADERS]
+JSON_HEADERS = [(b"content-type", jsonp.JSON_CONTENT_TYPE), *jsonp.COMMON_HEADERS, *jsonp.CORS_HEADERS]
 
 
 async def respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
     await send({"type": "http.response.start", "status": status,
-                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+                "headers": [*headers, (b"content-length", b"%d" % len(body))]})
     await send({"type": "http.response.body", "body": body})
+
+
+_unquote = urllib.parse.unquote
+
+
+def parse_query(raw: bytes) -> dict[str, str]:
+    """``wire.parse_query`` on the hot path: the same result and the same errors, without the
+    generality of ``parse_qsl`` (only fields with ``%`` or ``+`` are unquoted)."""
+    try:
+        qs = raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise wire.bad("query string is not valid percent-encoded UTF-8") from None
+    if qs.count("&") >= wire.MAX_QUERY_FIELDS:
+        return wire.parse_query(raw)  # over the field limit: its error
+    params: dict[str, str] = {}
+    for field in qs.split("&"):
+        if not field:
+            continue
+        name, _, value = field.partition("=")
+        if "%" in field or "+" in field:
+            try:
+                name = _unquote(name.replace("+", " "), errors="strict")
+                value = _unquote(value.replace("+", " "), errors="strict")
+            except UnicodeDecodeError:
+                raise wire.bad("query string is not valid percent-encoded UTF-8") from None
+        params[name] = value
+    return params
 
 
 class RelayHTTP:
@@ -56,7 +86,7 @@ class RelayHTTP:
             return
         cb: str | None = None
         try:
-            params = wire.parse_query(scope["query_string"])
+            params = parse_query(scope["query_string"])
             raw_cb = params.get("cb")
             if raw_cb is not None:
                 cb = jsonp.validate_callback(raw_cb)
@@ -79,11 +109,9 @@ class RelayHTTP:
                 cb, PolysocketError(ErrorCode.INTERNAL, "internal error")))
             return
         if cb is not None:
-            await respond(send, 200, [(b"content-type", jsonp.JS_CONTENT_TYPE), *jsonp.COMMON_HEADERS],
-                          jsonp.jsonp_body(cb, body))
+            await respond(send, 200, JS_HEADERS, b"/**/%b(%b);" % (cb.encode("ascii"), body))
         else:
-            await respond(send, 200, [(b"content-type", jsonp.JSON_CONTENT_TYPE), *jsonp.COMMON_HEADERS,
-                                      *jsonp.CORS_HEADERS], body)
+            await respond(send, 200, JSON_HEADERS, body)
 
     async def read_body(self, scope: Scope, receive: Receive) -> bytes:
         for name, value in scope["headers"]:

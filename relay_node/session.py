@@ -18,6 +18,7 @@ from polysocket_core import wire
 from polysocket_core.errors import ErrorCode, PolysocketError
 from polysocket_core.jsonp import dumps
 from polysocket_core.sequencing import InboundSequencer, OutboundBuffer, poll_answer
+from polysocket_core.wire import binary_fragment, text_fragment
 
 from .config import RelayConfig
 from .metrics import RelayMetrics
@@ -64,7 +65,8 @@ class RelaySocket:
     # upstream -> client
 
     async def _read_upstream(self) -> None:
-        conn, out, metrics = self.conn, self.outbound, self.metrics
+        conn, out = self.conn, self.outbound
+        bytes_out, frames_out = self.metrics.bytes_out, self.metrics.frames_out
         high = self.config.buffer_high_bytes
         try:
             while True:
@@ -73,12 +75,11 @@ class RelaySocket:
                     await self._room.wait()
                 msg = await conn.recv()
                 if isinstance(msg, str):
-                    out.push(dumps(wire.text_message(out.next_seq, msg)))
-                    metrics.bytes_out.inc(len(msg))
+                    out.push(text_fragment(out.next_seq, msg))
                 else:
-                    out.push(dumps(wire.binary_message(out.next_seq, msg)))
-                    metrics.bytes_out.inc(len(msg))
-                metrics.frames_out.inc()
+                    out.push(binary_fragment(out.next_seq, msg))
+                bytes_out.value += len(msg)
+                frames_out.value += 1
                 self._wake()
         except ConnectionClosed:
             pass
