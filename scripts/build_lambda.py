@@ -20,6 +20,8 @@ Measurement: the zip is unpacked into a temporary directory and a fresh ``python
 site-packages, nothing but the package on ``sys.path``, bytecode writing disabled as on Lambda)
 imports the handler ``--runs`` times; the median is reported. ``POLYSOCKET_REDIS_URL`` points at a
 closed loopback port during the measurement, so an import that did I/O would fail or stall.
+Wall-clock times move with the machine's load; ``--callgrind`` also counts the
+instructions of one cold import under valgrind, a figure that does not.
 Until ``router_fn/handler.py`` exists, the script measures ``import router_fn.app`` plus
 ``create_app()`` instead, and says so.
 """
@@ -93,6 +95,7 @@ class BuildReport:
     import_s_all: list[float] = field(default_factory=list)
     process_s_median: float | None = None
     import_note: str = ""
+    import_instructions: int | None = None  # --callgrind: instructions executed by the whole process
     slowest_imports: list[tuple[str, float]] = field(default_factory=list)
 
 
@@ -217,7 +220,7 @@ def write_zip(src: Path, zip_path: Path) -> None:
     tmp.replace(zip_path)
 
 
-def measure(zip_path: Path, runs: int, report: BuildReport) -> None:
+def measure(zip_path: Path, runs: int, report: BuildReport, callgrind: bool = False) -> None:
     host = HOST_ARCH.get(platform.machine().lower(), platform.machine())
     if host != report.arch:
         report.import_note = f"not measured: package is for {report.arch}, this host is {host}"
@@ -255,6 +258,23 @@ def measure(zip_path: Path, runs: int, report: BuildReport) -> None:
         out = subprocess.run([*base, "-X", "importtime", "-c", MEASURE_SNIPPET, tmp, target], env=env,
                              capture_output=True, text=True, timeout=60)
         report.slowest_imports = slowest_top_level(out.stderr)
+        if callgrind:
+            report.import_instructions = count_instructions([*base, "-c", MEASURE_SNIPPET, tmp, target], env)
+
+
+def count_instructions(cmd: list[str], env: dict[str, str]) -> int:
+    """Instructions executed (valgrind's callgrind): unlike seconds, the same on a busy machine."""
+    if shutil.which("valgrind") is None:
+        raise SystemExit("--callgrind needs valgrind (apt-get install valgrind)")
+    with tempfile.TemporaryDirectory(prefix="callgrind-") as tmp:
+        out = subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/out", *cmd], env=env,
+                             capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        raise SystemExit(f"valgrind failed:\n{out.stderr[-2000:]}")
+    for line in out.stderr.splitlines():
+        if "Collected :" in line:
+            return int(line.rsplit(":", 1)[1].strip())
+    raise SystemExit("valgrind printed no instruction count")
 
 
 def slowest_top_level(importtime_stderr: str, n: int = 8) -> list[tuple[str, float]]:
@@ -272,7 +292,7 @@ def slowest_top_level(importtime_stderr: str, n: int = 8) -> list[tuple[str, flo
     return [(name, round(us / 1e6, 4)) for name, us in top]
 
 
-def build(out: Path, arch: str, pin: bool, compile_pyc: bool, runs: int) -> BuildReport:
+def build(out: Path, arch: str, pin: bool, compile_pyc: bool, runs: int, callgrind: bool = False) -> BuildReport:
     reqs = requirements(pin)
     with tempfile.TemporaryDirectory(prefix="router-lambda-build-") as tmp:
         pkg = Path(tmp) / "package"
@@ -292,7 +312,7 @@ def build(out: Path, arch: str, pin: bool, compile_pyc: bool, runs: int) -> Buil
         top_level=sorted({n.split("/")[0] for n in names}),
     )
     if runs > 0:
-        measure(out, runs, report)
+        measure(out, runs, report, callgrind)
     else:
         report.import_note = "not measured (--runs 0)"
     return report
@@ -310,10 +330,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="use pyproject's version ranges instead of this environment's installed versions")
     ap.add_argument("--no-compile", dest="compile", action="store_false", help="ship no .pyc files")
     ap.add_argument("--runs", type=int, default=7, help="cold imports to time (median); 0 to skip")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="also count the instructions of one cold import under valgrind (slow, load-independent)")
     ap.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     args = ap.parse_args(argv)
 
-    report = build(args.out.resolve(), args.arch, args.pin, args.compile, args.runs)
+    report = build(args.out.resolve(), args.arch, args.pin, args.compile, args.runs, args.callgrind)
     if args.json:
         print(json.dumps(asdict(report), indent=2))
         return 0
@@ -327,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
               f"min {(report.import_s_min or 0) * 1000:.1f} ms ({report.import_target}); "
               f"whole process {report.process_s_median * 1000:.1f} ms")
         print("slowest:   " + ", ".join(f"{n} {s * 1000:.1f} ms" for n, s in report.slowest_imports))
+        if report.import_instructions is not None:
+            print(f"callgrind: {report.import_instructions:,} instructions for the whole process")
     else:
         print(f"import:    {report.import_note}")
     return 0

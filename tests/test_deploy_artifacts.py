@@ -107,7 +107,7 @@ def test_package_contents(package: tuple[Path, dict[str, Any]]) -> None:
     # Lambda's limits for a zip uploaded directly, and for the unzipped function.
     assert report["zip_bytes"] == zip_path.stat().st_size < 50 * 1024 * 1024
     assert report["unzipped_bytes"] < 250 * 1024 * 1024
-    assert report["import_s_median"] is not None and report["import_s_median"] < 5
+    assert report["import_s_median"] is not None and report["import_s_median"] < 10  # seconds; sanity only
 
 
 IMPORT_AND_INVOKE = r"""
