@@ -263,7 +263,7 @@
         var k;
         if (source) {
             for (k in source) {
-                if (Object.prototype.hasOwnProperty.call(source, k)) {
+                if (Object.prototype.hasOwnProperty.call(source, k) && source[k] !== undefined) {
                     target[k] = source[k];
                 }
             }
@@ -430,7 +430,7 @@
                 throw makeError("SyntaxError", "Failed to construct 'WebSocket': The subprotocol '" + p +
                     "' is invalid.");
             }
-            if (seen.hasOwnProperty(p)) {
+            if (Object.prototype.hasOwnProperty.call(seen, p)) {
                 throw makeError("SyntaxError", "Failed to construct 'WebSocket': The subprotocol '" + p +
                     "' is duplicated.");
             }

@@ -43,8 +43,10 @@ def browser_stack(request: pytest.FixtureRequest) -> BrowserStack:
     return BrowserStack(router=browser_url(stack.router_url), targets=dict(stack.targets), token=token)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
+    """One Chromium per test module. Not per session: sync Playwright keeps an event loop running in
+    this thread while it is started, and pytest-asyncio tests in later modules could not run theirs."""
     _need(Path(CHROMIUM).exists(), f"{CHROMIUM} is not installed (apt-get install -y chromium)")
     try:
         from playwright.sync_api import sync_playwright

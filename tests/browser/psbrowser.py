@@ -126,7 +126,7 @@ class PageFactory:
         self.context = context
         self.stack = stack
 
-    def open(self, native: bool = True, init_script: str = "") -> Any:
+    def open(self, native: bool = True, init_script: str = "", library: str = LIBRARY_PATH) -> Any:
         page = self.context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -143,7 +143,7 @@ class PageFactory:
             "([router, token]) => { window.PS_ROUTER = router; window.PS_TOKEN = token || null; }",
             [self.stack.router, self.stack.token],
         )
-        page.add_script_tag(url=LIBRARY_PATH)
+        page.add_script_tag(url=library)
         page.add_script_tag(content=HARNESS)
         # Sockets made without options still reach the test stack's router with its token.
         page.evaluate("() => { PolySocket.defaults.router = PS_ROUTER; PolySocket.defaults.token = PS_TOKEN; }")

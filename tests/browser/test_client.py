@@ -497,6 +497,17 @@ def test_auto_uses_jsonp_without_websocket_and_cors_xhr(pages: PageFactory, brow
     assert wait_messages(page, sid, 1)[0]["d"] == "old browser"
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_minified_build_works(pages: PageFactory, browser_stack: BrowserStack, mode: str) -> None:
+    page = pages.open(native=(mode == "websocket"), library="/client/polysocket.min.js")
+    sid = connect(page, browser_stack.target, mode)
+    send(page, sid, "s.send('minified ✓'); s.send(new Uint8Array([1, 2])); s.send('close:4003:min')")
+    res = wait_close(page, sid)
+    assert [m["d"] for m in res["messages"]] == ["minified ✓", "AQI="]
+    assert res["close"]["code"] == 4003
+    assert res["close"]["reason"] == "min"
+
+
 def test_forced_transports(pages: PageFactory, browser_stack: BrowserStack) -> None:
     page = pages.open(native=True)
     for transport, expected in [
