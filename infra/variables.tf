@@ -90,13 +90,13 @@ variable "redis_replicas" {
 }
 
 variable "redis_auth_token" {
-  description = "AUTH token for the control plane (16-128 printable characters, no @ / \" or space). Pass it as TF_VAR_redis_auth_token, e.g. from `openssl rand -hex 32`."
+  description = "AUTH token for the control plane, 16-128 characters from A-Z a-z 0-9 - . _ ~ (it goes into a URL unescaped). Pass it as TF_VAR_redis_auth_token, e.g. from `openssl rand -hex 32`."
   type        = string
   sensitive   = true
 
   validation {
-    condition     = length(var.redis_auth_token) >= 16 && length(var.redis_auth_token) <= 128 && can(regex("^[!#$%&*+,.0-9:;<=>?A-Z^_a-z{|}~()\\[\\]-]+$", var.redis_auth_token))
-    error_message = "redis_auth_token: 16 to 128 characters, printable ASCII without @, /, \", ' or space."
+    condition     = can(regex("^[A-Za-z0-9._~-]{16,128}$", var.redis_auth_token))
+    error_message = "redis_auth_token: 16 to 128 characters from A-Z a-z 0-9 - . _ ~."
   }
 }
 
