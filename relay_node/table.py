@@ -156,6 +156,7 @@ class SocketTable:
                 self._forget(sock)
             elif sock.inbound.gap_expired(now, cfg.gap_hold_s) and not sock.closing:
                 missing = sock.inbound.missing_seq
+                log.info("socket %s: send %d missing for %.0fs, failing", sock.id[:8], missing, cfg.gap_hold_s)
                 sock.close_upstream(
                     wire.CLOSE_INTERNAL, f"sequence gap: send {missing} never arrived", fail=True
                 )

@@ -55,7 +55,7 @@ def stack() -> Iterator[RunningStack]:
     s = Stack()
     try:
         s.start_valkey()
-        relays = {n: s.start_relay(n, extra=["--gap-hold", "2", "--buffer-bytes", "65536"]) for n in ("node1", "node2")}
+        relays = {n: s.start_relay(n, extra=["--buffer-bytes", "65536"]) for n in ("node1", "node2")}
         router = s.start_router()
         token = s.create_token()
         py_echo = s.start_echo()

@@ -6,8 +6,10 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -24,24 +26,65 @@ def curl(url: str) -> str:
                           check=True, timeout=30).stdout
 
 
+def free_port_block(n: int) -> int:
+    """A base port such that base .. base+n-1 are all free right now."""
+    for _ in range(50):
+        base = free_port()
+        if base + n >= 65536:
+            continue
+        socks = []
+        try:
+            for port in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no block of free ports")
+
+
+class Output:
+    """Collects a process's output on a thread, so the test can wait for a line with a deadline."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.text = ""
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            with self._lock:
+                self.text += line
+
+    def wait_for(self, needle: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if needle in self.text:
+                    return self.text
+            time.sleep(0.1)
+        raise AssertionError(f"{needle!r} not printed within {timeout}s; output:\n{self.text}")
+
+    def finish(self) -> str:
+        self._thread.join(10)
+        return self.text
+
+
 def test_dev_stack_with_curl_then_ctrl_c() -> None:
-    base = free_port()  # router; relays and echo take the next three ports
+    base = free_port_block(4)  # router; relays and echo take the next three ports
     proc = subprocess.Popen([sys.executable, "-m", "polysocket_cli", "dev", "--port", str(base),
                              "--dev-token", "pst_fixed-dev-token-for-tests"],
                             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
-    out = ""
+    output = Output(proc)
     try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 60
-        while "polysocket dev is up" not in out and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line and proc.poll() is not None:
-                break
-            out += line
-        while "curl '" not in out:
-            out += proc.stdout.readline()
-        assert "polysocket dev is up" in out, out
+        out = output.wait_for("curl '", timeout=90)
         assert "pst_fixed-dev-token-for-tests" in out
         connect_url = re.search(r"curl '([^']+)'", out)
         assert connect_url is not None
@@ -55,10 +98,10 @@ def test_dev_stack_with_curl_then_ctrl_c() -> None:
         assert "polysocket" in demo.lower()
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C
-        code = proc.wait(30)
-    rest = proc.stdout.read() if proc.stdout else ""
-    assert code == 0, out + rest
-    assert "stopping" in rest
+        code = proc.wait(60)
+    text = output.finish()
+    assert code == 0, text
+    assert "stopping" in text
     # every child is gone: nothing listens any more
     for port in (base, base + 1, base + 2, base + 3):
         with pytest.raises(subprocess.CalledProcessError):

@@ -12,6 +12,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 from polysocket_cli.processes import Stack, free_port
 
@@ -43,9 +44,13 @@ class RecordingTarget:
         self.url = f"ws://127.0.0.1:{self.port}/"
 
     async def handler(self, conn: ServerConnection) -> None:
-        async for msg in conn:
-            await conn.send(msg)
-        self.closes.append((conn.close_code, conn.close_reason))
+        try:
+            async for msg in conn:
+                await conn.send(msg)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.closes.append((conn.close_code, conn.close_reason))
 
     async def wait_closes(self, n: int, timeout: float = 10) -> None:
         deadline = time.monotonic() + timeout
@@ -147,14 +152,19 @@ async def test_idle_socket_is_closed_1001_and_freed(own_stack: Stack, http: http
     assert (await c.poll(ttl=0))["error"] == "unknown_socket"
 
 
-async def test_unfilled_gap_fails_the_socket(stack: RunningStack, http: httpx.AsyncClient) -> None:
-    c = await stack.connect(http, stack.targets["websockets"])
+async def test_unfilled_gap_fails_the_socket(own_stack: Stack, http: httpx.AsyncClient,
+                                             recording_target: RecordingTarget) -> None:
+    own_stack.start_relay("node1", extra=["--gap-hold", "1"])
+    router = own_stack.start_router()
+    c = await connect(http, f"http://127.0.0.1:{router.port}", recording_target.url, token=own_stack.create_token())
     assert (await c.send_text("second", seq=1))["ok"]  # held, waiting for seq 0
-    got = await c.receive(1, ttl=6000)  # the stack's gap hold is 2 s
+    got = await c.receive(1, ttl=10000)
     assert got[0]["type"] == "close" and got[0]["code"] == 1011
     assert "sequence gap" in got[0]["reason"]
     late = await c.send_text("first", seq=0)
     assert late["ok"] is False
+    await recording_target.wait_closes(1)
+    assert recording_target.closes[0][0] == 1011
 
 
 async def test_full_node_gets_no_more_sockets(own_stack: Stack, http: httpx.AsyncClient,
