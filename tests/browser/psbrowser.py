@@ -126,7 +126,11 @@ class PageFactory:
         self.context = context
         self.stack = stack
 
-    def open(self, native: bool = True, init_script: str = "", library: str = LIBRARY_PATH) -> Any:
+    def open(
+        self, native: bool = True, init_script: str = "", library: str = LIBRARY_PATH, after_load: str = ""
+    ) -> Any:
+        """A page with the library loaded. ``init_script`` runs before anything on the page,
+        ``after_load`` (a script) right after the library."""
         page = self.context.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -144,6 +148,8 @@ class PageFactory:
             [self.stack.router, self.stack.token],
         )
         page.add_script_tag(url=library)
+        if after_load:
+            page.add_script_tag(content=after_load)
         page.add_script_tag(content=HARNESS)
         # Sockets made without options still reach the test stack's router with its token.
         page.evaluate("() => { PolySocket.defaults.router = PS_ROUTER; PolySocket.defaults.token = PS_TOKEN; }")
