@@ -1,7 +1,8 @@
 #!/bin/bash
 # Check infra/ without AWS and without contacting any registry:
 #   terraform fmt -check, then init -backend=false and validate against a provider that is
-#   already on disk (a filesystem mirror; default /opt/tf-plugins, or TF_PROVIDER_MIRROR).
+#   already on disk (a filesystem mirror; default /opt/tf-plugins, or TF_PROVIDER_MIRROR), then
+#   terraform test: tests/*.tftest.hcl plan everything against a mocked AWS provider.
 # Runs in a copy of infra/ so neither .terraform/ nor a lock file lands in the repo.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -12,7 +13,7 @@ command -v terraform >/dev/null || { echo "validate.sh: terraform is not install
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cp -r "$here"/*.tf "$here"/templates "$work"/
+cp -r "$here"/*.tf "$here"/templates "$here"/tests "$work"/
 cat > "$work/cli.tfrc" <<CFG
 disable_checkpoint = true
 provider_installation {
@@ -27,3 +28,4 @@ export TF_CLI_CONFIG_FILE="$work/cli.tfrc" TF_IN_AUTOMATION=1 CHECKPOINT_DISABLE
 terraform -chdir="$here" fmt -check -recursive -diff
 terraform -chdir="$work" init -backend=false -input=false -no-color >/dev/null
 terraform -chdir="$work" validate -no-color
+terraform -chdir="$work" test -no-color
