@@ -1086,7 +1086,44 @@
         this._relay.connect();
     };
 
+    // When the page goes away, tell the relay at once (a native socket is closed by the browser);
+    // otherwise the relay would hold the target connection until its idle timeout.
+    var liveRelays = {};
+    var relayCounter = 0;
+    var watchingUnload = false;
+
+    function onPageHide() {
+        var k;
+        for (k in liveRelays) {
+            if (Object.prototype.hasOwnProperty.call(liveRelays, k)) {
+                liveRelays[k].beacon();
+            }
+        }
+    }
+
+    function watch(relay) {
+        liveRelays[relay.key] = relay;
+        if (watchingUnload || !win) {
+            return;
+        }
+        watchingUnload = true;
+        if (win.addEventListener) {
+            win.addEventListener("onpagehide" in win ? "pagehide" : "unload", onPageHide, false);
+        } else if (win.attachEvent) {
+            win.attachEvent("onunload", onPageHide);
+        }
+    }
+
+    function unwatch(relay) {
+        try {
+            delete liveRelays[relay.key];
+        } catch (e) {
+            liveRelays[relay.key] = undefined;
+        }
+    }
+
     function Relay(socket, kind, router) {
+        this.key = "s" + (relayCounter++);
         this.socket = socket;
         this.kind = kind;
         this.router = router;
@@ -1144,6 +1181,7 @@
     Relay.prototype.stop = function () {
         var k;
         this.stopped = true;
+        unwatch(this);
         for (k in this.requests) {
             if (Object.prototype.hasOwnProperty.call(this.requests, k)) {
                 try {
@@ -1155,6 +1193,28 @@
     };
 
     // close() while connecting: when the connect answer comes, free the relay socket.
+    // A fire-and-forget /close that survives the page unloading: fetch with keepalive, or an image.
+    Relay.prototype.beacon = function () {
+        var url;
+        var img;
+        if (this.stopped || !this.id) {
+            return;
+        }
+        unwatch(this);
+        url = this.base + "/close?" + buildQuery({ socket: this.id, code: 1000, reason: "page closed" });
+        try {
+            if (typeof win.fetch === "function") {
+                var pending = win.fetch(url, { keepalive: true, mode: "no-cors", credentials: "omit" });
+                if (pending && typeof pending.then === "function") {
+                    pending.then(noop, noop);
+                }
+                return;
+            }
+        } catch (e) {}
+        img = new Image();
+        img.src = url;
+    };
+
     Relay.prototype.abandon = function () {
         this.abandoned = true;
     };
@@ -1193,6 +1253,7 @@
             if (sock.readyState !== CONNECTING) {
                 return;
             }
+            watch(self);
             sock._opened(self.kind, data.protocol, "");
             self.poll();
         });

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import random
 import socket
+import time
+import urllib.request
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -449,6 +452,29 @@ def test_jsonp_leaves_no_script_tags_or_callbacks(pages: PageFactory, browser_st
     wait_close(page, sid)
 
 
+@pytest.mark.parametrize("mode", ["xhr", "jsonp"])
+def test_leaving_the_page_closes_relay_sockets(pages: PageFactory, browser_stack: BrowserStack, mode: str) -> None:
+    page = open_page(pages, mode)
+    sid = connect(page, browser_stack.target, mode)
+    base, socket_id = page.evaluate("(id) => [psSocks[id].s._relay.base, psSocks[id].s._relay.id]", sid)
+    page.goto("about:blank")
+    # The relay got a /close as the page went: the next poll (made here, as the page is gone)
+    # carries the final close instead of waiting for the relay's idle timeout.
+    port = urlsplit(base).port
+    deadline = time.monotonic() + 15
+    messages: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        url = f"http://127.0.0.1:{port}/poll?socket={socket_id}&ttl=1000&ack=-1"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            answer = json.loads(resp.read())
+        messages = answer.get("messages", [])
+        if any(m.get("type") == "close" for m in messages):
+            break
+    assert [m for m in messages if m.get("type") == "close"] == [
+        {"seq": 0, "type": "close", "code": 1000, "reason": "page closed"}
+    ]
+
+
 # ------------------------------------------------------------------------------------------ transport choice
 
 
@@ -552,7 +578,7 @@ def test_old_browser_runtime(pages: PageFactory, browser_stack: BrowserStack) ->
     assert res["badCode"] == "InvalidAccessError"
     assert res["messages"] == ["plain", "ünïcödé ✓ 🎉", "", "z" * 100_000]
     assert res["buffered"][0] > 100_000  # without getters, updated as sends are queued and accepted
-    assert res["buffered"][-1] == 0
+    assert res["buffered"][-1] <= len("close:4004:old")  # all but maybe the last send accepted
     assert res["close"] == [4004, "old", True]
 
 
