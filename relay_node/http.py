@@ -6,10 +6,15 @@ encoding, and the socket table for state. Every failure becomes a typed answer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import urllib.parse
+from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from http import HTTPStatus
+from typing import Any, Protocol
+
+import httptools
 
 from polysocket_core import jsonp, wire
 from polysocket_core.errors import ErrorCode, PolysocketError
@@ -27,6 +32,8 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 OK_BODY = b'{"ok":true}'
 JS_HEADERS = [(b"content-type", jsonp.JS_CONTENT_TYPE), *jsonp.COMMON_HEADERS]
 JSON_HEADERS = [(b"content-type", jsonp.JSON_CONTENT_TYPE), *jsonp.COMMON_HEADERS, *jsonp.CORS_HEADERS]
+PREFLIGHT_HEADERS = [*jsonp.COMMON_HEADERS, *jsonp.CORS_HEADERS]
+METRICS_HEADERS = [(b"content-type", b"text/plain; version=0.0.4")]
 
 
 async def respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
@@ -62,13 +69,60 @@ def parse_query(raw: bytes) -> dict[str, str]:
     return params
 
 
+class Request(Protocol):
+    """What a handler needs of a request besides its query parameters."""
+
+    method: str
+    headers: list[tuple[bytes, bytes]]
+
+    async def body(self) -> bytes: ...
+
+
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+Handler = Callable[[Request, dict[str, str]], Awaitable[bytes]]
+
+
+class AsgiRequest:
+    __slots__ = ("headers", "http", "method", "receive")
+
+    def __init__(self, http: RelayHTTP, scope: Scope, receive: Receive) -> None:
+        self.http = http
+        self.method: str = scope["method"]
+        self.headers: list[tuple[bytes, bytes]] = scope["headers"]
+        self.receive = receive
+
+    async def body(self) -> bytes:
+        max_body = self.http.max_body
+        for name, value in self.headers:
+            if name == b"content-length" and value.isdigit() and int(value) > max_body:
+                raise PolysocketError(ErrorCode.PAYLOAD_TOO_LARGE, f"body over {max_body} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            event = await self.receive()
+            if event["type"] == "http.disconnect":
+                raise PolysocketError(ErrorCode.BAD_REQUEST, "client disconnected")
+            chunk = event.get("body", b"")
+            size += len(chunk)
+            if size > max_body:
+                raise PolysocketError(ErrorCode.PAYLOAD_TOO_LARGE, f"body over {max_body} bytes")
+            chunks.append(chunk)
+            if not event.get("more_body", False):
+                return b"".join(chunks)
+
+
 class RelayHTTP:
+    """The endpoints, independent of the server: ``answer`` turns a request into (status, headers, body).
+
+    Served as an ASGI app (``__call__``) or, leaner, by ``RelayHTTPProtocol`` straight from the socket.
+    """
+
     def __init__(self, table: SocketTable, metrics: RelayMetrics, agent: NodeAgent | None = None) -> None:
         self.table = table
         self.metrics = metrics
         self.agent = agent
         self.max_body = table.config.max_message_bytes * 4 // 3 + 4096
-        self.routes: dict[str, Callable[[Scope, Receive, dict[str, str]], Awaitable[bytes]]] = {
+        self.routes: dict[str, Handler] = {
             "/send": self.send,
             "/poll": self.poll,
             "/close": self.close,
@@ -76,17 +130,19 @@ class RelayHTTP:
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        method = scope["method"]
-        path = scope["path"]
+        status, headers, body = await self.answer(scope["path"], scope["query_string"],
+                                                  AsgiRequest(self, scope, receive))
+        await respond(send, status, headers, body)
+
+    async def answer(self, path: str, query: bytes, req: Request) -> Answer:
+        method = req.method
         if method == "OPTIONS":
-            await respond(send, 204, [*jsonp.COMMON_HEADERS, *jsonp.CORS_HEADERS], b"")
-            return
+            return 204, PREFLIGHT_HEADERS, b""
         if path == "/metrics" and method == "GET":
-            await respond(send, 200, [(b"content-type", b"text/plain; version=0.0.4")], self.metrics.render())
-            return
+            return 200, METRICS_HEADERS, self.metrics.render()
         cb: str | None = None
         try:
-            params = parse_query(scope["query_string"])
+            params = parse_query(query)
             raw_cb = params.get("cb")
             if raw_cb is not None:
                 cb = jsonp.validate_callback(raw_cb)
@@ -95,64 +151,257 @@ class RelayHTTP:
                 raise PolysocketError(ErrorCode.NOT_FOUND, f"no such endpoint: {path}")
             if method != "GET" and not (method == "POST" and path == "/send"):
                 raise PolysocketError(ErrorCode.METHOD_NOT_ALLOWED, f"{method} not allowed on {path}")
-            body = await handler(scope, receive, params)
+            body = await handler(req, params)
         except PolysocketError as exc:
             self.metrics.errors.labels(exc.code.value).inc()
             if exc.code is ErrorCode.BAD_CALLBACK:
                 cb = None
-            await respond(send, *jsonp.render_error(cb, exc))
-            return
+            return jsonp.render_error(cb, exc)
         except Exception:
             log.exception("internal error on %s", path)
             self.metrics.errors.labels(ErrorCode.INTERNAL.value).inc()
-            await respond(send, *jsonp.render_error(
-                cb, PolysocketError(ErrorCode.INTERNAL, "internal error")))
-            return
+            return jsonp.render_error(cb, PolysocketError(ErrorCode.INTERNAL, "internal error"))
         if cb is not None:
-            await respond(send, 200, JS_HEADERS, b"/**/%b(%b);" % (cb.encode("ascii"), body))
-        else:
-            await respond(send, 200, JSON_HEADERS, body)
+            return 200, JS_HEADERS, b"/**/%b(%b);" % (cb.encode("ascii"), body)
+        return 200, JSON_HEADERS, body
 
-    async def read_body(self, scope: Scope, receive: Receive) -> bytes:
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_body:
-                raise PolysocketError(ErrorCode.PAYLOAD_TOO_LARGE, f"body over {self.max_body} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            event = await receive()
-            if event["type"] == "http.disconnect":
-                raise PolysocketError(ErrorCode.BAD_REQUEST, "client disconnected")
-            chunk = event.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body:
-                raise PolysocketError(ErrorCode.PAYLOAD_TOO_LARGE, f"body over {self.max_body} bytes")
-            chunks.append(chunk)
-            if not event.get("more_body", False):
-                return b"".join(chunks)
-
-    async def send(self, scope: Scope, receive: Receive, params: dict[str, str]) -> bytes:
-        if scope["method"] == "POST":
-            body = await self.read_body(scope, receive)
+    async def send(self, req: Request, params: dict[str, str]) -> bytes:
+        if req.method == "POST":
+            body = await req.body()
             raw = any(n == b"content-type" and v.startswith(b"application/octet-stream")
-                      for n, v in scope["headers"])
+                      for n, v in req.headers)
             p = wire.parse_send(params, body, raw_binary=raw)
         else:
             p = wire.parse_send(params)
         await self.table.get(p.socket).send(p)
         return OK_BODY
 
-    async def poll(self, scope: Scope, receive: Receive, params: dict[str, str]) -> bytes:
+    async def poll(self, req: Request, params: dict[str, str]) -> bytes:
         p = wire.parse_poll(params, self.table.config.max_poll_ttl_ms)
         return await self.table.get(p.socket).poll(p.ack, p.ttl_ms)
 
-    async def close(self, scope: Scope, receive: Receive, params: dict[str, str]) -> bytes:
+    async def close(self, req: Request, params: dict[str, str]) -> bytes:
         p = wire.parse_close(params)
         self.table.get(p.socket).close_upstream(p.code, p.reason)
         return OK_BODY
 
-    async def healthz(self, scope: Scope, receive: Receive, params: dict[str, str]) -> bytes:
+    async def healthz(self, req: Request, params: dict[str, str]) -> bytes:
         cfg = self.table.config
         draining = self.agent.draining if self.agent else False
         return jsonp.dumps({"ok": True, "node": cfg.node_id, "fqdn": cfg.fqdn, "sockets": len(self.table),
                             "capacity": cfg.capacity, "draining": draining})
+
+
+# A lean HTTP/1.1 server protocol for the relay, pluggable into uvicorn: ``uvicorn.Config(node,
+# http=RelayHTTPProtocol, ...)``. uvicorn keeps the lifecycle (lifespan, signals, graceful
+# shutdown, the Date/Server headers it refreshes every second); this protocol replaces its generic
+# ASGI cycle on the data path: no scope or event dicts, no per-header regex checks, and one write
+# per answer (status line, headers and body together) instead of two.
+
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def _status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        try:
+            phrase = HTTPStatus(status).phrase.encode()
+        except ValueError:
+            phrase = b""
+        line = _STATUS_LINES[status] = b"HTTP/1.1 %d %s\r\n" % (status, phrase)
+    return line
+
+
+def _header_block(headers: list[tuple[bytes, bytes]]) -> bytes:
+    return b"".join(b"%s: %s\r\n" % (name, value) for name, value in headers)
+
+
+_CONSTANT_BLOCKS = {id(h): _header_block(h) for h in (JS_HEADERS, JSON_HEADERS, PREFLIGHT_HEADERS, METRICS_HEADERS)}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class ProtocolRequest:
+    __slots__ = ("body_chunks", "body_size", "expect_continue", "headers", "keep_alive", "method", "too_large", "url")
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.method = ""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body_chunks: list[bytes] = []
+        self.body_size = 0
+        self.too_large = False
+        self.expect_continue = False
+        self.keep_alive = True
+
+    async def body(self) -> bytes:
+        if self.too_large:
+            raise PolysocketError(ErrorCode.PAYLOAD_TOO_LARGE, "request body over the limit")
+        return b"".join(self.body_chunks)
+
+
+class RelayHTTPProtocol(asyncio.Protocol):
+    """One HTTP/1.1 connection to the relay. Requests on a connection are answered in order."""
+
+    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any] | None = None,
+                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+        app = config.loaded_app if getattr(config, "loaded_app", None) is not None else config.app
+        while not isinstance(app, RelayHTTP):  # unwrap uvicorn's middlewares and the RelayNode
+            app = getattr(app, "http", None) or getattr(app, "app", None)
+            if app is None:
+                raise TypeError("RelayHTTPProtocol serves a RelayNode or a RelayHTTP app")
+        self.http: RelayHTTP = app
+        self.loop = _loop or asyncio.get_running_loop()
+        self.server_state = server_state
+        self.connections: set[Any] = server_state.connections
+        self.tasks: set[asyncio.Task[None]] = server_state.tasks
+        self.keep_alive_timeout: float = config.timeout_keep_alive
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.req = ProtocolRequest()
+        self.queue: deque[ProtocolRequest] = deque()  # complete requests not yet answered (pipelining)
+        self.busy = False
+        self.closing = False  # close once the current answer is written
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self._defaults: list[tuple[bytes, bytes]] | None = None
+        self._defaults_block = b""
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.discard(self)
+        self.transport = None
+        self.queue.clear()
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(b"upgrade not supported")
+        except httptools.HttpParserError:
+            self._fail(b"Invalid HTTP request received.")
+
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown: close now if idle, else after the answer in progress."""
+        if self.busy:
+            self.closing = True
+        elif self.transport is not None:
+            self.transport.close()
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self.req = ProtocolRequest()
+
+    def on_url(self, url: bytes) -> None:
+        self.req.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.req.expect_continue = True
+        self.req.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        req = self.req
+        req.method = self.parser.get_method().decode("ascii")
+        max_body = self.http.max_body
+        for name, value in req.headers:
+            if name == b"content-length" and value.isdigit() and int(value) > max_body:
+                req.too_large = True
+        if req.expect_continue and not req.too_large and self.transport is not None:
+            self.transport.write(_CONTINUE)
+
+    def on_body(self, body: bytes) -> None:
+        req = self.req
+        if req.too_large:
+            return
+        req.body_size += len(body)
+        if req.body_size > self.http.max_body:
+            req.too_large = True
+            req.body_chunks = []
+        else:
+            req.body_chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        req = self.req
+        req.keep_alive = self.parser.should_keep_alive()
+        if self.busy:
+            self.queue.append(req)
+        else:
+            self._start(req)
+
+    # answering
+
+    def _start(self, req: ProtocolRequest) -> None:
+        self.busy = True
+        task = self.loop.create_task(self._answer(req))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _answer(self, req: ProtocolRequest) -> None:
+        try:
+            parsed = httptools.parse_url(req.url)
+            path = parsed.path.decode("ascii")
+            if "%" in path:
+                path = urllib.parse.unquote(path)
+            status, headers, body = await self.http.answer(path, parsed.query or b"", req)
+        except Exception:
+            log.exception("internal error answering %r", req.url[:200])
+            status, headers, body = jsonp.render_error(None, PolysocketError(ErrorCode.INTERNAL, "internal error"))
+        self._write(req, status, headers, body)
+
+    def _write(self, req: ProtocolRequest, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        transport = self.transport
+        self.server_state.total_requests += 1
+        if transport is None or transport.is_closing():
+            self.busy = False
+            return
+        defaults = self.server_state.default_headers
+        if defaults is not self._defaults:  # uvicorn renews them (the Date) every second
+            self._defaults = defaults
+            self._defaults_block = _header_block(defaults)
+        block = _CONSTANT_BLOCKS.get(id(headers))
+        if block is None:
+            block = _header_block(headers)
+        close = self.closing or not req.keep_alive
+        transport.write(b"%b%b%bcontent-length: %d\r\n%b\r\n%b" % (
+            _status_line(status), self._defaults_block, block, len(body),
+            b"connection: close\r\n" if close else b"", b"" if req.method == "HEAD" else body))
+        if close:
+            transport.close()
+            self.busy = False
+            return
+        if self.queue:
+            self._start(self.queue.popleft())
+        else:
+            self.busy = False
+            self.idle_timer = self.loop.call_later(self.keep_alive_timeout, self._idle_close)
+
+    def _idle_close(self) -> None:
+        self.idle_timer = None
+        if not self.busy and self.transport is not None:
+            self.transport.close()
+
+    def _fail(self, message: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(_status_line(400) + b"content-type: text/plain; charset=utf-8\r\n"
+                                 b"content-length: %d\r\nconnection: close\r\n\r\n%b" % (len(message), message))
+            self.transport.close()
