@@ -25,12 +25,15 @@ from polysocket_cli.processes import REPO_ROOT, Proc, Stack, free_port
 from . import report
 from .clients import DirectSession, PolysocketSession, Recorder, Session, SocketIOSession
 from .http1 import HttpConn
-from .procstat import cpu_seconds, machine_info, memory_kib
+from .procstat import cpu_seconds, loadavg, machine_info, memory_kib
 
-SYSTEMS = ("polysocket", "direct", "socketio")
+SYSTEMS = ("polysocket", "polysocket-lean", "direct", "socketio")
+POLYSOCKETS = ("polysocket", "polysocket-lean")
 # The server processes whose CPU each system is charged with (and the ones only reported).
-SERVER_PROCS = {"polysocket": ("relay", "target"), "direct": ("target",), "socketio": ("socketio",)}
-SIDE_PROCS = {"polysocket": ("router", "valkey"), "direct": (), "socketio": ()}
+SERVER_PROCS = {"polysocket": ("relay", "target"), "polysocket-lean": ("relay-lean", "target"),
+                "direct": ("target",), "socketio": ("socketio",)}
+SIDE_PROCS = {"polysocket": ("router", "valkey"), "polysocket-lean": ("router-lean", "valkey-lean"),
+              "direct": (), "socketio": ()}
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -60,7 +63,7 @@ class Bench:
         self.args = args
         self.procs = procs
         self.target = f"ws://127.0.0.1:{procs['target'].port}/"
-        self.router_port = procs["router"].port
+        self.router_port = {s: procs[SIDE_PROCS[s][0]].port for s in POLYSOCKETS if SIDE_PROCS[s][0] in procs}
         self.results: dict[str, Any] = {"load": [], "idle": [], "router": {}}
 
     def pids(self, names: tuple[str, ...]) -> dict[str, int]:
@@ -76,12 +79,12 @@ class Bench:
         next_idx = iter(range(n))
 
         async def worker() -> None:
-            router = await HttpConn.open(self.router_port, f"127.0.0.1:{self.router_port}") \
-                if system == "polysocket" else None
+            port = self.router_port.get(system, 0)
+            router = await HttpConn.open(port, f"127.0.0.1:{port}") if system in POLYSOCKETS else None
             try:
                 for i in next_idx:
                     s: Session
-                    if system == "polysocket":
+                    if system in POLYSOCKETS:
                         assert router is not None
                         ps = PolysocketSession(i, poll_ttl_ms)
                         latencies.append(await ps.open(router, self.target))
@@ -125,8 +128,8 @@ class Bench:
         tasks = [loop.create_task(s.loop(rec)) for s in sessions]
         profiler = None
         await asyncio.sleep(a.warmup)
-        if a.profile and system == "polysocket":
-            profiler = self.start_profiler(n)
+        if a.profile and system in POLYSOCKETS:
+            profiler = self.start_profiler(system, n)
         cpu0 = {k: cpu_seconds(p) for k, p in everyone.items()}
         me0 = cpu_seconds(os.getpid())
         t0 = time.perf_counter()
@@ -161,7 +164,7 @@ class Bench:
             "close_failures": close_failures,
             "open_seconds": open_s,
         }
-        if system == "polysocket":
+        if system in POLYSOCKETS:
             result["connect"] = {**latency_summary(connects),
                                  "concurrency": min(n, self.args.connect_concurrency)}
         return result
@@ -184,7 +187,7 @@ class Bench:
             "kib_per_socket": {n: (after[n] - before[n]) / k for n in server},
             "errors": len(errors), "first_error": errors[0] if errors else None,
         }
-        if system == "polysocket":
+        if system in POLYSOCKETS:
             result["poll_ttl_ms"] = a.idle_poll_ttl
             result["settle_seconds"] = a.idle_settle
             result["sessions_with_heartbeat"] = sum(1 for h in heartbeats if h > 0)
@@ -192,24 +195,26 @@ class Bench:
         result["close_failures"] = await self.close_sessions(sessions)
         return result
 
-    async def router_phase(self) -> dict[str, Any]:
+    async def router_phase(self, system: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        router = self.procs[SIDE_PROCS[system][0]].popen.pid
         for conc, n in ((1, self.args.router_connects), (16, self.args.router_connects)):
-            cpu0 = cpu_seconds(self.procs["router"].popen.pid)
-            sessions, lat = await self.open_sessions("polysocket", n, concurrency=conc)
-            cpu1 = cpu_seconds(self.procs["router"].popen.pid)
+            cpu0 = cpu_seconds(router)
+            sessions, lat = await self.open_sessions(system, n, concurrency=conc)
+            cpu1 = cpu_seconds(router)
             out[f"concurrency_{conc}"] = {**latency_summary(lat), "concurrency": conc,
                                           "router_cpu_ms_per_connect": (cpu1 - cpu0) / n * 1e3}
             await self.close_sessions(sessions)
         return out
 
-    def start_profiler(self, n: int) -> subprocess.Popen[bytes]:
+    def start_profiler(self, system: str, n: int) -> subprocess.Popen[bytes]:
         out = Path(self.args.profile)
         out.mkdir(parents=True, exist_ok=True)
         pyspy = Path(sys.executable).parent / "py-spy"
-        return subprocess.Popen([str(pyspy), "record", "-p", str(self.procs["relay"].popen.pid),
+        relay = self.procs[SERVER_PROCS[system][0]].popen.pid
+        return subprocess.Popen([str(pyspy), "record", "-p", str(relay),
                                  "-d", str(max(1, int(self.args.duration))), "-r", "250", "-f", "raw",
-                                 "-o", str(out / f"relay-{n}.txt")],
+                                 "-o", str(out / f"{system}-{n}.txt")],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     async def run(self) -> dict[str, Any]:
@@ -221,9 +226,10 @@ class Bench:
                 r = await self.idle_phase(system, a.idle)
                 log(f"  -> {r['kib_per_socket']} KiB/socket, errors {r['errors']}")
                 self.results["idle"].append(r)
-        if "polysocket" in a.systems and a.router_connects:
+        system = next((s for s in POLYSOCKETS if s in a.systems), None)
+        if system and a.router_connects:
             log(f"router: {a.router_connects} connects at concurrency 1 and 16")
-            self.results["router"] = await self.router_phase()
+            self.results["router"] = await self.router_phase(system)
         for n in a.sessions:
             for system in a.systems:
                 log(f"load: {system} x {n} sessions, {a.warmup}s warm-up + {a.duration}s")
@@ -264,11 +270,22 @@ def start_stack(args: argparse.Namespace) -> tuple[Stack, dict[str, Proc]]:
     procs: dict[str, Proc] = {}
     procs["valkey"] = stack.start_valkey()
     quiet = {"POLYSOCKET_LOG_LEVEL": "warning"}
-    procs["relay"] = stack.start_relay(
-        "bench1", extra=["--capacity", str(max(20_000, 2 * args.idle)), "--drain-grace", "0"], env=quiet)
+    relay_args = ["--capacity", str(max(20_000, 2 * args.idle)), "--drain-grace", "0"]
     # the open admission and a loopback target: this is a loopback-only benchmark
-    procs["router"] = stack.start_router(env={**quiet, "POLYSOCKET_ADMISSION": "open",
-                                              "POLYSOCKET_ALLOW_TARGET_CIDRS": "127.0.0.0/8"})
+    router_env = {**quiet, "POLYSOCKET_ADMISSION": "open", "POLYSOCKET_ALLOW_TARGET_CIDRS": "127.0.0.0/8"}
+    if "polysocket" in args.systems:
+        procs["relay"] = stack.start_relay("bench1", extra=relay_args, env=quiet)
+        procs["router"] = stack.start_router(env=router_env)
+    if "polysocket-lean" in args.systems:
+        # a control plane of its own, so its router only knows the lean relay
+        procs["valkey-lean"] = stack.start_valkey()
+        port = free_port()
+        procs["relay-lean"] = stack._spawn(
+            "relay-lean", [sys.executable, "-m", "bench.lean_relay", "relay", "--port", str(port), "--redis-url",
+                           stack.redis_url, "--fqdn", f"lean.localhost:{port}", "--node-id", "lean", *relay_args],
+            port, quiet)
+        stack.wait_healthy(port)
+        procs["router-lean"] = stack.start_router(env=router_env)
     procs["target"] = stack.start_echo()
     if "socketio" in args.systems:
         port = free_port()
@@ -283,7 +300,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="1 and 100 sessions, 2 s each, 200 idle sockets")
     ap.add_argument("--sessions", type=lambda s: [int(x) for x in s.split(",")], default=None,
                     help="comma-separated session counts (default 1,100,1000)")
-    ap.add_argument("--duration", type=float, default=None, help="measured seconds per load phase (default 8)")
+    ap.add_argument("--duration", type=float, default=None, help="measured seconds per load phase (default 6)")
     ap.add_argument("--warmup", type=float, default=None, help="seconds of load before measuring (default 1.5)")
     ap.add_argument("--idle", type=int, default=None, help="idle sockets for the memory phase (default 1000; 0 skips)")
     ap.add_argument("--idle-poll-ttl", type=int, default=5000, help="poll ttl (ms) of idle sockets: heartbeat period")
@@ -291,7 +308,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--router-connects", type=int, default=None, help="connects per router phase (default 200)")
     ap.add_argument("--connect-concurrency", type=int, default=32, help="parallel connects when opening sessions")
     ap.add_argument("--systems", type=lambda s: s.split(","), default=list(SYSTEMS),
-                    help="comma-separated subset of polysocket,direct,socketio")
+                    help="comma-separated subset of " + ",".join(SYSTEMS))
     ap.add_argument("--out", default=str(REPO_ROOT / "bench" / "results"), help="directory for the results")
     ap.add_argument("--name", default=None, help="results file name (default: full / quick)")
     ap.add_argument("--profile", default=None, help="py-spy the relay during polysocket load phases into DIR")
@@ -300,7 +317,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     quick = args.quick
     defaults: dict[str, Any] = {
         "sessions": [1, 100] if quick else [1, 100, 1000],
-        "duration": 2.0 if quick else 8.0,
+        "duration": 2.0 if quick else 6.0,
         "warmup": 0.5 if quick else 1.5,
         "idle": 200 if quick else 1000,
         "idle_settle": None,
@@ -322,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     fd_limit = raise_fd_limit(max(65536, 4 * args.idle + 4096))
     started = time.time()
+    load_before = loadavg()
     stack, procs = start_stack(args)
     try:
         bench = Bench(args, procs)
@@ -335,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     results["meta"] = {
         "machine": machine_info(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
         "wall_seconds": time.time() - started, "fd_limit": fd_limit,
+        "loadavg_before": load_before, "loadavg_after": loadavg(),
         "argv": sys.argv[1:] if argv is None else argv,
         "options": {k: v for k, v in vars(args).items() if k not in ("out", "silent")},
     }

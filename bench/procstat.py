@@ -31,6 +31,15 @@ def memory_kib(pid: int) -> dict[str, int]:
     return out
 
 
+def loadavg() -> str:
+    """The 1/5/15-minute load averages: other work on the machine skews every number."""
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
 def machine_info() -> dict[str, object]:
     cpu = ""
     try:
