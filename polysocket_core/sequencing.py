@@ -8,7 +8,6 @@ Both are pure: the caller supplies the clock.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 from .errors import ErrorCode, PolysocketError
@@ -111,11 +110,15 @@ class OutboundBuffer:
     ``unacked_bytes`` drives back-pressure: the owner stops reading upstream above a bound.
     """
 
-    __slots__ = ("_items", "next_seq", "unacked_bytes")
+    __slots__ = ("_head", "_items", "next_seq", "unacked_bytes")
+
+    # A list with a moving head rather than a deque: an empty deque costs ~700 bytes per socket,
+    # an empty list 56, and an idle socket holds nothing.
 
     def __init__(self) -> None:
         self.next_seq = 0
-        self._items: deque[tuple[int, bytes]] = deque()
+        self._items: list[tuple[int, bytes]] = []
+        self._head = 0  # items before it are acknowledged
         self.unacked_bytes = 0
 
     def push(self, fragment: bytes) -> None:
@@ -127,17 +130,28 @@ class OutboundBuffer:
     def ack(self, upto: int) -> None:
         """Forget every message with ``seq <= upto``."""
         items = self._items
-        while items and items[0][0] <= upto:
-            self.unacked_bytes -= len(items.popleft()[1])
+        i, n = self._head, len(items)
+        while i < n and items[i][0] <= upto:
+            self.unacked_bytes -= len(items[i][1])
+            i += 1
+        if i == n:
+            items.clear()
+            i = 0
+        elif i > 32 and 2 * i > n:
+            del items[:i]
+            i = 0
+        self._head = i
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items) - self._head
 
     def take(self, max_bytes: int) -> list[bytes]:
         """Fragments to deliver now (all unacked, oldest first, at least one, about ``max_bytes`` in all)."""
         out: list[bytes] = []
         size = 0
-        for _, fragment in self._items:
+        items = self._items
+        for i in range(self._head, len(items)):
+            fragment = items[i][1]
             if out and size + len(fragment) > max_bytes:
                 break
             out.append(fragment)
@@ -146,7 +160,7 @@ class OutboundBuffer:
 
     @property
     def last_seq(self) -> int:
-        return self._items[-1][0] if self._items else -1
+        return self._items[-1][0] if len(self._items) > self._head else -1
 
 
 POLL_PREFIX = b'{"ok":true,"messages":['

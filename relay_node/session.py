@@ -56,9 +56,8 @@ class RelaySocket:
         self.closing = False  # no more sends: client closed, relay closing, or upstream gone
         self.close_seq = -1  # seq of the final close message once it is queued
         self.fail: tuple[int, str] | None = None  # close code/reason the relay imposes on the client
-        self._write_lock = asyncio.Lock()
-        self._room = asyncio.Event()
-        self._room.set()
+        self._write_lock: asyncio.Lock | None = None  # created by the first send: idle sockets stay small
+        self._room: asyncio.Future[None] | None = None  # set while reading upstream waits for acks
         self._close_task: asyncio.Task[None] | None = None
         self._reader = asyncio.get_running_loop().create_task(self._read_upstream())
 
@@ -71,8 +70,8 @@ class RelaySocket:
         try:
             while True:
                 if out.unacked_bytes >= high:
-                    self._room.clear()
-                    await self._room.wait()
+                    room = self._room = asyncio.get_running_loop().create_future()
+                    await room
                 msg = await conn.recv()
                 if isinstance(msg, str):
                     out.push(text_fragment(out.next_seq, msg))
@@ -126,7 +125,10 @@ class RelaySocket:
             raise
         if not frames:
             return
-        async with self._write_lock:  # FIFO: frames leave in the order the sequencer released them
+        lock = self._write_lock
+        if lock is None:
+            lock = self._write_lock = asyncio.Lock()
+        async with lock:  # FIFO: frames leave in the order the sequencer released them
             for frame in frames:
                 try:
                     await self.conn.send(frame.data, text=frame.kind == "t")
@@ -141,8 +143,11 @@ class RelaySocket:
         self.last_seen = time.monotonic()
         out = self.outbound
         out.ack(ack)
-        if not self._room.is_set() and out.unacked_bytes < self.config.buffer_high_bytes:
-            self._room.set()
+        room = self._room
+        if room is not None and out.unacked_bytes < self.config.buffer_high_bytes:
+            self._room = None
+            if not room.done():
+                room.set_result(None)
         if self.close_seq >= 0 and ack >= self.close_seq:
             self.on_gone(self)  # the client has the close: nothing left to keep
             return poll_answer([])
