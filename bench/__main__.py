@@ -221,7 +221,8 @@ class Bench:
         a = self.args
         log = self.log
         if a.idle:
-            for system in a.systems:
+            # the direct WebSocket first, on a fresh target: its growth is the upstream hop's alone
+            for system in sorted(a.systems, key=lambda s: s != "direct"):
                 log(f"idle: {a.idle} {system} sockets")
                 r = await self.idle_phase(system, a.idle)
                 log(f"  -> {r['kib_per_socket']} KiB/socket, errors {r['errors']}")
