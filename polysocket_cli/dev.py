@@ -40,7 +40,7 @@ def run_dev(redis_url: str | None, port: int, relays: int, dev_token: str | None
             + "".join(f"  relay    http://node{i}.localhost:{port + i}/healthz\n"
                       for i in range(1, relays + 1))
             + f"  echo     ws://127.0.0.1:{echo_port}/\n"
-            f"  demo     {router}/client/demo.html?token={token}\n"
+            f"  demo     {router}/client/demo.html?token={token}&target=ws://127.0.0.1:{echo_port}/\n"
             f"  token    {token}   (any origin, loopback targets only)\n\n"
             "try:\n"
             f"  curl '{router}/connect?from=curl&token={token}&target=ws://127.0.0.1:{echo_port}/'\n",

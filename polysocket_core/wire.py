@@ -215,8 +215,10 @@ class CloseParams:
 def parse_close(params: dict[str, str]) -> CloseParams:
     sid = parse_socket_id(params)
     code = parse_int(params, "code", CLOSE_NORMAL, 0, 4999)
-    if code != CLOSE_NORMAL and not 3000 <= code <= 4999:
-        raise bad("code must be 1000 or in 3000-4999")
+    # 1000 or an application code, as close() allows; plus 1001 "going away", which a native
+    # browser sends itself when the page is left and the client library reports the same way.
+    if code not in (CLOSE_NORMAL, CLOSE_GOING_AWAY) and not 3000 <= code <= 4999:
+        raise bad("code must be 1000, 1001 or in 3000-4999")
     reason = params.get("reason", "")
     if len(reason.encode("utf-8", "surrogatepass")) > 123:
         raise bad("reason must be at most 123 UTF-8 bytes")

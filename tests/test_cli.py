@@ -37,6 +37,7 @@ def free_port_block(n: int) -> int:
             for port in range(base, base + n):
                 s = socket.socket()
                 socks.append(s)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
                 s.bind(("127.0.0.1", port))
             return base
         except OSError:

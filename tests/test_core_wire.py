@@ -92,7 +92,8 @@ def test_poll_defaults_and_cap() -> None:
 def test_close_validation() -> None:
     assert wire.parse_close({"socket": SID}).code == 1000
     assert wire.parse_close({"socket": SID, "code": "4000", "reason": "r"}).reason == "r"
-    for code in ("999", "1001", "1005", "2999", "5000"):
+    assert wire.parse_close({"socket": SID, "code": "1001"}).code == 1001
+    for code in ("999", "1002", "1005", "1006", "2999", "5000"):
         assert code_of(wire.parse_close, {"socket": SID, "code": code}) is ErrorCode.BAD_REQUEST
     assert code_of(wire.parse_close, {"socket": SID, "reason": "é" * 62}) is ErrorCode.BAD_REQUEST
 
