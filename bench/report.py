@@ -13,7 +13,7 @@ TARGET_CONNECT_P50_MS = 5.0
 TARGET_IMPORT_MS = 300.0
 
 LABEL = {"polysocket": "polysocket (relay + target)",
-         "polysocket-lean": "polysocket, lean relay HTTP protocol (relay + target)",
+         "polysocket-lean": "polysocket-lean: + lean HTTP protocol, GC threshold (relay + target)",
          "direct": "direct WebSocket (target only)", "socketio": "python-socketio polling"}
 
 
@@ -121,7 +121,8 @@ def targets(r: dict[str, Any]) -> list[str]:
         ok = x["sockets"] >= 10_000 and x["errors"] == 0 and x.get("sessions_with_heartbeat") == x["sockets"]
         out.append(f"- {x['system']}: 10,000 idle sockets on one relay, heartbeats flowing, no errors: "
                    f"{x['sockets']} sockets, {x.get('sessions_with_heartbeat')} with a heartbeat, {x['errors']} "
-                   f"errors — **{'met' if ok else 'not shown by this run'}**.")
+                   f"errors — **{'met' if ok else 'not shown by this run'}** (open-files limit of this run: "
+                   f"{r.get('meta', {}).get('fd_limit', '?')}; the relay needs two descriptors per socket).")
     router = (r.get("router") or {}).get("concurrency_1")
     if router:
         p50 = router["p50_ms"]
