@@ -79,7 +79,7 @@ class Request(Protocol):
 
 
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
-Handler = Callable[[Request, dict[str, str]], Awaitable[bytes]]
+Handler = Callable[[Request, dict[str, str]], Awaitable[bytes]]  # may return the session's own coroutine
 
 
 class AsgiRequest:
@@ -176,9 +176,10 @@ class RelayHTTP:
         await self.table.get(p.socket).send(p)
         return OK_BODY
 
-    async def poll(self, req: Request, params: dict[str, str]) -> bytes:
+    def poll(self, req: Request, params: dict[str, str]) -> Awaitable[bytes]:
+        # not a coroutine itself: a waiting poll then holds one frame less (memory per idle socket)
         p = wire.parse_poll(params, self.table.config.max_poll_ttl_ms)
-        return await self.table.get(p.socket).poll(p.ack, p.ttl_ms)
+        return self.table.get(p.socket).poll(p.ack, p.ttl_ms)
 
     async def close(self, req: Request, params: dict[str, str]) -> bytes:
         p = wire.parse_close(params)
@@ -242,6 +243,9 @@ class ProtocolRequest:
 class RelayHTTPProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection to the relay. Requests on a connection are answered in order."""
 
+    __slots__ = ("_defaults", "_defaults_block", "busy", "closing", "connections", "http", "idle_timer",
+                 "keep_alive_timeout", "loop", "parser", "queue", "req", "server_state", "tasks", "transport")
+
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any] | None = None,
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
         app = config.loaded_app if getattr(config, "loaded_app", None) is not None else config.app
@@ -258,7 +262,7 @@ class RelayHTTPProtocol(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.req = ProtocolRequest()
-        self.queue: deque[ProtocolRequest] = deque()  # complete requests not yet answered (pipelining)
+        self.queue: deque[ProtocolRequest] | None = None  # requests not yet answered (pipelining; rare)
         self.busy = False
         self.closing = False  # close once the current answer is written
         self.idle_timer: asyncio.TimerHandle | None = None
@@ -274,7 +278,7 @@ class RelayHTTPProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
         self.transport = None
-        self.queue.clear()
+        self.queue = None
         if self.idle_timer is not None:
             self.idle_timer.cancel()
             self.idle_timer = None
@@ -344,6 +348,8 @@ class RelayHTTPProtocol(asyncio.Protocol):
         req = self.req
         req.keep_alive = self.parser.should_keep_alive()
         if self.busy:
+            if self.queue is None:
+                self.queue = deque()
             self.queue.append(req)
         else:
             self._start(req)
