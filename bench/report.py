@@ -39,7 +39,8 @@ def markdown(r: dict[str, Any]) -> str:
         "(anything else running on the machine inflates every number).",
         "Packages: " + ", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items()) + ".",
         f"Options: sessions {opts.get('sessions')}, {opts.get('warmup')} s warm-up + {opts.get('duration')} s "
-        f"measured per phase, {opts.get('idle')} idle sockets. Everything on loopback; one process each for "
+        f"measured per phase, {opts.get('repeat', 1)} round(s), {opts.get('idle')} idle sockets. "
+        "Everything on loopback; one process each for "
         "relay, router, Valkey, the `polysocket echo` target (Python `websockets`) and the python-socketio "
         "server; the load generator is this process, on uvloop.",
         "",
@@ -48,9 +49,12 @@ def markdown(r: dict[str, Any]) -> str:
         "Server CPU per message = CPU seconds of the system's server processes during the measured window / "
         "round trips completed (polysocket: relay + echo target; direct: echo target; socketio: its server).",
         "",
-        "| system | sessions | msg/s | RTT p50 ms | p90 ms | p99 ms | server CPU µs/msg | of which | "
+        "With `--repeat N` each phase ran N times, interleaved; the row is the round with the median "
+        "server CPU per message, and *rounds* lists every round's value.",
+        "",
+        "| system | sessions | msg/s | RTT p50 ms | p90 ms | p99 ms | server CPU µs/msg | rounds | of which | "
         "load-gen CPU % | peak RSS MiB | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|---:|---:|---:|",
     ]
     for x in r.get("load", []):
         rtt = x["rtt"]
@@ -59,7 +63,8 @@ def markdown(r: dict[str, Any]) -> str:
                          if k in ("relay", "relay-lean", "target", "socketio"))
         lines.append(
             f"| {LABEL[x['system']]} | {x['sessions']} | {f(x['msgs_per_s'], 0)} | {f(rtt['p50_ms'], 2)} | "
-            f"{f(rtt['p90_ms'], 2)} | {f(rtt['p99_ms'], 2)} | **{f(x['server_cpu_us_per_msg'])}** | {parts} | "
+            f"{f(rtt['p90_ms'], 2)} | {f(rtt['p99_ms'], 2)} | **{f(x['server_cpu_us_per_msg'])}** | "
+            f"{' / '.join(f(v, 0) for v in x.get('rounds_server_cpu_us_per_msg', []))} | {parts} | "
             f"{f(x['loadgen_cpu_percent'], 0)} | {peak} | {x['errors']} |")
     lines += ["", "For reference only (issue 4, measured elsewhere, not by this run): "
               + "; ".join(f"{k}: " + ", ".join(f"{n} sessions {v} µs" for n, v in d.items())
