@@ -19,6 +19,8 @@ from .table import SocketTable
 
 log = logging.getLogger("polysocket.relay")
 
+NODE_RECORD_TTL_S = 3600  # a dead node's records linger this long at most (its alive key goes first)
+
 
 class NodeAgent:
     def __init__(self, config: RelayConfig, table: SocketTable, redis: aioredis.Redis) -> None:
@@ -53,6 +55,7 @@ class NodeAgent:
                 "started_at": int(time.time()),
             })
             p.sadd(k.nodes, cfg.node_id)
+            p.delete(k.node_tokens(cfg.node_id))  # a restarted node holds nothing yet
             p.set(k.alive(cfg.node_id), "1", px=int(cfg.heartbeat_ttl_s * 1000))
             await p.execute()
 
@@ -67,12 +70,18 @@ class NodeAgent:
             })
             p.sadd(k.nodes, cfg.node_id)
             p.set(k.alive(cfg.node_id), "1", px=int(cfg.heartbeat_ttl_s * 1000))
-            # Per-token counts replace whatever routers reserved since the last beat.
-            p.delete(k.node_tokens(cfg.node_id))
-            counts = self.table.token_counts()
-            if counts:
-                p.hset(k.node_tokens(cfg.node_id), mapping=counts)  # type: ignore[arg-type]
-            await p.execute()
+            p.expire(k.node(cfg.node_id), NODE_RECORD_TTL_S)
+            # Routers count a token's sockets up in the pick script; the node counts them down
+            # when it gives them back. Never overwritten, so an in-flight reservation is never lost.
+            released = self.table.take_released()
+            for token, n in released.items():
+                p.hincrby(k.node_tokens(cfg.node_id), token, -n)
+            p.expire(k.node_tokens(cfg.node_id), NODE_RECORD_TTL_S)
+            try:
+                await p.execute()
+            except RedisError:
+                self.table.released.update(released)
+                raise
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -114,20 +123,24 @@ class NodeAgent:
             await p.execute()
 
     async def _handle(self, req: EstablishRequest) -> None:
+        token = req.meta.get("token", "")
         if time.time() * 1000 > req.expires_at_ms:
             log.info("skipping expired establish request %s", req.id)
+            self.table.release(token)
             return
         try:
             await self._reply(req.id, EstablishReply(phase="ack"))
             if self.draining:
+                self.table.release(token)
                 raise PolysocketError(ErrorCode.DRAINING, "relay node is draining")
             sock = await self.table.open(req.socket, req.target, req.protocols, req.meta, req.addresses)
         except PolysocketError as exc:
             await self._reply(req.id, EstablishReply(phase="done", ok=False, error=exc.code.value,
                                                      message=exc.message))
             return
-        except RedisError as exc:
+        except RedisError as exc:  # the ack could not be sent: the socket was never opened
             log.warning("establish %s: cannot reply: %s", req.id, exc)
+            self.table.release(token)
             return
         if time.time() * 1000 > req.expires_at_ms:
             # The router gave up on this request; nobody will ever use the socket.

@@ -32,6 +32,9 @@ class SocketTable:
         self.sockets: dict[str, RelaySocket] = {}
         self.establishing = 0
         self.per_token: collections.Counter[str] = collections.Counter()  # held + being opened
+        # Token reservations the router made in Redis that this node has since given back (socket
+        # freed, open failed, request expired); the agent subtracts them with the next heartbeat.
+        self.released: collections.Counter[str] = collections.Counter()
 
     def __len__(self) -> int:
         return len(self.sockets)
@@ -55,11 +58,12 @@ class SocketTable:
         order), while the Host header and the TLS server name stay those of the target URL, so a
         second DNS answer cannot send the socket elsewhere.
         """
-        if sid in self.sockets:
-            raise PolysocketError(ErrorCode.BAD_REQUEST, "socket id already in use")
-        if self.load >= self.config.capacity:
-            raise PolysocketError(ErrorCode.NO_RELAY, "relay node is at capacity")
         token = meta.get("token", "")
+        if sid in self.sockets or self.load >= self.config.capacity:
+            self.release(token)
+            if sid in self.sockets:
+                raise PolysocketError(ErrorCode.BAD_REQUEST, "socket id already in use")
+            raise PolysocketError(ErrorCode.NO_RELAY, "relay node is at capacity")
         self.establishing += 1
         self.per_token[token] += 1
         conn: ClientConnection | None = None
@@ -124,6 +128,12 @@ class SocketTable:
         self.per_token[token] -= 1
         if self.per_token[token] <= 0:
             del self.per_token[token]
+        self.release(token)
+
+    def release(self, token: str) -> None:
+        """Give back one reservation of ``token`` (made by the router's pick script)."""
+        if token:
+            self.released[token] += 1
 
     def _forget(self, sock: RelaySocket) -> None:
         if self.sockets.get(sock.id) is sock:
@@ -134,9 +144,11 @@ class SocketTable:
     def forget(self, sock: RelaySocket) -> None:
         self._forget(sock)
 
-    def token_counts(self) -> dict[str, int]:
-        """Sockets per token id, for the control plane's connection limits."""
-        return {t: n for t, n in self.per_token.items() if t and n > 0}
+    def take_released(self) -> dict[str, int]:
+        """The reservations to subtract in Redis now (the caller puts them back if that fails)."""
+        out = dict(self.released)
+        self.released.clear()
+        return out
 
     def kill_token(self, token_id: str, reason: str) -> int:
         """Close every socket opened with this token (policy violation, 1008)."""

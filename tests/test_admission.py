@@ -159,6 +159,11 @@ async def test_connection_limit_counts_and_releases(adm: AdmissionStack, http: h
     await connect(http, adm.router, adm.echo, token=token)
     answer = await attempt(http, adm.router, adm.echo, token)
     assert (answer["status"], answer["error"]) == (429, "limit_exceeded")
+    async with from_address("127.0.2.1") as client:  # across several node heartbeats: never over
+        for _ in range(8):
+            answer = await attempt(client, adm.router, adm.echo, token)
+            assert answer.get("error") == "limit_exceeded", answer
+            await asyncio.sleep(0.25)
     await a.close()
     await a.receive(1)
     await a.poll(ttl=0)  # acks the close: the socket is freed
