@@ -259,7 +259,7 @@ class Bench:
 def lambda_import_ms(repeat: int = 3) -> dict[str, Any]:
     """Fresh-interpreter import of the router as a Lambda would load it (median of ``repeat``)."""
     code = ("import time; t = time.perf_counter()\n"
-            "try:\n    import router_fn.lambda_handler as h\n"
+            "try:\n    import router_fn.handler as h\n"
             "except ImportError:\n"
             "    from mangum import Mangum\n"
             "    from router_fn.app import create_app\n"
