@@ -219,13 +219,18 @@ def _header_block(headers: list[tuple[bytes, bytes]]) -> bytes:
 
 _CONSTANT_BLOCKS = {id(h): _header_block(h) for h in (JS_HEADERS, JSON_HEADERS, PREFLIGHT_HEADERS, METRICS_HEADERS)}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+MAX_URL_BYTES = 128 * 1024  # JSONP clients keep URLs near 2,000 characters; curl users may send more
+MAX_HEADER_BYTES = 64 * 1024
+MAX_PIPELINED = 16  # complete requests waiting behind the one being answered before reading pauses
 
 
 class ProtocolRequest:
-    __slots__ = ("body_chunks", "body_size", "expect_continue", "headers", "keep_alive", "method", "too_large", "url")
+    __slots__ = ("body_chunks", "body_size", "expect_continue", "header_bytes", "headers", "keep_alive", "method",
+                 "too_large", "url")
 
     def __init__(self) -> None:
         self.url = b""
+        self.header_bytes = 0
         self.method = ""
         self.headers: list[tuple[bytes, bytes]] = []
         self.body_chunks: list[bytes] = []
@@ -243,7 +248,7 @@ class ProtocolRequest:
 class RelayHTTPProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection to the relay. Requests on a connection are answered in order."""
 
-    __slots__ = ("_defaults", "_defaults_block", "busy", "closing", "connections", "http", "idle_timer",
+    __slots__ = ("_defaults", "_defaults_block", "busy", "closing", "connections", "eof", "http", "idle_timer",
                  "keep_alive_timeout", "loop", "parser", "queue", "req", "server_state", "tasks", "transport")
 
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any] | None = None,
@@ -265,6 +270,7 @@ class RelayHTTPProtocol(asyncio.Protocol):
         self.queue: deque[ProtocolRequest] | None = None  # requests not yet answered (pipelining; rare)
         self.busy = False
         self.closing = False  # close once the current answer is written
+        self.eof = False  # the client half-closed: answer what it sent, then close
         self.idle_timer: asyncio.TimerHandle | None = None
         self._defaults: list[tuple[bytes, bytes]] | None = None
         self._defaults_block = b""
@@ -274,6 +280,7 @@ class RelayHTTPProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.connections.add(self)
+        self.idle_timer = self.loop.call_later(self.keep_alive_timeout, self._idle_close)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.connections.discard(self)
@@ -284,15 +291,20 @@ class RelayHTTPProtocol(asyncio.Protocol):
             self.idle_timer = None
 
     def data_received(self, data: bytes) -> None:
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
+        # The idle timer is not reset by data: a request must be complete within the keep-alive
+        # timeout of the connection opening or the previous answer (no trickling slowloris).
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(b"upgrade not supported")
         except httptools.HttpParserError:
             self._fail(b"Invalid HTTP request received.")
+
+    def eof_received(self) -> bool | None:
+        if self.busy:
+            self.eof = True
+            return True  # keep the transport open to write the answers still owed
+        return None
 
     def pause_writing(self) -> None:
         if self.transport is not None:
@@ -316,8 +328,14 @@ class RelayHTTPProtocol(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.req.url += url
+        if len(self.req.url) > MAX_URL_BYTES:
+            self._fail(b"URL too long", 414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.req.header_bytes += len(name) + len(value)
+        if self.req.header_bytes > MAX_HEADER_BYTES:
+            self._fail(b"request headers too large", 431)
+            return
         name = name.lower()
         if name == b"expect" and value.lower() == b"100-continue":
             self.req.expect_continue = True
@@ -347,10 +365,15 @@ class RelayHTTPProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         req = self.req
         req.keep_alive = self.parser.should_keep_alive()
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
         if self.busy:
             if self.queue is None:
                 self.queue = deque()
             self.queue.append(req)
+            if len(self.queue) >= MAX_PIPELINED and self.transport is not None:
+                self.transport.pause_reading()  # resumed as the queue drains
         else:
             self._start(req)
 
@@ -387,7 +410,7 @@ class RelayHTTPProtocol(asyncio.Protocol):
         block = _CONSTANT_BLOCKS.get(id(headers))
         if block is None:
             block = _header_block(headers)
-        close = self.closing or not req.keep_alive
+        close = self.closing or not req.keep_alive or (self.eof and not self.queue)
         transport.write(b"%b%b%bcontent-length: %d\r\n%b\r\n%b" % (
             _status_line(status), self._defaults_block, block, len(body),
             b"connection: close\r\n" if close else b"", b"" if req.method == "HEAD" else body))
@@ -396,6 +419,8 @@ class RelayHTTPProtocol(asyncio.Protocol):
             self.busy = False
             return
         if self.queue:
+            if len(self.queue) == MAX_PIPELINED:
+                transport.resume_reading()
             self._start(self.queue.popleft())
         else:
             self.busy = False
@@ -406,8 +431,8 @@ class RelayHTTPProtocol(asyncio.Protocol):
         if not self.busy and self.transport is not None:
             self.transport.close()
 
-    def _fail(self, message: bytes) -> None:
+    def _fail(self, message: bytes, status: int = 400) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(_status_line(400) + b"content-type: text/plain; charset=utf-8\r\n"
+            self.transport.write(_status_line(status) + b"content-type: text/plain; charset=utf-8\r\n"
                                  b"content-length: %d\r\nconnection: close\r\n\r\n%b" % (len(message), message))
             self.transport.close()

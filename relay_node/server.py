@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from types import FrameType
 
@@ -10,6 +11,7 @@ import uvicorn
 
 from .app import RelayNode
 from .config import RelayConfig
+from .http import RelayHTTPProtocol
 
 log = logging.getLogger("polysocket.relay")
 
@@ -47,7 +49,14 @@ class DrainingServer(uvicorn.Server):
             self.should_exit = True
 
 
+# With hundreds of sockets the default young-generation threshold (700) runs a collection every few
+# requests over thousands of live futures and connections: a third of the relay's CPU at 1,000
+# sessions (bench/results/relay-ab.md).
+GC_GEN0_THRESHOLD = 20_000
+
+
 def run_relay(config: RelayConfig, host: str, port: int, log_level: str = "info") -> None:
+    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
     node = RelayNode(config)
     uv_config = uvicorn.Config(
         node,
@@ -56,7 +65,7 @@ def run_relay(config: RelayConfig, host: str, port: int, log_level: str = "info"
         log_level=log_level,
         access_log=False,
         loop="uvloop",
-        http="httptools",
+        http=RelayHTTPProtocol,  # the relay's own lean HTTP/1.1 on httptools (relay_node/http.py)
         lifespan="on",
         timeout_keep_alive=65,
         timeout_graceful_shutdown=5,

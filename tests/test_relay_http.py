@@ -1,0 +1,84 @@
+"""The relay's own HTTP/1.1 layer (relay_node.http.RelayHTTPProtocol) spoken to over raw sockets:
+pipelining, chunked bodies, 100-continue, HTTP/1.0, and refusal of malformed or oversized requests."""
+
+from __future__ import annotations
+
+import re
+import socket
+
+import httpx
+import pytest
+
+from .conftest import RunningStack
+
+pytestmark = pytest.mark.stack
+
+
+def exchange(port: int, raw: bytes, timeout: float = 10, half_close: bool = True) -> bytes:
+    """Send raw bytes, read until the server closes (or the timeout)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(raw)
+        if half_close:
+            s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.fixture
+def relay_port(stack: RunningStack) -> int:
+    return stack.relays["node1"].port
+
+
+def test_pipelined_requests_are_answered_in_order(relay_port: int) -> None:
+    req = b"GET /healthz HTTP/1.1\r\nHost: a.node1.localhost\r\n\r\n"
+    bad = b"GET /nope HTTP/1.1\r\nHost: a.node1.localhost\r\n\r\n"
+    last = b"GET /healthz HTTP/1.1\r\nHost: a.node1.localhost\r\nConnection: close\r\n\r\n"
+    out = exchange(relay_port, req * 20 + bad + last)
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", out)  # answers follow each other's bodies directly
+    assert statuses == [b"200"] * 20 + [b"404", b"200"]
+
+
+def test_http10_closes_after_answer(relay_port: int) -> None:
+    out = exchange(relay_port, b"GET /healthz HTTP/1.0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200 OK") and b'"ok":true' in out
+
+
+@pytest.mark.parametrize(("raw", "status"), [
+    (b"THIS IS NOT HTTP\r\n\r\n", b"400"),
+    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", b"400"),
+    (b"GET /" + b"a" * (129 * 1024), b"414"),  # the server answers before the request line ends
+    (b"GET /healthz HTTP/1.1\r\n" + b"X-Big: " + b"b" * 70_000 + b"\r\n\r\n", b"431"),
+    (b"GET /healthz HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n", b"400"),
+])
+def test_malformed_requests_are_refused(relay_port: int, raw: bytes, status: bytes) -> None:
+    out = exchange(relay_port, raw, half_close=False)
+    assert out.split(b" ")[1] == status, out[:200]
+
+
+async def test_chunked_post_and_expect_continue(stack: RunningStack, http: httpx.AsyncClient) -> None:
+    c = await stack.connect(http, stack.targets["websockets"])
+    port = stack.relays[c.fqdn.split(".")[1]].port
+    body = b"hello chunked world"
+    chunked = b"".join(b"%x\r\n%b\r\n" % (len(part), part) for part in (body[:5], body[5:])) + b"0\r\n\r\n"
+    raw = (f"POST /send?socket={c.socket}&seq=0 HTTP/1.1\r\nHost: {c.fqdn}\r\n"
+           "Transfer-Encoding: chunked\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n").encode() + chunked
+    out = exchange(port, raw)
+    assert out.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK")
+    assert out.endswith(b'{"ok":true}')
+    got = await c.receive(1)
+    assert got[0]["data"] == body.decode()
+    await c.close()
+
+
+def test_server_keeps_serving_after_abuse(relay_port: int) -> None:
+    for _ in range(20):
+        exchange(relay_port, b"\x00\xff garbage \r\n\r\n")
+    assert exchange(relay_port, b"GET /healthz HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200")
