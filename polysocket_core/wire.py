@@ -225,11 +225,9 @@ def parse_close(params: dict[str, str]) -> CloseParams:
     return CloseParams(socket=sid, code=code, reason=reason)
 
 
-# Server -> client messages. Each carries ``seq`` except heartbeats.
-
-
-# The relay encodes every message once, straight to its JSON fragment: ``text_fragment(seq, d)`` is
-# byte for byte ``jsonp.dumps(text_message(seq, d))`` without building the dict.
+# Server -> client messages, each carrying ``seq`` (heartbeats, which carry none, are in
+# sequencing.HEARTBEAT_ANSWER). The relay encodes every message once, straight to its JSON fragment;
+# a poll answer is the concatenation of fragments.
 
 
 def text_fragment(seq: int, data: str) -> bytes:
@@ -240,16 +238,5 @@ def binary_fragment(seq: int, data: bytes) -> bytes:
     return b'{"seq":%d,"type":"binary","data":"%b"}' % (seq, base64.b64encode(data))
 
 
-def text_message(seq: int, data: str) -> dict[str, object]:
-    return {"seq": seq, "type": "text", "data": data}
-
-
-def binary_message(seq: int, data: bytes) -> dict[str, object]:
-    return {"seq": seq, "type": "binary", "data": base64.b64encode(data).decode("ascii")}
-
-
-def close_message(seq: int, code: int, reason: str) -> dict[str, object]:
-    return {"seq": seq, "type": "close", "code": code, "reason": reason}
-
-
-HEARTBEAT: dict[str, object] = {"type": "heartbeat"}
+def close_fragment(seq: int, code: int, reason: str) -> bytes:
+    return dumps({"seq": seq, "type": "close", "code": code, "reason": reason})

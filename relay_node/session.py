@@ -16,7 +16,6 @@ from websockets.exceptions import ConnectionClosed
 
 from polysocket_core import wire
 from polysocket_core.errors import ErrorCode, PolysocketError
-from polysocket_core.jsonp import dumps
 from polysocket_core.sequencing import InboundSequencer, OutboundBuffer, poll_answer
 from polysocket_core.wire import binary_fragment, text_fragment
 
@@ -101,7 +100,7 @@ class RelaySocket:
             if self.conn.protocol.close_rcvd is None:
                 code = wire.CLOSE_ABNORMAL  # no closing handshake from the target
         self.close_seq = self.outbound.next_seq
-        self.outbound.push(dumps(wire.close_message(self.close_seq, code, reason)))
+        self.outbound.push(wire.close_fragment(self.close_seq, code, reason))
         self._wake()
 
     def _wake(self) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
 
 from polysocket_core import wire
@@ -103,3 +106,13 @@ def test_parse_query_is_strict() -> None:
     assert code_of(wire.parse_query, b"d=%ff") is ErrorCode.BAD_REQUEST
     assert code_of(wire.parse_query, "d=é".encode()) is ErrorCode.BAD_REQUEST
     assert code_of(wire.parse_query, b"&".join(b"a%d=1" % i for i in range(40))) is ErrorCode.BAD_REQUEST
+
+
+@pytest.mark.parametrize("text", ["", "hello", 'quote " and \\\\ backslash', "\u2028\u2029", "😀 \x00 \n", "é" * 100])
+def test_message_fragments_are_script_safe_json(text: str) -> None:
+    frag = wire.text_fragment(7, text)
+    assert json.loads(frag) == {"seq": 7, "type": "text", "data": text}
+    assert "\u2028".encode() not in frag and "\u2029".encode() not in frag
+    assert json.loads(wire.binary_fragment(8, text.encode())) == {
+        "seq": 8, "type": "binary", "data": base64.b64encode(text.encode()).decode()}
+    assert json.loads(wire.close_fragment(9, 4000, text)) == {"seq": 9, "type": "close", "code": 4000, "reason": text}
