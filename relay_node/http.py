@@ -222,6 +222,7 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 MAX_URL_BYTES = 128 * 1024  # JSONP clients keep URLs near 2,000 characters; curl users may send more
 MAX_HEADER_BYTES = 64 * 1024
 MAX_PIPELINED = 16  # complete requests waiting behind the one being answered before reading pauses
+MAX_QUEUED = 256  # ... and past which (the rest of one read is still parsed) the connection is cut
 
 
 class ProtocolRequest:
@@ -249,7 +250,8 @@ class RelayHTTPProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection to the relay. Requests on a connection are answered in order."""
 
     __slots__ = ("_defaults", "_defaults_block", "busy", "closing", "connections", "eof", "http", "idle_timer",
-                 "keep_alive_timeout", "loop", "parser", "queue", "req", "server_state", "tasks", "transport")
+                 "keep_alive_timeout", "loop", "parser", "queue", "req", "server_state", "tasks", "transport",
+                 "write_paused")
 
     def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any] | None = None,
                  _loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -271,6 +273,7 @@ class RelayHTTPProtocol(asyncio.Protocol):
         self.busy = False
         self.closing = False  # close once the current answer is written
         self.eof = False  # the client half-closed: answer what it sent, then close
+        self.write_paused = False  # the transport's write buffer is over its high-water mark
         self.idle_timer: asyncio.TimerHandle | None = None
         self._defaults: list[tuple[bytes, bytes]] | None = None
         self._defaults_block = b""
@@ -307,12 +310,16 @@ class RelayHTTPProtocol(asyncio.Protocol):
         return None
 
     def pause_writing(self) -> None:
+        """The client is not reading its answers: stop reading requests and answering queued ones."""
+        self.write_paused = True
         if self.transport is not None:
             self.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        if self.transport is not None:
+        self.write_paused = False
+        if self.transport is not None and (self.queue is None or len(self.queue) < MAX_PIPELINED):
             self.transport.resume_reading()
+        self._next()
 
     def shutdown(self) -> None:
         """uvicorn's graceful shutdown: close now if idle, else after the answer in progress."""
@@ -368,11 +375,16 @@ class RelayHTTPProtocol(asyncio.Protocol):
         if self.idle_timer is not None:
             self.idle_timer.cancel()
             self.idle_timer = None
-        if self.busy:
+        if self.busy or self.write_paused:
             if self.queue is None:
                 self.queue = deque()
+            if len(self.queue) >= MAX_QUEUED:
+                # Pausing does not stop the parser working through what was already read: a
+                # client that pipelines without reading its answers is cut off here.
+                self._fail(b"too many pipelined requests", 503)
+                return
             self.queue.append(req)
-            if len(self.queue) >= MAX_PIPELINED and self.transport is not None:
+            if len(self.queue) == MAX_PIPELINED and self.transport is not None:
                 self.transport.pause_reading()  # resumed as the queue drains
         else:
             self._start(req)
@@ -414,16 +426,22 @@ class RelayHTTPProtocol(asyncio.Protocol):
         transport.write(b"%b%b%bcontent-length: %d\r\n%b\r\n%b" % (
             _status_line(status), self._defaults_block, block, len(body),
             b"connection: close\r\n" if close else b"", b"" if req.method == "HEAD" else body))
+        self.busy = False
         if close:
             transport.close()
-            self.busy = False
+            return
+        self._next()
+
+    def _next(self) -> None:
+        """Answer the next queued request, unless one is in progress or the client stopped reading."""
+        transport = self.transport
+        if self.busy or self.write_paused or transport is None or transport.is_closing():
             return
         if self.queue:
             if len(self.queue) == MAX_PIPELINED:
                 transport.resume_reading()
             self._start(self.queue.popleft())
         else:
-            self.busy = False
             self.idle_timer = self.loop.call_later(self.keep_alive_timeout, self._idle_close)
 
     def _idle_close(self) -> None:

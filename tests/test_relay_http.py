@@ -82,3 +82,32 @@ def test_server_keeps_serving_after_abuse(relay_port: int) -> None:
     for _ in range(20):
         exchange(relay_port, b"\x00\xff garbage \r\n\r\n")
     assert exchange(relay_port, b"GET /healthz HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200")
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def test_pipelining_without_reading_is_cut_off(stack: RunningStack) -> None:
+    """A client that pipelines requests and never reads its answers must not grow the relay."""
+    relay = stack.relays["node2"]
+    before = rss_kib(relay.popen.pid)
+    burst = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 2000
+    sent = 0
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(5)
+        s.connect(("127.0.0.1", relay.port))
+        try:
+            while sent < 40 * 1024 * 1024:  # bounded: 40 MB of requests at most
+                s.sendall(burst)
+                sent += len(burst)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            pass
+    assert sent < 40 * 1024 * 1024, "the relay kept reading requests it could not answer"
+    assert rss_kib(relay.popen.pid) - before < 64 * 1024, "relay memory grew with unread answers"
+    assert exchange(relay.port, b"GET /healthz HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200")
