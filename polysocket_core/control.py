@@ -145,13 +145,15 @@ class EstablishReply:
 # in one atomic step so that concurrent connects spread out. With a token, first sum the token's
 # sockets over live nodes (dead nodes stop counting when their alive key expires) and refuse at the
 # limit; else reserve one on the chosen node. Records of dead nodes are pruned.
+# The establish request is pushed to the chosen node's inbox in the same step, so a reservation
+# never exists without its request (a router that dies in between cannot leak it).
 # KEYS[1] = nodes set. ARGV[1] = key prefix, ARGV[2] = token id ("" = none), ARGV[3] = max sockets
-# (0 = no limit), ARGV[4..] = node ids to skip (a retry).
+# (0 = no limit), ARGV[4] = the encoded request, ARGV[5..] = node ids to skip (a retry).
 # Returns {"ok", node_id, fqdn}, {"limit", count} or nil (no node).
 PICK_NODE_LUA = """
 local prefix, token, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local skip = {}
-for i = 4, #ARGV do skip[ARGV[i]] = true end
+for i = 5, #ARGV do skip[ARGV[i]] = true end
 local best, best_load, best_fqdn = nil, nil, nil
 local used = 0
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
@@ -180,5 +182,6 @@ if token ~= '' and limit > 0 and used >= limit then return {'limit', tostring(us
 if best == nil then return nil end
 redis.call('HINCRBY', prefix .. 'node:' .. best, 'sockets', 1)
 if token ~= '' then redis.call('HINCRBY', prefix .. 'node:' .. best .. ':tokens', token, 1) end
+redis.call('RPUSH', prefix .. 'node:' .. best .. ':inbox', ARGV[4])
 return {'ok', best, best_fqdn}
 """

@@ -20,8 +20,12 @@ class RelayNode:
         self.config = config
         self.metrics = RelayMetrics()
         self.table = SocketTable(config, self.metrics)
+        # A read timeout far above any pause the node may suffer: a node that wakes up must still read
+        # the establish request its BLPOP was handed (else the request, and its token reservation,
+        # would be lost with the connection). Keepalive finds dead peers instead.
         self.redis: aioredis.Redis = aioredis.Redis.from_url(
-            config.redis_url, socket_connect_timeout=5, health_check_interval=30
+            config.redis_url, socket_connect_timeout=5, socket_timeout=60, socket_keepalive=True,
+            health_check_interval=30,
         )
         self.agent = NodeAgent(config, self.table, self.redis)
         self.http = RelayHTTP(self.table, self.metrics, self.agent)

@@ -17,6 +17,8 @@ from .admission import Admitted
 
 log = logging.getLogger("polysocket.router")
 
+BLPOP_SLICE_S = 2.0  # well under redis-py's default socket timeout, which also bounds a BLPOP
+
 
 @dataclass(frozen=True, slots=True)
 class Established:
@@ -34,10 +36,11 @@ class Establisher:
         self.establish_timeout_s = establish_timeout_s
         self._pick = redis.register_script(PICK_NODE_LUA)
 
-    async def pick_node(self, skip: list[str], admitted: Admitted) -> tuple[str, str] | None:
-        """Least-loaded live node, reserving the socket on it (and against the token's limit)."""
+    async def pick_and_send(self, skip: list[str], admitted: Admitted, payload: bytes) -> tuple[str, str] | None:
+        """Least-loaded live node: reserve the socket on it (and against the token's limit) and put
+        the request in its inbox, in one atomic step."""
         result = await self._pick(keys=[self.keys.nodes], args=[
-            self.keys.prefix, admitted.token_id, admitted.max_sockets, *skip])
+            self.keys.prefix, admitted.token_id, admitted.max_sockets, payload, *skip])
         if not result:
             return None
         values = [v.decode() if isinstance(v, bytes) else str(v) for v in result]
@@ -50,25 +53,35 @@ class Establisher:
 
     async def establish(self, target: str, protocols: list[str], caller: str,
                         admitted: Admitted) -> Established:
-        """Try the best node; if it does not take the request in time, try one other node."""
+        """Try the best node; if it does not take the request in time, withdraw it and try one other."""
         deadline = time.monotonic() + self.establish_timeout_s
         tried: list[str] = []
         failure = PolysocketError(ErrorCode.NO_RELAY, "no relay node available")
         try:
             for _attempt in range(2):
-                picked = await self.pick_node(tried, admitted)
+                req = EstablishRequest(
+                    id=new_request_id(),
+                    socket=new_socket_id(),
+                    target=target,
+                    protocols=protocols,
+                    expires_at_ms=int((time.time() + max(0.0, deadline - time.monotonic())) * 1000),
+                    caller=caller,
+                    meta=admitted.meta,
+                    addresses=admitted.addresses,
+                )
+                payload = req.encode()
+                picked = await self.pick_and_send(tried, admitted, payload)
                 if picked is None:
                     break
                 node_id, fqdn = picked
                 tried.append(node_id)
-                outcome = await self._ask(node_id, target, protocols, caller, admitted, deadline)
-                if outcome is None:
+                reply = await self._await_reply(node_id, req.id, payload, admitted, deadline)
+                if reply is None:
                     log.warning("node %s did not take establish request; trying another", node_id)
                     failure = PolysocketError(ErrorCode.TIMEOUT, "no relay node answered in time")
                     continue
-                socket_id, reply = outcome
                 if reply.ok:
-                    return Established(node_id, f"{new_uniq()}.{fqdn}", socket_id, reply.protocol)
+                    return Established(node_id, f"{new_uniq()}.{fqdn}", req.socket, reply.protocol)
                 if reply.error in (ErrorCode.DRAINING.value, ErrorCode.NO_RELAY.value):
                     failure = PolysocketError(ErrorCode.NO_RELAY, "relay nodes are draining or full")
                     continue  # the node is shutting down or full: the other node may take it
@@ -78,37 +91,37 @@ class Establisher:
             raise PolysocketError(ErrorCode.NO_RELAY, "control plane unavailable") from None
         raise failure
 
-    async def _ask(self, node_id: str, target: str, protocols: list[str], caller: str,
-                   admitted: Admitted, deadline: float) -> tuple[str, EstablishReply] | None:
-        req = EstablishRequest(
-            id=new_request_id(),
-            socket=new_socket_id(),
-            target=target,
-            protocols=protocols,
-            expires_at_ms=int((time.time() + max(0.0, deadline - time.monotonic())) * 1000),
-            caller=caller,
-            meta=admitted.meta,
-            addresses=admitted.addresses,
-        )
-        reply_key = self.keys.reply(req.id)
-        await self.redis.rpush(self.keys.inbox(node_id), req.encode())
+    async def _await_reply(self, node_id: str, request_id: str, payload: bytes, admitted: Admitted,
+                           deadline: float) -> EstablishReply | None:
+        """The node's final reply; None if it never took the request (which is then withdrawn)."""
+        reply_key = self.keys.reply(request_id)
         ack = await self._next_reply(reply_key, min(self.ack_timeout_s, deadline - time.monotonic()))
         if ack is None:
-            return None
+            if await self.redis.lrem(self.keys.inbox(node_id), 1, payload.decode()):
+                # Still in the inbox: the node never saw it, and now never will. Give back the
+                # reservation the pick made; the node would have done that had it taken the request.
+                if admitted.token_id:
+                    await self.redis.hincrby(self.keys.node_tokens(node_id), admitted.token_id, -1)
+                return None
+            # The node took it just after the ack timeout: its answer is coming.
+            ack = await self._next_reply(reply_key, deadline - time.monotonic())
+            if ack is None:
+                raise PolysocketError(ErrorCode.TIMEOUT, "the relay node did not open the socket in time")
         if ack.phase == "done":
-            return req.socket, ack
+            return ack
         done = await self._next_reply(reply_key, deadline - time.monotonic())
         if done is None:
             raise PolysocketError(ErrorCode.TIMEOUT, "the relay node did not open the socket in time")
-        return req.socket, done
+        return done
 
     async def _next_reply(self, key: str, timeout: float) -> EstablishReply | None:
-        if timeout <= 0:
-            return None
-        item = await self.redis.blpop([key], timeout=timeout)
-        if item is None:
-            return None
-        return EstablishReply.decode(item[1])
+        """BLPOP in slices shorter than the client's socket timeout, until ``timeout`` runs out."""
+        end = time.monotonic() + timeout
+        while (remaining := end - time.monotonic()) > 0:
+            item = await self.redis.blpop([key], timeout=min(BLPOP_SLICE_S, max(remaining, 0.01)))
+            if item is not None:
+                return EstablishReply.decode(item[1])
+        return None
 
 
 def _error_code(raw: str) -> ErrorCode:

@@ -15,6 +15,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from polysocket_cli.processes import Stack, free_port
+from router_fn.tokens import token_id_of
 
 from .conftest import RunningStack
 from .wire_client import connect, connect_raw
@@ -192,3 +193,50 @@ async def test_router_without_redis_answers_503(http: httpx.AsyncClient) -> None
                 assert answer["status"] == 503
     finally:
         s.stop()
+
+
+async def test_slow_handshake_within_the_establish_budget_succeeds(own_stack: Stack,
+                                                                   http: httpx.AsyncClient) -> None:
+    """A target that takes 6 s to answer the upgrade: longer than redis-py's socket timeout, well
+    inside the router's establish budget (15 s) and the relay's open timeout (10 s)."""
+    async def slow(conn: ServerConnection, request: object) -> None:
+        await asyncio.sleep(6)
+
+    async def echo(conn: ServerConnection) -> None:
+        async for msg in conn:
+            await conn.send(msg)
+
+    port = free_port()
+    own_stack.start_relay("node1")
+    router = own_stack.start_router()
+    async with serve(echo, "127.0.0.1", port, process_request=slow):
+        c = await connect(http, f"http://127.0.0.1:{router.port}", f"ws://127.0.0.1:{port}/",
+                          token=own_stack.create_token())
+        assert (await c.send_text("late but fine"))["ok"]
+        assert [m["data"] for m in await c.receive(1)] == ["late but fine"]
+
+
+async def test_request_to_a_stalled_node_is_never_opened_late(own_stack: Stack, http: httpx.AsyncClient,
+                                                                    recording_target: RecordingTarget) -> None:
+    node = own_stack.start_relay("node1")
+    router = own_stack.start_router(env={"POLYSOCKET_ACK_TIMEOUT": "1"})
+    token = own_stack.create_token()
+    node.signal(signal.SIGSTOP)
+    answer = await connect_raw(http, f"http://127.0.0.1:{router.port}",
+                               {"from": "t", "target": recording_target.url, "token": token})
+    assert answer["error"] == "timeout", answer
+    node.signal(signal.SIGCONT)
+    # The stopped node's pending BLPOP had already been handed the request (so it could not be
+    # withdrawn); once it runs again it must see the request expired and give the reservation back.
+    r = aioredis.Redis.from_url(own_stack.redis_url)
+    count = -1
+    for _ in range(50):
+        count = int(await r.hget("ps:node:node1:tokens", token_id_of(token)) or 0)
+        if count == 0:
+            break
+        await asyncio.sleep(0.1)
+    await r.aclose()
+    assert count == 0
+    health = (await http.get(f"http://127.0.0.1:{node.port}/healthz")).json()
+    assert health["sockets"] == 0
+    assert recording_target.closes == []  # the target never saw a connection
