@@ -76,9 +76,11 @@ class InboundSequencer:
         return frames
 
     def _take(self, kind: str, fin: bool, data: bytes, out: list[Frame]) -> None:
-        self.expected += 1
+        """Consume the next send in order. An error here leaves the stream unusable (frames released
+        earlier in the same ``accept`` are lost with it): the owner must fail the socket."""
         if self._partial_kind and kind != self._partial_kind:
             raise PolysocketError(ErrorCode.BAD_REQUEST, "continuation chunk changes the frame type")
+        self.expected += 1
         size = self._partial_size + len(data)
         if size > self.max_message:
             raise PolysocketError(

@@ -55,7 +55,9 @@ class NodeAgent:
                 "started_at": int(time.time()),
             })
             p.sadd(k.nodes, cfg.node_id)
-            p.delete(k.node_tokens(cfg.node_id))  # a restarted node holds nothing yet
+            # A restarted node holds nothing yet; requests queued for its previous life are dropped
+            # with their reservations (their routers time out and try another node).
+            p.delete(k.node_tokens(cfg.node_id), k.inbox(cfg.node_id))
             p.set(k.alive(cfg.node_id), "1", px=int(cfg.heartbeat_ttl_s * 1000))
             await p.execute()
 
@@ -141,6 +143,12 @@ class NodeAgent:
         except RedisError as exc:  # the ack could not be sent: the socket was never opened
             log.warning("establish %s: cannot reply: %s", req.id, exc)
             self.table.release(token)
+            return
+        except Exception:  # a bug must still answer the router, never leave it waiting
+            log.exception("establish %s failed", req.id)
+            with contextlib.suppress(RedisError):
+                await self._reply(req.id, EstablishReply(phase="done", ok=False, error=ErrorCode.INTERNAL.value,
+                                                         message="relay error while opening the socket"))
             return
         if time.time() * 1000 > req.expires_at_ms:
             # The router gave up on this request; nobody will ever use the socket.

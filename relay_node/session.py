@@ -119,8 +119,12 @@ class RelaySocket:
         try:
             frames = self.inbound.accept(p.seq, p.kind, p.fin, p.data, self.last_seen)
         except PolysocketError as exc:
+            # The sequencer refused something it cannot skip: the stream of sends is broken, so the
+            # socket fails with a clear code rather than continuing with a message missing.
             if exc.code is ErrorCode.PAYLOAD_TOO_LARGE:
                 self.close_upstream(wire.CLOSE_TOO_BIG, "message too big", fail=True)
+            elif exc.code is ErrorCode.BAD_REQUEST:
+                self.close_upstream(wire.CLOSE_PROTOCOL_ERROR, exc.message, fail=True)
             raise
         if not frames:
             return

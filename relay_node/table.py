@@ -89,6 +89,8 @@ class SocketTable:
             raise PolysocketError(
                 ErrorCode.UPSTREAM_FAILED, f"cannot connect to target: {exc.strerror or exc}"
             ) from None
+        except ValueError as exc:  # e.g. a redirect to another origin, refused while the address is pinned
+            raise PolysocketError(ErrorCode.UPSTREAM_FAILED, f"handshake failed: {exc}") from None
         finally:
             self.establishing -= 1
             if conn is None:

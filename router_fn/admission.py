@@ -1,11 +1,12 @@
 """Who may open which socket. ``/connect`` calls ``admit`` before it picks a node.
 
-``TokenAdmission`` applies, in order, each with its own error code: token known, not revoked,
-not expired (``unauthorized``); origin allowed (``forbidden_origin``); target allowed by the token's
-patterns (``forbidden_target``); SSRF guard (``blocked_target``); connect rate per client address
-and per token (``rate_limited``). The token's concurrent-socket limit (``limit_exceeded``) is
-checked by the node-pick script in Redis, atomically with the reservation of the new socket.
-``OpenAdmission`` admits everything and exists for explicitly opted-in local experiments.
+``TokenAdmission`` applies, in order, each with its own error code: token known, not revoked, not
+expired (``unauthorized``); origin allowed (``forbidden_origin``); target allowed by the token's
+patterns (``forbidden_target``); connect rate per client address and per token (``rate_limited``,
+before the DNS lookup so the guard is no free resolver); SSRF guard (``blocked_target``). The
+token's concurrent-socket limit (``limit_exceeded``) is checked by the node-pick script in Redis,
+atomically with the reservation of the new socket. ``OpenAdmission`` admits everything and exists
+for explicitly opted-in local experiments.
 """
 
 from __future__ import annotations
@@ -82,8 +83,9 @@ class TokenAdmission:
             raise PolysocketError(ErrorCode.FORBIDDEN_ORIGIN, f"origin not allowed for this token: {shown}")
         if not target_allowed(record.targets, params.target):
             raise PolysocketError(ErrorCode.FORBIDDEN_TARGET, "target not allowed for this token")
-        addresses = await check_target(params.target, self.allow_cidrs, self.resolve)
+        # Rate limit before the DNS lookup, so the guard cannot be used as a free resolver.
         await self.limiter.hit(ctx.client_ip, record.id)
+        addresses = await check_target(params.target, self.allow_cidrs, self.resolve)
         meta = _meta(params, ctx)
         meta["token"] = record.id
         return Admitted(meta, addresses=addresses, token_id=record.id, max_sockets=record.max_sockets)

@@ -19,8 +19,13 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
-# Not "global" in Python's table yet worth naming: CGNAT, benchmarking, 6to4 relay anycast.
-EXTRA_BLOCKED = [ipaddress.ip_network(n) for n in ("100.64.0.0/10", "198.18.0.0/15", "192.88.99.0/24")]
+# Ranges Python's is_global misses or that deserve naming: CGNAT, benchmarking, 6to4 relay
+# anycast, deprecated IPv6 site-local.
+EXTRA_BLOCKED = [ipaddress.ip_network(n) for n in
+                 ("100.64.0.0/10", "198.18.0.0/15", "192.88.99.0/24", "fec0::/10")]
+# IPv6 prefixes that carry an IPv4 address in their last 32 bits and are translated to it by a
+# NAT64 / SIIT gateway (RFC 6052 well-known and local-use prefixes, RFC 6145 ::ffff:0:0:0/96).
+TRANSLATED = [ipaddress.ip_network(n) for n in ("64:ff9b::/96", "64:ff9b:1::/48", "::ffff:0:0:0/96")]
 
 
 def parse_cidrs(raw: str) -> list[IPNetwork]:
@@ -53,6 +58,8 @@ def _embedded(ip: IPAddress) -> Iterable[IPAddress]:
                 yield inner
         if ip.packed[:12] == b"\x00" * 12 and not ip.is_unspecified and not ip.is_loopback:
             yield ipaddress.IPv4Address(ip.packed[12:])  # IPv4-compatible ::a.b.c.d
+        if any(ip in net for net in TRANSLATED):
+            yield ipaddress.IPv4Address(ip.packed[12:])
 
 
 def is_blocked(ip: IPAddress, allow: list[IPNetwork]) -> bool:
@@ -62,7 +69,8 @@ def is_blocked(ip: IPAddress, allow: list[IPNetwork]) -> bool:
     if any(ip in net for net in allow if net.version == ip.version):
         return False
     for form in _embedded(ip):
-        if not form.is_global or form.is_multicast or any(form in n for n in EXTRA_BLOCKED if n.version == 4):
+        extra = any(form in n for n in EXTRA_BLOCKED if n.version == form.version)
+        if not form.is_global or form.is_multicast or extra:
             return True
     return False
 
@@ -93,7 +101,7 @@ async def check_target(target: str, allow: list[IPNetwork], resolve: Resolver = 
         if is_blocked(ip, allow):
             raise PolysocketError(
                 ErrorCode.BLOCKED_TARGET,
-                f"target {host!r} resolves to {ip}, a non-public address; "
-                "an operator can allow it with POLYSOCKET_ALLOW_TARGET_CIDRS",
+                f"target {host!r} resolves to a non-public address; "
+                "an operator can allow such ranges with POLYSOCKET_ALLOW_TARGET_CIDRS",
             )
     return list(dict.fromkeys(str(ip) for ip in addresses))

@@ -240,3 +240,18 @@ async def test_request_to_a_stalled_node_is_never_opened_late(own_stack: Stack, 
     health = (await http.get(f"http://127.0.0.1:{node.port}/healthz")).json()
     assert health["sockets"] == 0
     assert recording_target.closes == []  # the target never saw a connection
+
+
+async def test_redirect_to_another_origin_is_upstream_failed(stack: RunningStack, http: httpx.AsyncClient) -> None:
+    """With the address pinned, websockets refuses a cross-origin redirect; the router must get a
+    typed answer at once rather than wait for its timeout."""
+    def redirect(conn: ServerConnection, request: object) -> object:
+        response = conn.respond(302, "")
+        response.headers["Location"] = "ws://localhost:9/elsewhere"
+        return response
+
+    port = free_port()
+    async with serve(lambda c: c.close(), "127.0.0.1", port, process_request=redirect):  # type: ignore[arg-type,return-value]
+        answer = await connect_raw(http, stack.router_url,
+                                   {"from": "t", "token": stack.token, "target": f"ws://127.0.0.1:{port}/"})
+    assert answer["status"] == 502 and answer["error"] == "upstream_failed", answer

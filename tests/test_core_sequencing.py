@@ -92,3 +92,12 @@ def test_outbound_batches_by_size_but_always_one() -> None:
 def test_poll_answer_shapes() -> None:
     assert poll_answer([]) == b'{"ok":true,"messages":[{"type":"heartbeat"}]}'
     assert poll_answer([b"1", b"2"]) == b'{"ok":true,"messages":[1,2]}'
+
+
+def test_type_change_leaves_the_offending_send_unconsumed() -> None:
+    s = InboundSequencer(max_message=100)
+    s.accept(0, "t", False, b"x", 0)
+    with pytest.raises(PolysocketError) as err:
+        s.accept(1, "b", True, b"y", 0)
+    assert err.value.code is ErrorCode.BAD_REQUEST
+    assert s.expected == 1 and not s.is_duplicate(1)

@@ -136,3 +136,14 @@ async def test_healthz_and_metrics(stack: RunningStack, http: httpx.AsyncClient)
                  "polysocket_errors_total"):
         assert name in metrics
     assert (await http.get(f"{stack.router_url}/healthz")).json()["ok"]
+
+
+async def test_broken_chunk_sequence_fails_the_socket(conn: Conn) -> None:
+    """A continuation that changes the frame type cannot be skipped: the socket fails with 1002."""
+    assert (await conn.send_text("part", seq=1, fin=False))["ok"]  # held until seq 0 arrives
+    assert (await conn.send_binary(b"z", seq=2))["ok"]
+    answer = await conn.send_text("first", seq=0)
+    assert answer["ok"] is False and answer["error"] == "bad_request"
+    got = await conn.receive(1)
+    assert got[0]["type"] == "close" and got[0]["code"] == 1002
+    assert "changes the frame type" in got[0]["reason"]

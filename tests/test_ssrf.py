@@ -16,8 +16,9 @@ BLOCKED = [
     "169.254.169.254", "fe80::1", "fc00::1", "fd12:3456::1", "100.64.0.1", "100.127.255.254", "0.0.0.0",
     "::", "224.0.0.1", "ff02::1", "240.0.0.1", "255.255.255.255", "::ffff:127.0.0.1", "::ffff:10.0.0.1",
     "::ffff:169.254.169.254", "2002:7f00:1::", "198.18.0.1", "192.0.2.1",
+    "64:ff9b::a00:1", "64:ff9b::7f00:1", "64:ff9b:1::a00:1", "::ffff:0:a00:1", "fec0::1",  # NAT64 / SIIT / site-local
 ]
-PUBLIC = ["8.8.8.8", "93.184.216.34", "2606:4700:4700::1111", "1.1.1.1"]
+PUBLIC = ["8.8.8.8", "93.184.216.34", "2606:4700:4700::1111", "1.1.1.1", "64:ff9b::808:808"]
 
 
 @pytest.mark.parametrize("addr", BLOCKED)
@@ -70,6 +71,7 @@ async def test_name_resolving_to_private_address_is_blocked() -> None:
         with pytest.raises(PolysocketError) as err:
             await check_target(f"wss://{host}/", [], resolve)
         assert err.value.code is ErrorCode.BLOCKED_TARGET
+        assert "10." not in err.value.message and "169.254" not in err.value.message  # no internal addresses
 
 
 async def test_public_name_is_pinned_to_checked_addresses() -> None:
