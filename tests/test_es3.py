@@ -2,7 +2,7 @@
 
 Runs client/check-es3.js under node with acorn (``ecmaVersion: 3, allowReserved: "never"``) and also
 checks that client/polysocket.min.js is what client/build.js makes from the current source.
-Needs ``npm ci --prefix client``; skipped without node or node_modules, except under CI.
+Needs ``npm ci --prefix client`` (``make deps``); without node or node_modules the tests fail.
 """
 
 from __future__ import annotations

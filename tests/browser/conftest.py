@@ -5,7 +5,7 @@ tests/conftest.py. To try the browser tests against a stack that is already runn
 (``polysocket dev``), set ``POLYSOCKET_BROWSER_ROUTER=http://localhost:8100`` and
 ``POLYSOCKET_BROWSER_TARGET=ws://127.0.0.1:8103/``.
 
-Without /usr/bin/chromium the tests are skipped, except under CI where that is a failure.
+Without /usr/bin/chromium the tests fail (``make deps`` installs it).
 """
 
 from __future__ import annotations
