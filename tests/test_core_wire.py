@@ -116,3 +116,24 @@ def test_message_fragments_are_script_safe_json(text: str) -> None:
     assert json.loads(wire.binary_fragment(8, text.encode())) == {
         "seq": 8, "type": "binary", "data": base64.b64encode(text.encode()).decode()}
     assert json.loads(wire.close_fragment(9, 4000, text)) == {"seq": 9, "type": "close", "code": 4000, "reason": text}
+
+
+def test_parse_query_matches_parse_qsl_on_random_input() -> None:
+    """The hand-rolled parser gives parse_qsl's result (or its failure) on arbitrary query strings."""
+    import random
+    from urllib.parse import parse_qsl
+
+    rng = random.Random(1234)
+    alphabet = ["a", "b", "=", "&", "+", "%", "%2", "%41", "%C3%A9", "%ff", "%zz", " ", "x=", "==", "%E2%80%A8"]
+    for _ in range(5000):
+        qs = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+        try:
+            expected: dict[str, str] | None = dict(parse_qsl(qs, keep_blank_values=True, errors="strict",
+                                                              max_num_fields=wire.MAX_QUERY_FIELDS))
+        except (UnicodeDecodeError, ValueError):
+            expected = None
+        try:
+            got: dict[str, str] | None = wire.parse_query(qs.encode())
+        except PolysocketError:
+            got = None
+        assert got == expected, qs
