@@ -42,6 +42,11 @@ def seconds(raw: str) -> float:
     return value
 
 
+def add_tls(parser: argparse.ArgumentParser) -> None:
+    add(parser, "--ssl-certfile", help="serve HTTPS with this certificate chain (PEM); needed for HTTPS pages")
+    add(parser, "--ssl-keyfile", help="private key (PEM) of --ssl-certfile")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="polysocket",
@@ -61,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="'tokens' checks every connect; 'open' admits anything (loopback experiments only)")
     add(r, "--allow-target-cidrs", default="",
         help="comma-separated CIDRs that targets may resolve to although private (e.g. 127.0.0.0/8)")
+    add_tls(r)
 
     n = sub.add_parser("relay", help="run a relay node (send / poll / close) under uvicorn")
     add(n, "--host", default="127.0.0.1", help="address to listen on")
@@ -76,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(n, "--max-message", type=positive_int, default=4 * 1024 * 1024, help="largest message, bytes")
     add(n, "--buffer-bytes", type=positive_int, default=1024 * 1024,
         help="unacked bytes per socket at which reading upstream pauses")
+    add_tls(n)
 
     d = sub.add_parser("dev", help="run Valkey, a router, two relays and an echo target on loopback")
     add(d, "--redis-url", help="use this Redis instead of starting an embedded Valkey")
@@ -129,7 +136,8 @@ def run_router(args: argparse.Namespace) -> int:
     from router_fn.app import create_app
 
     uvicorn.run(create_app(), host=args.host, port=args.port, log_level=args.log_level,
-                loop="uvloop", http="httptools", access_log=False)
+                loop="uvloop", http="httptools", access_log=False,
+                ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
     return 0
 
 
@@ -158,7 +166,11 @@ def run_relay_cmd(args: argparse.Namespace) -> int:
         max_message_bytes=args.max_message,
         buffer_high_bytes=args.buffer_bytes,
     )
-    run_relay(config, args.host, args.port, log_level=args.log_level)
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        print("polysocket relay: --ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
+        return 2
+    run_relay(config, args.host, args.port, log_level=args.log_level,
+              ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
     return 0
 
 

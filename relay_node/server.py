@@ -55,7 +55,10 @@ class DrainingServer(uvicorn.Server):
 GC_GEN0_THRESHOLD = 20_000
 
 
-def run_relay(config: RelayConfig, host: str, port: int, log_level: str = "info") -> None:
+def run_relay(config: RelayConfig, host: str, port: int, log_level: str = "info",
+              ssl_certfile: str | None = None, ssl_keyfile: str | None = None) -> None:
+    """Serve until drained. With a certificate the relay speaks HTTPS: pages served over HTTPS can
+    only load scripts and make XHRs to HTTPS relays (mixed content is blocked)."""
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
     node = RelayNode(config)
     uv_config = uvicorn.Config(
@@ -69,6 +72,8 @@ def run_relay(config: RelayConfig, host: str, port: int, log_level: str = "info"
         lifespan="on",
         timeout_keep_alive=65,
         timeout_graceful_shutdown=5,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
     )
     server = DrainingServer(uv_config, node)
     server.run()
