@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(n, "--max-message", type=positive_int, default=4 * 1024 * 1024, help="largest message, bytes")
     add(n, "--buffer-bytes", type=positive_int, default=1024 * 1024,
         help="unacked bytes per socket at which reading upstream pauses")
+    add(n, "--metrics-token", default="",
+        help="require 'Authorization: Bearer TOKEN' for /metrics (it is served on the public port)")
     add_tls(n)
 
     d = sub.add_parser("dev", help="run Valkey, a router, two relays and an echo target on loopback")
@@ -165,6 +167,7 @@ def run_relay_cmd(args: argparse.Namespace) -> int:
         heartbeat_interval_s=min(1.0, args.heartbeat_ttl / 3),
         max_message_bytes=args.max_message,
         buffer_high_bytes=args.buffer_bytes,
+        metrics_token=args.metrics_token,
     )
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         print("polysocket relay: --ssl-certfile and --ssl-keyfile go together", file=sys.stderr)

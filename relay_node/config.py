@@ -31,3 +31,4 @@ class RelayConfig:
     heartbeat_ttl_s: float = 5.0
     drain_grace_s: float = 10.0  # after SIGTERM: keep serving this long before closing sockets
     sweep_interval_s: float = 1.0
+    metrics_token: str = ""  # when set, GET /metrics needs "Authorization: Bearer <token>"

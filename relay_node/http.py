@@ -7,6 +7,7 @@ encoding, and the socket table for state. Every failure becomes a typed answer.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import urllib.parse
 from collections import deque
@@ -102,6 +103,15 @@ class RelayHTTP:
             "/healthz": self.healthz,
         }
 
+    def _metrics_allowed(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """``/metrics`` is open unless the node has a metrics token (it answers on the public port)."""
+        token = self.table.config.metrics_token
+        if not token:
+            return True
+        expected = b"bearer " + token.encode()
+        return any(n == b"authorization" and hmac.compare_digest(v.lower(), expected.lower())
+                   for n, v in headers)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         status, headers, body = await self.answer(scope["path"], scope["query_string"],
                                                   AsgiRequest(self, scope, receive))
@@ -112,6 +122,9 @@ class RelayHTTP:
         if method == "OPTIONS":
             return 204, PREFLIGHT_HEADERS, b""
         if path == "/metrics" and method == "GET":
+            if not self._metrics_allowed(req.headers):
+                return jsonp.render_error(None, PolysocketError(
+                    ErrorCode.UNAUTHORIZED, "metrics need Authorization: Bearer <metrics token>"))
             return 200, METRICS_HEADERS, self.metrics.render()
         cb: str | None = None
         try:

@@ -255,3 +255,14 @@ async def test_redirect_to_another_origin_is_upstream_failed(stack: RunningStack
         answer = await connect_raw(http, stack.router_url,
                                    {"from": "t", "token": stack.token, "target": f"ws://127.0.0.1:{port}/"})
     assert answer["status"] == 502 and answer["error"] == "upstream_failed", answer
+
+
+async def test_metrics_token_guards_metrics(own_stack: Stack, http: httpx.AsyncClient) -> None:
+    node = own_stack.start_relay("node1", env={"POLYSOCKET_METRICS_TOKEN": "s3cret-metrics"})
+    url = f"http://127.0.0.1:{node.port}/metrics"
+    denied = await http.get(url)
+    assert denied.status_code == 401 and denied.json()["error"] == "unauthorized"
+    assert (await http.get(url, headers={"authorization": "Bearer wrong"})).status_code == 401
+    allowed = await http.get(url, headers={"authorization": "Bearer s3cret-metrics"})
+    assert allowed.status_code == 200 and "polysocket_open_sockets" in allowed.text
+    assert (await http.get(f"http://127.0.0.1:{node.port}/healthz")).status_code == 200
