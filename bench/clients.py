@@ -76,6 +76,14 @@ class Session:
             rec.add(perf() - t0)
 
 
+def fail_pending(session: PolysocketSession | SocketIOSession, exc: Exception) -> None:
+    """A polling session's receive loop died: record why and fail the echo waiting on it."""
+    session.error = repr(exc)
+    fut = session.pending
+    if fut is not None and not fut.done():
+        fut.set_exception(BenchError(f"poll loop failed: {exc!r}"))
+
+
 # polysocket
 
 
@@ -141,10 +149,7 @@ class PolysocketSession(Session):
                         self.closed.set()
                         return
         except Exception as exc:
-            self.error = repr(exc)
-            fut = self.pending
-            if fut is not None and not fut.done():
-                fut.set_exception(BenchError(f"poll loop failed: {exc!r}"))
+            fail_pending(self, exc)
             self.closed.set()
 
     async def _send_conn(self) -> HttpConn:
@@ -270,10 +275,7 @@ class SocketIOSession(Session):
                     elif packet.startswith(b"1"):  # engine.io close
                         return
         except Exception as exc:
-            self.error = repr(exc)
-            fut = self.pending
-            if fut is not None and not fut.done():
-                fut.set_exception(BenchError(f"poll loop failed: {exc!r}"))
+            fail_pending(self, exc)
 
     async def echo(self, data: str) -> None:
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()

@@ -9,6 +9,7 @@ import time
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+from redis.typing import EncodableT, FieldT
 
 from polysocket_core.control import REPLY_TTL_SECONDS, EstablishReply, EstablishRequest, Keys, KillRequest, decode_inbox
 from polysocket_core.errors import ErrorCode, PolysocketError
@@ -43,17 +44,18 @@ class NodeAgent:
         log.info("node %s registered as %s (capacity %d)", self.config.node_id, self.config.fqdn,
                  self.config.capacity)
 
+    def _record(self) -> dict[FieldT, EncodableT]:
+        """The node's changing fields, written at registration and by every heartbeat."""
+        cfg = self.config
+        return {"fqdn": cfg.fqdn, "capacity": cfg.capacity, "sockets": self.table.load,
+                "draining": "1" if self.draining else "0"}
+
     async def _register(self) -> None:
         cfg, k = self.config, self.keys
         async with self.redis.pipeline(transaction=True) as p:
-            p.hset(k.node(cfg.node_id), mapping={
-                "id": cfg.node_id,
-                "fqdn": cfg.fqdn,
-                "capacity": cfg.capacity,
-                "sockets": self.table.load,
-                "draining": "1" if self.draining else "0",
-                "started_at": int(time.time()),
-            })
+            record = self._record()
+            record.update({"id": cfg.node_id, "started_at": int(time.time())})
+            p.hset(k.node(cfg.node_id), mapping=record)
             p.sadd(k.nodes, cfg.node_id)
             # A restarted node holds nothing yet; requests queued for its previous life are dropped
             # with their reservations (their routers time out and try another node).
@@ -64,12 +66,7 @@ class NodeAgent:
     async def _beat(self) -> None:
         cfg, k = self.config, self.keys
         async with self.redis.pipeline(transaction=True) as p:
-            p.hset(k.node(cfg.node_id), mapping={
-                "fqdn": cfg.fqdn,
-                "capacity": cfg.capacity,
-                "sockets": self.table.load,
-                "draining": "1" if self.draining else "0",
-            })
+            p.hset(k.node(cfg.node_id), mapping=self._record())
             p.sadd(k.nodes, cfg.node_id)
             p.set(k.alive(cfg.node_id), "1", px=int(cfg.heartbeat_ttl_s * 1000))
             p.expire(k.node(cfg.node_id), NODE_RECORD_TTL_S)

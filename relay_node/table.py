@@ -96,7 +96,7 @@ class SocketTable:
             if conn is None:
                 self._uncount(token)
         assert conn is not None
-        sock = RelaySocket(sid, conn, self.config, self.metrics, self._forget, meta)
+        sock = RelaySocket(sid, conn, self.config, self.metrics, self.forget, meta)
         self.sockets[sid] = sock
         self.metrics.open_sockets.set(len(self.sockets))
         self.metrics.sockets_total.inc()
@@ -137,14 +137,12 @@ class SocketTable:
         if token:
             self.released[token] += 1
 
-    def _forget(self, sock: RelaySocket) -> None:
+    def forget(self, sock: RelaySocket) -> None:
+        """Drop the socket from the table (its close, if any, finishes on its own)."""
         if self.sockets.get(sock.id) is sock:
             del self.sockets[sock.id]
             self._uncount(sock.meta.get("token", ""))
             self.metrics.open_sockets.set(len(self.sockets))
-
-    def forget(self, sock: RelaySocket) -> None:
-        self._forget(sock)
 
     def take_released(self) -> dict[str, int]:
         """The reservations to subtract in Redis now (the caller puts them back if that fails)."""
@@ -167,7 +165,7 @@ class SocketTable:
             if sock.is_idle(now):
                 log.info("socket %s: idle for %.0fs, closing", sock.id[:8], cfg.idle_timeout_s)
                 sock.close_upstream(wire.CLOSE_GOING_AWAY, "idle timeout")
-                self._forget(sock)
+                self.forget(sock)
             elif sock.inbound.gap_expired(now, cfg.gap_hold_s) and not sock.closing:
                 missing = sock.inbound.missing_seq
                 log.info("socket %s: send %d missing for %.0fs, failing", sock.id[:8], missing, cfg.gap_hold_s)
@@ -182,7 +180,7 @@ class SocketTable:
     def abort_all(self) -> None:
         for sock in list(self.sockets.values()):
             sock.abort()
-            self._forget(sock)
+            self.forget(sock)
 
     async def run_sweeper(self) -> None:
         while True:
