@@ -18,7 +18,7 @@ deps: $(STAMP) tests/targets/node_modules/.package-lock.json client/node_modules
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
 tests/targets/node_modules/.package-lock.json: tests/targets/package-lock.json

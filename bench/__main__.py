@@ -280,7 +280,7 @@ def lambda_import_ms(repeat: int = 3) -> dict[str, Any]:
 
 
 def start_stack(args: argparse.Namespace) -> tuple[Stack, dict[str, Proc]]:
-    stack = Stack()
+    stack = Stack(cwd=REPO_ROOT)  # the bench starts modules of its own (`-m bench...`)
     procs: dict[str, Proc] = {}
     procs["valkey"] = stack.start_valkey()
     quiet = {"POLYSOCKET_LOG_LEVEL": "warning"}

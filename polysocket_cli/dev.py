@@ -7,6 +7,7 @@ import time
 from types import FrameType
 
 from .processes import Stack
+from .settings import DevSettings
 
 
 class _Stop(Exception):
@@ -17,19 +18,20 @@ def _raise_stop(sig: int, frame: FrameType | None) -> None:
     raise _Stop()
 
 
-def run_dev(redis_url: str | None, port: int, relays: int, dev_token: str | None = None) -> int:
-    stack = Stack(quiet=False)
+def run_dev(settings: DevSettings) -> int:
+    stack = Stack(quiet=False, key_prefix=settings.key_prefix)
+    port, relays = settings.port, settings.relays
     signal.signal(signal.SIGTERM, _raise_stop)
     try:
-        if redis_url:
-            stack.redis_url = redis_url
+        if settings.redis_url:
+            stack.redis_url = settings.redis_url
         else:
             stack.start_valkey()
         relay_args = ["--drain-grace", "1"]
         for i in range(1, relays + 1):
             stack.start_relay(f"node{i}", port=port + i, extra=relay_args)
         stack.start_router(port=port)
-        token = stack.create_token(value=dev_token)
+        token = stack.create_token(value=settings.dev_token or None)
         echo_port = port + relays + 1
         stack.start_echo(port=echo_port)
         router = f"http://localhost:{port}"
@@ -41,7 +43,8 @@ def run_dev(redis_url: str | None, port: int, relays: int, dev_token: str | None
                       for i in range(1, relays + 1))
             + f"  echo     ws://127.0.0.1:{echo_port}/\n"
             f"  demo     {router}/client/demo.html?token={token}&target=ws://127.0.0.1:{echo_port}/\n"
-            f"  token    {token}   (any origin, loopback targets only)\n\n"
+            f"  token    {token}   (any origin, loopback targets only)\n"
+            f"  logs     {stack.log_dir}\n\n"
             "try:\n"
             f"  curl '{router}/connect?from=curl&token={token}&target=ws://127.0.0.1:{echo_port}/'\n",
             flush=True,
@@ -54,6 +57,9 @@ def run_dev(redis_url: str | None, port: int, relays: int, dev_token: str | None
     except (KeyboardInterrupt, _Stop):
         print("\npolysocket dev: stopping", flush=True)
         return 0
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        print(f"polysocket dev: {exc}; stopping", flush=True)
+        return 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         stack.stop()

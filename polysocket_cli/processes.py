@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from polysocket_core.control import DEFAULT_PREFIX
+
+REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout, for tests and the bench; Stack never uses it
 LOOPBACK_CIDRS = "127.0.0.0/8,::1/128"
 
 
@@ -39,6 +41,14 @@ def wait_port(port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | 
         except OSError:
             time.sleep(0.05)
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def client_dir() -> Path:
+    """The browser library and demo page, shipped in the wheel as the ``polysocket_client`` package
+    (``client/`` in a checkout), so ``polysocket dev`` serves them from a plain ``pip install``."""
+    from importlib.resources import files
+
+    return Path(str(files("polysocket_client")))
 
 
 def valkey_binary() -> str:
@@ -74,6 +84,8 @@ class Stack:
     redis_url: str = ""
     procs: list[Proc] = field(default_factory=list)
     quiet: bool = True
+    key_prefix: str = DEFAULT_PREFIX  # passed to every process it starts, so they all agree
+    cwd: Path | None = None  # where processes start (default: the log directory; the bench runs its own modules)
 
     def _spawn(self, name: str, args: list[str], port: int, env: dict[str, str] | None = None) -> Proc:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -81,7 +93,8 @@ class Stack:
         if self.quiet:
             out = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
         popen = subprocess.Popen(args, env=full_env, stdout=out,
-                                 stderr=subprocess.STDOUT if self.quiet else None, cwd=REPO_ROOT)
+                                 stderr=subprocess.STDOUT if self.quiet else None,
+                                 cwd=self.cwd or self.log_dir)
         proc = Proc(name, popen, port)
         self.procs.append(proc)
         wait_port(port, proc=popen)
@@ -102,7 +115,8 @@ class Stack:
         """A router with token admission; loopback targets allowed unless ``allow_cidrs`` says otherwise."""
         port = port or free_port()
         args = [*self._cli(), "router", "--port", str(port), "--redis-url", self.redis_url,
-                "--static-dir", str(REPO_ROOT / "client"), "--allow-target-cidrs", allow_cidrs]
+                "--key-prefix", self.key_prefix, "--static-dir", str(client_dir()),
+                "--allow-target-cidrs", allow_cidrs]
         return self._spawn("router", args, port, env)
 
     def create_token(self, *, origins: list[str] | None = None, targets: list[str] | None = None,
@@ -110,7 +124,8 @@ class Stack:
         """Create a token through the CLI (as an operator would) and return its value."""
         from .tokens_cmd import DEV_TARGETS
 
-        args = [*self._cli(), "token", "create", "--redis-url", self.redis_url, "--json",
+        args = [*self._cli(), "token", "create", "--redis-url", self.redis_url, "--key-prefix", self.key_prefix,
+                "--json",
                 "--max-sockets", str(max_sockets), "--label", "local development"]
         for origin in origins or ["*"]:
             args += ["--origin", origin]
@@ -118,7 +133,9 @@ class Stack:
             args += ["--target", target]
         if value:
             args += ["--value", value]
-        out = subprocess.run([*args, *(extra or [])], check=True, capture_output=True, cwd=REPO_ROOT, timeout=30)
+        out = subprocess.run([*args, *(extra or [])], capture_output=True, cwd=self.log_dir, timeout=30)
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr.decode(errors="replace").strip() or f"token create exited {out.returncode}")
         return str(json.loads(out.stdout)["token"])
 
     def start_relay(self, node_id: str, port: int | None = None, fqdn: str | None = None,
@@ -126,7 +143,7 @@ class Stack:
         port = port or free_port()
         fqdn = fqdn or f"{node_id}.localhost:{port}"
         args = [*self._cli(), "relay", "--port", str(port), "--redis-url", self.redis_url,
-                "--fqdn", fqdn, "--node-id", node_id, *(extra or [])]
+                "--key-prefix", self.key_prefix, "--fqdn", fqdn, "--node-id", node_id, *(extra or [])]
         proc = self._spawn(f"relay-{node_id}", args, port, env)
         self.wait_healthy(port)
         return proc

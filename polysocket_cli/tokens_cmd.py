@@ -7,24 +7,26 @@ import asyncio
 import datetime
 import json
 import sys
-from typing import Any
 
 import redis.asyncio as aioredis
 
 from polysocket_core.control import Keys
+from polysocket_core.settings import add_arguments
 from router_fn.policy import PatternError
 from router_fn.tokens import TokenRecord, TokenStore, parse_duration
+
+from .settings import TokenSettings
 
 DEV_TARGETS = ["ws://127.0.0.1:*/*", "ws://localhost:*/*", "ws://[::1]:*/*",
                "wss://127.0.0.1:*/*", "wss://localhost:*/*", "wss://[::1]:*/*"]
 
 
-def add_token_parser(sub: Any, add: Any, default_redis: str) -> None:
-    t = sub.add_parser("token", help="create, list, show and revoke tokens")
+def add_token_actions(t: argparse.ArgumentParser, settings: type) -> None:
+    """``polysocket token ACTION``: each action takes the token settings (Redis URL, key prefix)."""
     tsub = t.add_subparsers(dest="token_command", required=True, metavar="ACTION")
 
     def common(p: argparse.ArgumentParser) -> None:
-        add(p, "--redis-url", default=default_redis, help="Redis / Valkey URL of the control plane")
+        add_arguments(p, settings)
         p.add_argument("--json", action="store_true", help="machine-readable output")
 
     c = tsub.add_parser("create", help="create a token (printed once; only its hash is stored)")
@@ -66,9 +68,9 @@ def _table(records: list[TokenRecord]) -> str:
     return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows)
 
 
-async def _run(args: argparse.Namespace) -> int:
-    redis = aioredis.Redis.from_url(args.redis_url, socket_connect_timeout=5)
-    store = TokenStore(redis, Keys())
+async def _run(settings: TokenSettings, args: argparse.Namespace) -> int:
+    redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+    store = TokenStore(redis, Keys(settings.key_prefix))
     try:
         cmd = args.token_command
         if cmd == "create":
@@ -112,11 +114,11 @@ async def _run(args: argparse.Namespace) -> int:
         await redis.aclose()
 
 
-def run_token(args: argparse.Namespace) -> int:
+def run_token(settings: TokenSettings, args: argparse.Namespace) -> int:
     try:
-        return asyncio.run(_run(args))
+        return asyncio.run(_run(settings, args))
     except OSError as exc:
-        print(f"polysocket token: cannot reach Redis at {args.redis_url}: {exc}", file=sys.stderr)
+        print(f"polysocket token: cannot reach Redis at {settings.redis_url}: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
         if type(exc).__module__.startswith("redis"):

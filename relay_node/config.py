@@ -1,34 +1,102 @@
-"""Relay node settings; every field is also a ``--flag`` and a ``POLYSOCKET_*`` variable (see the CLI)."""
+"""Relay node settings, declared once: each field is a ``--flag`` of ``polysocket relay`` and a
+``POLYSOCKET_*`` variable. Pure: importing it does no I/O."""
 
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from polysocket_core.control import NODE_ID_RE
+from polysocket_core.settings import (
+    SettingError,
+    key_prefix_setting,
+    optional_seconds,
+    port,
+    positive_int,
+    redis_url_setting,
+    seconds,
+    setting,
+    show_optional_seconds,
+    text,
+)
+from polysocket_core.wire import MAX_POLL_TTL_MS
 
 
 def default_node_id() -> str:
     return socket.gethostname().split(".")[0] or "node"
 
 
+def _ms(raw: str) -> int:
+    return int(seconds(raw) * 1000)
+
+
+def _show_ms(value: int) -> str:
+    return f"{value / 1000:g}"
+
+
+def _node_id(raw: str) -> str:
+    if NODE_ID_RE.fullmatch(raw) is None:
+        raise ValueError("must be 1-64 of A-Z a-z 0-9 _ . -")
+    return raw
+
+
+def _fqdn(raw: str) -> str:
+    if not raw or "/" in raw or any(c.isspace() for c in raw):
+        raise ValueError("must be a host name, optionally with :port")
+    return raw
+
+
 @dataclass(slots=True)
 class RelayConfig:
-    fqdn: str  # public name, may carry a port for local use: "node1.localhost:8101"
-    node_id: str = field(default_factory=default_node_id)
-    capacity: int = 10_000
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    key_prefix: str = "ps:"
-    max_message_bytes: int = 4 * 1024 * 1024
-    buffer_high_bytes: int = 1024 * 1024  # unacked bytes at which reading upstream pauses
-    poll_batch_bytes: int = 512 * 1024  # soft size of one poll answer
-    max_poll_ttl_ms: int = 55_000
-    idle_timeout_s: float = 60.0  # no poll/send for this long: close upstream with 1001
-    gap_hold_s: float = 10.0  # how long an out-of-order send waits for its predecessor
-    open_timeout_s: float = 10.0  # TCP + TLS + WebSocket handshake to the target
-    ping_interval_s: float | None = 20.0
-    ping_timeout_s: float | None = 20.0
-    close_timeout_s: float = 5.0
-    heartbeat_interval_s: float = 1.0
-    heartbeat_ttl_s: float = 5.0
-    drain_grace_s: float = 10.0  # after SIGTERM: keep serving this long before closing sockets
-    sweep_interval_s: float = 1.0
-    metrics_token: str = ""  # when set, GET /metrics needs "Authorization: Bearer <token>"
+    fqdn: str = setting("", _fqdn, "public name of this node, clients use {uniq}.FQDN (may carry :port); "
+                        "default: HOST:PORT")
+    node_id: str = setting(parse=_node_id, help="unique node id, shown in metrics and logs",
+                           factory=default_node_id)
+    capacity: int = setting(10_000, positive_int, "most sockets this node holds")
+    redis_url: str = redis_url_setting()
+    key_prefix: str = key_prefix_setting()
+    max_message_bytes: int = setting(4 * 1024 * 1024, positive_int, "largest message, bytes", name="max-message")
+    buffer_high_bytes: int = setting(1024 * 1024, positive_int,
+                                     "unacked bytes per socket at which reading upstream pauses",
+                                     name="buffer-bytes")
+    poll_batch_bytes: int = setting(512 * 1024, positive_int, "soft size of one poll answer, bytes")
+    max_poll_ttl_ms: int = setting(MAX_POLL_TTL_MS, _ms, "longest a poll may wait for data, seconds "
+                                   "(a waiting poll keeps its socket alive)", name="max-poll-ttl", show=_show_ms)
+    idle_timeout_s: float = setting(60.0, seconds, "close sockets with no poll or send for this long",
+                                    name="idle-timeout")
+    gap_hold_s: float = setting(10.0, seconds, "how long a send waits for a missing seq", name="gap-hold")
+    open_timeout_s: float = setting(10.0, seconds, "TCP + TLS + WebSocket handshake to the target",
+                                    name="open-timeout")
+    ping_interval_s: float | None = setting(20.0, optional_seconds, "WebSocket ping to the target every "
+                                            "this long, or 'off'", name="ping-interval", show=show_optional_seconds)
+    ping_timeout_s: float | None = setting(20.0, optional_seconds, "drop the target when a ping is not "
+                                           "answered this fast, or 'off'", name="ping-timeout",
+                                           show=show_optional_seconds)
+    close_timeout_s: float = setting(5.0, seconds, "wait this long for the target's closing handshake",
+                                     name="close-timeout")
+    heartbeat_ttl_s: float = setting(5.0, seconds, "node counts as dead this long after its last heartbeat",
+                                     name="heartbeat-ttl")
+    drain_grace_s: float = setting(10.0, seconds, "on SIGTERM, serve this long before closing sockets",
+                                   name="drain-grace")
+    sweep_interval_s: float = setting(1.0, seconds, "how often idle sockets are looked for", name="sweep-interval")
+    metrics_token: str = setting("", text, "require 'Authorization: Bearer TOKEN' for /metrics "
+                                 "(it is served on the public port)", secret=True)
+    host: str = setting("127.0.0.1", text, "address to listen on")
+    port: int = setting(8101, port, "port to listen on")
+    ssl_certfile: str = setting("", text, "serve HTTPS with this certificate chain (PEM); needed for HTTPS pages")
+    ssl_keyfile: str = setting("", text, "private key (PEM) of --ssl-certfile")
+
+    def __post_init__(self) -> None:
+        if not self.fqdn:
+            self.fqdn = f"{self.host}:{self.port}"
+        if self.heartbeat_ttl_s <= 0:
+            raise SettingError("--heartbeat-ttl must be above 0 seconds")
+        if self.sweep_interval_s <= 0:
+            raise SettingError("--sweep-interval must be above 0 seconds")
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise SettingError("--ssl-certfile and --ssl-keyfile go together")
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        """Three beats per TTL (at most one a second), so one lost beat never looks like a death."""
+        return min(1.0, self.heartbeat_ttl_s / 3)

@@ -7,6 +7,7 @@ Lambda invocations as needed. The Redis client is created lazily (no I/O at impo
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -86,7 +87,7 @@ class Router:
                 redis, keys = self._connect_redis(), Keys(s.key_prefix)
                 self._admission = TokenAdmission(
                     TokenStore(redis, keys), RateLimiter(redis, keys, s.rate_per_ip, s.rate_per_token),
-                    s.allow_target_cidrs,
+                    list(s.allow_target_cidrs),
                 )
         return self._admission
 
@@ -135,7 +136,8 @@ def to_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) ->
 
 
 def create_app(settings: RouterSettings | None = None, admission: Admission | None = None) -> FastAPI:
-    settings = settings or RouterSettings.from_env()
+    if settings is None:  # the Lambda's case: its configuration is its environment
+        settings = RouterSettings.from_env(os.environ)
     router = Router(settings, admission)
 
     @asynccontextmanager

@@ -28,6 +28,9 @@ class Rate:
             raise ValueError(f"rate must have N >= 0 and SECONDS > 0, got {raw!r}")
         return cls(count, seconds)
 
+    def __str__(self) -> str:
+        return f"{self.count}/{self.seconds}"
+
 
 class RateLimiter:
     def __init__(self, redis: aioredis.Redis, keys: Keys, per_ip: Rate, per_token: Rate) -> None:

@@ -1,43 +1,69 @@
-"""Router settings from ``POLYSOCKET_*`` environment variables (the only configuration a Lambda has)."""
+"""Router settings, declared once: each field is a ``--flag`` of ``polysocket router`` and a
+``POLYSOCKET_*`` variable (the only configuration a Lambda has). Pure: importing it does no I/O."""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from polysocket_core.settings import (
+    SettingError,
+    key_prefix_setting,
+    port,
+    positive_int,
+    redis_url_setting,
+    resolve,
+    seconds,
+    setting,
+    show_list,
+    text,
+)
 
 from .ratelimit import Rate
 from .ssrf import IPNetwork, parse_cidrs
 
+ADMISSIONS = ("tokens", "open")
+# API Gateway cuts every integration at 29 s; serverless.yml gives the Lambda the same timeout.
+DEFAULT_REQUEST_TIMEOUT_S = 29.0
+
 
 @dataclass(frozen=True)
 class RouterSettings:
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    key_prefix: str = "ps:"
-    ack_timeout_s: float = 2.0  # a node that has not taken the request by then is skipped (once)
-    establish_timeout_s: float = 15.0  # total budget for the node to open the upstream WebSocket
-    static_dir: str = ""  # serve the browser client under /client/ (polysocket dev)
-    admission: str = "tokens"  # "tokens", or "open" (no checks at all: loopback experiments only)
-    allow_target_cidrs: list[IPNetwork] = field(default_factory=list)  # private ranges allowed as targets
-    rate_per_ip: Rate = field(default_factory=lambda: Rate(120, 60))
-    rate_per_token: Rate = field(default_factory=lambda: Rate(6000, 60))
+    redis_url: str = redis_url_setting()
+    key_prefix: str = key_prefix_setting()
+    ack_timeout_s: float = setting(2.0, seconds, "a node that has not taken a connect by then is skipped (once)",
+                                   name="ack-timeout")
+    establish_timeout_s: float = setting(15.0, seconds, "total budget for a node to open the upstream WebSocket",
+                                         name="establish-timeout")
+    request_timeout_s: float = setting(DEFAULT_REQUEST_TIMEOUT_S, seconds,
+                                       "hard limit on one /connect imposed by the platform (API Gateway: 29 s); "
+                                       "the establish budget must fit inside it", name="request-timeout")
+    admission: str = setting("tokens", text, "'tokens' checks every connect; 'open' admits anything "
+                             "(loopback experiments only)", choices=ADMISSIONS)
+    allow_target_cidrs: tuple[IPNetwork, ...] = setting(
+        (), lambda raw: tuple(parse_cidrs(raw)),
+        "comma-separated CIDRs that targets may resolve to although private (e.g. 127.0.0.0/8)", show=show_list)
+    rate_per_ip: Rate = setting(Rate(120, 60), Rate.parse, "connects per client IP, N/SECONDS (0/1: no limit)",
+                                show=str)
+    rate_per_token: Rate = setting(Rate(6000, 60), Rate.parse, "connects per token, N/SECONDS (0/1: no limit)",
+                                   show=str)
+    static_dir: str = setting("", text, "serve this directory under /client/ (the browser library)")
+    host: str = setting("127.0.0.1", text, "address to listen on (not used under Lambda)")
+    port: int = setting(8100, port, "port to listen on (not used under Lambda)")
+    ssl_certfile: str = setting("", text, "serve HTTPS with this certificate chain (PEM)")
+    ssl_keyfile: str = setting("", text, "private key (PEM) of --ssl-certfile")
+    max_clients: int = setting(1000, positive_int, "most HTTP connections served at once; more get 503 "
+                               "(not used under Lambda)")
+
+    def __post_init__(self) -> None:
+        if not 0 < self.ack_timeout_s < self.establish_timeout_s < self.request_timeout_s:
+            raise SettingError(
+                "timeouts must be ordered 0 < --ack-timeout < --establish-timeout < --request-timeout "
+                f"(got {self.ack_timeout_s} < {self.establish_timeout_s} < {self.request_timeout_s})")
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise SettingError("--ssl-certfile and --ssl-keyfile go together")
 
     @classmethod
-    def from_env(cls) -> RouterSettings:
-        env = os.environ
-        d = cls()
-        admission = env.get("POLYSOCKET_ADMISSION", d.admission)
-        if admission not in ("tokens", "open"):
-            raise ValueError(f"POLYSOCKET_ADMISSION must be 'tokens' or 'open', not {admission!r}")
-        return cls(
-            redis_url=env.get("POLYSOCKET_REDIS_URL", d.redis_url),
-            key_prefix=env.get("POLYSOCKET_KEY_PREFIX", d.key_prefix),
-            ack_timeout_s=float(env.get("POLYSOCKET_ACK_TIMEOUT", d.ack_timeout_s)),
-            establish_timeout_s=float(env.get("POLYSOCKET_ESTABLISH_TIMEOUT", d.establish_timeout_s)),
-            static_dir=env.get("POLYSOCKET_STATIC_DIR", d.static_dir),
-            admission=admission,
-            allow_target_cidrs=parse_cidrs(env.get("POLYSOCKET_ALLOW_TARGET_CIDRS", "")),
-            rate_per_ip=Rate.parse(env["POLYSOCKET_RATE_PER_IP"]) if env.get("POLYSOCKET_RATE_PER_IP")
-            else d.rate_per_ip,
-            rate_per_token=Rate.parse(env["POLYSOCKET_RATE_PER_TOKEN"]) if env.get("POLYSOCKET_RATE_PER_TOKEN")
-            else d.rate_per_token,
-        )
+    def from_env(cls, env: Mapping[str, str]) -> RouterSettings:
+        """The Lambda's way in: only ``POLYSOCKET_*`` variables."""
+        return resolve(cls, env)

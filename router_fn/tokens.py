@@ -20,6 +20,14 @@ from polysocket_core.control import Keys, KillRequest
 from .policy import TargetPattern, validate_origin_pattern
 
 TOKEN_PREFIX = "pst_"
+MIN_TOKEN_LENGTH = 16
+
+
+def check_token_value(token: str) -> str:
+    """A fixed token value (``polysocket dev --dev-token``) must be as hard to guess as a short password."""
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"a token must be at least {MIN_TOKEN_LENGTH} characters")
+    return token
 
 
 def digest(token: str) -> str:
@@ -118,9 +126,7 @@ class TokenStore:
         origins = [validate_origin_pattern(o) for o in origins]
         for t in targets:
             TargetPattern.parse(t)
-        token = token or new_token()
-        if len(token) < 16:
-            raise ValueError("a token must be at least 16 characters")
+        token = check_token_value(token) if token else new_token()
         record = TokenRecord(id=token_id_of(token), origins=origins, targets=targets,
                              max_sockets=max_sockets, label=label,
                              expires_at=int(time.time()) + expires_in if expires_in else 0)

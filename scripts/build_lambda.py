@@ -106,7 +106,8 @@ def log(msg: str) -> None:
 def requirements(pin: bool) -> list[str]:
     """Specifiers for the runtime distributions: pyproject's ranges, pinned to this environment's
     versions when ``pin`` (so the package holds exactly what the tests ran against)."""
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = [*project["dependencies"], *project["optional-dependencies"]["router"]]
     by_name: dict[str, str] = {}
     for spec in deps:
         name = spec.split(";")[0]

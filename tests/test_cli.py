@@ -14,7 +14,6 @@ import time
 
 import pytest
 
-from polysocket_cli.main import build_parser
 from polysocket_cli.processes import REPO_ROOT, free_port
 
 pytestmark = pytest.mark.stack
@@ -109,13 +108,28 @@ def test_dev_stack_with_curl_then_ctrl_c() -> None:
             curl(f"http://127.0.0.1:{port}/healthz")
 
 
-def test_flags_default_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("POLYSOCKET_CAPACITY", "77")
-    monkeypatch.setenv("POLYSOCKET_REDIS_URL", "redis://example.invalid:6379/3")
-    args = build_parser().parse_args(["relay", "--fqdn", "n.example"])
-    assert args.capacity == 77 and args.redis_url == "redis://example.invalid:6379/3"
-    args = build_parser().parse_args(["relay", "--capacity", "5"])
-    assert args.capacity == 5  # the flag wins over the environment
+async def test_key_prefix_reaches_every_process() -> None:
+    """A non-default key prefix set once (Stack passes it as --key-prefix to the router, the relays
+    and `polysocket token`): connects still find a relay and the token."""
+    import httpx
+
+    from polysocket_cli.processes import Stack
+
+    from .wire_client import connect
+
+    stack = Stack(key_prefix="kp:")
+    try:
+        stack.start_valkey()
+        stack.start_relay("node1")
+        router = stack.start_router()
+        token = stack.create_token()
+        echo = stack.start_echo()
+        async with httpx.AsyncClient(timeout=30) as http:
+            conn = await connect(http, f"http://127.0.0.1:{router.port}", f"ws://127.0.0.1:{echo.port}/",
+                                 token=token)
+            assert conn.socket
+    finally:
+        stack.stop()
 
 
 @pytest.mark.parametrize(("argv", "message"), [

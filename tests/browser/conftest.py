@@ -2,8 +2,8 @@
 
 The server side (Valkey, router, relays, echo targets) comes from the ``stack`` fixture in
 tests/conftest.py. To try the browser tests against a stack that is already running
-(``polysocket dev``), set ``POLYSOCKET_BROWSER_ROUTER=http://localhost:8100`` and
-``POLYSOCKET_BROWSER_TARGET=ws://127.0.0.1:8103/``.
+(``polysocket dev``), set ``PSTEST_BROWSER_ROUTER=http://localhost:8100`` and
+``PSTEST_BROWSER_TARGET=ws://127.0.0.1:8103/``.
 
 Without /usr/bin/chromium the tests fail (``make deps`` installs it).
 """
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from psbrowser import CHROMIUM_ARGS, BrowserStack, PageFactory, browser_url
 
-CHROMIUM = os.environ.get("POLYSOCKET_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("PSTEST_CHROMIUM", "/usr/bin/chromium")
 
 
 def _need(condition: bool, why: str) -> None:
@@ -29,13 +29,13 @@ def _need(condition: bool, why: str) -> None:
 
 @pytest.fixture(scope="session")
 def browser_stack(request: pytest.FixtureRequest) -> BrowserStack:
-    router = os.environ.get("POLYSOCKET_BROWSER_ROUTER")
+    router = os.environ.get("PSTEST_BROWSER_ROUTER")
     if router:
-        target = os.environ.get("POLYSOCKET_BROWSER_TARGET", "ws://127.0.0.1:8103/")
+        target = os.environ.get("PSTEST_BROWSER_TARGET", "ws://127.0.0.1:8103/")
         return BrowserStack(
             router=browser_url(router),
             targets={"env": target},
-            token=os.environ.get("POLYSOCKET_BROWSER_TOKEN", ""),
+            token=os.environ.get("PSTEST_BROWSER_TOKEN", ""),
         )
     stack: Any = request.getfixturevalue("stack")
     token = str(getattr(stack, "token", "") or "")

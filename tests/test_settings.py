@@ -1,0 +1,186 @@
+"""One declaration per setting: flags, variables, help and checks all come from it.
+
+Pure tests (no servers) plus the CLI run as a user runs it, for the errors a user sees.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from polysocket_cli.main import COMMANDS, build_parser
+from polysocket_cli.processes import REPO_ROOT
+from polysocket_core.settings import SettingError, declared, env_names, resolve, to_argv, to_env
+from relay_node.config import RelayConfig
+from router_fn.ratelimit import Rate
+from router_fn.settings import RouterSettings
+
+SETTINGS_CLASSES = [command.settings() for command in COMMANDS.values()]
+NAMED_IN = ["serverless.yml", "README.md", "infra", "docs", "localstack"]
+
+
+def named_variables() -> dict[str, str]:
+    """Every POLYSOCKET_* a user is told about, with the file that names it."""
+    found: dict[str, str] = {}
+    for entry in NAMED_IN:
+        root = REPO_ROOT / entry
+        paths = [root] if root.is_file() else [p for p in root.rglob("*")
+                                               if p.is_file() and ".terraform" not in p.parts]
+        for path in paths:
+            try:
+                text = path.read_text()
+            except UnicodeDecodeError:
+                continue
+            for name in re.findall(r"POLYSOCKET_[A-Z0-9_]*[A-Z0-9]", text):
+                found.setdefault(name, str(path.relative_to(REPO_ROOT)))
+    return found
+
+
+def test_every_documented_variable_is_a_declared_setting() -> None:
+    from polysocket_cli.settings import LogSettings
+
+    known = env_names(*SETTINGS_CLASSES, LogSettings)
+    named = named_variables()
+    assert len(named) >= 10, named  # the scan finds the files
+    unknown = {name: where for name, where in named.items() if name not in known}
+    assert unknown == {}, f"named in deploy files or docs but declared nowhere: {unknown}"
+
+
+def sample_value(cls: type, d: Any) -> Any:
+    """A valid value different from the default, for the round trip."""
+    samples: dict[str, Any] = {
+        "admission": "open", "log_level": "debug", "allow_target_cidrs": (ipaddress.ip_network("10.0.0.0/8"),),
+        "rate_per_ip": Rate(5, 7), "rate_per_token": Rate(9, 11), "ssl_certfile": "", "ssl_keyfile": "",
+        "max_poll_ttl_ms": 30_000, "ack_timeout_s": 1.5, "establish_timeout_s": 12.5, "dev_token": "x" * 20,
+        "ping_interval_s": None, "fqdn": "n1.relay.example:8443", "node_id": "node-7", "port": 8443,
+    }
+    if d.field in samples:
+        return samples[d.field]
+    if isinstance(d.default, bool):
+        return not d.default
+    if isinstance(d.default, int):
+        return d.default + 3
+    if isinstance(d.default, float):
+        return d.default + 1.5
+    return "sample-" + d.field.replace("_", "-")
+
+
+@pytest.mark.parametrize("cls", SETTINGS_CLASSES, ids=lambda c: c.__name__)
+def test_flags_and_environment_round_trip(cls: type) -> None:
+    values = {d.field: sample_value(cls, d) for d in declared(cls)}
+    original = cls(**values)
+    from_env = resolve(cls, to_env(original))
+    assert from_env == original
+    parser = build_parser()
+    command = next(name for name, c in COMMANDS.items() if c.settings() is cls)
+    argv = [command, *(["list"] if command == "token" else []), *to_argv(original)]
+    args = parser.parse_args(argv)
+    assert resolve(cls, {}, args) == original
+
+
+def test_flag_wins_over_environment_which_wins_over_default() -> None:
+    args = build_parser().parse_args(["relay", "--capacity", "5"])
+    config = resolve(RelayConfig, {"POLYSOCKET_CAPACITY": "77", "POLYSOCKET_GAP_HOLD": "3"}, args)
+    assert (config.capacity, config.gap_hold_s, config.idle_timeout_s) == (5, 3.0, 60.0)
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"POLYSOCKET_IDLE_TIMEOUT": "abc"}, "POLYSOCKET_IDLE_TIMEOUT 'abc': not a number of seconds"),
+    ({"POLYSOCKET_CAPACITY": "0"}, "POLYSOCKET_CAPACITY '0': must be a positive integer"),
+    ({"POLYSOCKET_NODE_ID": "bad id!"}, "POLYSOCKET_NODE_ID 'bad id!': must be 1-64"),
+    ({"POLYSOCKET_METRICS_TOKEN": "x", "POLYSOCKET_HEARTBEAT_TTL": "0"}, "--heartbeat-ttl must be above 0"),
+    ({"POLYSOCKET_SSL_CERTFILE": "/x.pem"}, "go together"),
+])
+def test_bad_relay_values_are_one_line_errors(env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingError) as err:
+        resolve(RelayConfig, env)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_secret_values_are_never_echoed() -> None:
+    from polysocket_cli.settings import DevSettings
+
+    with pytest.raises(SettingError) as err:
+        resolve(DevSettings, {"POLYSOCKET_DEV_TOKEN": "short-secret"})
+    assert "short-secret" not in str(err.value) and "16 characters" in str(err.value)
+
+
+def test_router_timeouts_must_be_ordered() -> None:
+    with pytest.raises(SettingError, match="ack-timeout < --establish-timeout < --request-timeout"):
+        resolve(RouterSettings, {"POLYSOCKET_ESTABLISH_TIMEOUT": "30"})
+    with pytest.raises(SettingError, match="ordered"):
+        RouterSettings(ack_timeout_s=5, establish_timeout_s=4)
+
+
+def test_timeout_chain_across_files_is_ordered() -> None:
+    """router ack < relay open < establish < Lambda timeout < client connectTimeout, as shipped."""
+    router, relay = RouterSettings(), RelayConfig()
+    lambda_timeout = float(re.search(r"^\s+timeout:\s*(\d+)", (REPO_ROOT / "serverless.yml").read_text(),
+                                     re.M).group(1))  # type: ignore[union-attr]
+    client = (REPO_ROOT / "client" / "polysocket.js").read_text()
+    connect_timeout = float(re.search(r"connectTimeout:\s*(\d+)", client).group(1)) / 1000  # type: ignore[union-attr]
+    assert router.ack_timeout_s < relay.open_timeout_s < router.establish_timeout_s
+    assert router.establish_timeout_s < router.request_timeout_s <= lambda_timeout < connect_timeout
+    assert "POLYSOCKET_REQUEST_TIMEOUT: ${self:provider.timeout}" in (REPO_ROOT / "serverless.yml").read_text()
+
+
+def test_lambda_settings_come_from_the_environment_only() -> None:
+    settings = RouterSettings.from_env({"POLYSOCKET_KEY_PREFIX": "t:", "POLYSOCKET_RATE_PER_IP": "1/2",
+                                        "POLYSOCKET_ALLOW_TARGET_CIDRS": "127.0.0.0/8, ::1/128"})
+    assert settings.key_prefix == "t:" and settings.rate_per_ip == Rate(1, 2)
+    assert [str(n) for n in settings.allow_target_cidrs] == ["127.0.0.0/8", "::1/128"]
+
+
+def test_every_setting_has_help_and_a_unique_name() -> None:
+    for cls in SETTINGS_CLASSES:
+        names = [d.env for d in declared(cls)]
+        assert len(names) == len(set(names))
+        for d in declared(cls):
+            assert d.spec.help, (cls.__name__, d.field)
+        assert all(f.metadata for f in dataclasses.fields(cls)), cls
+
+
+def run_cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("POLYSOCKET_")}
+    return subprocess.run([sys.executable, "-m", "polysocket_cli", *argv], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).parent, env={**clean, **(env or {})})
+
+
+@pytest.mark.parametrize("command", ["router", "relay", "dev", "echo"])
+def test_help_lists_every_setting(command: str) -> None:
+    out = run_cli(command, "--help")
+    assert out.returncode == 0, out.stderr
+    cls = COMMANDS[command].settings()
+    squashed = re.sub(r"\s+", "", out.stdout)  # argparse wraps long help lines
+    for d in declared(cls):
+        assert d.flag in squashed and d.env in squashed, (d.flag, d.env)
+
+
+def test_unrelated_variables_do_not_break_a_command() -> None:
+    """The environment is read only for the command being run."""
+    out = run_cli("token", "list", "--redis-url", "redis://127.0.0.1:1/0",
+                  env={"POLYSOCKET_IDLE_TIMEOUT": "abc", "POLYSOCKET_ADMISSION": "bogus"})
+    assert "ValueError" not in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert out.returncode == 1 and "127.0.0.1:1" in out.stderr, out.stderr
+
+
+@pytest.mark.parametrize(("argv", "env", "message"), [
+    (["dev", "--dev-token", "short"], {}, "polysocket dev: --dev-token (hidden): a token must be at least 16"),
+    (["relay"], {"POLYSOCKET_IDLE_TIMEOUT": "abc"}, "polysocket relay: POLYSOCKET_IDLE_TIMEOUT 'abc'"),
+    (["router", "--ack-timeout", "20"], {}, "polysocket router: timeouts must be ordered"),
+    (["router"], {"POLYSOCKET_ADMISSION": "bogus"}, "POLYSOCKET_ADMISSION: must be one of tokens, open"),
+    (["--log-level", "loud", "echo"], {}, "--log-level: must be one of"),
+])
+def test_bad_settings_exit_2_with_one_line(argv: list[str], env: dict[str, str], message: str) -> None:
+    out = run_cli(*argv, env=env)
+    assert out.returncode == 2, out
+    assert message in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
