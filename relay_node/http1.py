@@ -303,6 +303,9 @@ class RelayHTTPProtocol(asyncio.Protocol):
         self.req.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self.parser.should_upgrade():  # else httptools completes the message, then raises HttpParserUpgrade
+            self._refuse(400, "upgrade not supported")
+            raise _Refused
         req = self.req
         req.method = self.parser.get_method().decode("ascii")
         max_body = self.limits.max_body_bytes
