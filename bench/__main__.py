@@ -27,15 +27,15 @@ from .clients import DirectSession, PolysocketSession, Recorder, Session, Socket
 from .http1 import HttpConn
 from .procstat import cpu_seconds, loadavg, machine_info, memory_kib
 
-SYSTEMS = ("polysocket", "polysocket-lean", "direct", "socketio")
-# polysocket-lean was the A/B candidate (relay-ab.md); the relay now runs it by default, so the
-# default run compares the shipped relay with the baselines only.
-DEFAULT_SYSTEMS = ("polysocket", "direct", "socketio")
-POLYSOCKETS = ("polysocket", "polysocket-lean")
+SYSTEMS = ("polysocket", "direct", "socketio")
+# "polysocket-lean" (the A/B candidate of relay-ab.md) is gone: its HTTP protocol and GC threshold
+# are the relay's only configuration now, so it measured the same code as "polysocket".
+DEFAULT_SYSTEMS = SYSTEMS
+POLYSOCKETS = ("polysocket",)
 # The server processes whose CPU each system is charged with (and the ones only reported).
-SERVER_PROCS = {"polysocket": ("relay", "target"), "polysocket-lean": ("relay-lean", "target"),
+SERVER_PROCS = {"polysocket": ("relay", "target"),
                 "direct": ("target",), "socketio": ("socketio",)}
-SIDE_PROCS = {"polysocket": ("router", "valkey"), "polysocket-lean": ("router-lean", "valkey-lean"),
+SIDE_PROCS = {"polysocket": ("router", "valkey"),
               "direct": (), "socketio": ()}
 
 
@@ -290,16 +290,6 @@ def start_stack(args: argparse.Namespace) -> tuple[Stack, dict[str, Proc]]:
     if "polysocket" in args.systems:
         procs["relay"] = stack.start_relay("bench1", extra=relay_args, env=quiet)
         procs["router"] = stack.start_router(env=router_env)
-    if "polysocket-lean" in args.systems:
-        # a control plane of its own, so its router only knows the lean relay
-        procs["valkey-lean"] = stack.start_valkey()
-        port = free_port()
-        procs["relay-lean"] = stack._spawn(
-            "relay-lean", [sys.executable, "-m", "bench.lean_relay", "relay", "--port", str(port), "--redis-url",
-                           stack.redis_url, "--fqdn", f"lean.localhost:{port}", "--node-id", "lean", *relay_args],
-            port, quiet)
-        stack.wait_healthy(port)
-        procs["router-lean"] = stack.start_router(env=router_env)
     procs["target"] = stack.start_echo()
     if "socketio" in args.systems:
         port = free_port()

@@ -13,7 +13,6 @@ TARGET_CONNECT_P50_MS = 5.0
 TARGET_IMPORT_MS = 300.0
 
 LABEL = {"polysocket": "polysocket (relay + target)",
-         "polysocket-lean": "polysocket-lean: + lean HTTP protocol, GC threshold (relay + target)",
          "direct": "direct WebSocket (target only)", "socketio": "python-socketio polling"}
 
 
@@ -60,7 +59,7 @@ def markdown(r: dict[str, Any]) -> str:
         rtt = x["rtt"]
         parts = ", ".join(f"{k} {f(v)}" for k, v in x["cpu_us_per_msg"].items())
         peak = ", ".join(f"{k} {x['memory_kib'][k]['peak'] / 1024:.0f}" for k in x["memory_kib"]
-                         if k in ("relay", "relay-lean", "target", "socketio"))
+                         if k in ("relay", "target", "socketio"))
         lines.append(
             f"| {LABEL[x['system']]} | {x['sessions']} | {f(x['msgs_per_s'], 0)} | {f(rtt['p50_ms'], 2)} | "
             f"{f(rtt['p90_ms'], 2)} | {f(rtt['p99_ms'], 2)} | **{f(x['server_cpu_us_per_msg'])}** | "
@@ -105,7 +104,7 @@ def targets(r: dict[str, Any]) -> list[str]:
     out = []
     load = {(x["system"], x["sessions"]): x for x in r.get("load", [])}
     sio = load.get(("socketio", 100))
-    for system in ("polysocket", "polysocket-lean"):
+    for system in ("polysocket",):
         ps = load.get((system, 100))
         if not ps:
             continue
@@ -118,7 +117,7 @@ def targets(r: dict[str, Any]) -> list[str]:
             out.append(f"- {system}: ... below {name} (issue's figure {ref[100]} µs): {f(a)} µs — "
                        f"**{'met' if a < ref[100] else 'not met'}** (reference not re-measured here).")
     for x in r.get("idle", []):
-        if x["system"] not in ("polysocket", "polysocket-lean"):
+        if x["system"] != "polysocket":
             continue
         kib = next(iter(x["kib_per_socket"].values()), float("nan"))
         out.append(f"- {x['system']}: relay RSS per idle socket ≤ {TARGET_IDLE_KIB:.0f} KiB: {f(kib)} KiB at "

@@ -1,4 +1,8 @@
-"""A relay node as one ASGI application: lifespan starts the control-plane agent, HTTP goes to RelayHTTP."""
+"""A relay node's parts wired together: socket table, control-plane agent, endpoints.
+
+Not an ASGI app any more: the relay serves HTTP with its own protocol (``relay_node.http1``) and
+runs its own lifecycle (``relay_node.server``), so ``start``/``stop`` are plain coroutines.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import redis.asyncio as aioredis
 
 from .agent import NodeAgent
 from .config import RelayConfig
-from .http import Receive, RelayHTTP, Scope, Send
+from .endpoints import RelayEndpoints
 from .metrics import RelayMetrics
 from .table import SocketTable
 
@@ -28,27 +32,13 @@ class RelayNode:
             health_check_interval=30,
         )
         self.agent = NodeAgent(config, self.table, self.redis)
-        self.http = RelayHTTP(self.table, self.metrics, self.agent)
+        self.endpoints = RelayEndpoints(self.table, self.metrics, self.agent)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            await self.http(scope, receive, send)
-        elif scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+    async def start(self) -> None:
+        """Register with the control plane and start taking establish requests."""
+        await self.agent.start()
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            event = await receive()
-            if event["type"] == "lifespan.startup":
-                try:
-                    await self.agent.start()
-                except Exception as exc:
-                    log.exception("relay startup failed")
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif event["type"] == "lifespan.shutdown":
-                await self.agent.stop()
-                await self.redis.aclose()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    async def stop(self) -> None:
+        """Deregister, drop every socket, close Redis."""
+        await self.agent.stop()
+        await self.redis.aclose()

@@ -1,81 +1,138 @@
-"""Run a relay node under uvicorn, turning the first SIGTERM/SIGINT into a drain instead of a stop."""
+"""Run a relay node: its own lifecycle on asyncio, no ASGI server underneath.
+
+The relay serves one protocol (``relay_node.http1``) and needs four things from a server: listen
+(optionally TLS), start and stop the node, drain on the first SIGTERM/SIGINT, and shut connections
+down gracefully. That is done here with ``loop.create_server`` instead of through uvicorn, whose
+protocol constructor, ``ServerState`` and ``Config.loaded_app`` are internals that change between
+releases.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
-from types import FrameType
-
-import uvicorn
+import signal
+import ssl
+import sys
+from collections.abc import Callable
 
 from .app import RelayNode
 from .config import RelayConfig
-from .http import RelayHTTPProtocol
+from .endpoints import CONSTANT_HEADERS
+from .http1 import Connections, Limits, RelayHTTPProtocol, register_constant_headers
 
 log = logging.getLogger("polysocket.relay")
-
-
-class DrainingServer(uvicorn.Server):
-    """First signal: drain (keep serving polls so clients collect their close), then exit.
-
-    A second SIGINT forces the exit, as in plain uvicorn.
-    """
-
-    def __init__(self, config: uvicorn.Config, node: RelayNode) -> None:
-        super().__init__(config)
-        self.node = node
-        self._drain_task: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def serve(self, sockets: list[object] | None = None) -> None:  # type: ignore[override]
-        self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)  # type: ignore[arg-type]
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._drain_task is None and self._loop is not None and not self.should_exit:
-            self._loop.call_soon_threadsafe(self._start_drain)
-            return
-        super().handle_exit(sig, frame)
-
-    def _start_drain(self) -> None:
-        if self._drain_task is None:
-            self._drain_task = asyncio.get_running_loop().create_task(self._drain())
-
-    async def _drain(self) -> None:
-        try:
-            await self.node.agent.drain()
-        finally:
-            self.should_exit = True
-
 
 # With hundreds of sockets the default young-generation threshold (700) runs a collection every few
 # requests over thousands of live futures and connections: a third of the relay's CPU at 1,000
 # sessions (bench/results/relay-ab.md).
 GC_GEN0_THRESHOLD = 20_000
+KEEP_ALIVE_S = 65.0  # above the 60 s idle timeout of common load balancers, so they close first
+GRACEFUL_SHUTDOWN_S = 5.0  # answers in progress (long polls) get this long once the relay stops
+BACKLOG = 2048
+STARTUP_FAILURE = 3  # exit status when the node cannot start (as uvicorn's)
+
+
+def ssl_context(certfile: str, keyfile: str | None) -> ssl.SSLContext:
+    """A server context with the library's defaults (TLS 1.2+), for HTTPS relays."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(certfile, keyfile)
+    return ctx
+
+
+class RelayServer:
+    """The node, its listening socket and its connections; ``serve`` runs until stopped or drained."""
+
+    def __init__(self, node: RelayNode, host: str, port: int, ssl_ctx: ssl.SSLContext | None = None,
+                 limits: Limits | None = None) -> None:
+        self.node = node
+        self.host = host
+        self.port = port
+        self.ssl_ctx = ssl_ctx
+        self.limits = limits or Limits(max_body_bytes=node.endpoints.max_body, keep_alive_s=KEEP_ALIVE_S)
+        self.connections = Connections()
+        self.stopping = asyncio.Event()
+        self._drain_task: asyncio.Task[None] | None = None
+        register_constant_headers(*CONSTANT_HEADERS)
+
+    def protocol(self) -> RelayHTTPProtocol:
+        return RelayHTTPProtocol(self.node.endpoints.answer, self.limits, self.connections)
+
+    def on_signal(self) -> None:
+        """First signal: drain (keep serving polls so clients collect their close), then stop.
+        A second one stops now (answers in progress still get the graceful period)."""
+        if self._drain_task is None and not self.stopping.is_set():
+            self._drain_task = asyncio.get_running_loop().create_task(self._drain())
+        else:
+            self.stopping.set()
+
+    async def _drain(self) -> None:
+        try:
+            await self.node.agent.drain()
+        finally:
+            self.stopping.set()
+
+    async def serve(self, install_signals: bool = True) -> int:
+        """Start the node, listen, serve until stopped; the exit status."""
+        loop = asyncio.get_running_loop()
+        try:
+            await self.node.start()
+        except Exception:
+            log.exception("relay startup failed")
+            await self.node.stop()
+            return STARTUP_FAILURE
+        try:
+            server = await loop.create_server(self.protocol, self.host, self.port, ssl=self.ssl_ctx,
+                                              backlog=BACKLOG, reuse_address=True)
+        except OSError as exc:
+            log.error("relay cannot listen on %s:%d: %s", self.host, self.port, exc)
+            await self.node.stop()
+            return 1
+        if install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.on_signal)
+        scheme = "https" if self.ssl_ctx else "http"
+        log.info("relay %s serving on %s://%s:%d", self.node.config.node_id, scheme, self.host, self.port)
+        try:
+            await self.stopping.wait()
+        finally:
+            await self._shutdown(server)
+        return 0
+
+    async def _shutdown(self, server: asyncio.Server) -> None:
+        server.close()  # stop accepting
+        self.connections.shutdown()
+        if not await self.connections.wait_closed(GRACEFUL_SHUTDOWN_S):
+            self.connections.abort()
+        if self._drain_task is not None and not self._drain_task.done():
+            self._drain_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drain_task
+        await self.node.stop()
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    try:
+        import uvloop
+    except ImportError:  # uvloop is not built for every platform: plain asyncio works, slower
+        return asyncio.new_event_loop
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 def run_relay(config: RelayConfig, host: str, port: int, log_level: str = "info",
               ssl_certfile: str | None = None, ssl_keyfile: str | None = None) -> None:
     """Serve until drained. With a certificate the relay speaks HTTPS: pages served over HTTPS can
-    only load scripts and make XHRs to HTTPS relays (mixed content is blocked)."""
-    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
-    node = RelayNode(config)
-    uv_config = uvicorn.Config(
-        node,
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=False,
-        loop="uvloop",
-        http=RelayHTTPProtocol,  # the relay's own lean HTTP/1.1 on httptools (relay_node/http.py)
-        lifespan="on",
-        timeout_keep_alive=65,
-        timeout_graceful_shutdown=5,
-        ssl_certfile=ssl_certfile,
-        ssl_keyfile=ssl_keyfile,
-    )
-    server = DrainingServer(uv_config, node)
-    server.run()
-    log.info("relay %s stopped", config.node_id)
+    only load scripts and make XHRs to HTTPS relays (mixed content is blocked).
 
+    ``log_level`` is kept for the CLI's signature: the CLI configures logging itself.
+    """
+    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+    ssl_ctx = ssl_context(ssl_certfile, ssl_keyfile) if ssl_certfile else None
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        status = runner.run(RelayServer(RelayNode(config), host, port, ssl_ctx).serve())
+    log.info("relay %s stopped", config.node_id)
+    if status:
+        sys.exit(status)

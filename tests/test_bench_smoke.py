@@ -20,7 +20,7 @@ pytestmark = pytest.mark.stack
 
 
 def test_bench_minimal_run_produces_numbers(tmp_path: Path) -> None:
-    systems = ["polysocket", "polysocket-lean", "direct"]
+    systems = ["polysocket", "direct"]
     if importlib.util.find_spec("socketio") is not None:  # the optional `bench` extra
         systems.append("socketio")
     proc = subprocess.run(

@@ -1,4 +1,4 @@
-"""The relay's own HTTP/1.1 layer (relay_node.http.RelayHTTPProtocol) spoken to over raw sockets:
+"""The relay's own HTTP/1.1 layer (relay_node.http1.RelayHTTPProtocol) spoken to over raw sockets:
 pipelining, chunked bodies, 100-continue, HTTP/1.0, and refusal of malformed or oversized requests."""
 
 from __future__ import annotations
@@ -111,3 +111,56 @@ def test_pipelining_without_reading_is_cut_off(stack: RunningStack) -> None:
     assert sent < 40 * 1024 * 1024, "the relay kept reading requests it could not answer"
     assert rss_kib(relay.popen.pid) - before < 64 * 1024, "relay memory grew with unread answers"
     assert exchange(relay.port, b"GET /healthz HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.1 200")
+
+
+def relay_log(stack: RunningStack, name: str) -> bytes:
+    return (stack.stack.log_dir / f"relay-{name}.log").read_bytes()
+
+
+@pytest.mark.parametrize("size", [60_000, 66_000, 100_000, 127 * 1024])
+async def test_long_urls_up_to_the_limit_are_answered_not_500(stack: RunningStack, http: httpx.AsyncClient,
+                                                             size: int) -> None:
+    """D5: URLs up to the advertised 128 KiB reach the endpoint (here: a typed 4xx about the data),
+    and the relay's log does not grow with the URL."""
+    c = await stack.connect(http, stack.targets["websockets"])
+    name = c.fqdn.split(".")[1]
+    port = stack.relays[name].port
+    before = len(relay_log(stack, name))
+    pad = "x" * (size - 200)
+    raw = (f"GET /send?socket={c.socket}&seq=0&t=b&d=%25%25{pad} HTTP/1.1\r\nHost: {c.fqdn}\r\n"
+           "Connection: close\r\n\r\n").encode()
+    out = exchange(port, raw)
+    assert out.split(b" ")[1] == b"400", out[:300]
+    assert b'"error":"bad_request"' in out
+    assert len(relay_log(stack, name)) - before < 2048
+    await c.close()
+
+
+@pytest.mark.parametrize("target", [
+    b"http://[::1/x",  # absolute-form with a broken authority
+    b"http://h",  # absolute-form without a path
+    b"nope",  # neither origin-form nor absolute-form
+    b"/%ff%fe",  # percent-escapes that are not UTF-8
+])
+def test_malformed_request_targets_are_typed_4xx(stack: RunningStack, target: bytes) -> None:
+    """D5: a request-target the relay cannot route is a 4xx with a JSON error, never a 500."""
+    port = stack.relays["node1"].port
+    before = len(relay_log(stack, "node1"))
+    out = exchange(port, b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    status = int(out.split(b" ")[1])
+    assert 400 <= status < 500, out[:300]
+    assert b"Traceback" not in relay_log(stack, "node1")[before:]
+
+
+async def test_refused_requests_are_not_executed(stack: RunningStack, http: httpx.AsyncClient) -> None:
+    """D6: a /send refused with 431 (headers too large) must not reach the target."""
+    c = await stack.connect(http, stack.targets["websockets"])
+    port = stack.relays[c.fqdn.split(".")[1]].port
+    raw = (f"GET /send?socket={c.socket}&seq=0&d=leaked HTTP/1.1\r\nHost: {c.fqdn}\r\n"
+           f"X-Big: {'b' * 70_000}\r\nConnection: close\r\n\r\n").encode()
+    out = exchange(port, raw, half_close=False)
+    assert out.split(b" ")[1] == b"431", out[:200]
+    assert (await c.send_text("kept"))["ok"] is True  # seq 0 is still free: the refused send never ran
+    got = await c.receive(1)
+    assert [m["data"] for m in got] == ["kept"]
+    await c.close()

@@ -1,0 +1,134 @@
+"""The relay's endpoints: /send, /poll, /close, /healthz, /metrics, behind one ``answer`` seam.
+
+``RelayEndpoints.answer(path, query, request)`` turns a request into (status, headers, body) and
+knows nothing of sockets or HTTP framing: ``relay_node.http1`` serves it, tests can call it
+directly. No framework on the hot path: one dict lookup for the route, the pure core for parsing
+and encoding, and the socket table for state. Every failure becomes a typed answer.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from polysocket_core import jsonp, wire
+from polysocket_core.errors import ErrorCode, PolysocketError
+
+from .agent import NodeAgent
+from .logsafe import describe_target, log_internal
+from .metrics import RelayMetrics
+from .table import SocketTable
+
+log = logging.getLogger("polysocket.relay")
+
+OK_BODY = b'{"ok":true}'
+JS_HEADERS = [(b"content-type", jsonp.JS_CONTENT_TYPE), *jsonp.COMMON_HEADERS]
+JSON_HEADERS = [(b"content-type", jsonp.JSON_CONTENT_TYPE), *jsonp.COMMON_HEADERS, *jsonp.CORS_HEADERS]
+PREFLIGHT_HEADERS = [*jsonp.COMMON_HEADERS, *jsonp.CORS_HEADERS]
+METRICS_HEADERS = [(b"content-type", b"text/plain; version=0.0.4")]
+CONSTANT_HEADERS = (JS_HEADERS, JSON_HEADERS, PREFLIGHT_HEADERS, METRICS_HEADERS)  # formatted once by http1
+
+
+class Request(Protocol):
+    """What a handler needs of a request besides its query parameters."""
+
+    method: str
+    headers: list[tuple[bytes, bytes]]
+
+    async def body(self) -> bytes: ...
+
+
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+AnswerFn = Callable[[str, bytes, Request], Awaitable[Answer]]  # what the HTTP/1.1 protocol serves
+Handler = Callable[[Request, dict[str, str]], Awaitable[bytes]]  # may return the session's own coroutine
+
+
+class RelayEndpoints:
+    """The endpoints, independent of the server: ``answer`` turns a request into (status, headers, body)."""
+
+    def __init__(self, table: SocketTable, metrics: RelayMetrics, agent: NodeAgent | None = None) -> None:
+        self.table = table
+        self.metrics = metrics
+        self.agent = agent
+        # a base64-encoded message of the largest size plus its parameters
+        self.max_body = table.config.max_message_bytes * 4 // 3 + 4096
+        self.routes: dict[str, Handler] = {
+            "/send": self.send,
+            "/poll": self.poll,
+            "/close": self.close,
+            "/healthz": self.healthz,
+        }
+        self.known_paths = frozenset([*self.routes, "/metrics"])
+
+    def _metrics_allowed(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """``/metrics`` is open unless the node has a metrics token (it answers on the public port)."""
+        token = self.table.config.metrics_token
+        if not token:
+            return True
+        expected = b"bearer " + token.encode()
+        return any(n == b"authorization" and hmac.compare_digest(v.lower(), expected.lower())
+                   for n, v in headers)
+
+    async def answer(self, path: str, query: bytes, req: Request) -> Answer:
+        """The seam: ``path`` is decoded, ``query`` raw; never raises (an unexpected error is a 500)."""
+        method = req.method
+        if method == "OPTIONS":
+            return 204, PREFLIGHT_HEADERS, b""
+        if path == "/metrics" and method == "GET":
+            if not self._metrics_allowed(req.headers):
+                return jsonp.render_error(None, PolysocketError(
+                    ErrorCode.UNAUTHORIZED, "metrics need Authorization: Bearer <metrics token>"))
+            return 200, METRICS_HEADERS, self.metrics.render()
+        cb: str | None = None
+        try:
+            params = wire.parse_query(query)
+            raw_cb = params.get("cb")
+            if raw_cb is not None:
+                cb = jsonp.validate_callback(raw_cb)
+            handler = self.routes.get(path)
+            if handler is None:
+                raise PolysocketError(ErrorCode.NOT_FOUND, f"no such endpoint: {path[:100]}")
+            if method != "GET" and not (method == "POST" and path == "/send"):
+                raise PolysocketError(ErrorCode.METHOD_NOT_ALLOWED, f"{method[:20]} not allowed on {path}")
+            body = await handler(req, params)
+        except PolysocketError as exc:
+            self.metrics.errors.labels(exc.code.value).inc()
+            if exc.code is ErrorCode.BAD_CALLBACK:
+                cb = None
+            return jsonp.render_error(cb, exc)
+        except Exception as exc:
+            log_internal(log, describe_target(path, self.known_paths), exc)
+            self.metrics.errors.labels(ErrorCode.INTERNAL.value).inc()
+            return jsonp.render_error(cb, PolysocketError(ErrorCode.INTERNAL, "internal error"))
+        if cb is not None:
+            return 200, JS_HEADERS, b"/**/%b(%b);" % (cb.encode("ascii"), body)
+        return 200, JSON_HEADERS, body
+
+    async def send(self, req: Request, params: dict[str, str]) -> bytes:
+        if req.method == "POST":
+            body = await req.body()
+            raw = any(n == b"content-type" and v.startswith(b"application/octet-stream")
+                      for n, v in req.headers)
+            p = wire.parse_send(params, body, raw_binary=raw)
+        else:
+            p = wire.parse_send(params)
+        await self.table.get(p.socket).send(p)
+        return OK_BODY
+
+    def poll(self, req: Request, params: dict[str, str]) -> Awaitable[bytes]:
+        # not a coroutine itself: a waiting poll then holds one frame less (memory per idle socket)
+        p = wire.parse_poll(params, self.table.config.max_poll_ttl_ms)
+        return self.table.get(p.socket).poll(p.ack, p.ttl_ms)
+
+    async def close(self, req: Request, params: dict[str, str]) -> bytes:
+        p = wire.parse_close(params)
+        self.table.get(p.socket).close_upstream(p.code, p.reason)
+        return OK_BODY
+
+    async def healthz(self, req: Request, params: dict[str, str]) -> bytes:
+        cfg = self.table.config
+        draining = self.agent.draining if self.agent else False
+        return jsonp.dumps({"ok": True, "node": cfg.node_id, "fqdn": cfg.fqdn, "sockets": len(self.table),
+                            "capacity": cfg.capacity, "draining": draining})

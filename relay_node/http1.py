@@ -1,0 +1,426 @@
+"""The relay's lean HTTP/1.1 server protocol, on httptools, serving one ``answer`` function.
+
+Why not a generic ASGI server protocol: on the data path it costs 30-60 % more CPU per message
+(scope and event dicts, per-header checks, two writes per answer; bench/results/relay-ab.md).
+This one hands ``answer(path, query, request)`` the decoded path and the raw query, and writes
+status line, headers and body in one ``transport.write``.
+
+It depends on nothing but asyncio and httptools: its arguments are the answer function, the
+``Limits`` and a ``Connections`` registry (what a server needs for a graceful shutdown), so it
+runs under ``loop.create_server`` (``relay_node.server``) and in tests over a transport double.
+
+A request the protocol refuses while parsing it (malformed, URL or headers over the
+limit, runaway pipelining) is answered with a typed JSON error and ``connection: close``, and
+nothing from that connection is executed after it, the refused request included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import urllib.parse
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from email.utils import formatdate
+from http import HTTPStatus
+
+import httptools
+
+from polysocket_core import jsonp
+from polysocket_core.errors import ErrorCode, PolysocketError
+
+from .logsafe import log_internal
+
+log = logging.getLogger("polysocket.relay")
+
+Headers = list[tuple[bytes, bytes]]
+Answer = tuple[int, Headers, bytes]
+
+
+AnswerFn = Callable[[str, bytes, "ProtocolRequest"], Awaitable[Answer]]  # e.g. RelayEndpoints.answer
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one request and one connection may hold; past a limit the request is refused."""
+
+    max_url_bytes: int = 128 * 1024  # JSONP clients keep URLs near 2,000 characters; curl users may send more
+    max_header_bytes: int = 64 * 1024  # names + values of all headers
+    max_body_bytes: int = 1024 * 1024
+    max_pipelined: int = 16  # complete requests waiting behind the one being answered before reading pauses
+    max_queued: int = 256  # ... and past which (the rest of one read is still parsed) the connection is cut
+    keep_alive_s: float = 65.0  # a request must be complete this long after the connection or last answer
+
+
+class Connections:
+    """The open connections and the answers in flight: what a server shuts down gracefully."""
+
+    __slots__ = ("open", "tasks")
+
+    def __init__(self) -> None:
+        self.open: set[RelayHTTPProtocol] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def shutdown(self) -> None:
+        """Close idle connections now, busy ones after the answer in progress."""
+        for conn in list(self.open):
+            conn.shutdown()
+
+    async def wait_closed(self, timeout: float) -> bool:
+        """Wait until every connection closed or ``timeout`` passed; True when all closed."""
+        deadline = time.monotonic() + timeout
+        while self.open and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return not self.open
+
+    def abort(self) -> None:
+        """Cancel the answers still running (long polls) and drop their connections."""
+        for task in list(self.tasks):
+            task.cancel()
+        for conn in list(self.open):
+            if conn.transport is not None:
+                conn.transport.abort()
+
+
+# --- response bytes -----------------------------------------------------------------------------
+
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        try:
+            phrase = HTTPStatus(status).phrase.encode()
+        except ValueError:
+            phrase = b""
+        line = _STATUS_LINES[status] = b"HTTP/1.1 %d %s\r\n" % (status, phrase)
+    return line
+
+
+def header_block(headers: Headers) -> bytes:
+    return b"".join(b"%s: %s\r\n" % (name, value) for name, value in headers)
+
+
+_date_second = -1
+_date_line = b""
+
+
+def date_line() -> bytes:
+    """The ``date`` header (RFC 9110 wants one from a server with a clock), rebuilt once a second."""
+    global _date_second, _date_line
+    now = int(time.time())
+    if now != _date_second:
+        _date_second = now
+        _date_line = b"date: %s\r\n" % formatdate(now, usegmt=True).encode()
+    return _date_line
+
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_block_cache: dict[int, tuple[Headers, bytes]] = {}
+
+
+def cached_block(headers: Headers) -> bytes:
+    """Endpoints answer with a few constant header lists: format each once (keyed by identity)."""
+    hit = _block_cache.get(id(headers))
+    if hit is not None and hit[0] is headers:
+        return hit[1]
+    return header_block(headers)
+
+
+def register_constant_headers(*lists: Headers) -> None:
+    """Header lists that live as long as the process and are never mutated."""
+    for h in lists:
+        _block_cache[id(h)] = (h, header_block(h))
+
+
+def error_answer(code: ErrorCode, message: str, status: int | None = None) -> Answer:
+    """A typed error in the protocol doc's shape, readable by CORS clients; ``status`` overrides the code's."""
+    default, headers, body = jsonp.render_error(None, PolysocketError(code, message))
+    return status or default, headers, body
+
+
+
+
+# --- request-target -----------------------------------------------------------------------------
+
+class BadTarget(ValueError):
+    """The request-target is neither origin-form (``/p?q``) nor absolute-form (``http://h/p?q``)."""
+
+
+def split_target(target: bytes) -> tuple[str, bytes]:
+    """Decoded path and raw query of a request-target, without a URL-length limit of its own.
+
+    httptools' ``parse_url`` fails past 65,535 bytes (its offsets are 16-bit), below the 128 KiB the
+    relay accepts, and raised with the whole URL in its message; this is all the relay needs.
+    """
+    path, _, query = target.partition(b"?")
+    query = query.partition(b"#")[0]
+    path = path.partition(b"#")[0]
+    if not path.startswith(b"/"):
+        if path == b"*":
+            return "*", b""
+        scheme, sep, rest = path.partition(b"://")
+        if not sep or scheme.lower() not in (b"http", b"https"):
+            raise BadTarget("request-target must start with / or http(s)://")
+        authority, slash, tail = rest.partition(b"/")
+        if not authority or (b"[" in authority and b"]" not in authority):
+            raise BadTarget("malformed authority in request-target")
+        path = slash + tail if slash else b"/"
+    try:
+        text = path.decode("ascii")
+        if "%" in text:
+            text = urllib.parse.unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        raise BadTarget("request path is not valid percent-encoded UTF-8") from None
+    return text, query
+
+
+# --- the protocol -------------------------------------------------------------------------------
+
+class ProtocolRequest:
+    """One parsed request; its body is read in full before ``answer`` runs."""
+
+    __slots__ = ("body_chunks", "body_size", "expect_continue", "header_bytes", "headers", "keep_alive", "method",
+                 "too_large", "url")
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.header_bytes = 0
+        self.method = ""
+        self.headers: Headers = []
+        self.body_chunks: list[bytes] = []
+        self.body_size = 0
+        self.too_large = False
+        self.expect_continue = False
+        self.keep_alive = True
+
+    async def body(self) -> bytes:
+        return b"".join(self.body_chunks)
+
+
+class _Refused(Exception):
+    """Raised from a parser callback after a refusal: stops httptools parsing the rest of the read."""
+
+
+class RelayHTTPProtocol(asyncio.Protocol):
+    """One HTTP/1.1 connection. Requests on a connection are answered in order, one at a time."""
+
+    __slots__ = ("answer", "busy", "closing", "connections", "eof", "idle_timer", "limits", "loop", "parser",
+                 "queue", "refused", "req", "transport", "write_paused")
+
+    def __init__(self, answer: AnswerFn, limits: Limits, connections: Connections,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.answer = answer
+        self.limits = limits
+        self.connections = connections
+        self.loop = loop or asyncio.get_running_loop()
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.req = ProtocolRequest()
+        self.queue: deque[ProtocolRequest] | None = None  # requests not yet answered (pipelining; rare)
+        self.busy = False
+        self.closing = False  # close once the current answer is written
+        self.eof = False  # the client half-closed: answer what it sent, then close
+        self.refused = False  # a refusal was written: parse and execute nothing more
+        self.write_paused = False  # the transport's write buffer is over its high-water mark
+        self.idle_timer: asyncio.TimerHandle | None = None
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.connections.open.add(self)
+        self.idle_timer = self.loop.call_later(self.limits.keep_alive_s, self._idle_close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connections.open.discard(self)
+        self.transport = None
+        self.queue = None
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+
+    def data_received(self, data: bytes) -> None:
+        # The idle timer is not reset by data: a request must be complete within the keep-alive
+        # timeout of the connection opening or the previous answer (no trickling slowloris).
+        if self.refused:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._refuse(400, "upgrade not supported")
+        except httptools.HttpParserError:
+            if not self.refused:  # else a callback refused and stopped the parser (_Refused)
+                self._refuse(400, "malformed HTTP request")
+
+    def eof_received(self) -> bool | None:
+        if self.busy:
+            self.eof = True
+            return True  # keep the transport open to write the answers still owed
+        return None
+
+    def pause_writing(self) -> None:
+        """The client is not reading its answers: stop reading requests and answering queued ones."""
+        self.write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.transport is not None and (self.queue is None or len(self.queue) < self.limits.max_pipelined):
+            self.transport.resume_reading()
+        self._next()
+
+    def shutdown(self) -> None:
+        """Graceful shutdown: close now if idle, else after the answer in progress."""
+        if self.busy:
+            self.closing = True
+        elif self.transport is not None:
+            self.transport.close()
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self.req = ProtocolRequest()
+
+    def on_url(self, url: bytes) -> None:
+        self.req.url += url
+        if len(self.req.url) > self.limits.max_url_bytes:
+            self._refuse(414, f"URL over {self.limits.max_url_bytes} bytes")
+            raise _Refused
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.req.header_bytes += len(name) + len(value)
+        if self.req.header_bytes > self.limits.max_header_bytes:
+            self._refuse(431, f"request headers over {self.limits.max_header_bytes} bytes")
+            raise _Refused
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.req.expect_continue = True
+        self.req.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        if self.parser.should_upgrade():  # else httptools completes the message, then raises HttpParserUpgrade
+            self._refuse(400, "upgrade not supported")
+            raise _Refused
+        req = self.req
+        req.method = self.parser.get_method().decode("ascii")
+        max_body = self.limits.max_body_bytes
+        for name, value in req.headers:
+            if name == b"content-length" and value.isdigit() and int(value) > max_body:
+                req.too_large = True
+        if req.expect_continue and not req.too_large and self.transport is not None:
+            self.transport.write(_CONTINUE)
+
+    def on_body(self, body: bytes) -> None:
+        req = self.req
+        if req.too_large:
+            return
+        req.body_size += len(body)
+        if req.body_size > self.limits.max_body_bytes:
+            req.too_large = True
+            req.body_chunks = []
+        else:
+            req.body_chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        req = self.req
+        req.keep_alive = self.parser.should_keep_alive()
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        if self.busy or self.write_paused:
+            if self.queue is None:
+                self.queue = deque()
+            if len(self.queue) >= self.limits.max_queued:
+                # Pausing does not stop the parser working through what was already read: a
+                # client that pipelines without reading its answers is cut off here.
+                self._refuse(429, "too many pipelined requests")
+                raise _Refused
+            self.queue.append(req)
+            if len(self.queue) == self.limits.max_pipelined and self.transport is not None:
+                self.transport.pause_reading()  # resumed as the queue drains
+        else:
+            self._start(req)
+
+    # answering
+
+    def _start(self, req: ProtocolRequest) -> None:
+        self.busy = True
+        task = self.loop.create_task(self._answer(req))
+        tasks = self.connections.tasks
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    async def _answer(self, req: ProtocolRequest) -> None:
+        # Refused before the endpoint runs: a body over the limit (even on a GET) or a target that
+        # cannot be routed. The request was read whole, so the connection stays usable.
+        if req.too_large:
+            answer = error_answer(ErrorCode.PAYLOAD_TOO_LARGE, f"request body over {self.limits.max_body_bytes} bytes")
+        else:
+            try:
+                path, query = split_target(req.url)
+            except BadTarget as exc:
+                answer = error_answer(ErrorCode.BAD_REQUEST, str(exc))
+            else:
+                try:
+                    answer = await self.answer(path, query, req)
+                except Exception as exc:  # the seam should not raise; if it does, the client still gets an answer
+                    log_internal(log, "answer", exc)
+                    answer = error_answer(ErrorCode.INTERNAL, "internal error")
+        self._write(req, *answer)
+
+    def _write(self, req: ProtocolRequest, status: int, headers: Headers, body: bytes) -> None:
+        transport = self.transport
+        self.busy = False
+        if transport is None or transport.is_closing():
+            return
+        close = self.closing or not req.keep_alive or (self.eof and not self.queue)
+        transport.write(b"%b%b%bcontent-length: %d\r\n%b\r\n%b" % (
+            status_line(status), date_line(), cached_block(headers), len(body),
+            b"connection: close\r\n" if close else b"", b"" if req.method == "HEAD" else body))
+        if close:
+            self.refused = True  # whatever follows on this connection is not read
+            self.queue = None
+            transport.close()
+            return
+        self._next()
+
+    def _next(self) -> None:
+        """Answer the next queued request, unless one is in progress or the client stopped reading."""
+        transport = self.transport
+        if self.busy or self.write_paused or transport is None or transport.is_closing():
+            return
+        if self.queue:
+            if len(self.queue) == self.limits.max_pipelined:
+                transport.resume_reading()
+            self._start(self.queue.popleft())
+        else:
+            self.idle_timer = self.loop.call_later(self.limits.keep_alive_s, self._idle_close)
+
+    def _idle_close(self) -> None:
+        self.idle_timer = None
+        if not self.busy and self.transport is not None:
+            self.transport.close()
+
+    def _refuse(self, status: int, message: str) -> None:
+        """Refuse what the parser is reading: answer, close, and execute nothing more from this connection.
+
+        Callbacks raise ``_Refused`` right after, so httptools stops parsing the rest of the read;
+        requests already queued were never started and are dropped with it.
+        """
+        if self.refused:
+            return
+        self.refused = True
+        self.queue = None
+        code = ErrorCode.BAD_REQUEST if status == 400 else (
+            ErrorCode.RATE_LIMITED if status == 429 else ErrorCode.PAYLOAD_TOO_LARGE)
+        _, headers, body = error_answer(code, message)
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(b"%b%b%bcontent-length: %d\r\nconnection: close\r\n\r\n%b" % (
+                status_line(status), date_line(), header_block(headers), len(body), body))
+            transport.close()

@@ -1,0 +1,389 @@
+"""relay_node.http1 in process, in the style of uvicorn's protocol tests: a transport double records
+what the protocol writes, the test feeds bytes into ``data_received``. No sockets, no servers, so
+every edge (a request split byte by byte, a client that stops reading, a connection lost while an
+answer is pending) is exact and fast."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from typing import Any
+
+import orjson
+import pytest
+
+from polysocket_core.errors import ErrorCode, PolysocketError
+from relay_node.config import RelayConfig
+from relay_node.endpoints import RelayEndpoints
+from relay_node.http1 import (
+    Answer,
+    BadTarget,
+    Connections,
+    Limits,
+    ProtocolRequest,
+    RelayHTTPProtocol,
+    split_target,
+)
+from relay_node.metrics import RelayMetrics
+from relay_node.table import SocketTable
+
+OK: Answer = (200, [(b"content-type", b"application/json")], b'{"ok":true}')
+SOCKET_ID = "NlXHq0vw3AbCdEfGhIjKlMnOpQrStUvW"  # the shape of a socket id: 32 URL-safe base64 chars
+
+
+class MockTransport:
+    """Records writes; ``close`` only marks (the test decides when ``connection_lost`` comes)."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.closed = False
+        self.read_paused = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "write after close"
+        self.buffer += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        self.read_paused = True
+
+    def resume_reading(self) -> None:
+        self.read_paused = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def statuses(self) -> list[int]:
+        return [int(s) for s in re.findall(rb"HTTP/1\.1 (\d{3}) ", self.buffer)]
+
+
+class Answerer:
+    """The ``answer`` seam double: records calls; ``hold`` makes answers wait for ``release``."""
+
+    def __init__(self, answer: Answer = OK) -> None:
+        self.calls: list[tuple[str, bytes, str, bytes]] = []
+        self.answer_value = answer
+        self.gate: asyncio.Event | None = None
+        self.running = 0
+        self.max_running = 0
+
+    def hold(self) -> None:
+        self.gate = asyncio.Event()
+
+    def release(self) -> None:
+        assert self.gate is not None
+        self.gate.set()
+
+    async def __call__(self, path: str, query: bytes, req: ProtocolRequest) -> Answer:
+        self.calls.append((path, query, req.method, await req.body()))
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+        finally:
+            self.running -= 1
+        return self.answer_value
+
+
+def make(answer: Any = None, **limits: Any) -> tuple[RelayHTTPProtocol, MockTransport, Answerer, Connections]:
+    answerer = answer if answer is not None else Answerer()
+    conns = Connections()
+    proto = RelayHTTPProtocol(answerer, Limits(**limits), conns)
+    transport = MockTransport()
+    proto.connection_made(transport)  # type: ignore[arg-type]
+    return proto, transport, answerer, conns
+
+
+async def settle() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+GET = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+async def test_simple_get_keeps_the_connection() -> None:
+    proto, tr, ans, conns = make()
+    proto.data_received(b"GET /send?socket=abc&seq=0&d=hi HTTP/1.1\r\nHost: x\r\n\r\n")
+    await settle()
+    assert ans.calls == [("/send", b"socket=abc&seq=0&d=hi", "GET", b"")]
+    assert tr.buffer.startswith(b"HTTP/1.1 200 OK\r\ndate: ")
+    assert tr.buffer.endswith(b"content-length: 11\r\n\r\n{\"ok\":true}")
+    assert not tr.closed and proto in conns.open
+
+
+async def test_keep_alive_serves_consecutive_requests() -> None:
+    proto, tr, _, _ = make()
+    for _ in range(3):
+        proto.data_received(GET)
+        await settle()
+    assert tr.statuses() == [200, 200, 200] and not tr.closed
+
+
+async def test_pipelined_requests_are_answered_in_order_one_at_a_time() -> None:
+    proto, tr, ans, _ = make()
+    ans.hold()
+    proto.data_received(b"".join(b"GET /p%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(5)))
+    await settle()
+    assert [c[0] for c in ans.calls] == ["/p0"] and tr.buffer == b""
+    ans.release()
+    await settle()
+    assert [c[0] for c in ans.calls] == [f"/p{i}" for i in range(5)]
+    assert ans.max_running == 1 and tr.statuses() == [200] * 5
+
+
+async def test_request_split_across_chunks() -> None:
+    proto, tr, ans, _ = make()
+    raw = (b"POST /send?socket=abc&seq=1 HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+           b"Content-Length: 11\r\n\r\nhello world")
+    for i in range(len(raw)):
+        proto.data_received(raw[i:i + 1])
+    await settle()
+    assert ans.calls == [("/send", b"socket=abc&seq=1", "POST", b"hello world")]
+    assert tr.statuses() == [200]
+
+
+async def test_chunked_body_and_expect_continue() -> None:
+    proto, tr, ans, _ = make()
+    proto.data_received(b"POST /send HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                        b"Expect: 100-continue\r\n\r\n")
+    assert tr.buffer == b"HTTP/1.1 100 Continue\r\n\r\n"
+    proto.data_received(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+    await settle()
+    assert ans.calls[0][3] == b"hello world"
+
+
+@pytest.mark.parametrize("size", [60_000, 66_000, 100_000, 128 * 1024 - 100])
+async def test_long_url_under_the_limit_reaches_the_endpoint(size: int) -> None:
+    """D5: httptools.parse_url stops at 65,535 bytes; the protocol's own limit is what holds."""
+    proto, tr, ans, _ = make()
+    query = b"d=" + b"x" * (size - 10)
+    proto.data_received(b"GET /send?" + query + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    await settle()
+    assert ans.calls == [("/send", query, "GET", b"")] and tr.statuses() == [200]
+
+
+async def test_oversized_url_is_refused_and_not_executed() -> None:
+    proto, tr, ans, _ = make(max_url_bytes=1000)
+    proto.data_received(b"GET /send?d=" + b"x" * 1000 + b" HTTP/1.1\r\nHost: x\r\n\r\n" + GET)
+    await settle()
+    assert tr.statuses() == [414] and tr.closed and ans.calls == []
+    assert orjson.loads(tr.buffer.split(b"\r\n\r\n", 1)[1])["error"] == "payload_too_large"
+    proto.data_received(GET)  # whatever still arrives is ignored
+    await settle()
+    assert ans.calls == []
+
+
+async def test_oversized_headers_are_refused_and_not_executed() -> None:
+    """D6: the refused request used to run once httptools reached the end of its message."""
+    proto, tr, ans, _ = make(max_header_bytes=1000)
+    proto.data_received(b"GET /send?socket=abc&seq=0&d=leaked HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 1000
+                        + b"\r\n\r\n" + GET)
+    await settle()
+    assert tr.statuses() == [431] and tr.closed and ans.calls == []
+
+
+async def test_oversized_headers_split_across_reads_are_not_executed() -> None:
+    proto, tr, ans, _ = make(max_header_bytes=1000)
+    proto.data_received(b"GET /send?d=leaked HTTP/1.1\r\nX-Big: " + b"b" * 600 + b"\r\n")
+    proto.data_received(b"X-Big2: " + b"b" * 600 + b"\r\n")
+    proto.data_received(b"\r\n")
+    await settle()
+    assert tr.statuses() == [431] and ans.calls == []
+
+
+async def test_body_over_the_limit_is_413_before_the_endpoint() -> None:
+    proto, tr, ans, _ = make(max_body_bytes=10)
+    proto.data_received(b"GET /send?d=x HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world" + GET)
+    await settle()
+    assert tr.statuses() == [413, 200] and [c[0] for c in ans.calls] == ["/healthz"]
+    assert b"access-control-allow-origin: *" in tr.buffer  # a CORS client can read why
+
+
+@pytest.mark.parametrize("target", [b"http://[::1/x", b"ftp://h/send", b"/%ff%fe"])
+async def test_unroutable_target_is_typed_400(target: bytes) -> None:
+    proto, tr, ans, _ = make()
+    proto.data_received(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n" + GET)
+    await settle()
+    assert tr.statuses() == [400, 200] and [c[0] for c in ans.calls] == ["/healthz"]
+    assert orjson.loads(tr.buffer.split(b"\r\n\r\n", 1)[1].split(b"HTTP/1.1")[0])["error"] == "bad_request"
+
+
+@pytest.mark.parametrize("raw", [
+    b"THIS IS NOT HTTP\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nContent-Length: abc\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+])
+async def test_malformed_request_is_400_and_closes(raw: bytes) -> None:
+    proto, tr, ans, _ = make()
+    proto.data_received(raw)
+    await settle()
+    assert tr.statuses() == [400] and tr.closed and ans.calls == []
+
+
+async def test_connection_close_is_honoured_and_later_bytes_ignored() -> None:
+    proto, tr, ans, _ = make()
+    proto.data_received(b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    await settle()
+    assert tr.closed and b"connection: close\r\n" in tr.buffer
+    proto.data_received(b"GET /b HTTP/1.1\r\n\r\n")
+    await settle()
+    assert [c[0] for c in ans.calls] == ["/a"]
+
+
+async def test_http10_closes_after_the_answer() -> None:
+    proto, tr, _, _ = make()
+    proto.data_received(b"GET /healthz HTTP/1.0\r\n\r\n")
+    await settle()
+    assert tr.statuses() == [200] and tr.closed
+
+
+async def test_pause_writing_holds_answers_and_reading() -> None:
+    """A client that does not read its answers: stop answering and reading until it does."""
+    proto, tr, ans, _ = make(max_pipelined=4)
+    proto.pause_writing()
+    assert tr.read_paused
+    proto.data_received(GET * 4)
+    await settle()
+    assert ans.calls == [] and tr.buffer == b""
+    proto.resume_writing()
+    await settle()
+    assert tr.statuses() == [200] * 4 and not tr.read_paused
+
+
+async def test_deep_pipeline_pauses_reading_then_resumes() -> None:
+    proto, tr, ans, _ = make(max_pipelined=4)
+    ans.hold()
+    proto.data_received(GET * 5)  # one answering, four queued
+    await settle()
+    assert tr.read_paused
+    ans.release()
+    await settle()
+    assert tr.statuses() == [200] * 5 and not tr.read_paused
+
+
+async def test_runaway_pipeline_is_cut_and_the_queue_dropped() -> None:
+    proto, tr, ans, _ = make(max_pipelined=2, max_queued=3)
+    ans.hold()
+    proto.data_received(GET * 10)
+    await settle()
+    assert tr.statuses() == [429] and tr.closed
+    ans.release()
+    await settle()
+    assert len(ans.calls) == 1  # only the request already being answered ran
+
+
+async def test_connection_lost_mid_answer() -> None:
+    proto, tr, ans, conns = make()
+    ans.hold()
+    proto.data_received(GET * 3)
+    await settle()
+    proto.connection_lost(ConnectionResetError())
+    assert proto not in conns.open
+    ans.release()
+    await settle()
+    assert tr.buffer == b"" and len(ans.calls) == 1 and not conns.tasks
+
+
+async def test_half_close_answers_what_was_sent_then_closes() -> None:
+    proto, tr, ans, _ = make()
+    ans.hold()
+    proto.data_received(GET * 2)
+    assert proto.eof_received() is True
+    ans.release()
+    await settle()
+    assert tr.statuses() == [200, 200] and tr.closed and b"connection: close" in tr.buffer.rsplit(b"HTTP/1.1", 1)[1]
+
+
+async def test_shutdown_closes_idle_now_and_busy_after_the_answer() -> None:
+    _, idle_tr, _, conns = make()
+    busy = RelayHTTPProtocol(Answerer(), Limits(), conns)
+    busy_tr = MockTransport()
+    busy.connection_made(busy_tr)  # type: ignore[arg-type]
+    assert isinstance(busy.answer, Answerer)
+    busy.answer.hold()
+    busy.data_received(GET)
+    await settle()
+    conns.shutdown()
+    assert idle_tr.closed and not busy_tr.closed
+    busy.answer.release()
+    await settle()
+    assert busy_tr.statuses() == [200] and busy_tr.closed
+
+
+async def test_keep_alive_timeout_closes_an_idle_connection() -> None:
+    _, tr, _, _ = make(keep_alive_s=0.01)
+    await asyncio.sleep(0.05)
+    assert tr.closed
+
+
+async def test_a_raising_answer_is_a_500_with_a_bounded_redacted_log(caplog: pytest.LogCaptureFixture) -> None:
+    async def boom(path: str, query: bytes, req: ProtocolRequest) -> Answer:
+        raise RuntimeError(f"lost {SOCKET_ID} " + "x" * 100_000)
+
+    proto, tr, _, _ = make(answer=boom)
+    with caplog.at_level(logging.ERROR, logger="polysocket.relay"):
+        proto.data_received(GET)
+        await settle()
+    assert tr.statuses() == [500] and not tr.closed
+    text = caplog.text
+    assert SOCKET_ID not in text and len(text) < 6000
+
+
+async def test_endpoint_internal_error_log_never_holds_the_socket_id(caplog: pytest.LogCaptureFixture) -> None:
+    """D5: the endpoint's own catch-all logs neither the URL nor a socket id in full."""
+    table = SocketTable(RelayConfig(fqdn="n.localhost"), RelayMetrics())
+
+    def broken_get(sid: str) -> Any:
+        raise KeyError(sid)
+
+    table.get = broken_get  # type: ignore[method-assign]
+    endpoints = RelayEndpoints(table, table.metrics)
+    proto, tr, _, _ = make(answer=endpoints.answer)
+    with caplog.at_level(logging.ERROR, logger="polysocket.relay"):
+        proto.data_received(b"GET /close?socket=" + SOCKET_ID.encode() + b"&pad=" + b"p" * 70_000
+                            + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        await settle()
+    assert tr.statuses() == [500]
+    assert "/close" in caplog.text and SOCKET_ID not in caplog.text and len(caplog.text) < 6000
+
+
+async def test_endpoint_errors_stay_typed() -> None:
+    table = SocketTable(RelayConfig(fqdn="n.localhost"), RelayMetrics())
+    proto, tr, _, _ = make(answer=RelayEndpoints(table, table.metrics).answer)
+    proto.data_received(b"GET /poll?socket=" + SOCKET_ID.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+                        b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
+    await settle()
+    assert tr.statuses() == [HTTP_UNKNOWN_SOCKET, 404]
+
+
+HTTP_UNKNOWN_SOCKET = PolysocketError(ErrorCode.UNKNOWN_SOCKET, "").status
+
+
+@pytest.mark.parametrize(("target", "expected"), [
+    (b"/send?a=1", ("/send", b"a=1")),
+    (b"/send", ("/send", b"")),
+    (b"/se%6Ed?x=%41", ("/send", b"x=%41")),
+    (b"/send?a=1#frag", ("/send", b"a=1")),
+    (b"http://h.example:8101/poll?ack=3", ("/poll", b"ack=3")),
+    (b"HTTPS://[::1]:8101", ("/", b"")),
+    (b"*", ("*", b"")),
+])
+def test_split_target(target: bytes, expected: tuple[str, bytes]) -> None:
+    assert split_target(target) == expected
+
+
+@pytest.mark.parametrize("target", [b"", b"send", b"ftp://h/x", b"http:///x", b"http://[::1/x", b"/%ff", b"/\xff"])
+def test_split_target_refuses(target: bytes) -> None:
+    with pytest.raises(BadTarget):
+        split_target(target)
