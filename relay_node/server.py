@@ -122,17 +122,13 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     return factory
 
 
-def run_relay(config: RelayConfig, host: str, port: int, log_level: str = "info",
-              ssl_certfile: str | None = None, ssl_keyfile: str | None = None) -> None:
+def run_relay(config: RelayConfig) -> None:
     """Serve until drained. With a certificate the relay speaks HTTPS: pages served over HTTPS can
-    only load scripts and make XHRs to HTTPS relays (mixed content is blocked).
-
-    ``log_level`` is kept for the CLI's signature: the CLI configures logging itself.
-    """
+    only load scripts and make XHRs to HTTPS relays (mixed content is blocked)."""
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
-    ssl_ctx = ssl_context(ssl_certfile, ssl_keyfile) if ssl_certfile else None
+    ssl_ctx = ssl_context(config.ssl_certfile, config.ssl_keyfile) if config.ssl_certfile else None
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        status = runner.run(RelayServer(RelayNode(config), host, port, ssl_ctx).serve())
+        status = runner.run(RelayServer(RelayNode(config), config.host, config.port, ssl_ctx).serve())
     log.info("relay %s stopped", config.node_id)
     if status:
         sys.exit(status)

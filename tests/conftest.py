@@ -1,4 +1,4 @@
-"""Real components for the tests: a Valkey server, the router and relay nodes as uvicorn processes,
+"""Real components for the tests: a Valkey server, the router (uvicorn) and relay nodes as processes,
 and echo targets on two WebSocket implementations (Python ``websockets`` and Node ``ws``)."""
 
 from __future__ import annotations
