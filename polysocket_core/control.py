@@ -9,7 +9,10 @@ Keys (``P`` is the prefix, ``ps:`` by default):
 - ``P node:{id}``          HASH id, fqdn, capacity, sockets, draining ("0"/"1"), started_at
 - ``P node:{id}:alive``    STRING with a TTL, refreshed by the node's heartbeat; gone = node dead
 - ``P node:{id}:inbox``    LIST of establish requests (JSON), BLPOP-ed by the node
-- ``P node:{id}:tokens``   HASH token id -> sockets the node holds for it (refreshed with the heartbeat)
+- ``P node:{id}:tokens``   HASH token id -> sockets the node holds or is opening for it (absolute,
+                           rewritten by every heartbeat)
+- ``P node:{id}:resv:{token id}`` ZSET establish request id -> expiry (ms): the token's reservations
+                           picked for the node and not yet settled by its heartbeat
 - ``P reply:{request_id}`` LIST of replies (JSON) to one request: an ``ack`` then a ``done``
 - ``P token:{sha256}``     HASH of one token (see router_fn.tokens); ``P tokens`` HASH id -> sha256
 - ``P rl:{kind}:{key}:{window}`` connect rate-limit counters
@@ -26,6 +29,9 @@ import orjson
 DEFAULT_PREFIX = "ps:"
 NODE_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 REPLY_TTL_SECONDS = 60
+# A picked reservation counts until the node that took the request settles it with its heartbeat;
+# if none does (request lost, node dead), it expires this long after the request itself.
+RESERVATION_GRACE_MS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +53,9 @@ class Keys:
 
     def node_tokens(self, node_id: str) -> str:
         return f"{self.prefix}node:{node_id}:tokens"
+
+    def reservations(self, node_id: str, token_id: str) -> str:
+        return f"{self.prefix}node:{node_id}:resv:{token_id}"
 
     def reply(self, request_id: str) -> str:
         return f"{self.prefix}reply:{request_id}"
@@ -72,8 +81,9 @@ class EstablishRequest:
     protocols: list[str]
     expires_at_ms: int  # wall clock; the node ignores a request that arrives after this
     caller: str = ""
-    meta: dict[str, str] = field(default_factory=dict)  # admission facts (token id, origin) for reporting
+    meta: dict[str, str] = field(default_factory=dict)  # admission facts (caller, origin) for reporting
     addresses: list[str] = field(default_factory=list)  # IPs the SSRF guard checked: use only these
+    token_id: str = ""  # the token whose limit the socket counts against ("" = none)
 
     def encode(self) -> bytes:
         return orjson.dumps({"v": 1, "op": "establish", **asdict(self)})
@@ -89,6 +99,8 @@ class EstablishRequest:
             caller=str(data.get("caller", "")),
             meta={str(k): str(v) for k, v in dict(data.get("meta", {})).items()},
             addresses=[str(a) for a in data.get("addresses", [])],
+            # routers before the typed field sent the token id in ``meta`` only
+            token_id=str(data.get("token_id") or dict(data.get("meta", {})).get("token", "")),
         )
 
 
@@ -142,11 +154,13 @@ class EstablishReply:
 
 
 # Pick the live, non-draining node with the lowest sockets/capacity and count the new socket on it,
-# in one atomic step so that concurrent connects spread out. With a token, first sum the token's
-# sockets over live nodes (dead nodes stop counting when their alive key expires) and refuse at the
-# limit; else reserve one on the chosen node. Records of dead nodes are pruned.
-# The establish request is pushed to the chosen node's inbox in the same step, so a reservation
-# never exists without its request (a router that dies in between cannot leak it).
+# in one atomic step so that concurrent connects spread out. With a token, first count the token's
+# sockets on the live nodes (dead nodes stop counting when their alive key expires): the absolute
+# count each node published plus its reservations in flight (``node:{id}:resv:{token}``, expired
+# ones dropped), and refuse at the limit; else add this request to the chosen node's reservations,
+# scored with its expiry. Records of
+# dead nodes are pruned. The establish request is pushed to the chosen node's inbox in the same step,
+# so a reservation never exists without its request (a router that dies in between cannot leak it).
 # KEYS[1] = nodes set. ARGV[1] = key prefix, ARGV[2] = token id ("" = none), ARGV[3] = max sockets
 # (0 = no limit), ARGV[4] = the encoded request, ARGV[5..] = node ids to skip (a retry).
 # Returns {"ok", node_id, fqdn}, {"limit", count} or nil (no node).
@@ -156,11 +170,19 @@ local skip = {}
 for i = 5, #ARGV do skip[ARGV[i]] = true end
 local best, best_load, best_fqdn = nil, nil, nil
 local used = 0
+local now_ms = 0
+if token ~= '' then
+  local t = redis.call('TIME')
+  now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local nk = prefix .. 'node:' .. id
   if redis.call('EXISTS', nk .. ':alive') == 1 then
     if token ~= '' then
-      used = used + (tonumber(redis.call('HGET', nk .. ':tokens', token)) or 0)
+      local rk = nk .. ':resv:' .. token
+      redis.call('ZREMRANGEBYSCORE', rk, '-inf', now_ms)
+      used = used + math.max(0, tonumber(redis.call('HGET', nk .. ':tokens', token)) or 0)
+        + redis.call('ZCARD', rk)
     end
     if not skip[id] then
       local f = redis.call('HMGET', nk, 'fqdn', 'capacity', 'sockets', 'draining')
@@ -181,7 +203,13 @@ end
 if token ~= '' and limit > 0 and used >= limit then return {'limit', tostring(used)} end
 if best == nil then return nil end
 redis.call('HINCRBY', prefix .. 'node:' .. best, 'sockets', 1)
-if token ~= '' then redis.call('HINCRBY', prefix .. 'node:' .. best .. ':tokens', token, 1) end
+if token ~= '' then
+  local rk = prefix .. 'node:' .. best .. ':resv:' .. token
+  local req = cjson.decode(ARGV[4])
+  local expiry = tonumber(req['expires_at_ms']) + """ + str(RESERVATION_GRACE_MS) + """
+  redis.call('ZADD', rk, expiry, req['id'])
+  redis.call('PEXPIREAT', rk, math.max(expiry, tonumber(redis.call('PEXPIRETIME', rk))))
+end
 redis.call('RPUSH', prefix .. 'node:' .. best .. ':inbox', ARGV[4])
 return {'ok', best, best_fqdn}
 """

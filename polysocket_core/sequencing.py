@@ -8,7 +8,7 @@ Both are pure: the caller supplies the clock.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import ErrorCode, PolysocketError
 
@@ -17,6 +17,7 @@ from .errors import ErrorCode, PolysocketError
 class Frame:
     kind: str  # "t" or "b"
     data: bytes
+    seq: int = field(default=-1, compare=False)  # the seq of the send that completed it (its last chunk)
 
 
 class InboundSequencer:
@@ -50,7 +51,7 @@ class InboundSequencer:
                     ErrorCode.PAYLOAD_TOO_LARGE, f"message is larger than {self.max_message} bytes"
                 )
             self.gap_since = None
-            return [Frame(kind, data)]
+            return [Frame(kind, data, seq)]
         if self.is_duplicate(seq):
             return []
         if seq - self.expected >= self.max_ahead:
@@ -91,7 +92,7 @@ class InboundSequencer:
             self._partial = []
             self._partial_kind = ""
             self._partial_size = 0
-            out.append(Frame(kind, payload))
+            out.append(Frame(kind, payload, self.expected - 1))
         else:
             self._partial.append(data)
             self._partial_kind = kind

@@ -13,6 +13,7 @@ from redis.typing import EncodableT, FieldT
 
 from polysocket_core.control import REPLY_TTL_SECONDS, EstablishReply, EstablishRequest, Keys, KillRequest, decode_inbox
 from polysocket_core.errors import ErrorCode, PolysocketError
+from polysocket_core.lifecycle import CloseCause
 from polysocket_core.wire import CLOSE_GOING_AWAY
 
 from .config import RelayConfig
@@ -65,22 +66,30 @@ class NodeAgent:
 
     async def _beat(self) -> None:
         cfg, k = self.config, self.keys
-        async with self.redis.pipeline(transaction=True) as p:
-            p.hset(k.node(cfg.node_id), mapping=self._record())
-            p.sadd(k.nodes, cfg.node_id)
-            p.set(k.alive(cfg.node_id), "1", px=int(cfg.heartbeat_ttl_s * 1000))
-            p.expire(k.node(cfg.node_id), NODE_RECORD_TTL_S)
-            # Routers count a token's sockets up in the pick script; the node counts them down
-            # when it gives them back. Never overwritten, so an in-flight reservation is never lost.
-            released = self.table.take_released()
-            for token, n in released.items():
-                p.hincrby(k.node_tokens(cfg.node_id), token, -n)
-            p.expire(k.node_tokens(cfg.node_id), NODE_RECORD_TTL_S)
-            try:
+        tokens_key = k.node_tokens(cfg.node_id)
+        ledger = self.table.ledger
+        # The node's token counts are absolute: rewritten whole by every heartbeat, so they heal
+        # after Redis lost its data and cannot drift below zero. The requests taken since the last
+        # beat leave the routers' reservation sets in the same transaction that starts counting
+        # them here, so a socket is never counted twice nor missed (polysocket_core.reservations).
+        counts: dict[FieldT, EncodableT] = {t: n for t, n in ledger.counts().items()}
+        settle = ledger.begin_settle()
+        try:
+            async with self.redis.pipeline(transaction=True) as p:
+                p.hset(k.node(cfg.node_id), mapping=self._record())
+                p.sadd(k.nodes, cfg.node_id)
+                p.set(k.alive(cfg.node_id), "1", px=int(cfg.heartbeat_ttl_s * 1000))
+                p.expire(k.node(cfg.node_id), NODE_RECORD_TTL_S)
+                p.delete(tokens_key)
+                if counts:
+                    p.hset(tokens_key, mapping=counts)
+                    p.expire(tokens_key, NODE_RECORD_TTL_S)
+                for token_id, request_id in settle:
+                    p.zrem(k.reservations(cfg.node_id, token_id), request_id)
                 await p.execute()
-            except RedisError:
-                self.table.released.update(released)
-                raise
+        except BaseException:
+            ledger.settle_failed(settle)
+            raise
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -122,37 +131,57 @@ class NodeAgent:
             await p.execute()
 
     async def _handle(self, req: EstablishRequest) -> None:
-        token = req.meta.get("token", "")
+        """Open the socket a router asked for and answer it. The request's token reservation is
+        owned from here: by the socket once it is open, else released on every other path."""
+        res = self.table.ledger.take(req.id, req.token_id)
         if time.time() * 1000 > req.expires_at_ms:
             log.info("skipping expired establish request %s", req.id)
-            self.table.release(token)
+            res.release()
             return
         try:
             await self._reply(req.id, EstablishReply(phase="ack"))
             if self.draining:
-                self.table.release(token)
                 raise PolysocketError(ErrorCode.DRAINING, "relay node is draining")
-            sock = await self.table.open(req.socket, req.target, req.protocols, req.meta, req.addresses)
+            sock = await self.table.open(req, res)
         except PolysocketError as exc:
-            await self._reply(req.id, EstablishReply(phase="done", ok=False, error=exc.code.value,
-                                                     message=exc.message))
+            res.release()
+            await self._reply_safely(req.id, EstablishReply(phase="done", ok=False, error=exc.code.value,
+                                                            message=exc.message))
             return
         except RedisError as exc:  # the ack could not be sent: the socket was never opened
+            res.release()
             log.warning("establish %s: cannot reply: %s", req.id, exc)
-            self.table.release(token)
             return
+        except asyncio.CancelledError:  # the node is stopping
+            res.release()
+            raise
         except Exception:  # a bug must still answer the router, never leave it waiting
+            res.release()
             log.exception("establish %s failed", req.id)
-            with contextlib.suppress(RedisError):
-                await self._reply(req.id, EstablishReply(phase="done", ok=False, error=ErrorCode.INTERNAL.value,
-                                                         message="relay error while opening the socket"))
+            await self._reply_safely(req.id, EstablishReply(
+                phase="done", ok=False, error=ErrorCode.INTERNAL.value,
+                message="relay error while opening the socket"))
             return
+        # The upstream is open and the socket owns the reservation: every way out below that does
+        # not hand the socket to the router closes it, which frees it and releases the reservation.
         if time.time() * 1000 > req.expires_at_ms:
-            # The router gave up on this request; nobody will ever use the socket.
-            sock.close_upstream(CLOSE_GOING_AWAY, "connect abandoned")
-            self.table.forget(sock)
+            log.info("establish %s: opened after the router gave up; closing", req.id)
+            sock.close(CloseCause.ABANDONED)
             return
-        await self._reply(req.id, EstablishReply(phase="done", ok=True, protocol=sock.protocol))
+        try:
+            await self._reply(req.id, EstablishReply(phase="done", ok=True, protocol=sock.protocol))
+        except asyncio.CancelledError:
+            sock.close(CloseCause.ABANDONED)
+            raise
+        except Exception as exc:  # RedisError after the retries, or a bug: nobody will use the socket
+            log.warning("establish %s: cannot hand the socket to the router (%s); closing it", req.id, exc)
+            sock.close(CloseCause.ABANDONED)
+
+    async def _reply_safely(self, request_id: str, reply: EstablishReply) -> None:
+        try:
+            await self._reply(request_id, reply)
+        except RedisError as exc:
+            log.warning("establish %s: cannot reply: %s", request_id, exc)
 
     async def drain(self) -> None:
         """Refuse new sockets, keep serving for the grace period, close with 1001, deregister."""

@@ -2,6 +2,10 @@
 
 The upstream reader is the only task per socket; polls wait on a plain future and sends write
 under a FIFO lock, so a message costs no task creation.
+
+The socket's lifecycle is ``self.state`` (``polysocket_core.lifecycle.SocketState``); it changes
+only in ``_move``, which also performs what entering each state means. Which close code goes to
+the target and which one the client sees is decided in ``polysocket_core.lifecycle``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,17 @@ from websockets.exceptions import ConnectionClosed
 
 from polysocket_core import wire
 from polysocket_core.errors import ErrorCode, PolysocketError
+from polysocket_core.lifecycle import (
+    CLOSED_LINGER_S,
+    CloseCause,
+    SocketState,
+    SweepVerdict,
+    can_move,
+    client_close,
+    decide_close,
+    sweep_verdict,
+)
+from polysocket_core.reservations import Reservation
 from polysocket_core.sequencing import InboundSequencer, OutboundBuffer, poll_answer
 from polysocket_core.wire import binary_fragment, text_fragment
 
@@ -24,13 +39,15 @@ from .metrics import RelayMetrics
 
 log = logging.getLogger("polysocket.relay")
 
-CLOSED_LINGER_S = 10.0  # keep a closed socket this long for a client that has not acked the close
+__all__ = ["CLOSED_LINGER_S", "RelaySocket", "SocketState"]
+
+OPEN, CLOSING, CLOSED, FREED = SocketState.OPEN, SocketState.CLOSING, SocketState.CLOSED, SocketState.FREED
 
 
 class RelaySocket:
-    __slots__ = ("_close_task", "_reader", "_room", "_write_lock", "close_seq", "closing", "config",
-                 "conn", "fail", "id", "inbound", "last_seen", "meta", "metrics", "on_gone",
-                 "outbound", "protocol", "waiter")
+    __slots__ = ("_close_seq", "_close_task", "_imposed", "_reader", "_room", "_sent_through", "_write_lock",
+                 "config", "conn", "id", "inbound", "last_seen", "meta", "metrics", "on_gone", "outbound",
+                 "protocol", "reservation", "state", "waiter")
 
     def __init__(
         self,
@@ -39,26 +56,101 @@ class RelaySocket:
         config: RelayConfig,
         metrics: RelayMetrics,
         on_gone: Callable[[RelaySocket], None],
+        reservation: Reservation,
         meta: dict[str, str] | None = None,
     ) -> None:
         self.id = sid
         self.conn = conn
         self.config = config
         self.metrics = metrics
-        self.on_gone = on_gone
-        self.meta = meta or {}
+        self.on_gone = on_gone  # called once, when the socket is freed
+        self.reservation = reservation  # released when the socket is freed
+        self.meta = meta or {}  # admission facts for reporting (caller, origin)
         self.protocol = conn.subprotocol or ""
         self.inbound = InboundSequencer(config.max_message_bytes)
         self.outbound = OutboundBuffer()
-        self.waiter: asyncio.Future[None] | None = None
+        self.state = OPEN
+        self.waiter: asyncio.Future[None] | None = None  # the poll waiting for messages, if any
         self.last_seen = time.monotonic()
-        self.closing = False  # no more sends: client closed, relay closing, or upstream gone
-        self.close_seq = -1  # seq of the final close message once it is queued
-        self.fail: tuple[int, str] | None = None  # close code/reason the relay imposes on the client
+        self._close_seq = -1  # seq of the final close message (CLOSED)
+        self._imposed: tuple[int, str] | None = None  # close code/reason the relay imposes on the client
+        self._sent_through = -1  # highest send seq whose frame was handed to the target
         self._write_lock: asyncio.Lock | None = None  # created by the first send: idle sockets stay small
         self._room: asyncio.Future[None] | None = None  # set while reading upstream waits for acks
         self._close_task: asyncio.Task[None] | None = None
         self._reader = asyncio.get_running_loop().create_task(self._read_upstream())
+
+    @property
+    def token_id(self) -> str:
+        return self.reservation.token_id
+
+    # the lifecycle
+
+    def _move(self, new: SocketState) -> bool:
+        """Enter ``new`` if the lifecycle allows it from the current state; False if not (no-op)."""
+        if not can_move(self.state, new):
+            return False
+        self.state = new
+        if new is CLOSED:
+            code, reason = client_close(self._imposed, self._received_close())
+            self._close_seq = self.outbound.next_seq
+            self.outbound.push(wire.close_fragment(self._close_seq, code, reason))
+            self._wake()
+        elif new is FREED:
+            self._wake()
+            self._free_room()  # the reader must not stay parked once nobody will ack
+            self.reservation.release()
+            self.on_gone(self)
+        return True
+
+    def _received_close(self) -> tuple[int, str] | None:
+        rcvd = self.conn.protocol.close_rcvd
+        return None if rcvd is None else (int(rcvd.code), rcvd.reason)
+
+    def close(self, cause: CloseCause, code: int | None = None, reason: str = "") -> None:
+        """Close for ``cause``: start the closing handshake with the target (the reader reports the
+        outcome to the client), or free the socket at once when nobody will collect a close."""
+        decision = decide_close(cause, code, reason)
+        if decision.imposed and self._imposed is None and self.state in (OPEN, CLOSING):
+            self._imposed = (decision.code, decision.reason)
+        self._move(CLOSING)
+        if self.state is CLOSING and self._close_task is None:
+            self._close_task = asyncio.get_running_loop().create_task(self._close(decision.code, decision.reason))
+        if decision.frees:
+            self._move(FREED)
+
+    def close_upstream(self, code: int, reason: str) -> None:
+        """The client's ``/close``."""
+        self.close(CloseCause.CLIENT, code, reason)
+
+    def free(self) -> None:
+        """Leave the table now (the upstream close, if one is under way, finishes on its own)."""
+        self._move(FREED)
+
+    def sweep(self, now: float) -> SweepVerdict | None:
+        """Free the socket if it has been left alone too long; say why (None: kept)."""
+        verdict = sweep_verdict(self.state, now - self.last_seen, self.waiter is not None,
+                                self.config.idle_timeout_s)
+        if verdict is SweepVerdict.IDLE:
+            self.close(CloseCause.IDLE)
+        elif verdict is SweepVerdict.UNCOLLECTED:
+            self.free()
+        return verdict
+
+    def abort(self) -> None:
+        """Drop the upstream connection without a handshake (last resort at shutdown)."""
+        self._reader.cancel()
+        if self._close_task is not None:
+            self._close_task.cancel()
+        if self.conn.transport is not None:
+            self.conn.transport.abort()
+        self._move(FREED)
+
+    async def _close(self, code: int, reason: str) -> None:
+        try:
+            await self.conn.close(code, reason)
+        except Exception:
+            log.exception("socket %s: close failed", self.id[:8])
 
     # upstream -> client
 
@@ -68,7 +160,7 @@ class RelaySocket:
         high = self.config.buffer_high_bytes
         try:
             while True:
-                if out.unacked_bytes >= high:
+                if out.unacked_bytes >= high and self.state is not FREED:
                     room = self._room = asyncio.get_running_loop().create_future()
                     await room
                 msg = await conn.recv()
@@ -85,46 +177,39 @@ class RelaySocket:
             raise
         except Exception:  # a bug or an unexpected transport error: report it as an abnormal close
             log.exception("socket %s: upstream reader failed", self.id[:8])
-        self._finish()
-
-    def _finish(self) -> None:
-        """Queue the final close message (once) and stop accepting sends."""
-        if self.close_seq >= 0:
-            return
-        self.closing = True
-        if self.fail is not None:
-            code, reason = self.fail
-        else:
-            code = self.conn.close_code or wire.CLOSE_ABNORMAL
-            reason = self.conn.close_reason or ""
-            if self.conn.protocol.close_rcvd is None:
-                code = wire.CLOSE_ABNORMAL  # no closing handshake from the target
-        self.close_seq = self.outbound.next_seq
-        self.outbound.push(wire.close_fragment(self.close_seq, code, reason))
-        self._wake()
+        self._move(CLOSED)  # a no-op once freed: nobody would collect it
 
     def _wake(self) -> None:
         w = self.waiter
         if w is not None and not w.done():
             w.set_result(None)
 
+    def _free_room(self) -> None:
+        room = self._room
+        if room is not None:
+            self._room = None
+            if not room.done():
+                room.set_result(None)
+
     # client -> upstream
 
     async def send(self, p: wire.SendParams) -> None:
         self.last_seen = time.monotonic()
+        if self.state is not OPEN:
+            if p.seq <= self._sent_through:
+                return  # a retry of a send that reached the target before the close
+            raise PolysocketError(ErrorCode.SOCKET_CLOSED, "socket is closing or closed")
         if self.inbound.is_duplicate(p.seq):
             return  # a retry of an accepted send: acknowledged, not sent twice
-        if self.closing:
-            raise PolysocketError(ErrorCode.SOCKET_CLOSED, "socket is closing or closed")
         try:
             frames = self.inbound.accept(p.seq, p.kind, p.fin, p.data, self.last_seen)
         except PolysocketError as exc:
             # The sequencer refused something it cannot skip: the stream of sends is broken, so the
             # socket fails with a clear code rather than continuing with a message missing.
             if exc.code is ErrorCode.PAYLOAD_TOO_LARGE:
-                self.close_upstream(wire.CLOSE_TOO_BIG, "message too big", fail=True)
+                self.close(CloseCause.TOO_BIG)
             elif exc.code is ErrorCode.BAD_REQUEST:
-                self.close_upstream(wire.CLOSE_PROTOCOL_ERROR, exc.message, fail=True)
+                self.close(CloseCause.BAD_STREAM, reason=exc.message)
             raise
         if not frames:
             return
@@ -133,10 +218,14 @@ class RelaySocket:
             lock = self._write_lock = asyncio.Lock()
         async with lock:  # FIFO: frames leave in the order the sequencer released them
             for frame in frames:
+                if self.state is not OPEN:
+                    raise PolysocketError(ErrorCode.SOCKET_CLOSED, "socket is closing or closed")
                 try:
                     await self.conn.send(frame.data, text=frame.kind == "t")
                 except ConnectionClosed:
+                    self._move(CLOSING)  # the upstream is gone: the reader queues the close message
                     raise PolysocketError(ErrorCode.SOCKET_CLOSED, "upstream connection closed") from None
+                self._sent_through = frame.seq
                 self.metrics.frames_in.inc()
                 self.metrics.bytes_in.inc(len(frame.data))
 
@@ -148,11 +237,9 @@ class RelaySocket:
         out.ack(ack)
         room = self._room
         if room is not None and out.unacked_bytes < self.config.buffer_high_bytes:
-            self._room = None
-            if not room.done():
-                room.set_result(None)
-        if self.close_seq >= 0 and ack >= self.close_seq:
-            self.on_gone(self)  # the client has the close: nothing left to keep
+            self._free_room()
+        if self.state is CLOSED and ack >= self._close_seq:
+            self.free()  # the client has the close: nothing left to keep
             return poll_answer([])
         if not len(out) and ttl_ms > 0:
             self._wake()  # only one poll waits: the previous one answers now
@@ -170,38 +257,6 @@ class RelaySocket:
                 self.last_seen = time.monotonic()
                 self.metrics.poll_waits.observe(self.last_seen - started)
         return poll_answer(out.take(self.config.poll_batch_bytes))
-
-    # closing
-
-    def close_upstream(self, code: int, reason: str, fail: bool = False) -> None:
-        """Start the closing handshake with the target; the reader reports the outcome to the client."""
-        if fail and self.fail is None:
-            self.fail = (code, reason)
-        self.closing = True
-        if self._close_task is None:
-            self._close_task = asyncio.get_running_loop().create_task(self._close(code, reason))
-
-    async def _close(self, code: int, reason: str) -> None:
-        try:
-            await self.conn.close(code, reason)
-        except Exception:
-            log.exception("socket %s: close failed", self.id[:8])
-
-    def is_idle(self, now: float) -> bool:
-        """No poll waiting and none for the idle timeout (shorter once the close is queued)."""
-        limit = self.config.idle_timeout_s
-        if self.close_seq >= 0:
-            limit = min(limit, CLOSED_LINGER_S)
-        return self.waiter is None and now - self.last_seen > limit
-
-    def abort(self) -> None:
-        """Drop the upstream connection without a handshake (last resort at shutdown)."""
-        self._reader.cancel()
-        self._wake()
-        if self._close_task is not None:
-            self._close_task.cancel()
-        if self.conn.transport is not None:
-            self.conn.transport.abort()
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:

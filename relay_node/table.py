@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
 from typing import Any
@@ -13,12 +12,14 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
-from polysocket_core import wire
+from polysocket_core.control import EstablishRequest
 from polysocket_core.errors import ErrorCode, PolysocketError
+from polysocket_core.lifecycle import CloseCause, SweepVerdict
+from polysocket_core.reservations import Reservation, TokenLedger
 
 from .config import RelayConfig
 from .metrics import RelayMetrics
-from .session import RelaySocket
+from .session import RelaySocket, SocketState
 
 log = logging.getLogger("polysocket.relay")
 
@@ -31,10 +32,9 @@ class SocketTable:
         self.metrics = metrics
         self.sockets: dict[str, RelaySocket] = {}
         self.establishing = 0
-        self.per_token: collections.Counter[str] = collections.Counter()  # held + being opened
-        # Token reservations the router made in Redis that this node has since given back (socket
-        # freed, open failed, request expired); the agent subtracts them with the next heartbeat.
-        self.released: collections.Counter[str] = collections.Counter()
+        # Every token reservation this node holds (requests being opened and sockets), published as
+        # absolute counts by the agent's heartbeat.
+        self.ledger = TokenLedger()
 
     def __len__(self) -> int:
         return len(self.sockets)
@@ -50,28 +50,29 @@ class SocketTable:
             raise PolysocketError(ErrorCode.UNKNOWN_SOCKET, "no such socket on this relay")
         return sock
 
-    async def open(self, sid: str, target: str, protocols: list[str], meta: dict[str, str],
-                   addresses: list[str] | None = None) -> RelaySocket:
-        """Open the upstream WebSocket; raise ``upstream_failed`` with the reason.
+    async def open(self, req: EstablishRequest, reservation: Reservation) -> RelaySocket:
+        """Open the upstream WebSocket for ``req``; raise ``upstream_failed`` with the reason.
 
-        ``addresses`` pins the TCP connection to the IPs the router's SSRF guard checked (tried in
-        order), while the Host header and the TLS server name stay those of the target URL, so a
+        On success the socket owns ``reservation`` (released when the socket is freed); on failure
+        it is released here.
+
+        ``req.addresses`` pins the TCP connection to the IPs the router's SSRF guard checked (tried
+        in order), while the Host header and the TLS server name stay those of the target URL, so a
         second DNS answer cannot send the socket elsewhere.
         """
-        token = meta.get("token", "")
+        sid = req.socket
         if sid in self.sockets or self.load >= self.config.capacity:
-            self.release(token)
+            reservation.release()
             if sid in self.sockets:
                 raise PolysocketError(ErrorCode.BAD_REQUEST, "socket id already in use")
             raise PolysocketError(ErrorCode.NO_RELAY, "relay node is at capacity")
         self.establishing += 1
-        self.per_token[token] += 1
         conn: ClientConnection | None = None
         try:
-            hosts: list[str | None] = list(addresses or []) or [None]
+            hosts: list[str | None] = list(req.addresses) or [None]
             for i, host in enumerate(hosts):
                 try:
-                    conn = await self._connect(target, protocols, meta, host)
+                    conn = await self._connect(req.target, req.protocols, req.meta, host)
                     break
                 except OSError:
                     if i == len(hosts) - 1:
@@ -94,9 +95,9 @@ class SocketTable:
         finally:
             self.establishing -= 1
             if conn is None:
-                self._uncount(token)
+                reservation.release()
         assert conn is not None
-        sock = RelaySocket(sid, conn, self.config, self.metrics, self.forget, meta)
+        sock = RelaySocket(sid, conn, self.config, self.metrics, self._drop, reservation, req.meta)
         self.sockets[sid] = sock
         self.metrics.open_sockets.set(len(self.sockets))
         self.metrics.sockets_total.inc()
@@ -126,61 +127,47 @@ class SocketTable:
             **pin,
         )
 
-    def _uncount(self, token: str) -> None:
-        self.per_token[token] -= 1
-        if self.per_token[token] <= 0:
-            del self.per_token[token]
-        self.release(token)
-
-    def release(self, token: str) -> None:
-        """Give back one reservation of ``token`` (made by the router's pick script)."""
-        if token:
-            self.released[token] += 1
-
-    def forget(self, sock: RelaySocket) -> None:
-        """Drop the socket from the table (its close, if any, finishes on its own)."""
+    def _drop(self, sock: RelaySocket) -> None:
+        """The socket was freed: out of the table (its reservation is already released)."""
         if self.sockets.get(sock.id) is sock:
             del self.sockets[sock.id]
-            self._uncount(sock.meta.get("token", ""))
             self.metrics.open_sockets.set(len(self.sockets))
 
-    def take_released(self) -> dict[str, int]:
-        """The reservations to subtract in Redis now (the caller puts them back if that fails)."""
-        out = dict(self.released)
-        self.released.clear()
-        return out
+    def forget(self, sock: RelaySocket) -> None:
+        """Free the socket now (its close, if any, finishes on its own)."""
+        sock.free()
 
     def kill_token(self, token_id: str, reason: str) -> int:
         """Close every socket opened with this token (policy violation, 1008)."""
-        victims = [s for s in self.sockets.values() if s.meta.get("token") == token_id]
+        victims = [s for s in self.sockets.values() if s.token_id == token_id]
         for sock in victims:
-            sock.close_upstream(wire.CLOSE_POLICY, reason, fail=True)
+            sock.close(CloseCause.KILL, reason=reason)
         return len(victims)
 
     def sweep(self, now: float | None = None) -> None:
-        """Close idle sockets and sockets whose send gap was never filled."""
+        """Free sockets left alone too long; fail sockets whose send gap was never filled."""
         now = time.monotonic() if now is None else now
         cfg = self.config
         for sock in list(self.sockets.values()):
-            if sock.is_idle(now):
-                log.info("socket %s: idle for %.0fs, closing", sock.id[:8], cfg.idle_timeout_s)
-                sock.close_upstream(wire.CLOSE_GOING_AWAY, "idle timeout")
-                self.forget(sock)
-            elif sock.inbound.gap_expired(now, cfg.gap_hold_s) and not sock.closing:
+            quiet = now - sock.last_seen
+            verdict = sock.sweep(now)
+            if verdict is SweepVerdict.IDLE:
+                log.info("socket %s: idle for %.0fs, closed with 1001 and freed", sock.id[:8], quiet)
+            elif verdict is SweepVerdict.UNCOLLECTED:
+                log.info("socket %s: closed, its close message not collected for %.0fs, freed", sock.id[:8], quiet)
+            elif sock.state is SocketState.OPEN and sock.inbound.gap_expired(now, cfg.gap_hold_s):
                 missing = sock.inbound.missing_seq
                 log.info("socket %s: send %d missing for %.0fs, failing", sock.id[:8], missing, cfg.gap_hold_s)
-                sock.close_upstream(
-                    wire.CLOSE_INTERNAL, f"sequence gap: send {missing} never arrived", fail=True
-                )
+                sock.close(CloseCause.GAP, reason=f"sequence gap: send {missing} never arrived")
 
     async def close_all(self, code: int, reason: str) -> None:
+        """Drain: close every socket with 1001 (``code`` is kept for callers; the drain decides it)."""
         for sock in list(self.sockets.values()):
-            sock.close_upstream(code, reason)
+            sock.close(CloseCause.DRAIN, code, reason)
 
     def abort_all(self) -> None:
         for sock in list(self.sockets.values()):
             sock.abort()
-            self.forget(sock)
 
     async def run_sweeper(self) -> None:
         while True:

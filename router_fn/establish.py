@@ -68,6 +68,7 @@ class Establisher:
                     caller=caller,
                     meta=admitted.meta,
                     addresses=admitted.addresses,
+                    token_id=admitted.token_id,
                 )
                 payload = req.encode()
                 picked = await self.pick_and_send(tried, admitted, payload)
@@ -101,7 +102,7 @@ class Establisher:
                 # Still in the inbox: the node never saw it, and now never will. Give back the
                 # reservation the pick made; the node would have done that had it taken the request.
                 if admitted.token_id:
-                    await self.redis.hincrby(self.keys.node_tokens(node_id), admitted.token_id, -1)
+                    await self.redis.zrem(self.keys.reservations(node_id, admitted.token_id), request_id)
                 return None
             # The node took it just after the ack timeout: its answer is coming.
             ack = await self._next_reply(reply_key, deadline - time.monotonic())

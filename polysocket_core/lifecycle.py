@@ -1,0 +1,135 @@
+"""A relayed socket's lifecycle and every close-code decision, as pure data and functions (no I/O).
+
+States (``relay_node.session.RelaySocket`` holds one and moves only along ``TRANSITIONS``)::
+
+    OPEN ──close started──▶ CLOSING ──upstream ended──▶ CLOSED ──close acked / linger over──▶ FREED
+      │                                                   ▲
+      └──────────────upstream ended (target closed)───────┘
+    OPEN, CLOSING ──idle timeout / connect abandoned / abort──▶ FREED
+
+* ``OPEN``: relaying both ways, sends accepted.
+* ``CLOSING``: the closing handshake with the target has started (client ``/close``, drain, kill, a
+  broken send stream) or a send found the upstream gone: no more sends.
+* ``CLOSED``: the final ``close`` message is queued; the socket is kept until the client
+  acknowledges it, or for ``CLOSED_LINGER_S`` without a poll.
+* ``FREED``: out of the table, its token reservation given back; requests get ``unknown_socket``.
+
+The relay decides which close code the target receives (``decide_close``) and which one the client
+finally sees (``client_close``) here, so each rule is written once and tested without servers.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from .wire import (
+    CLOSE_ABNORMAL,
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL,
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_PROTOCOL_ERROR,
+    CLOSE_TOO_BIG,
+)
+
+CLOSED_LINGER_S = 10.0  # keep a closed socket this long for a client that has not acked the close
+MAX_CLOSE_REASON_BYTES = 123  # what fits in a close frame after the 2-byte code
+
+
+class SocketState(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+    FREED = "freed"
+
+
+TRANSITIONS: dict[SocketState, frozenset[SocketState]] = {
+    SocketState.OPEN: frozenset({SocketState.CLOSING, SocketState.CLOSED, SocketState.FREED}),
+    SocketState.CLOSING: frozenset({SocketState.CLOSED, SocketState.FREED}),
+    SocketState.CLOSED: frozenset({SocketState.FREED}),
+    SocketState.FREED: frozenset(),
+}
+
+
+def can_move(current: SocketState, new: SocketState) -> bool:
+    return new in TRANSITIONS[current]
+
+
+class CloseCause(enum.Enum):
+    CLIENT = "client"  # GET /close: the client's own code and reason
+    DRAIN = "drain"  # the node is shutting down (SIGTERM, after the grace period)
+    KILL = "kill"  # the token was revoked with --kill
+    TOO_BIG = "too_big"  # a message over --max-message
+    BAD_STREAM = "bad_stream"  # the client's chunks broke the stream (a continuation changed type)
+    GAP = "gap"  # a send never arrived within the gap hold
+    IDLE = "idle"  # no poll for the idle timeout: nobody is left to tell
+    ABANDONED = "abandoned"  # the router gave up on the connect before the socket was opened
+
+
+@dataclass(frozen=True, slots=True)
+class CloseDecision:
+    code: int  # sent to the target in the relay's close frame
+    reason: str
+    imposed: bool  # the client sees this code and reason, whatever the target answers
+    frees: bool  # the socket leaves the table at once (no client will collect a close message)
+
+
+def decide_close(cause: CloseCause, code: int | None = None, reason: str = "") -> CloseDecision:
+    """How the relay closes the upstream for ``cause``; ``code``/``reason`` are the caller's details
+    (the client's close code, the kill or gap reason)."""
+    if cause is CloseCause.CLIENT:
+        # The client learns how the target answered (usually its own code echoed back).
+        return CloseDecision(code if code is not None else CLOSE_NORMAL, clip_reason(reason), False, False)
+    if cause is CloseCause.DRAIN:
+        return CloseDecision(CLOSE_GOING_AWAY, clip_reason(reason or "relay draining"), False, False)
+    if cause is CloseCause.KILL:
+        return CloseDecision(CLOSE_POLICY, clip_reason(reason or "token revoked"), True, False)
+    if cause is CloseCause.TOO_BIG:
+        return CloseDecision(CLOSE_TOO_BIG, clip_reason(reason or "message too big"), True, False)
+    if cause is CloseCause.BAD_STREAM:
+        return CloseDecision(CLOSE_PROTOCOL_ERROR, clip_reason(reason or "malformed send"), True, False)
+    if cause is CloseCause.GAP:
+        return CloseDecision(CLOSE_INTERNAL, clip_reason(reason or "sequence gap"), True, False)
+    if cause is CloseCause.IDLE:
+        return CloseDecision(CLOSE_GOING_AWAY, "idle timeout", False, True)
+    return CloseDecision(CLOSE_GOING_AWAY, "connect abandoned", False, True)  # ABANDONED
+
+
+def client_close(imposed: tuple[int, str] | None, received: tuple[int, str] | None) -> tuple[int, str]:
+    """The code and reason of the final ``close`` message the client gets.
+
+    ``imposed``: what the relay decided (kill, too big, gap, ...), which wins. ``received``: the
+    target's close frame (code 1005 when it carried none), ``None`` when the connection ended
+    without a closing handshake, reported as 1006 as browsers do.
+    """
+    if imposed is not None:
+        return imposed
+    if received is None:
+        return CLOSE_ABNORMAL, ""
+    return received
+
+
+class SweepVerdict(enum.Enum):
+    UNCOLLECTED = "uncollected"  # CLOSED, and the client did not collect the close within the linger
+    IDLE = "idle"  # no poll or send for the idle timeout
+
+
+def sweep_verdict(state: SocketState, quiet_for: float, poll_waiting: bool, idle_timeout: float,
+                  linger: float = CLOSED_LINGER_S) -> SweepVerdict | None:
+    """What the periodic sweep does with a socket nobody has touched for ``quiet_for`` seconds."""
+    if poll_waiting or state is SocketState.FREED:
+        return None
+    if state is SocketState.CLOSED and quiet_for > min(idle_timeout, linger):
+        return SweepVerdict.UNCOLLECTED
+    if quiet_for > idle_timeout:
+        return SweepVerdict.IDLE
+    return None
+
+
+def clip_reason(reason: str) -> str:
+    """``reason`` cut to what a close frame can carry, on a character boundary."""
+    raw = reason.encode("utf-8", "surrogatepass")
+    if len(raw) <= MAX_CLOSE_REASON_BYTES:
+        return reason
+    return raw[:MAX_CLOSE_REASON_BYTES].decode("utf-8", "ignore")

@@ -1,0 +1,167 @@
+"""One RelaySocket in-process against a real WebSocket target: its states, its close codes, its
+reservation, and what a retried send is answered once the socket is closing (issue 10)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+
+from polysocket_cli.processes import free_port
+from polysocket_core.control import EstablishRequest
+from polysocket_core.errors import ErrorCode, PolysocketError
+from polysocket_core.lifecycle import CLOSED_LINGER_S, CloseCause, SocketState
+from polysocket_core.reservations import TokenLedger
+from polysocket_core.wire import SendParams
+from relay_node.config import RelayConfig
+from relay_node.metrics import RelayMetrics
+from relay_node.session import RelaySocket
+from relay_node.table import SocketTable
+
+
+@dataclass
+class Target:
+    url: str
+    received: list[str | bytes] = field(default_factory=list)
+    conns: list[ServerConnection] = field(default_factory=list)
+
+
+@pytest.fixture
+async def target() -> AsyncIterator[Target]:
+    port = free_port()
+    t = Target(f"ws://127.0.0.1:{port}/")
+
+    async def handler(conn: ServerConnection) -> None:
+        t.conns.append(conn)
+        async for msg in conn:
+            t.received.append(msg)
+
+    async with serve(handler, "127.0.0.1", port):
+        yield t
+
+
+async def open_socket(target: Target, **cfg: object) -> tuple[SocketTable, RelaySocket]:
+    table = SocketTable(RelayConfig(fqdn="n.localhost", **cfg), RelayMetrics())  # type: ignore[arg-type]
+    req = EstablishRequest(id="req-1", socket="s" * 32, target=target.url, protocols=[],
+                           expires_at_ms=int(time.time() * 1000) + 10_000, token_id="tok")
+    sock = await table.open(req, table.ledger.take(req.id, req.token_id))
+    return table, sock
+
+
+def send(seq: int, data: bytes = b"x") -> SendParams:
+    return SendParams(socket="s" * 32, seq=seq, kind="t", fin=True, data=data)
+
+
+async def wait_for(cond: object, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:  # type: ignore[operator]
+        await asyncio.sleep(0.01)
+    assert cond(), "condition not reached"  # type: ignore[operator]
+
+
+async def test_retry_of_a_send_refused_as_too_big_is_not_acknowledged(target: Target) -> None:
+    _, sock = await open_socket(target, max_message_bytes=100)
+    await sock.send(send(0, b"ok"))
+    with pytest.raises(PolysocketError) as first:
+        await sock.send(send(1, b"y" * 200))
+    assert first.value.code is ErrorCode.PAYLOAD_TOO_LARGE
+    with pytest.raises(PolysocketError) as retry:  # was answered ok: never sent
+        await sock.send(send(1, b"y" * 200))
+    assert retry.value.code is ErrorCode.SOCKET_CLOSED
+    await sock.send(send(0, b"ok"))  # a retry of a send that did reach the target is still ok
+    await wait_for(lambda: sock.state is SocketState.CLOSED)
+    assert target.received == ["ok"]
+
+
+async def test_retry_after_socket_closed_is_not_acknowledged(target: Target) -> None:
+    """A send accepted in order but still waiting to be written when the upstream goes away gets
+    ``socket_closed``; its retry must get the same answer, not ``ok``."""
+    _, sock = await open_socket(target)
+    await sock.send(send(0, b"first"))
+    await wait_for(lambda: target.received == ["first"])
+    lock = sock._write_lock
+    assert lock is not None
+    await lock.acquire()  # a write in progress: the next send waits behind it
+    pending = asyncio.create_task(sock.send(send(1, b"second")))
+    await asyncio.sleep(0.05)
+    await target.conns[0].close(4001, "target leaves")
+    await wait_for(lambda: sock.state is SocketState.CLOSED)
+    lock.release()
+    with pytest.raises(PolysocketError) as first:
+        await pending
+    assert first.value.code is ErrorCode.SOCKET_CLOSED
+    with pytest.raises(PolysocketError) as retry:
+        await sock.send(send(1, b"second"))
+    assert retry.value.code is ErrorCode.SOCKET_CLOSED
+    await sock.send(send(0, b"first"))  # sent before the close: its retry is acknowledged
+    assert target.received == ["first"]
+    answer = await sock.poll(-1, 0)
+    assert b'"code":4001' in answer and b"target leaves" in answer
+
+
+async def test_kill_imposes_1008_and_freeing_releases_the_reservation(target: Target) -> None:
+    table, sock = await open_socket(target)
+    assert table.ledger.counts() == {"tok": 1} and sock.token_id == "tok"
+    assert table.kill_token("tok", "revoked " + "x" * 300) == 1
+    await wait_for(lambda: sock.state is SocketState.CLOSED)
+    answer = await sock.poll(-1, 0)
+    assert b'"type":"close","code":1008' in answer
+    assert table.ledger.counts() == {"tok": 1}  # kept until the client has the close
+    await sock.poll(0, 0)  # acks the close
+    assert sock.state is SocketState.FREED and len(table) == 0 and table.ledger.counts() == {}
+    await wait_for(lambda: target.conns[0].close_code == 1008)
+    assert len((target.conns[0].close_reason or "").encode()) <= 123
+
+
+async def test_sweep_frees_an_uncollected_close_and_says_so(target: Target,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    """D11: a socket freed after the close linger was logged as 'idle for 60s'."""
+    table, sock = await open_socket(target)
+    sock.close_upstream(1000, "bye")
+    await wait_for(lambda: sock.state is SocketState.CLOSED)
+    with caplog.at_level(logging.INFO, logger="polysocket.relay"):
+        table.sweep(time.monotonic() + CLOSED_LINGER_S + 1)
+    assert sock.state is SocketState.FREED and table.ledger.counts() == {}
+    assert "not collected" in caplog.text and "idle" not in caplog.text
+
+
+async def test_idle_socket_is_closed_1001_and_freed_at_once(target: Target,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    table, sock = await open_socket(target, idle_timeout_s=5.0)
+    with caplog.at_level(logging.INFO, logger="polysocket.relay"):
+        table.sweep(time.monotonic() + 6)
+    assert sock.state is SocketState.FREED and len(table) == 0 and table.ledger.counts() == {}
+    assert "idle for 6s" in caplog.text
+    await wait_for(lambda: target.conns[0].close_code == 1001)
+
+
+async def test_abandoned_socket_frees_and_parked_reader_is_released(target: Target) -> None:
+    table, sock = await open_socket(target, buffer_high_bytes=1)
+    await target.conns[0].send("fills the buffer")
+    await wait_for(lambda: sock._room is not None)  # the reader waits for acks
+    sock.close(CloseCause.ABANDONED)
+    assert sock.state is SocketState.FREED and sock._room is None and table.ledger.counts() == {}
+    await wait_for(lambda: sock._reader.done())
+
+
+async def test_open_failure_releases_the_reservation() -> None:
+    table = SocketTable(RelayConfig(fqdn="n.localhost"), RelayMetrics())
+    req = EstablishRequest(id="r", socket="s" * 32, target=f"ws://127.0.0.1:{free_port()}/", protocols=[],
+                           expires_at_ms=0, token_id="tok")
+    res = table.ledger.take(req.id, req.token_id)
+    with pytest.raises(PolysocketError) as exc:
+        await table.open(req, res)
+    assert exc.value.code is ErrorCode.UPSTREAM_FAILED
+    assert res.released and table.ledger.counts() == {}
+    assert table.ledger.begin_settle() == [("tok", "r")]
+
+
+def test_ledger_is_the_tables() -> None:
+    assert isinstance(SocketTable(RelayConfig(fqdn="n"), RelayMetrics()).ledger, TokenLedger)
+
+
