@@ -59,7 +59,7 @@ def test_ecs_task_public_ip(ec2: Any) -> None:
     eni = ec2.create_network_interface(SubnetId=subnet, PrivateIpAddress="10.42.1.17")["NetworkInterface"]
     eip = ec2.allocate_address(Domain="vpc")
     ec2.associate_address(AllocationId=eip["AllocationId"], NetworkInterfaceId=eni["NetworkInterfaceId"])
-    task = {"TaskARN": "arn:aws:ecs:us-east-1:000000000000:task/relays/0123456789abcdef",
+    task: dict[str, Any] = {"TaskARN": "arn:aws:ecs:us-east-1:000000000000:task/relays/0123456789abcdef",
             "Containers": [{"Name": "relay", "Networks": [{"NetworkMode": "awsvpc",
                                                            "IPv4Addresses": ["10.42.1.17"]}]}]}
     with metadata_standin({}, ecs_task=task) as meta:
