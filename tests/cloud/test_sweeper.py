@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
+from polysocket_cli.processes import Stack
+from polysocket_core.control import Keys
 from relay_node.aws import RecordSweeper, sweep_records
+from relay_node.aws.sweep import live_fqdns_from_redis
 from relay_node.aws.sweep import main as sweep_main
 
 from .conftest import a_records
@@ -83,3 +88,27 @@ def test_sweep_command(route53: Any, zone: tuple[str, str], capsys: pytest.Captu
     assert sweep_main(args) == 0
     assert set(a_records(route53, zone_id)) == {f"n1.{relay}", f"*.n1.{relay}", f"n2.{relay}", f"*.n2.{relay}",
                                                 *untouched}
+
+
+async def test_live_set_from_redis(route53: Any, zone: tuple[str, str]) -> None:
+    """The command's live set read from a real Valkey: nodes whose heartbeat key is set count, a
+    node whose record lingers after its heartbeat expired does not."""
+
+    zone_id, relay, untouched = _fleet(route53, zone)
+    stack = Stack()
+    try:
+        stack.start_valkey()
+        keys = Keys("ps:")
+        r = aioredis.Redis.from_url(stack.redis_url)
+        for node, alive in (("n1", True), ("n2", False)):  # n3 never registered
+            await r.sadd(keys.nodes, node)
+            await r.hset(keys.node(node), mapping={"fqdn": f"{node}.{relay}:80"})
+            if alive:
+                await r.set(keys.alive(node), "1", px=60_000)
+        await r.aclose()
+        assert await live_fqdns_from_redis(stack.redis_url) == {f"n1.{relay}:80"}
+        assert await asyncio.to_thread(sweep_main, ["--zone-id", zone_id, "--relay-domain", relay,
+                                                    "--redis-url", stack.redis_url]) == 0
+        assert set(a_records(route53, zone_id)) == {f"n1.{relay}", f"*.n1.{relay}", *untouched}
+    finally:
+        stack.stop()
