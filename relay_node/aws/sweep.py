@@ -1,0 +1,73 @@
+"""``python -m relay_node.aws.sweep``: delete Route 53 A records of relay nodes that are no longer
+registered in the control plane (see :func:`relay_node.aws.route53.sweep_records` for who runs it).
+
+The live set comes from Redis (``--redis-url``: the ``fqdn`` of every node in the node set) or is
+given explicitly (``--live NAME``, repeatable; ``--live`` alone with no Redis means "none live").
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from .route53 import sweep_records
+
+
+async def live_fqdns_from_redis(redis_url: str, key_prefix: str = "ps:") -> set[str]:
+    """The fqdn of every node that is alive in the control plane (its heartbeat key is set).
+
+    A node's record outlives it (up to an hour), its alive key only by the heartbeat TTL, so the
+    alive key is what says "live"; a node that is draining still heart-beats and counts as live.
+    """
+    import redis.asyncio as aioredis
+
+    from polysocket_core.control import Keys
+
+    keys = Keys(key_prefix)
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        ids = sorted(str(i) for i in await client.smembers(keys.nodes))
+        fqdns: set[str] = set()
+        for node_id in ids:
+            async with client.pipeline(transaction=False) as p:
+                p.exists(keys.alive(node_id))
+                p.hget(keys.node(node_id), "fqdn")
+                alive, fqdn = await p.execute()
+            if alive and fqdn:
+                fqdns.add(str(fqdn))
+        return fqdns
+    finally:
+        await client.aclose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m relay_node.aws.sweep", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--zone-id", default=os.environ.get("POLYSOCKET_ROUTE53_ZONE_ID"), required=False)
+    p.add_argument("--relay-domain", required=True, help="e.g. relay.example.com")
+    p.add_argument("--redis-url", default=os.environ.get("POLYSOCKET_REDIS_URL"))
+    p.add_argument("--key-prefix", default=os.environ.get("POLYSOCKET_KEY_PREFIX", "ps:"))
+    p.add_argument("--live", action="append", default=None, metavar="FQDN",
+                   help="a live node name (instead of Redis); repeatable")
+    p.add_argument("--dry-run", action="store_true", help="list what would be deleted")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not args.zone_id:
+        p.error("--zone-id (or POLYSOCKET_ROUTE53_ZONE_ID) is required")
+    if args.live is not None:
+        live = set(args.live)
+    elif args.redis_url:
+        live = asyncio.run(live_fqdns_from_redis(args.redis_url, args.key_prefix))
+    else:
+        p.error("give --redis-url (or POLYSOCKET_REDIS_URL) or --live")
+    deleted = sweep_records(args.zone_id, args.relay_domain, live, dry_run=args.dry_run)
+    for name in deleted:
+        print(("would delete " if args.dry_run else "deleted ") + name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
