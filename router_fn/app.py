@@ -10,7 +10,6 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
@@ -24,11 +23,17 @@ from polysocket_core.errors import ErrorCode, PolysocketError
 
 from .admission import Admission, ConnectContext, OpenAdmission, TokenAdmission
 from .establish import Establisher
+from .policy import normalize_origin
 from .ratelimit import RateLimiter
 from .settings import RouterSettings
 from .tokens import TokenStore
 
 log = logging.getLogger("polysocket.router")
+
+
+# Stands for a Referer that is not a URL with an http(s) origin: never matches an origin pattern,
+# so only a token that allows "*" admits it (as with a malformed Origin header).
+MALFORMED_REFERER = "(malformed Referer)"
 
 
 def request_origin(request: Request) -> str | None:
@@ -38,9 +43,8 @@ def request_origin(request: Request) -> str | None:
         return origin
     referer = request.headers.get("referer")
     if referer:
-        parts = urlsplit(referer)
-        if parts.scheme and parts.netloc:
-            return f"{parts.scheme}://{parts.netloc}"
+        # normalize_origin never raises (urlsplit does, e.g. on "http://[::1/x") and drops userinfo.
+        return normalize_origin(referer) or MALFORMED_REFERER
     return None
 
 

@@ -96,7 +96,9 @@ async def test_origin_rules(adm: AdmissionStack, http: httpx.AsyncClient) -> Non
     # script-tag GETs carry no Origin: the Referer's origin counts
     assert (await attempt(http, adm.router, adm.echo, token, origin=None,
                           referer=f"{ORIGIN}/some/page?x=1"))["ok"] is True
-    for origin, referer in (("https://evil.example", None), (None, "https://evil.example/"), (None, None)):
+    # A Referer that is no URL (D4: "http://[::1/x" used to answer 500) is refused like a wrong one.
+    for origin, referer in (("https://evil.example", None), (None, "https://evil.example/"), (None, None),
+                            (None, "http://[::1/x"), (None, "https://app.example.com:99999/")):
         answer = await attempt(http, adm.router, adm.echo, token, origin=origin, referer=referer)
         assert (answer["status"], answer["error"]) == (403, "forbidden_origin"), (origin, referer)
     star = adm.token(origins=["*"])

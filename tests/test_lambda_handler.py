@@ -46,7 +46,7 @@ def lambda_env() -> Iterator[dict[str, str]]:
         echo = s.start_echo()
         token = s.create_token(origins=[ORIGIN])
         os.environ.update({"POLYSOCKET_REDIS_URL": s.redis_url, "POLYSOCKET_ALLOW_TARGET_CIDRS": "127.0.0.0/8"})
-        yield {"token": token, "echo": f"ws://127.0.0.1:{echo.port}/"}
+        yield {"token": token, "echo": f"ws://127.0.0.1:{echo.port}/", "redis_url": s.redis_url}
     finally:
         os.environ.clear()
         os.environ.update(old)
@@ -157,3 +157,27 @@ def test_import_does_no_io() -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr
+
+
+def _without(ev: dict[str, Any], header: str) -> None:
+    for key in ("headers", "multiValueHeaders"):
+        if ev.get(key):
+            ev[key] = {k: v for k, v in ev[key].items() if k.lower() != header}
+
+
+def _set_header(ev: dict[str, Any], name: str, value: str) -> None:
+    _without(ev, name)
+    if ev.get("multiValueHeaders"):
+        ev["multiValueHeaders"][name] = [value]
+    ev.setdefault("headers", {})[name] = value
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_malformed_referer_is_forbidden_origin(handler: Handler, lambda_env: dict[str, str], kind: str) -> None:
+    """D4: a Referer urlsplit cannot parse used to answer 500 (and log a traceback)."""
+    for referer in ("http://[::1/x", "http://[not-an-ip]/", "https://a.example:99999/"):
+        ev = event(kind, {"from": "x", "target": lambda_env["echo"], "token": lambda_env["token"]})
+        _set_header(ev, "referer", referer)
+        resp = handler(ev, FakeContext())
+        assert resp["statusCode"] == 403, (referer, resp)
+        assert json.loads(resp["body"])["error"] == "forbidden_origin"
