@@ -13,9 +13,11 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException
 
 from polysocket_core import jsonp, wire
 from polysocket_core.control import Keys
@@ -138,6 +140,46 @@ def to_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) ->
     return resp
 
 
+def error_response(request: Request, error: PolysocketError) -> Response:
+    """An error in the protocol's shape, as JSONP when the request carries a valid ``cb``."""
+    cb: str | None = None
+    try:
+        raw_cb = wire.parse_query(request.scope.get("query_string", b"")).get("cb")
+        if raw_cb is not None:
+            cb = jsonp.validate_callback(raw_cb)
+    except PolysocketError:
+        cb = None  # the error being answered matters more than a broken query string
+    return to_response(*jsonp.render_error(cb, error))
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no route, wrong method) in the protocol's shape and headers."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    path = request.scope.get("path", "")[:200]
+    if status == 404:
+        error = PolysocketError(ErrorCode.NOT_FOUND, f"no such endpoint: {path}")
+    elif status == 405:
+        error = PolysocketError(ErrorCode.METHOD_NOT_ALLOWED, f"{request.method[:16]} not allowed on {path}")
+    elif 400 <= status < 500:
+        error = PolysocketError(ErrorCode.BAD_REQUEST, "bad request")
+    else:
+        error = PolysocketError(ErrorCode.INTERNAL, "internal error")
+    resp = error_response(request, error)
+    allow = {k.lower(): v for k, v in (getattr(exc, "headers", None) or {}).items()}.get("allow")
+    if allow:
+        resp.headers["allow"] = allow
+    return resp
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    return error_response(request, PolysocketError(ErrorCode.BAD_REQUEST, "malformed request"))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    # Starlette's ServerErrorMiddleware calls this, then re-raises so the server logs the traceback.
+    return error_response(request, PolysocketError(ErrorCode.INTERNAL, "internal error"))
+
+
 def create_app(settings: RouterSettings | None = None, admission: Admission | None = None) -> FastAPI:
     settings = settings or RouterSettings.from_env()
     router = Router(settings, admission)
@@ -148,7 +190,11 @@ def create_app(settings: RouterSettings | None = None, admission: Admission | No
         await router.close()
 
     app = FastAPI(title="polysocket router", docs_url=None, redoc_url=None, openapi_url=None,
-                  lifespan=lifespan)
+                  lifespan=lifespan, exception_handlers={
+                      HTTPException: _http_exception,
+                      RequestValidationError: _validation_error,
+                      Exception: _internal_error,
+                  })
     app.state.router = router
 
     @app.get("/connect")

@@ -181,3 +181,27 @@ def test_malformed_referer_is_forbidden_origin(handler: Handler, lambda_env: dic
         resp = handler(ev, FakeContext())
         assert resp["statusCode"] == 403, (referer, resp)
         assert json.loads(resp["body"])["error"] == "forbidden_origin"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("method", "path", "status", "error"), [
+    ("GET", "/nope", 404, "not_found"),
+    ("POST", "/connect", 405, "method_not_allowed"),
+    ("DELETE", "/healthz", 405, "method_not_allowed"),
+])
+def test_router_refusals_use_the_protocol_shape(handler: Handler, kind: str, method: str, path: str,
+                                                status: int, error: str) -> None:
+    """D9: Starlette's own 404/405 answers, in the protocol's error shape and with its headers."""
+    resp = handler(event(kind, {}, method=method, path=path), FakeContext())
+    assert resp["statusCode"] == status
+    h = headers_of(resp)
+    assert h["content-type"] == "application/json"
+    assert (h["x-content-type-options"], h["cache-control"], h["referrer-policy"]) == (
+        "nosniff", "no-store", "no-referrer")
+    assert h["access-control-allow-origin"] == "*"
+    body = json.loads(resp["body"])
+    assert body["ok"] is False and body["error"] == error and isinstance(body["message"], str)
+    # With a callback, a script-tag client gets the error as JSONP (a browser runs only 2xx scripts).
+    resp = handler(event(kind, {"cb": "f"}, method=method, path=path), FakeContext())
+    assert resp["statusCode"] == 200 and resp["body"].startswith("/**/f({") and f'"error":"{error}"' in resp["body"]
+    assert headers_of(resp)["x-content-type-options"] == "nosniff"
