@@ -7,7 +7,7 @@ Lambda invocations as needed. The Redis client is created lazily (no I/O at impo
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -24,10 +24,12 @@ from polysocket_core.control import Keys
 from polysocket_core.errors import ErrorCode, PolysocketError
 
 from .admission import Admission, ConnectContext, OpenAdmission, TokenAdmission
+from .client_address import client_address
 from .establish import Establisher
 from .policy import normalize_origin
 from .ratelimit import RateLimiter
 from .settings import RouterSettings
+from .ssrf import IPNetwork
 from .tokens import TokenStore
 
 log = logging.getLogger("polysocket.router")
@@ -50,19 +52,14 @@ def request_origin(request: Request) -> str | None:
     return None
 
 
-def request_client_ip(request: Request) -> str:
-    """The peer address. Behind an ALB, Mangum passes the whole X-Forwarded-For: its last entry is
-    the one the load balancer added; earlier ones are whatever the client claimed."""
-    host = request.client.host if request.client else ""
-    return host.rsplit(",", 1)[-1].strip()
-
-
 class Router:
     """Holds the lazily created Redis client (reused by warm Lambda invocations) and the policy."""
 
-    def __init__(self, settings: RouterSettings, admission: Admission | None = None) -> None:
+    def __init__(self, settings: RouterSettings, admission: Admission | None = None,
+                 trusted_proxies: Sequence[IPNetwork] = ()) -> None:
         self.settings = settings
         self._admission = admission
+        self.trusted_proxies = list(trusted_proxies)
         self._redis: aioredis.Redis | None = None
         self._establisher: Establisher | None = None
 
@@ -111,7 +108,7 @@ class Router:
             if params.get("cb") is not None:
                 cb = jsonp.validate_callback(params["cb"])
             connect = wire.parse_connect(params)
-            client_ip = request_client_ip(request)
+            client_ip = client_address(request.scope, self.trusted_proxies)
             ctx = ConnectContext(client_ip=client_ip, origin=request_origin(request),
                                  user_agent=request.headers.get("user-agent", ""))
             admitted = await self.admission.admit(connect, ctx)
@@ -180,9 +177,12 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
     return error_response(request, PolysocketError(ErrorCode.INTERNAL, "internal error"))
 
 
-def create_app(settings: RouterSettings | None = None, admission: Admission | None = None) -> FastAPI:
+def create_app(settings: RouterSettings | None = None, admission: Admission | None = None, *,
+               trusted_proxies: Sequence[IPNetwork] = ()) -> FastAPI:
+    """The router app. ``trusted_proxies``: the proxies whose X-Forwarded-For entries are believed
+    (router_fn.client_address)."""
     settings = settings or RouterSettings.from_env()
-    router = Router(settings, admission)
+    router = Router(settings, admission, trusted_proxies=trusted_proxies)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -205,3 +205,32 @@ def test_router_refusals_use_the_protocol_shape(handler: Handler, kind: str, met
     resp = handler(event(kind, {"cb": "f"}, method=method, path=path), FakeContext())
     assert resp["statusCode"] == 200 and resp["body"].startswith("/**/f({") and f'"error":"{error}"' in resp["body"]
     assert headers_of(resp)["x-content-type-options"] == "nosniff"
+
+
+def _rate_keys(redis_url: str) -> set[str]:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return {k.decode() for k in client.scan_iter(match="ps:rl:ip:*")}
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(("kind", "forwarded", "expected"), [
+    # API Gateway: the source IP from requestContext; X-Forwarded-For entries are the client's claim.
+    ("apigw_http_v2", "6.6.6.6, 203.0.113.7", "203.0.113.7"),
+    ("apigw_rest_v1", "6.6.6.7, 198.51.100.23", "198.51.100.23"),
+    # ALB: the last entry is the one the load balancer appended.
+    ("alb", "6.6.6.8, 192.0.2.44", "192.0.2.44"),
+])
+def test_rate_limit_counts_the_front_doors_address(handler: Handler, lambda_env: dict[str, str], kind: str,
+                                                    forwarded: str, expected: str) -> None:
+    """D10: the per-IP counter is keyed by the address AWS saw, never by a spoofed X-Forwarded-For."""
+    before = _rate_keys(lambda_env["redis_url"])
+    ev = event(kind, {"from": "x", "target": lambda_env["echo"], "token": lambda_env["token"]})
+    _set_header(ev, "x-forwarded-for", forwarded)
+    assert handler(ev, FakeContext())["statusCode"] == 200
+    new = _rate_keys(lambda_env["redis_url"]) - before
+    ips = {k.split(":")[3] for k in _rate_keys(lambda_env["redis_url"])}
+    assert expected in ips and not any(k.split(":")[3].startswith("6.6.6.") for k in new), new
