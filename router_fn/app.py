@@ -56,10 +56,11 @@ class Router:
     """Holds the lazily created Redis client (reused by warm Lambda invocations) and the policy."""
 
     def __init__(self, settings: RouterSettings, admission: Admission | None = None,
-                 trusted_proxies: Sequence[IPNetwork] = ()) -> None:
+                 trusted_proxies: Sequence[IPNetwork] = (), node_timeout_s: float = 12.0) -> None:
         self.settings = settings
         self._admission = admission
         self.trusted_proxies = list(trusted_proxies)
+        self.node_timeout_s = node_timeout_s
         self._redis: aioredis.Redis | None = None
         self._establisher: Establisher | None = None
 
@@ -76,6 +77,7 @@ class Router:
             self._establisher = Establisher(
                 self._connect_redis(), Keys(self.settings.key_prefix),
                 self.settings.ack_timeout_s, self.settings.establish_timeout_s,
+                node_timeout_s=self.node_timeout_s,
             )
         return self._establisher
 
@@ -178,11 +180,12 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(settings: RouterSettings | None = None, admission: Admission | None = None, *,
-               trusted_proxies: Sequence[IPNetwork] = ()) -> FastAPI:
+               trusted_proxies: Sequence[IPNetwork] = (), node_timeout_s: float = 12.0) -> FastAPI:
     """The router app. ``trusted_proxies``: the proxies whose X-Forwarded-For entries are believed
-    (router_fn.client_address)."""
+    (router_fn.client_address); ``node_timeout_s``: the longest one relay node is waited for
+    (router_fn.establish)."""
     settings = settings or RouterSettings.from_env()
-    router = Router(settings, admission, trusted_proxies=trusted_proxies)
+    router = Router(settings, admission, trusted_proxies=trusted_proxies, node_timeout_s=node_timeout_s)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
