@@ -15,7 +15,6 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from fastapi.staticfiles import StaticFiles
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
@@ -214,6 +213,9 @@ def create_app(settings: RouterSettings | None = None, admission: Admission | No
         return to_response(*jsonp.render(None, {"ok": True, "service": "router"}))
 
     if settings.static_dir and Path(settings.static_dir).is_dir():
+        # Imported here: only `polysocket dev` serves files, and the Lambda never pays for it.
+        from starlette.staticfiles import StaticFiles
+
         app.mount("/client", StaticFiles(directory=settings.static_dir, html=True), name="client")
 
     return app
