@@ -62,13 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_router(settings: Any, args: argparse.Namespace, log: LogSettings) -> int:
     import uvicorn
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     from router_fn.app import create_app
+    from router_fn.header_guard import guard_http_protocol
 
     if settings.admission == "open":
         logging.getLogger("polysocket").warning("open admission: any caller may open any target")
+    # httptools alone never cuts a client that trickles its headers: the guard does (D7). The
+    # client address comes from router_fn.client_address and --trusted-proxies, not from uvicorn's
+    # proxy_headers, which would believe X-Forwarded-For from any loopback peer (D10).
+    http = guard_http_protocol(HttpToolsProtocol, header_timeout_s=settings.header_timeout_s,
+                               max_head_bytes=settings.max_head_bytes)
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log.log_level,
-                loop="uvloop", http="httptools", access_log=False, limit_concurrency=settings.max_clients,
+                loop="uvloop", http=http, ws="none", access_log=False, proxy_headers=False,
+                server_header=False, timeout_keep_alive=5,
+                timeout_graceful_shutdown=int(settings.establish_timeout_s) + 5,
+                limit_concurrency=settings.max_clients,
                 ssl_certfile=settings.ssl_certfile or None, ssl_keyfile=settings.ssl_keyfile or None)
     return 0
 

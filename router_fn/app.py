@@ -11,25 +11,36 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from fastapi.staticfiles import StaticFiles
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException
 
 from polysocket_core import jsonp, wire
 from polysocket_core.control import Keys
 from polysocket_core.errors import ErrorCode, PolysocketError
 
 from .admission import Admission, ConnectContext, OpenAdmission, TokenAdmission
+from .client_address import client_address
 from .establish import Establisher
+from .policy import normalize_origin
 from .ratelimit import RateLimiter
 from .settings import RouterSettings
 from .tokens import TokenStore
 
 log = logging.getLogger("polysocket.router")
+
+
+# Stands for a Referer that is not a URL with an http(s) origin: never matches an origin pattern,
+# so only a token that allows "*" admits it (as with a malformed Origin header).
+MALFORMED_REFERER = "(malformed Referer)"
 
 
 def request_origin(request: Request) -> str | None:
@@ -39,17 +50,9 @@ def request_origin(request: Request) -> str | None:
         return origin
     referer = request.headers.get("referer")
     if referer:
-        parts = urlsplit(referer)
-        if parts.scheme and parts.netloc:
-            return f"{parts.scheme}://{parts.netloc}"
+        # normalize_origin never raises (urlsplit does, e.g. on "http://[::1/x") and drops userinfo.
+        return normalize_origin(referer) or MALFORMED_REFERER
     return None
-
-
-def request_client_ip(request: Request) -> str:
-    """The peer address. Behind an ALB, Mangum passes the whole X-Forwarded-For: its last entry is
-    the one the load balancer added; earlier ones are whatever the client claimed."""
-    host = request.client.host if request.client else ""
-    return host.rsplit(",", 1)[-1].strip()
 
 
 class Router:
@@ -58,13 +61,18 @@ class Router:
     def __init__(self, settings: RouterSettings, admission: Admission | None = None) -> None:
         self.settings = settings
         self._admission = admission
+        self.trusted_proxies = list(settings.trusted_proxies)
         self._redis: aioredis.Redis | None = None
         self._establisher: Establisher | None = None
 
     def _connect_redis(self) -> aioredis.Redis:
         if self._redis is None:
+            # After Redis restarts every pooled connection is dead: PING the ones idle for 5 s before
+            # use, and retry a command that meets a dead connection on a fresh one (D3).
             self._redis = aioredis.Redis.from_url(
-                self.settings.redis_url, socket_connect_timeout=3, health_check_interval=30
+                self.settings.redis_url, socket_connect_timeout=3, health_check_interval=5,
+                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
+                retry_on_error=[RedisConnectionError, RedisTimeoutError],
             )
         return self._redis
 
@@ -74,6 +82,7 @@ class Router:
             self._establisher = Establisher(
                 self._connect_redis(), Keys(self.settings.key_prefix),
                 self.settings.ack_timeout_s, self.settings.establish_timeout_s,
+                node_timeout_s=self.settings.node_timeout_s,
             )
         return self._establisher
 
@@ -106,7 +115,7 @@ class Router:
             if params.get("cb") is not None:
                 cb = jsonp.validate_callback(params["cb"])
             connect = wire.parse_connect(params)
-            client_ip = request_client_ip(request)
+            client_ip = client_address(request.scope, self.trusted_proxies)
             ctx = ConnectContext(client_ip=client_ip, origin=request_origin(request),
                                  user_agent=request.headers.get("user-agent", ""))
             admitted = await self.admission.admit(connect, ctx)
@@ -135,6 +144,46 @@ def to_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) ->
     return resp
 
 
+def error_response(request: Request, error: PolysocketError) -> Response:
+    """An error in the protocol's shape, as JSONP when the request carries a valid ``cb``."""
+    cb: str | None = None
+    try:
+        raw_cb = wire.parse_query(request.scope.get("query_string", b"")).get("cb")
+        if raw_cb is not None:
+            cb = jsonp.validate_callback(raw_cb)
+    except PolysocketError:
+        cb = None  # the error being answered matters more than a broken query string
+    return to_response(*jsonp.render_error(cb, error))
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no route, wrong method) in the protocol's shape and headers."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    path = request.scope.get("path", "")[:200]
+    if status == 404:
+        error = PolysocketError(ErrorCode.NOT_FOUND, f"no such endpoint: {path}")
+    elif status == 405:
+        error = PolysocketError(ErrorCode.METHOD_NOT_ALLOWED, f"{request.method[:16]} not allowed on {path}")
+    elif 400 <= status < 500:
+        error = PolysocketError(ErrorCode.BAD_REQUEST, "bad request")
+    else:
+        error = PolysocketError(ErrorCode.INTERNAL, "internal error")
+    resp = error_response(request, error)
+    allow = {k.lower(): v for k, v in (getattr(exc, "headers", None) or {}).items()}.get("allow")
+    if allow:
+        resp.headers["allow"] = allow
+    return resp
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    return error_response(request, PolysocketError(ErrorCode.BAD_REQUEST, "malformed request"))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    # Starlette's ServerErrorMiddleware calls this, then re-raises so the server logs the traceback.
+    return error_response(request, PolysocketError(ErrorCode.INTERNAL, "internal error"))
+
+
 def create_app(settings: RouterSettings | None = None, admission: Admission | None = None) -> FastAPI:
     if settings is None:  # the Lambda's case: its configuration is its environment
         settings = RouterSettings.from_env(os.environ)
@@ -146,7 +195,11 @@ def create_app(settings: RouterSettings | None = None, admission: Admission | No
         await router.close()
 
     app = FastAPI(title="polysocket router", docs_url=None, redoc_url=None, openapi_url=None,
-                  lifespan=lifespan)
+                  lifespan=lifespan, exception_handlers={
+                      HTTPException: _http_exception,
+                      RequestValidationError: _validation_error,
+                      Exception: _internal_error,
+                  })
     app.state.router = router
 
     @app.get("/connect")
@@ -163,6 +216,9 @@ def create_app(settings: RouterSettings | None = None, admission: Admission | No
         return to_response(*jsonp.render(None, {"ok": True, "service": "router"}))
 
     if settings.static_dir and Path(settings.static_dir).is_dir():
+        # Imported here: only `polysocket dev` serves files, and the Lambda never pays for it.
+        from starlette.staticfiles import StaticFiles
+
         app.mount("/client", StaticFiles(directory=settings.static_dir, html=True), name="client")
 
     return app

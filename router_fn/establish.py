@@ -18,6 +18,7 @@ from .admission import Admitted
 log = logging.getLogger("polysocket.router")
 
 BLPOP_SLICE_S = 2.0  # well under redis-py's default socket timeout, which also bounds a BLPOP
+LIVENESS_SLICE_S = 0.5  # after a node took a request: how often its heartbeat is checked
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,12 +29,25 @@ class Established:
     protocol: str
 
 
+class NodeLost(Exception):
+    """The node took the request, then stopped heart-beating or ran out of its per-node time."""
+
+
 class Establisher:
-    def __init__(self, redis: aioredis.Redis, keys: Keys, ack_timeout_s: float, establish_timeout_s: float):
+    """``node_timeout_s`` bounds the wait for one node, from the pick to its final answer (default:
+    the 2 s ack timeout plus the relay's 10 s upstream open timeout). The request carries that
+    bound as its ``expires_at_ms``, so a node that resumes later drops it (or closes the socket it
+    opened too late). While a node that took the request works on it, its ``alive`` key is checked
+    every ``LIVENESS_SLICE_S``: a node that stops heart-beating (frozen, killed, cut off) is given
+    up on within its heartbeat TTL, and one other node is tried with the remaining budget."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, ack_timeout_s: float, establish_timeout_s: float,
+                 node_timeout_s: float = 12.0):
         self.redis = redis
         self.keys = keys
         self.ack_timeout_s = ack_timeout_s
         self.establish_timeout_s = establish_timeout_s
+        self.node_timeout_s = node_timeout_s
         self._pick = redis.register_script(PICK_NODE_LUA)
 
     async def pick_and_send(self, skip: list[str], admitted: Admitted, payload: bytes) -> tuple[str, str] | None:
@@ -59,12 +73,15 @@ class Establisher:
         failure = PolysocketError(ErrorCode.NO_RELAY, "no relay node available")
         try:
             for _attempt in range(2):
+                if deadline - time.monotonic() <= 0:
+                    break
+                node_deadline = min(deadline, time.monotonic() + self.node_timeout_s)
                 req = EstablishRequest(
                     id=new_request_id(),
                     socket=new_socket_id(),
                     target=target,
                     protocols=protocols,
-                    expires_at_ms=int((time.time() + max(0.0, deadline - time.monotonic())) * 1000),
+                    expires_at_ms=int((time.time() + max(0.0, node_deadline - time.monotonic())) * 1000),
                     caller=caller,
                     meta=admitted.meta,
                     addresses=admitted.addresses,
@@ -76,7 +93,12 @@ class Establisher:
                     break
                 node_id, fqdn = picked
                 tried.append(node_id)
-                reply = await self._await_reply(node_id, req.id, payload, admitted, deadline)
+                try:
+                    reply = await self._await_reply(node_id, req.id, payload, admitted, node_deadline)
+                except NodeLost as exc:
+                    log.warning("node %s took establish request %s but %s; trying another", node_id, req.id, exc)
+                    failure = PolysocketError(ErrorCode.TIMEOUT, "the relay node did not open the socket in time")
+                    continue
                 if reply is None:
                     log.warning("node %s did not take establish request; trying another", node_id)
                     failure = PolysocketError(ErrorCode.TIMEOUT, "no relay node answered in time")
@@ -94,7 +116,9 @@ class Establisher:
 
     async def _await_reply(self, node_id: str, request_id: str, payload: bytes, admitted: Admitted,
                            deadline: float) -> EstablishReply | None:
-        """The node's final reply; None if it never took the request (which is then withdrawn)."""
+        """The node's final reply; None if it never took the request (which is then withdrawn).
+        Raises ``NodeLost`` if it took the request but did not answer by ``deadline`` or stopped
+        heart-beating meanwhile."""
         reply_key = self.keys.reply(request_id)
         ack = await self._next_reply(reply_key, min(self.ack_timeout_s, deadline - time.monotonic()))
         if ack is None:
@@ -105,15 +129,26 @@ class Establisher:
                     await self.redis.zrem(self.keys.reservations(node_id, admitted.token_id), request_id)
                 return None
             # The node took it just after the ack timeout: its answer is coming.
-            ack = await self._next_reply(reply_key, deadline - time.monotonic())
-            if ack is None:
-                raise PolysocketError(ErrorCode.TIMEOUT, "the relay node did not open the socket in time")
+            ack = await self._reply_from_live_node(node_id, reply_key, deadline)
         if ack.phase == "done":
             return ack
-        done = await self._next_reply(reply_key, deadline - time.monotonic())
-        if done is None:
-            raise PolysocketError(ErrorCode.TIMEOUT, "the relay node did not open the socket in time")
-        return done
+        return await self._reply_from_live_node(node_id, reply_key, deadline)
+
+    async def _reply_from_live_node(self, node_id: str, reply_key: str, deadline: float) -> EstablishReply:
+        """The next reply from a node that took the request, checking between short waits that it
+        is still alive."""
+        alive_key = self.keys.alive(node_id)
+        while (remaining := deadline - time.monotonic()) > 0:
+            reply = await self._next_reply(reply_key, min(LIVENESS_SLICE_S, remaining))
+            if reply is not None:
+                return reply
+            if not await self.redis.exists(alive_key):
+                # A last look: the answer may have landed just before the heartbeat lapsed.
+                item = await self.redis.lpop(reply_key)
+                if isinstance(item, (bytes, str)):
+                    return EstablishReply.decode(item)
+                raise NodeLost("stopped heart-beating")
+        raise NodeLost(f"did not answer within {self.node_timeout_s:g}s")
 
     async def _next_reply(self, key: str, timeout: float) -> EstablishReply | None:
         """BLPOP in slices shorter than the client's socket timeout, until ``timeout`` runs out."""

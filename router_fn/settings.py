@@ -35,6 +35,9 @@ class RouterSettings:
                                    name="ack-timeout")
     establish_timeout_s: float = setting(15.0, seconds, "total budget for a node to open the upstream WebSocket",
                                          name="establish-timeout")
+    node_timeout_s: float = setting(12.0, seconds, "longest wait for one relay node from the pick (ack + the "
+                                    "relay's upstream open); then one other node gets the rest of the budget",
+                                    name="node-timeout")
     request_timeout_s: float = setting(DEFAULT_REQUEST_TIMEOUT_S, seconds,
                                        "hard limit on one /connect imposed by the platform (API Gateway: 29 s); "
                                        "the establish budget must fit inside it", name="request-timeout")
@@ -47,11 +50,18 @@ class RouterSettings:
                                 show=str)
     rate_per_token: Rate = setting(Rate(6000, 60), Rate.parse, "connects per token, N/SECONDS (0/1: no limit)",
                                    show=str)
+    trusted_proxies: tuple[IPNetwork, ...] = setting(
+        (), lambda raw: tuple(parse_cidrs(raw)),
+        "comma-separated CIDRs of proxies whose X-Forwarded-For entries are believed (none: the peer address; "
+        "under Lambda the address AWS saw)", show=show_list)
     static_dir: str = setting("", text, "serve this directory under /client/ (the browser library)")
     host: str = setting("127.0.0.1", text, "address to listen on (not used under Lambda)")
     port: int = setting(8100, port, "port to listen on (not used under Lambda)")
     ssl_certfile: str = setting("", text, "serve HTTPS with this certificate chain (PEM)")
     ssl_keyfile: str = setting("", text, "private key (PEM) of --ssl-certfile")
+    header_timeout_s: float = setting(10.0, seconds, "a request's headers must arrive within this long, or the "
+                                      "connection is cut (slow clients; not used under Lambda)", name="header-timeout")
+    max_head_bytes: int = setting(65536, positive_int, "larger request headers get 431 (not used under Lambda)")
     max_clients: int = setting(1000, positive_int, "most HTTP connections served at once; more get 503 "
                                "(not used under Lambda)")
 
@@ -60,6 +70,9 @@ class RouterSettings:
             raise SettingError(
                 "timeouts must be ordered 0 < --ack-timeout < --establish-timeout < --request-timeout "
                 f"(got {self.ack_timeout_s} < {self.establish_timeout_s} < {self.request_timeout_s})")
+        if not self.ack_timeout_s < self.node_timeout_s:
+            raise SettingError(f"--node-timeout ({self.node_timeout_s:g}) must be above --ack-timeout "
+                               f"({self.ack_timeout_s:g})")
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise SettingError("--ssl-certfile and --ssl-keyfile go together")
 

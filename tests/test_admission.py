@@ -96,7 +96,9 @@ async def test_origin_rules(adm: AdmissionStack, http: httpx.AsyncClient) -> Non
     # script-tag GETs carry no Origin: the Referer's origin counts
     assert (await attempt(http, adm.router, adm.echo, token, origin=None,
                           referer=f"{ORIGIN}/some/page?x=1"))["ok"] is True
-    for origin, referer in (("https://evil.example", None), (None, "https://evil.example/"), (None, None)):
+    # A Referer that is no URL (D4: "http://[::1/x" used to answer 500) is refused like a wrong one.
+    for origin, referer in (("https://evil.example", None), (None, "https://evil.example/"), (None, None),
+                            (None, "http://[::1/x"), (None, "https://app.example.com:99999/")):
         answer = await attempt(http, adm.router, adm.echo, token, origin=origin, referer=referer)
         assert (answer["status"], answer["error"]) == (403, "forbidden_origin"), (origin, referer)
     star = adm.token(origins=["*"])
@@ -262,3 +264,14 @@ def test_token_cli_errors(adm: AdmissionStack) -> None:
     unreachable = subprocess.run([sys.executable, "-m", "polysocket_cli", "token", "list", "--redis-url",
                                   "redis://127.0.0.1:1/0"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=30)
     assert unreachable.returncode == 1 and "Redis" in unreachable.stderr
+
+
+async def test_router_refusals_use_the_protocol_shape(adm: AdmissionStack, http: httpx.AsyncClient) -> None:
+    """D9: the router's own 404 and 405 (uvicorn) carry the protocol's error shape and headers."""
+    for method, path, status, error in (("GET", "/nope", 404, "not_found"),
+                                        ("POST", "/connect", 405, "method_not_allowed")):
+        resp = await http.request(method, f"{adm.router}{path}")
+        assert resp.status_code == status and resp.json()["error"] == error, resp.text
+        assert resp.headers["x-content-type-options"] == "nosniff" and resp.headers["cache-control"] == "no-store"
+        resp = await http.request(method, f"{adm.router}{path}?cb=cb1")
+        assert resp.status_code == 200 and resp.text.startswith("/**/cb1(") and error in resp.text

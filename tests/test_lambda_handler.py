@@ -46,7 +46,7 @@ def lambda_env() -> Iterator[dict[str, str]]:
         echo = s.start_echo()
         token = s.create_token(origins=[ORIGIN])
         os.environ.update({"POLYSOCKET_REDIS_URL": s.redis_url, "POLYSOCKET_ALLOW_TARGET_CIDRS": "127.0.0.0/8"})
-        yield {"token": token, "echo": f"ws://127.0.0.1:{echo.port}/"}
+        yield {"token": token, "echo": f"ws://127.0.0.1:{echo.port}/", "redis_url": s.redis_url}
     finally:
         os.environ.clear()
         os.environ.update(old)
@@ -157,3 +157,80 @@ def test_import_does_no_io() -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr
+
+
+def _without(ev: dict[str, Any], header: str) -> None:
+    for key in ("headers", "multiValueHeaders"):
+        if ev.get(key):
+            ev[key] = {k: v for k, v in ev[key].items() if k.lower() != header}
+
+
+def _set_header(ev: dict[str, Any], name: str, value: str) -> None:
+    _without(ev, name)
+    if ev.get("multiValueHeaders"):
+        ev["multiValueHeaders"][name] = [value]
+    ev.setdefault("headers", {})[name] = value
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_malformed_referer_is_forbidden_origin(handler: Handler, lambda_env: dict[str, str], kind: str) -> None:
+    """D4: a Referer urlsplit cannot parse used to answer 500 (and log a traceback)."""
+    for referer in ("http://[::1/x", "http://[not-an-ip]/", "https://a.example:99999/"):
+        ev = event(kind, {"from": "x", "target": lambda_env["echo"], "token": lambda_env["token"]})
+        _set_header(ev, "referer", referer)
+        resp = handler(ev, FakeContext())
+        assert resp["statusCode"] == 403, (referer, resp)
+        assert json.loads(resp["body"])["error"] == "forbidden_origin"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("method", "path", "status", "error"), [
+    ("GET", "/nope", 404, "not_found"),
+    ("POST", "/connect", 405, "method_not_allowed"),
+    ("DELETE", "/healthz", 405, "method_not_allowed"),
+])
+def test_router_refusals_use_the_protocol_shape(handler: Handler, kind: str, method: str, path: str,
+                                                status: int, error: str) -> None:
+    """D9: Starlette's own 404/405 answers, in the protocol's error shape and with its headers."""
+    resp = handler(event(kind, {}, method=method, path=path), FakeContext())
+    assert resp["statusCode"] == status
+    h = headers_of(resp)
+    assert h["content-type"] == "application/json"
+    assert (h["x-content-type-options"], h["cache-control"], h["referrer-policy"]) == (
+        "nosniff", "no-store", "no-referrer")
+    assert h["access-control-allow-origin"] == "*"
+    body = json.loads(resp["body"])
+    assert body["ok"] is False and body["error"] == error and isinstance(body["message"], str)
+    # With a callback, a script-tag client gets the error as JSONP (a browser runs only 2xx scripts).
+    resp = handler(event(kind, {"cb": "f"}, method=method, path=path), FakeContext())
+    assert resp["statusCode"] == 200 and resp["body"].startswith("/**/f({") and f'"error":"{error}"' in resp["body"]
+    assert headers_of(resp)["x-content-type-options"] == "nosniff"
+
+
+def _rate_keys(redis_url: str) -> set[str]:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return {k.decode() for k in client.scan_iter(match="ps:rl:ip:*")}
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(("kind", "forwarded", "expected"), [
+    # API Gateway: the source IP from requestContext; X-Forwarded-For entries are the client's claim.
+    ("apigw_http_v2", "6.6.6.6, 203.0.113.7", "203.0.113.7"),
+    ("apigw_rest_v1", "6.6.6.7, 198.51.100.23", "198.51.100.23"),
+    # ALB: the last entry is the one the load balancer appended.
+    ("alb", "6.6.6.8, 192.0.2.44", "192.0.2.44"),
+])
+def test_rate_limit_counts_the_front_doors_address(handler: Handler, lambda_env: dict[str, str], kind: str,
+                                                    forwarded: str, expected: str) -> None:
+    """D10: the per-IP counter is keyed by the address AWS saw, never by a spoofed X-Forwarded-For."""
+    before = _rate_keys(lambda_env["redis_url"])
+    ev = event(kind, {"from": "x", "target": lambda_env["echo"], "token": lambda_env["token"]})
+    _set_header(ev, "x-forwarded-for", forwarded)
+    assert handler(ev, FakeContext())["statusCode"] == 200
+    new = _rate_keys(lambda_env["redis_url"]) - before
+    ips = {k.split(":")[3] for k in _rate_keys(lambda_env["redis_url"])}
+    assert expected in ips and not any(k.split(":")[3].startswith("6.6.6.") for k in new), new

@@ -58,6 +58,7 @@ def sample_value(cls: type, d: Any) -> Any:
     """A valid value different from the default, for the round trip."""
     samples: dict[str, Any] = {
         "admission": "open", "log_level": "debug", "allow_target_cidrs": (ipaddress.ip_network("10.0.0.0/8"),),
+        "trusted_proxies": (ipaddress.ip_network("192.0.2.0/24"), ipaddress.ip_network("2001:db8::/32")),
         "rate_per_ip": Rate(5, 7), "rate_per_token": Rate(9, 11), "ssl_certfile": "", "ssl_keyfile": "",
         "max_poll_ttl_ms": 30_000, "ack_timeout_s": 1.5, "establish_timeout_s": 12.5, "dev_token": "x" * 20,
         "ping_interval_s": None, "fqdn": "n1.relay.example:8443", "node_id": "node-7", "port": 8443,
