@@ -26,9 +26,9 @@ import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-VENV_ENV = "POLYSOCKET_LOCALSTACK_VENV"
+VENV_ENV = "PSTEST_LOCALSTACK_VENV"
 INSTALL_HINT = ("LocalStack is not installed: run `localstack/install.sh` (about 2 minutes, PyPI only; it creates "
-                "localstack/.venv, or the venv named by $POLYSOCKET_LOCALSTACK_VENV)")
+                "localstack/.venv, or the venv named by $PSTEST_LOCALSTACK_VENV)")
 DUMMY_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
 
 

@@ -1,7 +1,7 @@
 #!/bin/bash
 # Install LocalStack (the Python package, no Docker) into a virtual environment of its own, from PyPI only.
 #
-#   localstack/install.sh [VENV]     default VENV: $POLYSOCKET_LOCALSTACK_VENV or localstack/.venv
+#   localstack/install.sh [VENV]     default VENV: $PSTEST_LOCALSTACK_VENV or localstack/.venv
 #
 # It runs as `python -m localstack.runtime.main` with OVERRIDE_IN_DOCKER=0 (see localstack/harness.py).
 # Why a venv of its own: localstack-core pins and pulls a large, fast-moving dependency tree that must
@@ -14,7 +14,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-venv=${1:-${POLYSOCKET_LOCALSTACK_VENV:-$here/.venv}}
+venv=${1:-${PSTEST_LOCALSTACK_VENV:-$here/.venv}}
 python=${PYTHON:-python3}
 LOCALSTACK_VERSION=4.13.1
 CUTOFF=2026-02-15T00:00:00Z

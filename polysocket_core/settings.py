@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # argparse is only needed by the CLI; the Lambda never import
 
 ENV_PREFIX = "POLYSOCKET_"
 _SPEC = "polysocket.setting"
+_GROUP = "polysocket.settings-group"
 T = TypeVar("T")
 
 
@@ -53,15 +54,28 @@ def setting(default: Any = dataclasses.MISSING, parse: Callable[[str], Any] = st
     return dataclasses.field(default=default, metadata={_SPEC: spec})
 
 
+def group(cls: type) -> Any:
+    """A field holding another settings class whose settings are flat flags of this one (the relay's
+    AWS settings live in ``relay_node.aws`` but are flags of ``polysocket relay``)."""
+    return dataclasses.field(default_factory=cls, metadata={_GROUP: cls})
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Declared:
-    """A field of a settings class together with its derived names."""
+    """A field of a settings class together with its derived names. ``path`` leads to it through
+    groups (empty for a field of the class itself)."""
 
     field: str
     spec: Spec
     flag: str
     env: str
     default: Any
+    path: tuple[str, ...] = ()
+
+    def value(self, settings: object) -> Any:
+        for name in self.path:
+            settings = getattr(settings, name)
+        return getattr(settings, self.field)
 
     def shown_default(self) -> str:
         if self.default is dataclasses.MISSING or self.default in ("", None) or self.spec.secret:
@@ -69,9 +83,12 @@ class Declared:
         return self.spec.show(self.default)
 
 
-def declared(cls: type) -> Iterator[Declared]:
-    """Every setting a class declares, in declaration order."""
+def declared(cls: type, path: tuple[str, ...] = ()) -> Iterator[Declared]:
+    """Every setting a class declares, groups included, in declaration order."""
     for f in dataclasses.fields(cls):
+        if _GROUP in f.metadata:
+            yield from declared(f.metadata[_GROUP], (*path, f.name))
+            continue
         spec = f.metadata.get(_SPEC)
         if spec is None:
             continue
@@ -79,7 +96,7 @@ def declared(cls: type) -> Iterator[Declared]:
         default: Any = f.default
         if f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()
-        yield Declared(f.name, spec, "--" + name, ENV_PREFIX + name.replace("-", "_").upper(), default)
+        yield Declared(f.name, spec, "--" + name, ENV_PREFIX + name.replace("-", "_").upper(), default, path)
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -114,8 +131,11 @@ def resolve(cls: type[T], env: Mapping[str, str], args: argparse.Namespace | Non
     """Build ``cls`` from flags, then the environment, then defaults. ``fixed`` wins over all
     (values a command computes itself)."""
     values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if _GROUP in f.metadata and f.name not in fixed:
+            values[f.name] = resolve(f.metadata[_GROUP], env, args)
     for d in declared(cls):
-        if d.field in fixed:
+        if d.field in fixed or d.path:
             continue
         raw = getattr(args, _dest(d), None) if args is not None else None
         if raw is not None:
@@ -132,14 +152,14 @@ def resolve(cls: type[T], env: Mapping[str, str], args: argparse.Namespace | Non
 
 def to_env(settings: object) -> dict[str, str]:
     """The variables that reproduce ``settings`` (for child processes and deploy templates)."""
-    return {d.env: d.spec.show(getattr(settings, d.field)) for d in declared(type(settings))}
+    return {d.env: d.spec.show(d.value(settings)) for d in declared(type(settings))}
 
 
 def to_argv(settings: object) -> list[str]:
     """The flags that reproduce ``settings``; settings still at their default are left out."""
     argv: list[str] = []
     for d in declared(type(settings)):
-        value = getattr(settings, d.field)
+        value = d.value(settings)
         if value != d.default:
             argv += [d.flag, d.spec.show(value)]
     return argv

@@ -7,6 +7,7 @@ runs its own lifecycle (``relay_node.server``), so ``start``/``stop`` are plain 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -19,6 +20,9 @@ from .config import RelayConfig
 from .endpoints import RelayEndpoints
 from .metrics import RelayMetrics
 from .table import SocketTable
+
+if TYPE_CHECKING:
+    from .aws.node import NodeCloud
 
 log = logging.getLogger("polysocket.relay")
 
@@ -52,12 +56,24 @@ class RelayNode:
         self.redis = redis_client(config.redis_url)
         self.agent = NodeAgent(config, self.table, self.redis)
         self.endpoints = RelayEndpoints(self.table, self.metrics, self.agent)
+        self.cloud: NodeCloud | None = None
 
     async def start(self) -> None:
-        """Register with the control plane and start taking establish requests."""
+        """Publish the node's DNS names (when configured) before registering with the control plane,
+        so the router never hands out a name that does not resolve yet; then take establish requests."""
+        if self.config.cloud.enabled:
+            from .aws.node import NodeCloud  # boto3 only where AWS is used
+
+            self.cloud = NodeCloud(self.config.cloud, self.config.fqdn,
+                                   lambda: (self.table.load, self.config.capacity))
+            await self.cloud.start()
         await self.agent.start()
 
     async def stop(self) -> None:
-        """Deregister, drop every socket, close Redis."""
-        await self.agent.stop()
-        await self.redis.aclose()
+        """Deregister, drop every socket, close Redis; then withdraw the DNS names."""
+        try:
+            await self.agent.stop()
+            await self.redis.aclose()
+        finally:
+            if self.cloud is not None:
+                await self.cloud.stop()

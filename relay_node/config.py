@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from polysocket_core.control import NODE_ID_RE
 from polysocket_core.settings import (
     SettingError,
+    group,
     key_prefix_setting,
     optional_seconds,
     port,
@@ -20,6 +21,8 @@ from polysocket_core.settings import (
     text,
 )
 from polysocket_core.wire import MAX_POLL_TTL_MS
+
+from .aws.settings import CloudSettings
 
 
 def default_node_id() -> str:
@@ -85,6 +88,7 @@ class RelayConfig:
     port: int = setting(8101, port, "port to listen on")
     ssl_certfile: str = setting("", text, "serve HTTPS with this certificate chain (PEM); needed for HTTPS pages")
     ssl_keyfile: str = setting("", text, "private key (PEM) of --ssl-certfile")
+    cloud: CloudSettings = group(CloudSettings)  # noqa: RUF009 - a field(default_factory=CloudSettings)
 
     def __post_init__(self) -> None:
         if not self.fqdn:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 log = logging.getLogger("polysocket.router")
 
@@ -98,8 +98,8 @@ class _HeadGuard(asyncio.Protocol):
 
     # -- asyncio.Protocol, forwarded ----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's TCPTransport is not an asyncio.Transport subclass, only the same interface.
+        self.transport = cast(asyncio.Transport, transport)
         self._arm()
         self.inner.connection_made(transport)
 

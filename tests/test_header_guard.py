@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+import uvloop
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from polysocket_cli.processes import free_port, wait_port
@@ -41,7 +42,8 @@ def serve(http: Any) -> Iterator[int]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
                                            http=http, timeout_keep_alive=5, proxy_headers=False))
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
+    # uvloop, as `polysocket router` runs it (its transports are not asyncio.Transport subclasses)
+    thread = threading.Thread(target=lambda: uvloop.run(server.serve()), daemon=True)
     thread.start()
     wait_port(port)
     try:

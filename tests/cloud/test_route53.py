@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
-from relay_node.aws import CloudSettings, NodeCloud, delete_node_records, node_record_names
+from relay_node.aws.node import NodeCloud
+from relay_node.aws.route53 import delete_node_records, node_record_names
+from relay_node.aws.settings import CloudSettings
 
 from .conftest import a_records
 

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from polysocket_cli.processes import Stack
 from polysocket_core.control import Keys
-from relay_node.aws import RecordSweeper, sweep_records
+from relay_node.aws.route53 import RecordSweeper, sweep_records
 from relay_node.aws.sweep import live_fqdns_from_redis
 from relay_node.aws.sweep import main as sweep_main
 
