@@ -1,6 +1,6 @@
 # Two commands on a fresh machine: `make run` (the local stack) and `make test` (every test).
 # Both install what they need first: a virtualenv with the project, Node's `ws` for the second
-# test target, and Debian's Chromium for the browser tests.
+# test target, Debian's Chromium for the browser tests, and LocalStack for the AWS tests.
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -13,7 +13,14 @@ run: deps
 
 test: deps lint typecheck pytest
 
-deps: $(STAMP) tests/targets/node_modules/.package-lock.json client/node_modules/.package-lock.json /usr/bin/chromium
+LOCALSTACK_VENV ?= localstack/.venv
+
+deps: $(STAMP) tests/targets/node_modules/.package-lock.json client/node_modules/.package-lock.json /usr/bin/chromium \
+      $(LOCALSTACK_VENV)/bin/localstack
+
+# LocalStack (no Docker) in a venv of its own, pinned: the AWS half's tests run against it.
+$(LOCALSTACK_VENV)/bin/localstack: localstack/install.sh
+	PSTEST_LOCALSTACK_VENV=$(abspath $(LOCALSTACK_VENV)) bash localstack/install.sh
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -40,8 +47,9 @@ typecheck:
 # Two runs: Playwright's sync API keeps an event loop alive in the main thread while its browser
 # is open, which would break every asyncio test that runs after it in the same process.
 pytest:
-	$(PY) -m pytest --ignore=tests/browser
+	$(PY) -m pytest --ignore=tests/browser --ignore=tests/cloud
+	PSTEST_LOCALSTACK_VENV=$(abspath $(LOCALSTACK_VENV)) $(PY) -m pytest tests/cloud
 	$(PY) -m pytest tests/browser
 
 clean:
-	rm -rf $(VENV) tests/targets/node_modules client/node_modules
+	rm -rf $(VENV) tests/targets/node_modules client/node_modules $(LOCALSTACK_VENV)

@@ -60,6 +60,11 @@ class Keys:
     def reply(self, request_id: str) -> str:
         return f"{self.prefix}reply:{request_id}"
 
+    def abandoned(self, request_id: str) -> str:
+        """Set by a router that gave up on a node which took the request (frozen, too slow): the node
+        must not open the socket, or must close it if it already did."""
+        return f"{self.prefix}abandoned:{request_id}"
+
     def token(self, digest: str) -> str:
         return f"{self.prefix}token:{digest}"
 

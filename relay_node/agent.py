@@ -134,8 +134,8 @@ class NodeAgent:
         """Open the socket a router asked for and answer it. The request's token reservation is
         owned from here: by the socket once it is open, else released on every other path."""
         res = self.table.ledger.take(req.id, req.token_id)
-        if time.time() * 1000 > req.expires_at_ms:
-            log.info("skipping expired establish request %s", req.id)
+        if time.time() * 1000 > req.expires_at_ms or await self._abandoned(req):
+            log.info("skipping establish request %s: expired or given up by the router", req.id)
             res.release()
             return
         try:
@@ -164,7 +164,7 @@ class NodeAgent:
             return
         # The upstream is open and the socket owns the reservation: every way out below that does
         # not hand the socket to the router closes it, which frees it and releases the reservation.
-        if time.time() * 1000 > req.expires_at_ms:
+        if time.time() * 1000 > req.expires_at_ms or await self._abandoned(req):
             log.info("establish %s: opened after the router gave up; closing", req.id)
             sock.close(CloseCause.ABANDONED)
             return
@@ -176,6 +176,14 @@ class NodeAgent:
         except Exception as exc:  # RedisError after the retries, or a bug: nobody will use the socket
             log.warning("establish %s: cannot hand the socket to the router (%s); closing it", req.id, exc)
             sock.close(CloseCause.ABANDONED)
+
+    async def _abandoned(self, req: EstablishRequest) -> bool:
+        """Has the router given up on this request (it thought this node frozen)? In doubt, no:
+        the expiry still bounds how late a socket can be opened."""
+        try:
+            return bool(await self.redis.exists(self.keys.abandoned(req.id)))
+        except RedisError:
+            return False
 
     async def _reply_safely(self, request_id: str, reply: EstablishReply) -> None:
         try:

@@ -29,6 +29,9 @@ class Established:
     protocol: str
 
 
+ABANDON_KEEP_MS = 10_000  # the marker outlives the request's expiry by this much (clock skew)
+
+
 class NodeLost(Exception):
     """The node took the request, then stopped heart-beating or ran out of its per-node time."""
 
@@ -97,6 +100,9 @@ class Establisher:
                     reply = await self._await_reply(node_id, req.id, payload, admitted, node_deadline)
                 except NodeLost as exc:
                     log.warning("node %s took establish request %s but %s; trying another", node_id, req.id, exc)
+                    # The node may wake up before the request expires: tell it not to open it.
+                    await self.redis.set(self.keys.abandoned(req.id), b"1",
+                                         px=max(1, req.expires_at_ms - int(time.time() * 1000)) + ABANDON_KEEP_MS)
                     failure = PolysocketError(ErrorCode.TIMEOUT, "the relay node did not open the socket in time")
                     continue
                 if reply is None:

@@ -58,9 +58,14 @@ async def reserved_on(redis_url: str, nodes: list[str]) -> str | None:
     r = aioredis.Redis.from_url(redis_url)
     try:
         for node in nodes:
+            # A socket counts on its node as a reservation in flight until the node's next heartbeat
+            # publishes it in its absolute counts (docs/protocol.md): look at both.
             counts = await r.hgetall(f"ps:node:{node}:tokens")
             if any(int(v) > 0 for v in counts.values()):
                 return node
+            async for key in r.scan_iter(match=f"ps:node:{node}:resv:*"):
+                if await r.zcard(key):
+                    return node
         return None
     finally:
         await r.aclose()

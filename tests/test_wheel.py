@@ -19,7 +19,8 @@ from polysocket_cli.processes import REPO_ROOT
 
 from .test_cli import Output, curl, free_port_block
 
-pytestmark = pytest.mark.stack
+# Building the wheel and installing its dependencies into a fresh venv takes minutes on a busy machine.
+pytestmark = [pytest.mark.stack, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
