@@ -96,18 +96,19 @@ def assemble_package(dest: Path) -> list[str]:
 SNIPPET = r"""
 import sys, time
 sys.path[:0] = sys.argv[2:]
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 if sys.argv[1] == "handler":
     import router_fn.handler as m
     assert callable(m.handler)
 else:
     import json
-print(time.perf_counter() - t0)
+print(time.perf_counter() - t0, time.process_time() - c0)
 """
 
 
-def one_run(what: str, paths: list[str], extra: list[str] | None = None) -> tuple[float, float, str]:
-    """(import seconds, whole-process seconds, stderr) of one fresh interpreter."""
+def one_run(what: str, paths: list[str], extra: list[str] | None = None) -> tuple[float, float, float, str]:
+    """(import seconds, import CPU seconds, whole-process seconds, stderr) of one fresh interpreter.
+    CPU time is what a shared, loaded machine distorts least: wall time also counts waiting for a core."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8",
            "POLYSOCKET_REDIS_URL": NO_REDIS_URL}
     cmd = [sys.executable, "-I", "-S", "-B", *(extra or []), "-c", SNIPPET, what, *paths]
@@ -116,7 +117,8 @@ def one_run(what: str, paths: list[str], extra: list[str] | None = None) -> tupl
     wall = time.perf_counter() - t0
     if out.returncode != 0:
         raise SystemExit(f"{what} import failed:\n{out.stderr}")
-    return float(out.stdout.strip().splitlines()[-1]), wall, out.stderr
+    import_s, cpu_s = (float(x) for x in out.stdout.strip().splitlines()[-1].split())
+    return import_s, cpu_s, wall, out.stderr
 
 
 def top_packages(importtime: str, n: int = 10) -> list[tuple[str, float]]:
@@ -183,16 +185,18 @@ def measure(args: argparse.Namespace, trees: dict[str, list[str]], layout: str) 
     base: list[float] = []
     base_wall: list[float] = []
     handler: dict[str, list[float]] = {label: [] for label in trees}
+    handler_cpu: dict[str, list[float]] = {label: [] for label in trees}
     handler_wall: dict[str, list[float]] = {label: [] for label in trees}
     for _ in range(args.runs):
-        t, w, _ = one_run("json", paths)
+        t, _, w, _ = one_run("json", paths)
         base.append(t)
         base_wall.append(w)
         for label, tree in random.sample(list(trees.items()), len(trees)):  # no fixed order
-            t, w, _ = one_run("handler", tree)
+            t, c, w, _ = one_run("handler", tree)
             handler[label].append(t)
+            handler_cpu[label].append(c)
             handler_wall[label].append(w)
-    _, _, importtime = one_run("handler", paths, ["-X", "importtime"])
+    _, _, _, importtime = one_run("handler", paths, ["-X", "importtime"])
     med = statistics.median
 
     lines = [
@@ -208,6 +212,7 @@ def measure(args: argparse.Namespace, trees: dict[str, list[str]], layout: str) 
         "| measured in a fresh `python -I -S -B` | median | min | max |",
         "|---|---:|---:|---:|",
         *(row(f"`import router_fn.handler` (in-process), {label}", v, bold=True) for label, v in handler.items()),
+        *(row(f"`import router_fn.handler`, CPU time, {label}", v, bold=True) for label, v in handler_cpu.items()),
         row("baseline `import json` (in-process)", base),
         *(row(f"whole process, handler, {label}", v) for label, v in handler_wall.items()),
         row("whole process, baseline (interpreter start + `import json`)", base_wall),

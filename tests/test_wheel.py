@@ -53,6 +53,15 @@ def test_wheel_carries_client_and_no_checkout_paths(wheel_venv: Path) -> None:
         assert name in names
 
 
+def test_every_command_imports_from_the_wheel(wheel_venv: Path, tmp_path: Path) -> None:
+    """Each command's --help loads its settings (and their modules): a subpackage the wheel forgot
+    fails here (relay_node.aws once did)."""
+    for command in ("router", "relay", "dev", "token", "echo"):
+        out = subprocess.run([str(wheel_venv / "bin" / "polysocket"), command, "--help"], capture_output=True,
+                             text=True, cwd=tmp_path, env=clean_env(), timeout=60)
+        assert out.returncode == 0, (command, out.stderr)
+
+
 def test_polysocket_dev_runs_from_the_wheel(wheel_venv: Path, tmp_path: Path) -> None:
     base = free_port_block(4)
     proc = subprocess.Popen([str(wheel_venv / "bin" / "polysocket"), "dev", "--port", str(base)], cwd=tmp_path,
