@@ -70,7 +70,7 @@ class SecretsManagerStore:
         extra = {"KmsKeyId": self.kms_key_id} if self.kms_key_id else {}
         try:
             self.client.create_secret(Name=secret_id, SecretString=text, Description="polysocket relay TLS material",
-                                      Tags=[{"Key": "polysocket", "Value": "cert-store"}], **extra)
+                                      **extra)
         except ClientError as e:
             if _code(e) != "ResourceExistsException":
                 raise

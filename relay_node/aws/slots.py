@@ -140,11 +140,19 @@ def cert_action(facts: CertFacts | None, wanted: Sequence[str], now: dt.datetime
     return CertAction.USE
 
 
+RETRY_AFTER = dt.timedelta(hours=1)
+
+
 def next_check(facts: CertFacts, now: dt.datetime, renew_before: dt.timedelta,
-               interval: dt.timedelta) -> dt.timedelta:
+               interval: dt.timedelta, retry: dt.timedelta = RETRY_AFTER) -> dt.timedelta:
     """How long a serving node waits before it looks at its certificate again: the regular interval,
-    or less when the certificate becomes due for renewal sooner (never below one minute)."""
+    or less when the certificate becomes due for renewal sooner (never below one minute). A
+    certificate that is already due (its renewal failed, or another node is renewing it) is looked
+    at again after ``retry`` at the most: often enough to pick up the successor soon, rarely enough
+    to stay far from the CA's limits on failed validations (Let's Encrypt: 5 per hour and name)."""
     due_in = facts.not_after - renew_before - now
+    if due_in <= dt.timedelta(0):
+        return min(interval, retry)
     return max(dt.timedelta(minutes=1), min(interval, due_in))
 
 

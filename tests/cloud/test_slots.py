@@ -90,7 +90,12 @@ def test_next_check() -> None:
     assert next_check(_facts(), NOW, 30 * DAY, interval) == interval
     assert next_check(_facts(start=NOW - 60 * DAY + dt.timedelta(hours=2)), NOW, 30 * DAY,
                       interval) == dt.timedelta(hours=2)
-    assert next_check(_facts(start=NOW - 80 * DAY), NOW, 30 * DAY, interval) == dt.timedelta(minutes=1)
+    assert next_check(_facts(start=NOW - 60 * DAY + dt.timedelta(seconds=5)), NOW, 30 * DAY,
+                      interval) == dt.timedelta(minutes=1)
+    # already due (renewal failed, or another node renews): again within the hour, not every minute
+    assert next_check(_facts(start=NOW - 80 * DAY), NOW, 30 * DAY, interval) == dt.timedelta(hours=1)
+    assert next_check(_facts(start=NOW - 80 * DAY), NOW, 30 * DAY, dt.timedelta(minutes=10)) == \
+        dt.timedelta(minutes=10)
 
 
 def test_durations() -> None:
