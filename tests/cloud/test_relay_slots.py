@@ -10,6 +10,7 @@ with SNI ``x.{slot}.{domain}``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -98,8 +99,9 @@ class Relays:
         while time.monotonic() < deadline:
             assert proc.poll() is None, self.log(node_id)
             fqdn = r.hget(f"{self.key_prefix}node:{node_id}", "fqdn")
-            if fqdn:
-                with socket.create_connection(("127.0.0.1", port), timeout=5):
+            if fqdn:  # the node registers just before it listens
+                with contextlib.suppress(ConnectionRefusedError), \
+                        socket.create_connection(("127.0.0.1", port), timeout=5):
                     return str(fqdn.decode())
             time.sleep(0.1)
         raise TimeoutError(f"{node_id} not registered after {timeout_s} s:\n{self.log(node_id)}")
