@@ -7,6 +7,8 @@ runs its own lifecycle (``relay_node.server``), so ``start``/``stop`` are plain 
 from __future__ import annotations
 
 import logging
+import ssl
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
@@ -23,6 +25,7 @@ from .table import SocketTable
 
 if TYPE_CHECKING:
     from .aws.node import NodeCloud
+    from .aws.slotnode import SlotNode
 
 log = logging.getLogger("polysocket.relay")
 
@@ -57,10 +60,30 @@ class RelayNode:
         self.agent = NodeAgent(config, self.table, self.redis)
         self.endpoints = RelayEndpoints(self.table, self.metrics, self.agent)
         self.cloud: NodeCloud | None = None
+        self.slot: SlotNode | None = None
+        self.ssl_context: ssl.SSLContext | None = None  # the slot certificate's, when it has one
+        self.request_drain: Callable[[], None] | None = None  # set by the server: drain as on SIGTERM
+
+    def _slot_lost(self) -> None:
+        """Another node holds our slot now (our lease expired): its name is no longer ours, so its
+        DNS records are not ours to delete, and this node drains."""
+        if self.cloud is not None:
+            self.cloud.disown_records()
+        if self.request_drain is not None:
+            self.request_drain()
 
     async def start(self) -> None:
-        """Publish the node's DNS names (when configured) before registering with the control plane,
-        so the router never hands out a name that does not resolve yet; then take establish requests."""
+        """With a relay domain, lease a slot first: its name is the node's fqdn, and with ACME on,
+        its certificate is what the relay serves. Then publish the node's DNS names (when
+        configured) before registering with the control plane, so the router never hands out a name
+        that does not resolve yet; then take establish requests."""
+        if self.config.cloud.slots_enabled:
+            from .aws.slotnode import SlotNode  # boto3 and acme only where slots are used
+
+            self.slot = SlotNode(self.config.cloud, self.redis, key_prefix=self.config.key_prefix,
+                                 node_id=self.config.node_id, on_lost=self._slot_lost)
+            self.config.fqdn = await self.slot.start()
+            self.ssl_context = self.slot.ssl_context
         if self.config.cloud.enabled:
             from .aws.node import NodeCloud  # boto3 only where AWS is used
 
@@ -70,10 +93,17 @@ class RelayNode:
         await self.agent.start()
 
     async def stop(self) -> None:
-        """Deregister, drop every socket, close Redis; then withdraw the DNS names."""
+        """Deregister, drop every socket; withdraw the DNS names; release the slot (after the names,
+        so the slot's next holder never loses its records to this clean-up); close Redis."""
         try:
             await self.agent.stop()
-            await self.redis.aclose()
         finally:
-            if self.cloud is not None:
-                await self.cloud.stop()
+            try:
+                if self.cloud is not None:
+                    await self.cloud.stop()
+            finally:
+                try:
+                    if self.slot is not None:
+                        await self.slot.stop()
+                finally:
+                    await self.redis.aclose()

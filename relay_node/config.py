@@ -99,6 +99,9 @@ class RelayConfig:
             raise SettingError("--sweep-interval must be above 0 seconds")
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise SettingError("--ssl-certfile and --ssl-keyfile go together")
+        if self.ssl_certfile and self.cloud.certs_enabled:
+            raise SettingError("--ssl-certfile and --acme-directory exclude each other (the slot's "
+                               "certificate is served)")
 
     @property
     def heartbeat_interval_s(self) -> float:

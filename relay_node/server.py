@@ -55,6 +55,7 @@ class RelayServer:
         self.connections = Connections()
         self.stopping = asyncio.Event()
         self._drain_task: asyncio.Task[None] | None = None
+        node.request_drain = self.on_signal
         register_constant_headers(*CONSTANT_HEADERS)
 
     def protocol(self) -> RelayHTTPProtocol:
@@ -83,6 +84,8 @@ class RelayServer:
             log.exception("relay startup failed")
             await self.node.stop()
             return STARTUP_FAILURE
+        if self.ssl_ctx is None:  # a slot certificate the node obtained while starting
+            self.ssl_ctx = self.node.ssl_context
         try:
             server = await loop.create_server(self.protocol, self.host, self.port, ssl=self.ssl_ctx,
                                               backlog=BACKLOG, reuse_address=True)

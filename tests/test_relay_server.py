@@ -46,6 +46,8 @@ class StubNode:
         self.max_body = 1024
         self.events: list[str] = []
         self.release = asyncio.Event()
+        self.ssl_context = None  # a slot certificate's context, when the node obtained one
+        self.request_drain: object = None  # set by the server
 
     async def start(self) -> None:
         self.events.append("start")

@@ -66,6 +66,11 @@ class NodeCloud:
         if self.publisher is not None:
             self.publisher.start()
 
+    def disown_records(self) -> None:
+        """The node's name passed to another node (its slot lease was lost): leave the records,
+        which are now the other node's, in place at stop."""
+        self._registered = False
+
     async def stop(self) -> None:
         if self.publisher is not None:
             await self.publisher.stop()

@@ -20,6 +20,9 @@ from typing import Any
 import boto3
 import pytest
 
+# the slot-certificate tests' session fixtures: Valkey, a DNS server serving Route 53, pebble
+from .acme_env import pebble, route53_dns, valkey  # noqa: F401
+
 HARNESS_PATH = Path(__file__).resolve().parents[2] / "localstack" / "harness.py"
 
 
@@ -41,7 +44,7 @@ def localstack() -> Iterator[Any]:
     harness = _harness()
     missing = None
     try:
-        ls = harness.LocalStack(services="route53,cloudwatch,ec2")
+        ls = harness.LocalStack(services="route53,cloudwatch,ec2,secretsmanager,s3,kms")
     except harness.LocalStackMissing as e:
         missing = str(e)
     if missing is not None:
