@@ -10,6 +10,7 @@ Gateway HTTP API events through it.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import re
@@ -205,3 +206,354 @@ def test_localstack_compose_file_parses() -> None:
     env = compose["services"]["localstack"]["environment"]
     assert "lambda" in env["SERVICES"].split(",")
     assert env["LAMBDA_DOCKER_NETWORK"] == compose["networks"]["polysocket-localstack"]["name"]
+
+
+# --- the relay image (Dockerfile) -----------------------------------------------------------------------
+# No Docker engine and no image registry are reachable here, so the image is never built. Instead: the
+# Dockerfile is parsed and linted below (the rules hadolint and the platform care about), the build
+# context that .dockerignore leaves is checked to carry every file the COPY lines need, the wheel is
+# built from exactly those files, and the image's ENTRYPOINT/CMD runs as a process the way the
+# orchestrator starts it (tests further down).
+
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+IMAGE_SCRIPTS = {  # where the image puts them -> the file in this repository
+    "/usr/local/bin/polysocket-relay-entrypoint": ROOT / "deploy" / "relay" / "entrypoint.py",
+    "/usr/local/bin/polysocket-relay-healthcheck": ROOT / "deploy" / "relay" / "healthcheck.py",
+}
+
+
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) in order; continuation lines joined, comments and the parser directive dropped."""
+    out: list[tuple[str, str]] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):
+            continue  # a comment inside a continued instruction
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        full = (pending + line).strip()
+        pending = ""
+        word, _, rest = full.partition(" ")
+        out.append((word.upper(), rest.strip()))
+    assert not pending, "dangling line continuation"
+    return out
+
+
+def stages(instructions: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    result: list[list[tuple[str, str]]] = []
+    for ins in instructions:
+        if ins[0] == "FROM":
+            result.append([])
+        if result:
+            result[-1].append(ins)
+    return result
+
+
+def global_args(instructions: list[tuple[str, str]]) -> dict[str, str]:
+    args = {}
+    for word, rest in instructions:
+        if word == "FROM":
+            break
+        if word == "ARG" and "=" in rest:
+            name, _, value = rest.partition("=")
+            args[name] = value
+    return args
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> list[tuple[str, str]]:
+    return dockerfile_instructions(DOCKERFILE.read_text())
+
+
+def test_dockerfile_base_image_is_slim_and_pinned(dockerfile: list[tuple[str, str]]) -> None:
+    args = global_args(dockerfile)
+    for stage in stages(dockerfile):
+        image = stage[0][1].split()[0]
+        image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image)
+        # a full patch version and a Debian release (or a digest); never latest / 3.11 / slim alone
+        assert re.fullmatch(r"python:3\.11\.\d+-slim-(bookworm|trixie)(@sha256:[0-9a-f]{64})?", image), image
+
+
+def test_dockerfile_runtime_stage(dockerfile: list[tuple[str, str]]) -> None:
+    final = stages(dockerfile)[-1]
+    words = [w for w, _ in final]
+    kv = {w: r for w, r in final}  # the last of each kind
+    # non-root, by numeric id (Kubernetes' runAsNonRoot and ECS checks need a number), and last
+    user = kv["USER"].split(":")
+    assert user[0].isdigit() and int(user[0]) >= 1000 and user[1].isdigit() and int(user[1]) >= 1000
+    assert words.index("USER") > max(i for i, w in enumerate(words) if w in ("RUN", "COPY"))
+    assert kv["STOPSIGNAL"] == "SIGTERM"
+    # exec form (JSON): the relay itself gets the signal, not a shell that does not forward it
+    entrypoint = json.loads(kv["ENTRYPOINT"])
+    assert entrypoint == ["polysocket-relay-entrypoint"] and json.loads(kv["CMD"]) == []
+    health = kv["HEALTHCHECK"]
+    assert re.search(r"--interval=\d+s", health) and re.search(r"--timeout=\d+s", health)
+    assert json.loads(health[health.index("CMD") + 3:].strip()) == ["polysocket-relay-healthcheck"]
+    # the scripts go where the PATH finds them, from files that exist
+    copies = {r.split()[-1]: r.split()[-2] for w, r in final if w == "COPY" and not r.startswith("--from")}
+    for where, source in IMAGE_SCRIPTS.items():
+        assert copies[where] == str(source.relative_to(ROOT))
+        assert source.read_text().startswith("#!/opt/polysocket/bin/python\n")
+    env = kv["ENV"]
+    assert "PATH=/opt/polysocket/bin:$PATH" in env and "PYTHONUNBUFFERED=1" in env
+    assert "POLYSOCKET_HOST=0.0.0.0" in env
+    port = re.search(r"POLYSOCKET_PORT=(\d+)", env)
+    assert port and int(port.group(1)) >= 1024  # a non-root process binds it without any capability
+    assert kv["EXPOSE"] == port.group(1)
+    # no package manager runs in the runtime stage (nothing to pin, nothing left in layers)
+    assert not any(w == "RUN" and re.search(r"\b(apt-get|apt|pip)\b", r) for w, r in final)
+
+
+def test_dockerfile_installs_the_relay_extra_from_the_wheel(dockerfile: list[tuple[str, str]]) -> None:
+    build = stages(dockerfile)[0]
+    run = " ".join(r for w, r in build if w == "RUN")
+    assert "pip wheel --no-deps --wheel-dir /wheels ." in run
+    assert re.search(r'pip install "\$\(ls /wheels/polysocket-\*\.whl\)\[relay\]"', run)
+    assert "polysocket relay --help" in run  # the build fails if the relay does not start its CLI
+
+
+def dockerignore_included(path: str, rules: list[str]) -> bool:
+    """Docker's rule: the last pattern that matches the path or one of its parent folders decides."""
+    import fnmatch
+
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    included = True
+    for rule in rules:
+        negate = rule.startswith("!")
+        pattern = rule[1:] if negate else rule
+        pattern = pattern.rstrip("/")
+        regex = fnmatch.translate(pattern).replace(".*.*/", "(.*/)?")  # ** matches any folders
+        if pattern.startswith("**/"):
+            regex = "(.*/)?" + fnmatch.translate(pattern[3:])
+        if any(re.fullmatch(regex, c) for c in candidates):
+            included = negate
+    return included
+
+
+def build_context(tmp: Path) -> Path:
+    """The files of this checkout that .dockerignore lets into the build context, copied to tmp."""
+    import shutil
+
+    rules = [ln.strip() for ln in DOCKERIGNORE.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()
+    for rel in listed:
+        if (ROOT / rel).is_file() and dockerignore_included(rel, rules):
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, tmp / rel)
+    return tmp
+
+
+def test_dockerignore_keeps_secrets_and_clutter_out_and_the_sources_in(tmp_path: Path,
+                                                                       dockerfile: list[tuple[str, str]]) -> None:
+    ctx = build_context(tmp_path / "context")
+    names = {p.relative_to(ctx).as_posix() for p in ctx.rglob("*") if p.is_file()}
+    assert not any(n.startswith(("tests/", "infra/", ".git", "bench/", "localstack/", "scripts/")) for n in names)
+    assert not any("node_modules" in n or "__pycache__" in n or n.endswith(".tfvars") for n in names)
+    # every COPY from the context names files that are in it
+    for word, rest in dockerfile:
+        if word != "COPY" or rest.startswith("--from"):
+            continue
+        *sources, _dest = rest.split()
+        for source in sources:
+            hits = [n for n in names if n == source or n.startswith(source.rstrip("/") + "/")]
+            assert hits, f"COPY {source}: not in the build context"
+
+
+def test_wheel_builds_from_the_build_context(tmp_path: Path, dockerfile: list[tuple[str, str]]) -> None:
+    """The build stage's `pip wheel .` on exactly what its COPY lines put in /src."""
+    import shutil
+
+    ctx = build_context(tmp_path / "context")
+    src = tmp_path / "src"
+    src.mkdir()
+    for word, rest in stages(dockerfile)[0]:
+        if word == "COPY":
+            *sources, dest = rest.split()
+            for source in sources:
+                target = src / dest if dest.endswith("/") and dest != "./" else src
+                if (ctx / source).is_dir():
+                    shutil.copytree(ctx / source, src / dest, dirs_exist_ok=True)
+                else:
+                    target.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(ctx / source, target / Path(source).name)
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                           "--wheel-dir", str(tmp_path / "wheels"), "."], cwd=src, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [wheel] = (tmp_path / "wheels").glob("polysocket-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+    for needed in ("relay_node/server.py", "relay_node/aws/route53.py", "polysocket_cli/main.py",
+                   "polysocket_core/control.py", "polysocket_client/polysocket.js"):
+        # relay_node/aws is a subpackage: pyproject.toml's [tool.setuptools] packages must name it
+        # ("relay_node.aws"), or the relay in the image fails at import (relay_node.config imports it)
+        assert needed in names, needed
+
+
+# --- the image's entrypoint as a process ------------------------------------------------------------------
+# ENTRYPOINT + CMD exactly as the Dockerfile says, each image path mapped to its file here (the image
+# runs them with /opt/polysocket/bin/python; here the test's interpreter, which has polysocket[relay]),
+# against a real Valkey, with a stand-in ECS task metadata endpoint, a low soft fd limit as container
+# runtimes set it, and the environment the ECS task definition in infra/ecs.tf gives the container.
+
+RELAY_STOP_MARGIN_S = 30  # infra/ecs.tf: stopTimeout = drain grace + 30 s (the image docs say the same)
+
+
+def image_command(dockerfile: list[tuple[str, str]]) -> list[str]:
+    final = {w: r for w, r in stages(dockerfile)[-1]}
+    argv = [*json.loads(final["ENTRYPOINT"]), *json.loads(final["CMD"])]
+    scripts = {Path(k).name: v for k, v in IMAGE_SCRIPTS.items()}
+    return [sys.executable, str(scripts[argv[0]]), *argv[1:]]
+
+
+def relay_env(**settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POLYSOCKET_", "AWS_", "ECS_"))}
+    env.update({"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"})
+    env.update(settings)
+    return env
+
+
+def low_nofile() -> None:  # what a container runtime may hand the process: soft 1024, hard higher
+    import resource
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+
+
+def proc_nofile(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no fd limit line")
+
+
+def get_json(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=5) as r:
+            body = r.read()
+            return r.status, json.loads(body) if body.startswith(b"{") else body.decode()
+    except urllib.error.HTTPError as e:
+        return e.code, None
+
+
+async def drain_with_a_live_socket(router_url: str, target: str, token: str, relay_port: int,
+                                   proc: subprocess.Popen[bytes], grace: float) -> tuple[str, dict[str, Any]]:
+    """Open a socket through the router, SIGTERM the relay, keep polling: (its fqdn, the close message)."""
+    import asyncio
+    import signal
+    import time
+
+    import httpx
+
+    from tests.wire_client import Conn, connect
+
+    async with httpx.AsyncClient(timeout=15) as http:
+        first = await connect(http, router_url, target, token=token)
+        conn = Conn(http, f"{first.fqdn}:{relay_port}", first.socket, first.protocol)
+        assert (await conn.send_text("before"))["ok"]
+        assert [m["data"] for m in await conn.receive(1)] == ["before"]
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        assert (await conn.send_text("during drain"))["ok"]  # still served while draining
+        while time.monotonic() - t0 < grace + 10:
+            answer = await conn.poll(ttl=1000)
+            for m in answer.get("messages", []):
+                if m.get("type") == "close":
+                    return first.fqdn, m
+    raise AssertionError("no close message while draining")
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(120)
+def test_entrypoint_serves_names_itself_and_drains_on_sigterm(dockerfile: list[tuple[str, str]],
+                                                               tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    import redis
+
+    from polysocket_cli.processes import Stack, free_port
+    from tests.cloud.imds_standin import metadata_standin
+
+    task_id = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+    ecs_task = {"TaskARN": f"arn:aws:ecs:us-east-1:000000000000:task/polysocket-prod/{task_id}",
+                "Containers": [{"Networks": [{"IPv4Addresses": ["10.42.0.7"]}]}]}
+    stack = Stack(log_dir=tmp_path)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path = tmp_path / "entrypoint.log"
+    try:
+        stack.start_valkey()
+        router = stack.start_router()
+        echo = stack.start_echo()
+        token = stack.create_token()
+        port = free_port()
+        grace = 2.0
+        with metadata_standin({}, ecs_task) as md, open(log_path, "wb") as log:
+            env = relay_env(
+                # what infra/ecs.tf sets (local.relay_environment), with loopback and test values
+                POLYSOCKET_HOST="127.0.0.1", POLYSOCKET_PORT=str(port), RELAY_DOMAIN="relay.test",
+                POLYSOCKET_REDIS_URL=stack.redis_url, POLYSOCKET_CAPACITY="100",
+                POLYSOCKET_DRAIN_GRACE=f"{grace:g}", POLYSOCKET_METRICS_TOKEN="m3tr1cs",
+                # what ECS puts in every container's environment
+                ECS_CONTAINER_METADATA_URI_V4=f"{md.url}/ecs")
+            proc = subprocess.Popen(image_command(dockerfile), env=env, cwd=tmp_path, stdout=log,
+                                    stderr=subprocess.STDOUT, preexec_fn=low_nofile)
+            deadline = time.monotonic() + 30
+            health: Any = None
+            while time.monotonic() < deadline:
+                assert proc.poll() is None, log_path.read_text()[-3000:]
+                with contextlib.suppress(OSError):
+                    status, health = get_json(f"http://127.0.0.1:{port}/healthz")
+                    if status == 200:
+                        break
+                time.sleep(0.1)
+            assert health and health["ok"] is True, log_path.read_text()[-3000:]
+
+        # the node is named after its ECS task, and registered under that name
+        assert health["node"] == task_id and health["fqdn"] == f"{task_id}.relay.test"
+        r = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+        assert task_id in r.smembers("ps:nodes")
+        # file descriptors: the soft limit was raised to the hard one
+        soft, hard = proc_nofile(proc.pid)
+        assert soft == hard, (soft, hard)
+        # /metrics needs the token the task definition passes as a secret
+        assert get_json(f"http://127.0.0.1:{port}/metrics")[0] == 401
+        status, text = get_json(f"http://127.0.0.1:{port}/metrics", {"Authorization": "Bearer m3tr1cs"})
+        assert status == 200 and "polysocket_open_sockets" in text
+        # the image's HEALTHCHECK command
+        check = [sys.executable, str(IMAGE_SCRIPTS["/usr/local/bin/polysocket-relay-healthcheck"])]
+        assert subprocess.run(check, env=env, timeout=10).returncode == 0
+
+        # one live socket through the router, then SIGTERM: it is served through the grace period and
+        # closed with 1001, and the process exits 0 well inside the orchestrator's stop timeout
+        t0 = time.monotonic()
+        fqdn, closed = asyncio.run(drain_with_a_live_socket(
+            f"http://127.0.0.1:{router.port}", f"ws://127.0.0.1:{echo.port}/", token, port, proc, grace))
+        assert fqdn.endswith(f".{task_id}.relay.test")
+        assert closed["code"] == 1001, closed
+        code = proc.wait(grace + RELAY_STOP_MARGIN_S)
+        elapsed = time.monotonic() - t0
+        print(f"\nrelay drained and exited {code} {elapsed:.1f} s after SIGTERM (grace {grace:g} s)")
+        assert code == 0
+        assert elapsed < grace + RELAY_STOP_MARGIN_S
+        assert task_id not in r.smembers("ps:nodes")  # deregistered
+        # and the health check now fails
+        assert subprocess.run(check, env=env, timeout=10, capture_output=True).returncode == 1
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        stack.stop()
