@@ -185,19 +185,41 @@ def test_terraform_variables_are_declared() -> None:
     used = {m for text in sources.values() for m in re.findall(r"\bvar\.([a-z0-9_]+)", text)}
     assert used <= declared, f"undeclared: {sorted(used - declared)}"
     assert not declared - used, f"declared but unused: {sorted(declared - used)}"
-    for name in ("route53_zone_id", "relay_domain", "redis_auth_token", "scale_on_sockets_target"):
+    for name in ("route53_zone_id", "relay_domain", "redis_url", "redis_auth_token", "relay_metrics_token",
+                 "relay_image", "scale_on_utilization_target"):
         assert name in declared
 
 
-def test_relay_boot_template_gets_every_variable() -> None:
-    relays = (ROOT / "infra" / "relays.tf").read_text()
-    call = relays[relays.index("templatefile("):]
-    call = call[: call.index("}))")]
-    passed = set(re.findall(r"^\s+([a-z_]+)\s+=", call, re.M))
-    template = (ROOT / "infra" / "templates" / "relay-user-data.sh.tftpl").read_text()
-    # ${name} and ${name + 30} are Terraform's; $${...} is an escaped shell expansion.
-    wanted = set(re.findall(r"(?<!\$)\$\{([a-z_]+)", template))
-    assert wanted == passed, (sorted(wanted - passed), sorted(passed - wanted))
+def hcl_map_keys(text: str, local_name: str) -> set[str]:
+    """The keys of ``local_name = merge({ KEY = ..., ... }, ...)`` or ``local_name = { ... }`` in HCL."""
+    start = re.search(rf"^\s*{local_name}\s*=\s*(merge\()?\{{", text, re.M)
+    assert start, local_name
+    body = text[start.end():]
+    body = body[: body.index("}")]
+    return set(re.findall(r"^\s*([A-Z][A-Z0-9_]*)\s*=", body, re.M))
+
+
+def test_task_definition_environment_is_read_by_the_relay() -> None:
+    """Every variable infra/ecs.tf gives the relay container is a setting of `polysocket relay` (or the
+    entrypoint's RELAY_DOMAIN, or the SDK's region), so a typo cannot silently drop a setting."""
+    from polysocket_core.settings import env_names
+    from relay_node.config import RelayConfig
+
+    ecs = (ROOT / "infra" / "ecs.tf").read_text()
+    environment = hcl_map_keys(ecs, "relay_environment")
+    secrets = hcl_map_keys(ecs, "relay_secrets")
+    declared = env_names(RelayConfig) | {"RELAY_DOMAIN", "AWS_DEFAULT_REGION"}
+    assert environment and environment <= declared, sorted(environment - declared)
+    assert secrets == {"POLYSOCKET_REDIS_URL", "POLYSOCKET_METRICS_TOKEN"}
+    assert not environment & secrets
+    # what the relay's AWS side needs to be on at all
+    for name in ("POLYSOCKET_ROUTE53_ZONE_ID", "POLYSOCKET_CLOUDWATCH_NAMESPACE",
+                 "POLYSOCKET_CLOUDWATCH_DIMENSION_VALUE", "RELAY_DOMAIN", "POLYSOCKET_DRAIN_GRACE"):
+        assert name in environment
+    # stopTimeout and the drain test agree
+    assert re.search(rf"relay_stop_timeout\s*=\s*min\(var\.relay_drain_grace \+ {RELAY_STOP_MARGIN_S}, 120\)", ecs)
+    # the task definition's health check is the image's
+    assert '"/usr/local/bin/polysocket-relay-healthcheck"' in ecs
 
 
 def test_localstack_compose_file_parses() -> None:
