@@ -1,35 +1,97 @@
-# The relay instance role. A relay may:
-#  * change Route 53 records only in the given zone and only for names under relay_domain (it
-#    UPSERTs {node}.{relay_domain} and *.{node}.{relay_domain} at boot, DELETEs them at stop);
-#  * publish metrics only into the Polysocket CloudWatch namespace;
-#  * read its wheel and its SSM parameters;
-#  * be reached by SSM Session Manager (no SSH, no key pair, port 22 closed).
+# Two roles for the relay tasks, each with exactly what it uses.
+#
+# Execution role (ECS itself, while starting a task): pull the image, write the log stream, read the
+# two SecureStrings the container gets as secrets.
+#
+# Task role (the relay process, through the SDK's container credentials):
+#  * Route 53, in the given zone only: UPSERT/DELETE A records of names under relay_domain (its own
+#    {node} and *.{node}), wait for the change (GetChange), list the zone's records (the sweep of
+#    records left by relays that died without removing theirs: relay_node/aws/route53.py);
+#  * CloudWatch: PutMetricData into the Polysocket namespace only;
+#  * EC2: DescribeNetworkInterfaces, to learn the task's public address from its network interface
+#    (relay_node/aws/discovery.py); it has no resource-level permissions, hence "*".
+# Nothing else: no SSM, no S3, no IAM, no shell (no ECS Exec).
 
-data "aws_iam_policy_document" "relay_assume" {
+data "aws_iam_policy_document" "ecs_tasks_assume" {
   statement {
     actions = ["sts:AssumeRole"]
     principals {
       type        = "Service"
-      identifiers = ["ec2.amazonaws.com"]
+      identifiers = ["ecs-tasks.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
     }
   }
 }
 
-resource "aws_iam_role" "relay" {
-  name               = "${local.name}-relay"
-  assume_role_policy = data.aws_iam_policy_document.relay_assume.json
+# --- execution role --------------------------------------------------------------------------------
+
+resource "aws_iam_role" "relay_execution" {
+  name               = "${local.name}-relay-execution"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
 }
 
 locals {
-  wheel_bucket = split("/", trimprefix(var.relay_wheel_s3_uri, "s3://"))[0]
-  wheel_key    = join("/", slice(split("/", trimprefix(var.relay_wheel_s3_uri, "s3://")), 1, length(split("/", trimprefix(var.relay_wheel_s3_uri, "s3://")))))
+  # arn of the ECR repository the image comes from, when it comes from ECR (else no pull permission)
+  relay_image_ecr = regexall("^(\\d{12})\\.dkr\\.ecr\\.([a-z0-9-]+)\\.amazonaws\\.com(?:\\.cn)?/([^:@]+)", local.relay_image)
+  relay_image_repository_arns = [
+    for m in local.relay_image_ecr : "arn:${local.partition}:ecr:${m[1]}:${m[0]}:repository/${m[2]}"
+  ]
 }
 
-data "aws_iam_policy_document" "relay" {
+data "aws_iam_policy_document" "relay_execution" {
+  dynamic "statement" {
+    for_each = length(local.relay_image_repository_arns) > 0 ? [1] : []
+    content {
+      sid       = "PullImage"
+      actions   = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+      resources = local.relay_image_repository_arns
+    }
+  }
+
+  dynamic "statement" {
+    for_each = length(local.relay_image_repository_arns) > 0 ? [1] : []
+    content {
+      sid       = "RegistryLogin"
+      actions   = ["ecr:GetAuthorizationToken"] # has no resource-level permissions
+      resources = ["*"]
+    }
+  }
+
+  statement {
+    sid       = "WriteLogs"
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents"]
+    resources = ["${aws_cloudwatch_log_group.relay.arn}:*"]
+  }
+
+  statement {
+    sid       = "ReadSecrets"
+    actions   = ["ssm:GetParameters"]
+    resources = [aws_ssm_parameter.redis_url.arn, aws_ssm_parameter.metrics_token.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "relay_execution" {
+  name   = "relay-execution"
+  role   = aws_iam_role.relay_execution.id
+  policy = data.aws_iam_policy_document.relay_execution.json
+}
+
+# --- task role -------------------------------------------------------------------------------------
+
+resource "aws_iam_role" "relay_task" {
+  name               = "${local.name}-relay-task"
+  assume_role_policy = data.aws_iam_policy_document.ecs_tasks_assume.json
+}
+
+data "aws_iam_policy_document" "relay_task" {
   statement {
     sid       = "OwnRelayRecords"
     actions   = ["route53:ChangeResourceRecordSets"]
-    resources = ["arn:${data.aws_partition.current.partition}:route53:::hostedzone/${var.route53_zone_id}"]
+    resources = ["arn:${local.partition}:route53:::hostedzone/${var.route53_zone_id}"]
 
     condition {
       test     = "ForAllValues:StringLike"
@@ -44,12 +106,19 @@ data "aws_iam_policy_document" "relay" {
   }
 
   statement {
-    sid       = "WaitForChange"
-    actions   = ["route53:GetChange"]
-    resources = ["arn:${data.aws_partition.current.partition}:route53:::change/*"]
+    sid       = "ListZoneForSweep"
+    actions   = ["route53:ListResourceRecordSets"]
+    resources = ["arn:${local.partition}:route53:::hostedzone/${var.route53_zone_id}"]
   }
 
   statement {
+    sid       = "WaitForChange"
+    actions   = ["route53:GetChange"]
+    resources = ["arn:${local.partition}:route53:::change/*"]
+  }
+
+  statement {
+    # checkov:skip=CKV_AWS_356:PutMetricData has no resource-level permissions; the namespace condition bounds it
     sid       = "PublishMetrics"
     actions   = ["cloudwatch:PutMetricData"]
     resources = ["*"]
@@ -62,30 +131,15 @@ data "aws_iam_policy_document" "relay" {
   }
 
   statement {
-    sid       = "ReadWheel"
-    actions   = ["s3:GetObject"]
-    resources = ["arn:${data.aws_partition.current.partition}:s3:::${local.wheel_bucket}/${local.wheel_key}"]
-  }
-
-  statement {
-    sid       = "ReadConfig"
-    actions   = ["ssm:GetParameter", "ssm:GetParameters"]
-    resources = [aws_ssm_parameter.redis_url.arn]
+    # checkov:skip=CKV_AWS_356:DescribeNetworkInterfaces has no resource-level permissions; it reads, never changes
+    sid       = "FindOwnPublicAddress"
+    actions   = ["ec2:DescribeNetworkInterfaces"]
+    resources = ["*"]
   }
 }
 
-resource "aws_iam_role_policy" "relay" {
-  name   = "relay"
-  role   = aws_iam_role.relay.id
-  policy = data.aws_iam_policy_document.relay.json
-}
-
-resource "aws_iam_role_policy_attachment" "relay_ssm_core" {
-  role       = aws_iam_role.relay.name
-  policy_arn = "arn:${data.aws_partition.current.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
-}
-
-resource "aws_iam_instance_profile" "relay" {
-  name = "${local.name}-relay"
-  role = aws_iam_role.relay.name
+resource "aws_iam_role_policy" "relay_task" {
+  name   = "relay-task"
+  role   = aws_iam_role.relay_task.id
+  policy = data.aws_iam_policy_document.relay_task.json
 }

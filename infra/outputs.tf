@@ -13,31 +13,66 @@ output "lambda_security_group_id" {
   value       = aws_security_group.lambda.id
 }
 
+output "control_plane" {
+  description = "elasticache (created here) or external (redis_url)."
+  value       = local.external_redis ? "external" : "elasticache"
+}
+
 output "redis_primary_endpoint" {
-  description = "Primary endpoint of the control plane (TLS on, AUTH required)."
-  value       = aws_elasticache_replication_group.control.primary_endpoint_address
+  description = "Primary endpoint of the ElastiCache control plane (TLS on, AUTH required); null with an external Redis."
+  value       = local.external_redis ? null : aws_elasticache_replication_group.control[0].primary_endpoint_address
 }
 
 output "ssm_parameters" {
-  description = "SSM parameters that serverless.yml reads for the same stage."
+  description = "SSM parameters: serverless.yml reads the first three for the same stage; scrapers of /metrics read metrics_token."
   value = {
     redis_url                 = aws_ssm_parameter.redis_url.name
     lambda_subnet_ids         = aws_ssm_parameter.lambda_subnet_ids.name
     lambda_security_group_ids = aws_ssm_parameter.lambda_security_group_ids.name
+    metrics_token             = aws_ssm_parameter.metrics_token.name
   }
 }
 
-output "relay_asg_name" {
-  description = "Auto Scaling group of the relay fleet."
-  value       = aws_autoscaling_group.relays.name
+output "relay_image" {
+  description = "The image the relay tasks run."
+  value       = local.relay_image
 }
 
-output "relay_role_arn" {
-  description = "IAM role of relay instances."
-  value       = aws_iam_role.relay.arn
+output "relay_ecr_repository_url" {
+  description = "Push the relay image here (docker push URL:TAG), then set relay_image_tag."
+  value       = aws_ecr_repository.relay.repository_url
+}
+
+output "relay_cluster_name" {
+  description = "ECS cluster of the relay fleet."
+  value       = aws_ecs_cluster.relays.name
+}
+
+output "relay_service_name" {
+  description = "ECS service of the relay fleet (also the ServiceName dimension of its metrics)."
+  value       = aws_ecs_service.relays.name
+}
+
+output "relay_task_role_arn" {
+  description = "IAM role of the relay processes."
+  value       = aws_iam_role.relay_task.arn
+}
+
+output "relay_stop_timeout" {
+  description = "Seconds ECS waits after SIGTERM before it kills a relay task (drain grace + 30 s, at most 120)."
+  value       = local.relay_stop_timeout
 }
 
 output "relay_name_pattern" {
-  description = "Names a relay node answers on; {node} is its EC2 instance id."
+  description = "Names a relay node answers on; {node} is its ECS task id."
   value       = "{node}.${var.relay_domain} and *.{node}.${var.relay_domain}"
+}
+
+output "metrics" {
+  description = "What the relays publish and the scaling policy tracks."
+  value = {
+    namespace = local.metrics_namespace
+    metrics   = ["OpenSockets", "Utilization"]
+    dimension = { (local.metrics_dimension_name) = local.relay_service_name }
+  }
 }

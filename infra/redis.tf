@@ -1,11 +1,18 @@
+# The control plane, unless var.redis_url names an existing Redis / Valkey (then nothing here is created).
+
 resource "aws_elasticache_subnet_group" "control" {
+  count = local.external_redis ? 0 : 1
+
   name       = "${local.name}-control"
   subnet_ids = aws_subnet.private[*].id
 }
 
-# The control plane. Cluster mode stays disabled: the router's node-selection Lua script reads
-# every node's keys in one call, which Redis Cluster would refuse across hash slots.
+# Cluster mode stays disabled: the router's node-selection Lua script reads every node's keys in one
+# call, which Redis Cluster would refuse across hash slots.
 resource "aws_elasticache_replication_group" "control" {
+  count = local.external_redis ? 0 : 1
+
+  # checkov:skip=CKV2_AWS_50:Multi-AZ automatic failover is on whenever redis_replicas > 0 (the default 1); 0 is a deliberate cheap setting
   replication_group_id = "${local.name}-control"
   description          = "polysocket control plane: relay registry, establish inboxes and replies"
 
@@ -19,13 +26,21 @@ resource "aws_elasticache_replication_group" "control" {
   automatic_failover_enabled = var.redis_replicas > 0
   multi_az_enabled           = var.redis_replicas > 0
 
-  subnet_group_name  = aws_elasticache_subnet_group.control.name
-  security_group_ids = [aws_security_group.redis.id]
+  subnet_group_name  = aws_elasticache_subnet_group.control[0].name
+  security_group_ids = [aws_security_group.redis[0].id]
 
+  # checkov:skip=CKV_AWS_191:encrypted at rest with the AWS-managed key; a customer key adds cost and key policy for no reader outside this account
   at_rest_encryption_enabled = true
   transit_encryption_enabled = true
   auth_token                 = var.redis_auth_token
 
   snapshot_retention_limit = 0 # nothing in it outlives the nodes that wrote it
   apply_immediately        = true
+
+  lifecycle {
+    precondition {
+      condition     = var.redis_auth_token != ""
+      error_message = "Set redis_auth_token (TF_VAR_redis_auth_token) to create ElastiCache, or redis_url to use an existing Redis."
+    }
+  }
 }

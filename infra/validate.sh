@@ -13,7 +13,7 @@ command -v terraform >/dev/null || { echo "validate.sh: terraform is not install
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cp -r "$here"/*.tf "$here"/templates "$here"/tests "$work"/
+cp -r "$here"/*.tf "$here"/tests "$work"/
 cat > "$work/cli.tfrc" <<CFG
 disable_checkpoint = true
 provider_installation {

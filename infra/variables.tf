@@ -34,6 +34,17 @@ variable "az_count" {
   }
 }
 
+variable "availability_zones" {
+  description = "Availability zones to use, by name (e.g. [\"us-east-1a\", \"us-east-1b\"]); empty: the first az_count standard zones of the region. Set it to pin the zones for ever."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = length(var.availability_zones) == 0 || length(var.availability_zones) >= 2
+    error_message = "availability_zones: empty, or at least two zones."
+  }
+}
+
 # --- DNS -----------------------------------------------------------------------------------------
 
 variable "route53_zone_id" {
@@ -58,10 +69,22 @@ variable "relay_dns_ttl" {
   default     = 60
 }
 
-# --- control plane (ElastiCache) -----------------------------------------------------------------
+# --- control plane: an existing Redis, or ElastiCache created here ---------------------------------
+
+variable "redis_url" {
+  description = "URL of an existing Redis / Valkey (Upstash, Redis Cloud, your own; rediss:// for TLS) to use as the control plane instead of creating ElastiCache. Empty: create ElastiCache. Pass it as TF_VAR_redis_url: it carries the password."
+  type        = string
+  default     = ""
+  sensitive   = true
+
+  validation {
+    condition     = var.redis_url == "" || can(regex("^rediss?://[^\\s]+$", var.redis_url))
+    error_message = "redis_url must be empty or a redis:// or rediss:// URL."
+  }
+}
 
 variable "redis_engine" {
-  description = "ElastiCache engine: valkey or redis. Cluster mode stays disabled (the router's Lua script touches many keys)."
+  description = "ElastiCache engine: valkey or redis. Cluster mode stays disabled (the router's Lua script touches many keys). Unused with redis_url."
   type        = string
   default     = "valkey"
 
@@ -90,47 +113,61 @@ variable "redis_replicas" {
 }
 
 variable "redis_auth_token" {
-  description = "AUTH token for the control plane, 16-128 characters from A-Z a-z 0-9 - . _ ~ (it goes into a URL unescaped). Pass it as TF_VAR_redis_auth_token, e.g. from `openssl rand -hex 32`."
+  description = "AUTH token of the ElastiCache control plane, 16-128 characters from A-Z a-z 0-9 - . _ ~ (it goes into a URL unescaped). Pass it as TF_VAR_redis_auth_token, e.g. from `openssl rand -hex 32`. Required unless redis_url is set."
   type        = string
+  default     = ""
   sensitive   = true
 
   validation {
-    condition     = can(regex("^[A-Za-z0-9._~-]{16,128}$", var.redis_auth_token))
+    condition     = var.redis_auth_token == "" || can(regex("^[A-Za-z0-9._~-]{16,128}$", var.redis_auth_token))
     error_message = "redis_auth_token: 16 to 128 characters from A-Z a-z 0-9 - . _ ~."
   }
 }
 
-# --- relay fleet ---------------------------------------------------------------------------------
+# --- relay fleet (ECS on Fargate) -------------------------------------------------------------------
 
-variable "relay_instance_type" {
-  description = "EC2 instance type of a relay node (x86_64; see relay_architecture)."
+variable "relay_image" {
+  description = "Relay container image (the Dockerfile at the repository root). Empty: the ECR repository created here, at relay_image_tag."
   type        = string
-  default     = "c6i.large"
-}
-
-variable "relay_architecture" {
-  description = "CPU architecture of relay_instance_type: x86_64 or arm64 (picks the Amazon Linux 2023 AMI)."
-  type        = string
-  default     = "x86_64"
+  default     = ""
 
   validation {
-    condition     = contains(["x86_64", "arm64"], var.relay_architecture)
-    error_message = "relay_architecture must be x86_64 or arm64."
+    condition     = var.relay_image == "" || can(regex("^[^\\s]+(:[A-Za-z0-9_.-]+|@sha256:[0-9a-f]{64})$", var.relay_image))
+    error_message = "relay_image needs an explicit tag or digest (never an implicit latest)."
   }
 }
 
-variable "relay_wheel_s3_uri" {
-  description = "s3://bucket/key of the polysocket wheel that relays install at boot (`pip wheel --no-deps -w dist .`, then `aws s3 cp`)."
+variable "relay_image_tag" {
+  description = "Tag of the image in the ECR repository created here (tags there are immutable: push a new tag per release)."
   type        = string
+  default     = "0.1.0"
+}
+
+variable "relay_cpu" {
+  description = "Fargate CPU units of one relay task (1024 = 1 vCPU)."
+  type        = number
+  default     = 1024
+}
+
+variable "relay_memory" {
+  description = "Fargate memory (MiB) of one relay task."
+  type        = number
+  default     = 2048
+}
+
+variable "relay_architecture" {
+  description = "CPU architecture of the relay image and its tasks: X86_64 or ARM64 (Graviton)."
+  type        = string
+  default     = "X86_64"
 
   validation {
-    condition     = can(regex("^s3://[a-z0-9.-]{3,63}/.+\\.whl$", var.relay_wheel_s3_uri))
-    error_message = "relay_wheel_s3_uri must look like s3://bucket/path/polysocket-0.1.0-py3-none-any.whl."
+    condition     = contains(["X86_64", "ARM64"], var.relay_architecture)
+    error_message = "relay_architecture must be X86_64 or ARM64."
   }
 }
 
 variable "relay_port" {
-  description = "Port the relays serve HTTP on (clients use http://{uniq}.{node}.{relay_domain}/, so 80 unless a proxy is in front)."
+  description = "Port the relays serve on, which is also their public port (awsvpc: no port mapping). 80 for HTTP, 443 once relays serve TLS."
   type        = number
   default     = 80
 }
@@ -141,38 +178,88 @@ variable "relay_capacity" {
   default     = 10000
 }
 
+variable "relay_nofile" {
+  description = "File-descriptor limit of a relay task (each socket uses two). Fargate allows up to 1048576."
+  type        = number
+  default     = 1048576
+
+  validation {
+    condition     = var.relay_nofile >= 1024 && var.relay_nofile <= 1048576
+    error_message = "relay_nofile must be between 1024 and 1048576 (Fargate's maximum)."
+  }
+}
+
 variable "relay_drain_grace" {
-  description = "Seconds a relay keeps serving after SIGTERM before closing its sockets with 1001 (--drain-grace)."
+  description = "Seconds a relay keeps serving after SIGTERM before closing its sockets with 1001 (--drain-grace). The task gets drain grace + 30 s to stop; Fargate allows 120 s at most."
   type        = number
   default     = 10
+
+  validation {
+    condition     = var.relay_drain_grace >= 0 && var.relay_drain_grace <= 90
+    error_message = "relay_drain_grace must be between 0 and 90 seconds (Fargate stops a task at most 120 s after SIGTERM)."
+  }
+}
+
+variable "relay_metrics_token" {
+  description = "Bearer token that relays require on GET /metrics (they serve it on their public port). Pass it as TF_VAR_relay_metrics_token, e.g. from `openssl rand -hex 32`; stored as an SSM SecureString for scrapers."
+  type        = string
+  sensitive   = true
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9._~-]{16,256}$", var.relay_metrics_token))
+    error_message = "relay_metrics_token: 16 to 256 characters from A-Z a-z 0-9 - . _ ~."
+  }
+}
+
+variable "relay_metric_interval" {
+  description = "Seconds between two CloudWatch datapoints of each relay (--cloudwatch-interval). Target tracking averages them per minute."
+  type        = number
+  default     = 60
+}
+
+variable "relay_environment" {
+  description = "More POLYSOCKET_* settings for the relay container (see `polysocket relay --help`); they win over the ones set here."
+  type        = map(string)
+  default     = {}
+}
+
+variable "relay_log_retention_days" {
+  description = "Days the relays' logs are kept in CloudWatch Logs."
+  type        = number
+  default     = 30
 }
 
 variable "relay_min_size" {
-  description = "Fewest relay instances."
+  description = "Fewest relay tasks."
   type        = number
   default     = 2
 }
 
 variable "relay_max_size" {
-  description = "Most relay instances."
+  description = "Most relay tasks."
   type        = number
   default     = 10
 }
 
 variable "relay_desired_capacity" {
-  description = "Relay instances at creation (autoscaling moves it afterwards; Terraform ignores later changes)."
+  description = "Relay tasks at creation (autoscaling moves it afterwards; Terraform ignores later changes)."
   type        = number
   default     = 2
 }
 
-variable "scale_on_sockets_target" {
-  description = "Target average polysocket_open_sockets per relay for target tracking; 0 disables that policy."
+variable "scale_on_utilization_target" {
+  description = "Target average relay Utilization (open sockets / capacity, %) for target tracking, as the relays publish it; 0 disables that policy."
   type        = number
-  default     = 6000
+  default     = 60
+
+  validation {
+    condition     = var.scale_on_utilization_target >= 0 && var.scale_on_utilization_target < 100
+    error_message = "scale_on_utilization_target must be below 100 (%), or nodes fill up before the fleet grows; 0 disables it."
+  }
 }
 
 variable "scale_on_cpu_target" {
-  description = "Target average CPU utilisation (%) per relay for target tracking; 0 disables that policy."
+  description = "Target average CPU utilisation (%) of the relay service for target tracking; 0 disables that policy."
   type        = number
   default     = 60
 }
@@ -184,7 +271,7 @@ variable "scale_in_enabled" {
 }
 
 variable "relay_ingress_cidrs" {
-  description = "IPv4 CIDRs allowed to reach the relays' HTTP port (browsers: everyone)."
+  description = "IPv4 CIDRs allowed to reach the relays' port (browsers: everyone)."
   type        = list(string)
   default     = ["0.0.0.0/0"]
 }

@@ -10,6 +10,7 @@ Gateway HTTP API events through it.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import re
@@ -184,19 +185,41 @@ def test_terraform_variables_are_declared() -> None:
     used = {m for text in sources.values() for m in re.findall(r"\bvar\.([a-z0-9_]+)", text)}
     assert used <= declared, f"undeclared: {sorted(used - declared)}"
     assert not declared - used, f"declared but unused: {sorted(declared - used)}"
-    for name in ("route53_zone_id", "relay_domain", "redis_auth_token", "scale_on_sockets_target"):
+    for name in ("route53_zone_id", "relay_domain", "redis_url", "redis_auth_token", "relay_metrics_token",
+                 "relay_image", "scale_on_utilization_target"):
         assert name in declared
 
 
-def test_relay_boot_template_gets_every_variable() -> None:
-    relays = (ROOT / "infra" / "relays.tf").read_text()
-    call = relays[relays.index("templatefile("):]
-    call = call[: call.index("}))")]
-    passed = set(re.findall(r"^\s+([a-z_]+)\s+=", call, re.M))
-    template = (ROOT / "infra" / "templates" / "relay-user-data.sh.tftpl").read_text()
-    # ${name} and ${name + 30} are Terraform's; $${...} is an escaped shell expansion.
-    wanted = set(re.findall(r"(?<!\$)\$\{([a-z_]+)", template))
-    assert wanted == passed, (sorted(wanted - passed), sorted(passed - wanted))
+def hcl_map_keys(text: str, local_name: str) -> set[str]:
+    """The keys of ``local_name = merge({ KEY = ..., ... }, ...)`` or ``local_name = { ... }`` in HCL."""
+    start = re.search(rf"^\s*{local_name}\s*=\s*(merge\()?\{{", text, re.M)
+    assert start, local_name
+    body = text[start.end():]
+    body = body[: body.index("}")]
+    return set(re.findall(r"^\s*([A-Z][A-Z0-9_]*)\s*=", body, re.M))
+
+
+def test_task_definition_environment_is_read_by_the_relay() -> None:
+    """Every variable infra/ecs.tf gives the relay container is a setting of `polysocket relay` (or the
+    entrypoint's RELAY_DOMAIN, or the SDK's region), so a typo cannot silently drop a setting."""
+    from polysocket_core.settings import env_names
+    from relay_node.config import RelayConfig
+
+    ecs = (ROOT / "infra" / "ecs.tf").read_text()
+    environment = hcl_map_keys(ecs, "relay_environment")
+    secrets = hcl_map_keys(ecs, "relay_secrets")
+    declared = env_names(RelayConfig) | {"RELAY_DOMAIN", "AWS_DEFAULT_REGION"}
+    assert environment and environment <= declared, sorted(environment - declared)
+    assert secrets == {"POLYSOCKET_REDIS_URL", "POLYSOCKET_METRICS_TOKEN"}
+    assert not environment & secrets
+    # what the relay's AWS side needs to be on at all
+    for name in ("POLYSOCKET_ROUTE53_ZONE_ID", "POLYSOCKET_CLOUDWATCH_NAMESPACE",
+                 "POLYSOCKET_CLOUDWATCH_DIMENSION_VALUE", "RELAY_DOMAIN", "POLYSOCKET_DRAIN_GRACE"):
+        assert name in environment
+    # stopTimeout and the drain test agree
+    assert re.search(rf"relay_stop_timeout\s*=\s*min\(var\.relay_drain_grace \+ {RELAY_STOP_MARGIN_S}, 120\)", ecs)
+    # the task definition's health check is the image's
+    assert '"/usr/local/bin/polysocket-relay-healthcheck"' in ecs
 
 
 def test_localstack_compose_file_parses() -> None:
@@ -205,3 +228,537 @@ def test_localstack_compose_file_parses() -> None:
     env = compose["services"]["localstack"]["environment"]
     assert "lambda" in env["SERVICES"].split(",")
     assert env["LAMBDA_DOCKER_NETWORK"] == compose["networks"]["polysocket-localstack"]["name"]
+
+
+# --- the relay image (Dockerfile) -----------------------------------------------------------------------
+# No Docker engine and no image registry are reachable here, so the image is never built. Instead: the
+# Dockerfile is parsed and linted below (the rules hadolint and the platform care about), the build
+# context that .dockerignore leaves is checked to carry every file the COPY lines need, the wheel is
+# built from exactly those files, and the image's ENTRYPOINT/CMD runs as a process the way the
+# orchestrator starts it (tests further down).
+
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+IMAGE_SCRIPTS = {  # where the image puts them -> the file in this repository
+    "/usr/local/bin/polysocket-relay-entrypoint": ROOT / "deploy" / "relay" / "entrypoint.py",
+    "/usr/local/bin/polysocket-relay-healthcheck": ROOT / "deploy" / "relay" / "healthcheck.py",
+}
+
+
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) in order; continuation lines joined, comments and the parser directive dropped."""
+    out: list[tuple[str, str]] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.startswith("#"):
+            continue  # a comment inside a continued instruction
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        full = (pending + line).strip()
+        pending = ""
+        word, _, rest = full.partition(" ")
+        out.append((word.upper(), rest.strip()))
+    assert not pending, "dangling line continuation"
+    return out
+
+
+def stages(instructions: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    result: list[list[tuple[str, str]]] = []
+    for ins in instructions:
+        if ins[0] == "FROM":
+            result.append([])
+        if result:
+            result[-1].append(ins)
+    return result
+
+
+def global_args(instructions: list[tuple[str, str]]) -> dict[str, str]:
+    args = {}
+    for word, rest in instructions:
+        if word == "FROM":
+            break
+        if word == "ARG" and "=" in rest:
+            name, _, value = rest.partition("=")
+            args[name] = value
+    return args
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> list[tuple[str, str]]:
+    return dockerfile_instructions(DOCKERFILE.read_text())
+
+
+def test_dockerfile_base_image_is_slim_and_pinned(dockerfile: list[tuple[str, str]]) -> None:
+    args = global_args(dockerfile)
+    for stage in stages(dockerfile):
+        image = stage[0][1].split()[0]
+        image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image)
+        # a full patch version and a Debian release (or a digest); never latest / 3.11 / slim alone
+        assert re.fullmatch(r"python:3\.11\.\d+-slim-(bookworm|trixie)(@sha256:[0-9a-f]{64})?", image), image
+
+
+def test_dockerfile_runtime_stage(dockerfile: list[tuple[str, str]]) -> None:
+    final = stages(dockerfile)[-1]
+    words = [w for w, _ in final]
+    kv = {w: r for w, r in final}  # the last of each kind
+    # non-root, by numeric id (Kubernetes' runAsNonRoot and ECS checks need a number), and last
+    user = kv["USER"].split(":")
+    assert user[0].isdigit() and int(user[0]) >= 1000 and user[1].isdigit() and int(user[1]) >= 1000
+    assert words.index("USER") > max(i for i, w in enumerate(words) if w in ("RUN", "COPY"))
+    assert kv["STOPSIGNAL"] == "SIGTERM"
+    # exec form (JSON): the relay itself gets the signal, not a shell that does not forward it
+    entrypoint = json.loads(kv["ENTRYPOINT"])
+    assert entrypoint == ["polysocket-relay-entrypoint"] and json.loads(kv["CMD"]) == []
+    health = kv["HEALTHCHECK"]
+    assert re.search(r"--interval=\d+s", health) and re.search(r"--timeout=\d+s", health)
+    assert json.loads(health[health.index("CMD") + 3:].strip()) == ["polysocket-relay-healthcheck"]
+    # the scripts go where the PATH finds them, from files that exist
+    copies = {r.split()[-1]: r.split()[-2] for w, r in final if w == "COPY" and not r.startswith("--from")}
+    for where, source in IMAGE_SCRIPTS.items():
+        assert copies[where] == str(source.relative_to(ROOT))
+        assert source.read_text().startswith("#!/opt/polysocket/bin/python\n")
+    env = kv["ENV"]
+    assert "PATH=/opt/polysocket/bin:$PATH" in env and "PYTHONUNBUFFERED=1" in env
+    assert "POLYSOCKET_HOST=0.0.0.0" in env
+    port = re.search(r"POLYSOCKET_PORT=(\d+)", env)
+    assert port and int(port.group(1)) >= 1024  # a non-root process binds it without any capability
+    assert kv["EXPOSE"] == port.group(1)
+    # no package manager runs in the runtime stage (nothing to pin, nothing left in layers)
+    assert not any(w == "RUN" and re.search(r"\b(apt-get|apt|pip)\b", r) for w, r in final)
+
+
+def test_dockerfile_installs_the_relay_extra_from_the_wheel(dockerfile: list[tuple[str, str]]) -> None:
+    build = stages(dockerfile)[0]
+    run = " ".join(r for w, r in build if w == "RUN")
+    assert "pip wheel --no-deps --wheel-dir /wheels ." in run
+    assert re.search(r'pip install "\$\(ls /wheels/polysocket-\*\.whl\)\[relay\]"', run)
+    assert "polysocket relay --help" in run  # the build fails if the relay does not start its CLI
+
+
+def dockerignore_included(path: str, rules: list[str]) -> bool:
+    """Docker's rule: the last pattern that matches the path or one of its parent folders decides."""
+    import fnmatch
+
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    included = True
+    for rule in rules:
+        negate = rule.startswith("!")
+        pattern = rule[1:] if negate else rule
+        pattern = pattern.rstrip("/")
+        regex = fnmatch.translate(pattern).replace(".*.*/", "(.*/)?")  # ** matches any folders
+        if pattern.startswith("**/"):
+            regex = "(.*/)?" + fnmatch.translate(pattern[3:])
+        if any(re.fullmatch(regex, c) for c in candidates):
+            included = negate
+    return included
+
+
+def build_context(tmp: Path) -> Path:
+    """The files of this checkout that .dockerignore lets into the build context, copied to tmp."""
+    import shutil
+
+    rules = [ln.strip() for ln in DOCKERIGNORE.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()
+    for rel in listed:
+        if (ROOT / rel).is_file() and dockerignore_included(rel, rules):
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, tmp / rel)
+    return tmp
+
+
+def test_dockerignore_keeps_secrets_and_clutter_out_and_the_sources_in(tmp_path: Path,
+                                                                       dockerfile: list[tuple[str, str]]) -> None:
+    ctx = build_context(tmp_path / "context")
+    names = {p.relative_to(ctx).as_posix() for p in ctx.rglob("*") if p.is_file()}
+    assert not any(n.startswith(("tests/", "infra/", ".git", "bench/", "localstack/", "scripts/")) for n in names)
+    assert not any("node_modules" in n or "__pycache__" in n or n.endswith(".tfvars") for n in names)
+    # every COPY from the context names files that are in it
+    for word, rest in dockerfile:
+        if word != "COPY" or rest.startswith("--from"):
+            continue
+        *sources, _dest = rest.split()
+        for source in sources:
+            hits = [n for n in names if n == source or n.startswith(source.rstrip("/") + "/")]
+            assert hits, f"COPY {source}: not in the build context"
+
+
+def test_wheel_builds_from_the_build_context(tmp_path: Path, dockerfile: list[tuple[str, str]]) -> None:
+    """The build stage's `pip wheel .` on exactly what its COPY lines put in /src."""
+    import shutil
+
+    ctx = build_context(tmp_path / "context")
+    src = tmp_path / "src"
+    src.mkdir()
+    for word, rest in stages(dockerfile)[0]:
+        if word == "COPY":
+            *sources, dest = rest.split()
+            for source in sources:
+                target = src / dest if dest.endswith("/") and dest != "./" else src
+                if (ctx / source).is_dir():
+                    shutil.copytree(ctx / source, src / dest, dirs_exist_ok=True)
+                else:
+                    target.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(ctx / source, target / Path(source).name)
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
+                           "--wheel-dir", str(tmp_path / "wheels"), "."], cwd=src, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [wheel] = (tmp_path / "wheels").glob("polysocket-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+    for needed in ("relay_node/server.py", "relay_node/aws/route53.py", "polysocket_cli/main.py",
+                   "polysocket_core/control.py", "polysocket_client/polysocket.js"):
+        # relay_node/aws is a subpackage: pyproject.toml's [tool.setuptools] packages must name it
+        # ("relay_node.aws"), or the relay in the image fails at import (relay_node.config imports it)
+        assert needed in names, needed
+
+
+# --- the image's entrypoint as a process ------------------------------------------------------------------
+# ENTRYPOINT + CMD exactly as the Dockerfile says, each image path mapped to its file here (the image
+# runs them with /opt/polysocket/bin/python; here the test's interpreter, which has polysocket[relay]),
+# against a real Valkey, with a stand-in ECS task metadata endpoint, a low soft fd limit as container
+# runtimes set it, and the environment the ECS task definition in infra/ecs.tf gives the container.
+
+RELAY_STOP_MARGIN_S = 30  # infra/ecs.tf: stopTimeout = drain grace + 30 s (the image docs say the same)
+
+
+def image_command(dockerfile: list[tuple[str, str]]) -> list[str]:
+    final = {w: r for w, r in stages(dockerfile)[-1]}
+    argv = [*json.loads(final["ENTRYPOINT"]), *json.loads(final["CMD"])]
+    scripts = {Path(k).name: v for k, v in IMAGE_SCRIPTS.items()}
+    return [sys.executable, str(scripts[argv[0]]), *argv[1:]]
+
+
+def relay_env(**settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("POLYSOCKET_", "AWS_", "ECS_"))}
+    env.update({"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"})
+    env.update(settings)
+    return env
+
+
+def low_nofile() -> None:  # what a container runtime may hand the process: soft 1024, hard higher
+    import resource
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
+
+
+def proc_nofile(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise AssertionError("no fd limit line")
+
+
+def get_json(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=5) as r:
+            body = r.read()
+            return r.status, json.loads(body) if body.startswith(b"{") else body.decode()
+    except urllib.error.HTTPError as e:
+        return e.code, None
+
+
+async def drain_with_a_live_socket(router_url: str, target: str, token: str, relay_port: int,
+                                   proc: subprocess.Popen[bytes], grace: float) -> tuple[str, dict[str, Any]]:
+    """Open a socket through the router, SIGTERM the relay, keep polling: (its fqdn, the close message)."""
+    import asyncio
+    import signal
+    import time
+
+    import httpx
+
+    from tests.wire_client import Conn, connect
+
+    async with httpx.AsyncClient(timeout=15) as http:
+        first = await connect(http, router_url, target, token=token)
+        conn = Conn(http, f"{first.fqdn}:{relay_port}", first.socket, first.protocol)
+        assert (await conn.send_text("before"))["ok"]
+        assert [m["data"] for m in await conn.receive(1)] == ["before"]
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        assert (await conn.send_text("during drain"))["ok"]  # still served while draining
+        while time.monotonic() - t0 < grace + 10:
+            answer = await conn.poll(ttl=1000)
+            for m in answer.get("messages", []):
+                if m.get("type") == "close":
+                    return first.fqdn, m
+    raise AssertionError("no close message while draining")
+
+
+@pytest.mark.stack
+@pytest.mark.timeout(120)
+def test_entrypoint_serves_names_itself_and_drains_on_sigterm(dockerfile: list[tuple[str, str]],
+                                                               tmp_path: Path) -> None:
+    import asyncio
+    import time
+
+    import redis
+
+    from polysocket_cli.processes import Stack, free_port
+    from tests.cloud.imds_standin import metadata_standin
+
+    task_id = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+    ecs_task = {"TaskARN": f"arn:aws:ecs:us-east-1:000000000000:task/polysocket-prod/{task_id}",
+                "Containers": [{"Networks": [{"IPv4Addresses": ["10.42.0.7"]}]}]}
+    stack = Stack(log_dir=tmp_path)
+    proc: subprocess.Popen[bytes] | None = None
+    log_path = tmp_path / "entrypoint.log"
+    try:
+        stack.start_valkey()
+        router = stack.start_router()
+        echo = stack.start_echo()
+        token = stack.create_token()
+        port = free_port()
+        grace = 2.0
+        with metadata_standin({}, ecs_task) as md, open(log_path, "wb") as log:
+            env = relay_env(
+                # what infra/ecs.tf sets (local.relay_environment), with loopback and test values
+                POLYSOCKET_HOST="127.0.0.1", POLYSOCKET_PORT=str(port), RELAY_DOMAIN="relay.test",
+                POLYSOCKET_REDIS_URL=stack.redis_url, POLYSOCKET_CAPACITY="100",
+                POLYSOCKET_DRAIN_GRACE=f"{grace:g}", POLYSOCKET_METRICS_TOKEN="m3tr1cs",
+                # what ECS puts in every container's environment
+                ECS_CONTAINER_METADATA_URI_V4=f"{md.url}/ecs")
+            proc = subprocess.Popen(image_command(dockerfile), env=env, cwd=tmp_path, stdout=log,
+                                    stderr=subprocess.STDOUT, preexec_fn=low_nofile)
+            deadline = time.monotonic() + 30
+            health: Any = None
+            while time.monotonic() < deadline:
+                assert proc.poll() is None, log_path.read_text()[-3000:]
+                with contextlib.suppress(OSError):
+                    status, health = get_json(f"http://127.0.0.1:{port}/healthz")
+                    if status == 200:
+                        break
+                time.sleep(0.1)
+            assert health and health["ok"] is True, log_path.read_text()[-3000:]
+
+        # the node is named after its ECS task, and registered under that name
+        assert health["node"] == task_id and health["fqdn"] == f"{task_id}.relay.test"
+        r = redis.Redis.from_url(stack.redis_url, decode_responses=True)
+        assert task_id in r.smembers("ps:nodes")
+        # file descriptors: the soft limit was raised to the hard one
+        soft, hard = proc_nofile(proc.pid)
+        assert soft == hard, (soft, hard)
+        # /metrics needs the token the task definition passes as a secret
+        assert get_json(f"http://127.0.0.1:{port}/metrics")[0] == 401
+        status, text = get_json(f"http://127.0.0.1:{port}/metrics", {"Authorization": "Bearer m3tr1cs"})
+        assert status == 200 and "polysocket_open_sockets" in text
+        # the image's HEALTHCHECK command
+        check = [sys.executable, str(IMAGE_SCRIPTS["/usr/local/bin/polysocket-relay-healthcheck"])]
+        assert subprocess.run(check, env=env, timeout=10).returncode == 0
+
+        # one live socket through the router, then SIGTERM: it is served through the grace period and
+        # closed with 1001, and the process exits 0 well inside the orchestrator's stop timeout
+        t0 = time.monotonic()
+        fqdn, closed = asyncio.run(drain_with_a_live_socket(
+            f"http://127.0.0.1:{router.port}", f"ws://127.0.0.1:{echo.port}/", token, port, proc, grace))
+        assert fqdn.endswith(f".{task_id}.relay.test")
+        assert closed["code"] == 1001, closed
+        code = proc.wait(grace + RELAY_STOP_MARGIN_S)
+        elapsed = time.monotonic() - t0
+        print(f"\nrelay drained and exited {code} {elapsed:.1f} s after SIGTERM (grace {grace:g} s)")
+        assert code == 0
+        assert elapsed < grace + RELAY_STOP_MARGIN_S
+        assert task_id not in r.smembers("ps:nodes")  # deregistered
+        # and the health check now fails
+        assert subprocess.run(check, env=env, timeout=10, capture_output=True).returncode == 1
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        stack.stop()
+
+
+# --- serverless package (CloudFormation) and the static checks of infra/ ----------------------------------
+# These need tools from outside the project's venv; without them the tests FAIL with the install command
+# (CI must install them), they are not skipped.
+
+TOOLS_HINT = "run `localstack/install-tools.sh {tool}` (PyPI only; venvs under $PSTEST_TOOLS_DIR or localstack/.tools)"
+
+
+def tool(name: str, exe: str) -> Path:
+    base = Path(os.environ.get("PSTEST_TOOLS_DIR") or ROOT / "localstack" / ".tools")
+    path = base / name / "bin" / exe
+    if not path.exists():
+        pytest.fail(f"{exe} is not installed: {TOOLS_HINT.format(tool=name)}; {path} does not exist", pytrace=False)
+    return path
+
+
+def serverless_bin() -> Path:
+    path = ROOT / "node_modules" / ".bin" / "serverless"
+    if not path.exists():
+        pytest.fail("serverless is not installed: run `npm ci --ignore-scripts --no-audit --no-fund` at the repository "
+                    "root (package.json pins serverless 3, serverless-localstack, serverless-offline)", pytrace=False)
+    return path
+
+
+def test_package_json_pins_serverless_3_and_its_plugins() -> None:
+    pkg = json.loads((ROOT / "package.json").read_text())
+    lock = json.loads((ROOT / "package-lock.json").read_text())
+    wanted = {"serverless": r"3\.\d+\.\d+", "serverless-localstack": r"\d+\.\d+\.\d+",
+              "serverless-offline": r"13\.\d+\.\d+"}  # offline 14 wants serverless 4
+    for name, version in wanted.items():
+        assert re.fullmatch(version, pkg["devDependencies"][name]), (name, pkg["devDependencies"][name])
+        assert lock["packages"][f"node_modules/{name}"]["version"] == pkg["devDependencies"][name]
+    doc = yaml.safe_load((ROOT / "serverless.yml").read_text())
+    assert doc["plugins"] == ["serverless-localstack", "serverless-offline"]
+    assert doc["custom"]["localstack"]["stages"] == ["local"]  # the plugin leaves every other stage alone
+
+
+@pytest.fixture(scope="module")
+def cloudformation(package: tuple[Path, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`serverless package --stage local` of a copy of the service with the freshly built zip, with no AWS
+    credentials and no AWS endpoint: the rendered template."""
+    import shutil
+
+    sls = serverless_bin()
+    service = tmp_path_factory.mktemp("service")
+    for name in ("serverless.yml", "package.json"):
+        shutil.copy2(ROOT / name, service / name)
+    (service / "node_modules").symlink_to(ROOT / "node_modules")
+    (service / "build").mkdir()
+    shutil.copy2(package[0], service / "build" / "router-lambda.zip")
+    out = service / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "SLS_", "SERVERLESS_"))}
+    env.update({"HOME": str(service), "SLS_TELEMETRY_DISABLED": "1", "SLS_NOTIFICATIONS_MODE": "off",
+                "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+                "AWS_EC2_METADATA_DISABLED": "true"})
+    done = subprocess.run([str(sls), "package", "--stage", "local", "--package", str(out)], cwd=service, env=env,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    return out / "cloudformation-template-update-stack.json"
+
+
+def test_serverless_package_renders_the_router_stack(cloudformation: Path, serverless: dict[str, Any]) -> None:
+    resources = json.loads(cloudformation.read_text())["Resources"]
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for r in resources.values():
+        by_type.setdefault(r["Type"], []).append(r["Properties"])
+    [fn] = by_type["AWS::Lambda::Function"]
+    assert fn["Handler"] == "router_fn/handler.handler" and fn["Runtime"] == "python3.11"
+    assert fn["MemorySize"] == 512 and fn["Timeout"] == 29 and fn["Architectures"] == ["x86_64"]
+    assert fn["Code"]["S3Key"].endswith("/router-lambda.zip")  # the built zip, as it is
+    variables = fn["Environment"]["Variables"]
+    assert set(variables) == set(serverless["provider"]["environment"])
+    assert variables["POLYSOCKET_ADMISSION"] == "tokens"
+    assert variables["POLYSOCKET_REQUEST_TIMEOUT"] == "29"
+    [api] = by_type["AWS::ApiGatewayV2::Api"]
+    assert api["ProtocolType"] == "HTTP" and "CorsConfiguration" not in api  # the router answers CORS itself
+    [integration] = by_type["AWS::ApiGatewayV2::Integration"]
+    assert integration["PayloadFormatVersion"] == "2.0" and integration["IntegrationType"] == "AWS_PROXY"
+    assert {r["RouteKey"] for r in by_type["AWS::ApiGatewayV2::Route"]} == {
+        "GET /connect", "OPTIONS /connect", "GET /healthz"}
+    [logs] = by_type["AWS::Logs::LogGroup"]
+    assert logs["RetentionInDays"] == 14
+
+
+def test_cloudformation_template_passes_cfn_lint(cloudformation: Path) -> None:
+    # W3005 (a DependsOn that a Ref already implies) is in Serverless Framework's own generated routes.
+    done = subprocess.run([str(tool("cfn-lint", "cfn-lint")), "--ignore-checks", "W3005", "--", str(cloudformation)],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_checkov_finds_nothing_unjustified_in_infra() -> None:
+    done = subprocess.run([str(tool("checkov", "checkov")), "-d", str(ROOT / "infra"), "--framework", "terraform",
+                           "--skip-path", "tests", "--skip-download", "--quiet", "--output", "json"],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"})
+    report = json.loads(done.stdout)
+    results = report["results"]
+    failed = [(c["check_id"], c["resource"]) for c in results.get("failed_checks", [])]
+    assert not failed, failed
+    for skipped in results.get("skipped_checks", []):  # every skip says why
+        assert len(skipped.get("check_result", {}).get("suppress_comment", "")) > 20, skipped["check_id"]
+    assert report["summary"]["passed"] > 50
+
+
+@pytest.mark.timeout(180)
+def test_serverless_offline_runs_the_handler_from_the_zip(package: tuple[Path, dict[str, Any]],
+                                                          tmp_path: Path) -> None:
+    """`npm run offline:local` as a developer runs it: the zip unpacked first on PYTHONPATH, the router
+    answering HTTP API requests through serverless-offline on loopback (Redis unreachable: /connect
+    without a token is refused before any Redis call)."""
+    import shutil
+    import signal
+    import time
+    import urllib.error
+    import urllib.request
+
+    from polysocket_cli.processes import free_port
+
+    sls = serverless_bin()
+    python3 = shutil.which("python3")
+    assert python3, "serverless-offline runs Python handlers with python3"
+    version = subprocess.run([python3, "-c", "import sys; print(sys.version_info[:2] == (3, 11))"],
+                             capture_output=True, text=True, timeout=30).stdout.strip()
+    assert version == "True", "python3 on PATH must be 3.11 (the zip holds cp311 wheels)"
+    service = tmp_path / "service"
+    service.mkdir()
+    for name in ("serverless.yml", "package.json"):
+        shutil.copy2(ROOT / name, service / name)
+    (service / "node_modules").symlink_to(ROOT / "node_modules")
+    (service / "build").mkdir()
+    shutil.copy2(package[0], service / "build" / "router-lambda.zip")
+    with zipfile.ZipFile(package[0]) as zf:
+        zf.extractall(service / "build" / "router-lambda")
+    http_port, lambda_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AWS_", "SLS_", "POLYSOCKET_", "PYTHON", "VIRTUAL_ENV"))}
+    env.update({"HOME": str(service), "SLS_TELEMETRY_DISABLED": "1", "SLS_NOTIFICATIONS_MODE": "off",
+                "OFFLINE_HTTP_PORT": str(http_port), "OFFLINE_LAMBDA_PORT": str(lambda_port),
+                "POLYSOCKET_LOCAL_REDIS_URL": "redis://127.0.0.1:1/0", "PYTHONPATH": "build/router-lambda",
+                "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull})
+    log = tmp_path / "offline.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(sls), "offline", "start", "--stage", "local"], cwd=service, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def get(path: str, method: str = "GET") -> tuple[int, dict[str, str], str]:
+        req = urllib.request.Request(f"http://127.0.0.1:{http_port}{path}", method=method,
+                                     headers={"Origin": "https://app.example"})
+        try:
+            with opener.open(req, timeout=30) as r:
+                return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read().decode()
+
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            with contextlib.suppress(OSError):
+                status, _, body = get("/healthz")
+                break
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.5)
+        assert status == 200 and json.loads(body)["ok"] is True, (status, body, log.read_text()[-2000:])
+        status, headers, _ = get("/connect", "OPTIONS")
+        assert status in (200, 204) and headers["access-control-allow-origin"] == "*"  # offline turns 204 into 200
+        status, headers, body = get("/connect?from=pytest&target=ws%3A%2F%2F127.0.0.1%3A9%2F&cb=ps.cb0")
+        assert status == 200 and headers["content-type"].startswith("application/javascript")
+        assert body.startswith("/**/ps.cb0(") and '"error":"unauthorized"' in body
+        # the router that answered is the zip's: the service directory holds no code of the checkout
+        assert not (service / "router_fn").exists() and (service / "build/router-lambda/router_fn/handler.py").is_file()
+        assert "Traceback" not in log.read_text()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)

@@ -1,6 +1,7 @@
 # `terraform test` with a mocked AWS provider: plans (and mock-applies) the whole configuration without an AWS
-# account or network, so expressions, the rendered boot script, validations and preconditions are
-# evaluated. Run by ./validate.sh. Mocked values are placeholders, not AWS behaviour.
+# account or network, so expressions, the rendered task definition, validations and preconditions are
+# evaluated. Run by ./validate.sh. Mocked values are placeholders, not AWS behaviour (the real apply
+# against emulators is tests/cloud/test_terraform_apply.py).
 
 mock_provider "aws" {
   mock_data "aws_availability_zones" {
@@ -13,9 +14,9 @@ mock_provider "aws" {
       partition = "aws"
     }
   }
-  mock_data "aws_ssm_parameter" {
+  mock_data "aws_caller_identity" {
     defaults = {
-      insecure_value = "ami-0123456789abcdef0"
+      account_id = "123456789012"
     }
   }
   mock_data "aws_iam_policy_document" {
@@ -24,25 +25,34 @@ mock_provider "aws" {
     }
   }
   # The provider validates ARNs it is given; the mock's random strings are not ARNs.
-  mock_resource "aws_iam_instance_profile" {
-    defaults = {
-      arn = "arn:aws:iam::000000000000:instance-profile/polysocket-prod-relay"
-    }
-  }
   mock_resource "aws_iam_role" {
     defaults = {
-      arn = "arn:aws:iam::000000000000:role/polysocket-prod-relay"
+      arn = "arn:aws:iam::123456789012:role/polysocket-prod-relay"
     }
   }
   mock_resource "aws_ssm_parameter" {
     defaults = {
-      arn = "arn:aws:ssm:us-east-1:000000000000:parameter/polysocket/prod/x"
+      arn = "arn:aws:ssm:us-east-1:123456789012:parameter/polysocket/prod/x"
     }
   }
-  mock_resource "aws_launch_template" {
+  mock_resource "aws_cloudwatch_log_group" {
     defaults = {
-      id             = "lt-0123456789abcdef0"
-      latest_version = 1
+      arn = "arn:aws:logs:us-east-1:123456789012:log-group:/polysocket/prod/relay"
+    }
+  }
+  mock_resource "aws_ecr_repository" {
+    defaults = {
+      repository_url = "123456789012.dkr.ecr.us-east-1.amazonaws.com/polysocket-prod-relay"
+    }
+  }
+  mock_resource "aws_ecs_cluster" {
+    defaults = {
+      arn = "arn:aws:ecs:us-east-1:123456789012:cluster/polysocket-prod"
+    }
+  }
+  mock_resource "aws_ecs_task_definition" {
+    defaults = {
+      arn = "arn:aws:ecs:us-east-1:123456789012:task-definition/polysocket-prod-relay:1"
     }
   }
   mock_resource "aws_elasticache_replication_group" {
@@ -54,13 +64,13 @@ mock_provider "aws" {
 }
 
 variables {
-  route53_zone_id    = "Z0123456789EXAMPLE"
-  relay_domain       = "relay.example.com"
-  relay_wheel_s3_uri = "s3://example-artifacts/releases/polysocket-0.1.0-py3-none-any.whl"
-  redis_auth_token   = "0123456789abcdef0123456789abcdef"
+  route53_zone_id     = "Z0123456789EXAMPLE"
+  relay_domain        = "relay.example.com"
+  redis_auth_token    = "0123456789abcdef0123456789abcdef"
+  relay_metrics_token = "m3tr1cs-0123456789abcdef"
 }
 
-run "applies_with_defaults" {
+run "applies_with_elasticache" {
   # apply against the mock: computed attributes (endpoint, ids) get the mocked values.
   command = apply
 
@@ -69,40 +79,156 @@ run "applies_with_defaults" {
     error_message = "one public and one private subnet per AZ"
   }
   assert {
-    condition     = aws_autoscaling_group.relays.name == "polysocket-prod-relays"
-    error_message = "ASG name must match the dimension the relays publish under"
+    condition     = length(aws_elasticache_replication_group.control) == 1 && length(aws_nat_gateway.main) == 0
+    error_message = "ElastiCache without an external URL, and then no NAT gateway"
   }
   assert {
-    condition     = local.wheel_bucket == "example-artifacts" && local.wheel_key == "releases/polysocket-0.1.0-py3-none-any.whl"
-    error_message = "wheel URI split"
-  }
-  assert {
-    condition     = aws_elasticache_replication_group.control.parameter_group_name == "default.valkey8"
+    condition     = aws_elasticache_replication_group.control[0].parameter_group_name == "default.valkey8"
     error_message = "parameter group follows engine and major version"
-  }
-  assert {
-    condition     = strcontains(base64decode(aws_launch_template.relay.user_data), "POLYSOCKET_FQDN=$node.relay.example.com")
-    error_message = "the boot script sets the relay's public name"
   }
   assert {
     condition     = aws_ssm_parameter.redis_url.value == "rediss://:0123456789abcdef0123456789abcdef@master.polysocket-prod-control.abc123.use1.cache.amazonaws.com:6379/0"
     error_message = "redis URL"
   }
   assert {
-    condition     = length(aws_autoscaling_policy.open_sockets) == 1 && length(aws_autoscaling_policy.cpu) == 1
+    condition     = aws_ssm_parameter.metrics_token.type == "SecureString" && aws_ssm_parameter.metrics_token.value == "m3tr1cs-0123456789abcdef"
+    error_message = "the metrics token is a SecureString"
+  }
+  assert {
+    condition     = aws_ecs_service.relays.name == "polysocket-prod-relays" && aws_ecs_service.relays.network_configuration[0].assign_public_ip
+    error_message = "the relay service: its name is the metric dimension; every task has a public address"
+  }
+  assert {
+    condition     = local.relay_environment["POLYSOCKET_CLOUDWATCH_DIMENSION_VALUE"] == aws_ecs_service.relays.name && local.relay_environment["POLYSOCKET_CLOUDWATCH_DIMENSION_NAME"] == "ServiceName"
+    error_message = "relays publish under the dimension the scaling policy tracks"
+  }
+  assert {
+    condition     = one(aws_appautoscaling_policy.utilization[0].target_tracking_scaling_policy_configuration[0].customized_metric_specification[0].dimensions).value == aws_ecs_service.relays.name
+    error_message = "the policy tracks the service's own datapoints"
+  }
+  assert {
+    condition     = aws_appautoscaling_target.relays.resource_id == "service/polysocket-prod/polysocket-prod-relays" && aws_appautoscaling_target.relays.max_capacity == 10
+    error_message = "scalable target"
+  }
+  assert {
+    condition     = length(aws_appautoscaling_policy.utilization) == 1 && length(aws_appautoscaling_policy.cpu) == 1
     error_message = "both target-tracking policies"
+  }
+  assert {
+    condition     = aws_appautoscaling_policy.utilization[0].target_tracking_scaling_policy_configuration[0].scale_in_cooldown > local.relay_stop_timeout
+    error_message = "scale-in waits longer than a whole drain"
+  }
+  assert {
+    condition     = jsondecode(aws_ecs_task_definition.relay.container_definitions)[0].stopTimeout == 40
+    error_message = "stopTimeout = drain grace (10) + 30"
+  }
+  assert {
+    condition     = jsondecode(aws_ecs_task_definition.relay.container_definitions)[0].image == "123456789012.dkr.ecr.us-east-1.amazonaws.com/polysocket-prod-relay:0.1.0"
+    error_message = "the image from the ECR repository at relay_image_tag"
+  }
+  assert {
+    condition     = local.relay_image_repository_arns == ["arn:aws:ecr:us-east-1:123456789012:repository/polysocket-prod-relay"]
+    error_message = "the execution role may pull from that repository only"
+  }
+  assert {
+    condition     = [for s in jsondecode(aws_ecs_task_definition.relay.container_definitions)[0].secrets : s.name] == ["POLYSOCKET_METRICS_TOKEN", "POLYSOCKET_REDIS_URL"]
+    error_message = "the Redis URL and the metrics token reach the container as secrets"
+  }
+  assert {
+    condition     = !strcontains(aws_ecs_task_definition.relay.container_definitions, "0123456789abcdef0123456789abcdef") && !strcontains(aws_ecs_task_definition.relay.container_definitions, "m3tr1cs")
+    error_message = "no secret in the task definition"
+  }
+  assert {
+    condition     = jsondecode(aws_ecs_task_definition.relay.container_definitions)[0].ulimits[0].softLimit == 1048576
+    error_message = "file-descriptor limit"
+  }
+  assert {
+    condition     = length(jsondecode(aws_ecs_task_definition.relay.container_definitions)[0].systemControls) == 1
+    error_message = "port 80 as non-root: unprivileged port start lowered"
   }
 }
 
-run "refuses_a_socket_target_above_capacity" {
+run "uses_an_existing_redis" {
+  command = apply
+
+  variables {
+    redis_auth_token = ""
+    redis_url        = "rediss://default:s3cr3t@eu1-adapted-frog-12345.upstash.io:6380"
+  }
+
+  assert {
+    condition     = length(aws_elasticache_replication_group.control) == 0 && length(aws_security_group.redis) == 0
+    error_message = "no ElastiCache with an external Redis"
+  }
+  assert {
+    condition     = aws_ssm_parameter.redis_url.value == "rediss://default:s3cr3t@eu1-adapted-frog-12345.upstash.io:6380"
+    error_message = "the given URL goes to SSM as it is"
+  }
+  assert {
+    condition     = length(aws_nat_gateway.main) == 1 && length(aws_route_table.private.route) == 1
+    error_message = "the router Lambda reaches the external Redis through a NAT gateway"
+  }
+  assert {
+    condition     = aws_vpc_security_group_egress_rule.lambda_to_redis.from_port == 6380 && aws_vpc_security_group_egress_rule.lambda_to_redis.cidr_ipv4 == "0.0.0.0/0"
+    error_message = "Lambda egress to the external Redis' port"
+  }
+  assert {
+    condition     = output.control_plane == "external"
+    error_message = "output"
+  }
+}
+
+run "image_from_another_registry_on_443" {
   command = plan
 
   variables {
-    relay_capacity          = 1000
-    scale_on_sockets_target = 5000
+    relay_image       = "ghcr.io/example/polysocket-relay:0.1.0"
+    relay_port        = 8443
+    relay_drain_grace = 90
   }
 
-  expect_failures = [aws_autoscaling_policy.open_sockets]
+  assert {
+    condition     = local.relay_image_repository_arns == [] && local.relay_image == "ghcr.io/example/polysocket-relay:0.1.0"
+    error_message = "no ECR pull permission for an image from elsewhere"
+  }
+  assert {
+    condition     = length(jsondecode(aws_ecs_task_definition.relay.container_definitions)[0].systemControls) == 0
+    error_message = "no sysctl above port 1024"
+  }
+  assert {
+    condition     = jsondecode(aws_ecs_task_definition.relay.container_definitions)[0].stopTimeout == 120
+    error_message = "Fargate's most: 120 s"
+  }
+}
+
+run "refuses_a_grace_fargate_cannot_wait_for" {
+  command = plan
+
+  variables {
+    relay_drain_grace = 100
+  }
+
+  expect_failures = [var.relay_drain_grace]
+}
+
+run "refuses_an_image_without_tag" {
+  command = plan
+
+  variables {
+    relay_image = "ghcr.io/example/polysocket-relay"
+  }
+
+  expect_failures = [var.relay_image]
+}
+
+run "refuses_elasticache_without_a_token" {
+  command = plan
+
+  variables {
+    redis_auth_token = ""
+  }
+
+  expect_failures = [aws_elasticache_replication_group.control]
 }
 
 run "refuses_an_auth_token_that_breaks_the_url" {
@@ -125,11 +251,11 @@ run "redis_engine_and_version" {
   }
 
   assert {
-    condition     = aws_elasticache_replication_group.control.parameter_group_name == "default.redis7"
+    condition     = aws_elasticache_replication_group.control[0].parameter_group_name == "default.redis7"
     error_message = "redis 7 parameter group"
   }
   assert {
-    condition     = aws_elasticache_replication_group.control.automatic_failover_enabled == false
+    condition     = aws_elasticache_replication_group.control[0].automatic_failover_enabled == false
     error_message = "no failover without replicas"
   }
 }
