@@ -1,6 +1,7 @@
 # Two commands on a fresh machine: `make run` (the local stack) and `make test` (every test).
 # Both install what they need first: a virtualenv with the project, Node's `ws` for the second
-# test target, Debian's Chromium for the browser tests, and LocalStack for the AWS tests.
+# test target, Debian's Chromium for the browser tests, and LocalStack and Let's Encrypt's
+# test CA pebble (Debian) for the AWS tests.
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -16,7 +17,7 @@ test: deps lint typecheck pytest
 LOCALSTACK_VENV ?= localstack/.venv
 
 deps: $(STAMP) tests/targets/node_modules/.package-lock.json client/node_modules/.package-lock.json /usr/bin/chromium \
-      $(LOCALSTACK_VENV)/bin/localstack
+      /usr/bin/pebble $(LOCALSTACK_VENV)/bin/localstack
 
 # LocalStack (no Docker) in a venv of its own, pinned: the AWS half's tests run against it.
 $(LOCALSTACK_VENV)/bin/localstack: localstack/install.sh
@@ -34,9 +35,9 @@ tests/targets/node_modules/.package-lock.json: tests/targets/package-lock.json
 client/node_modules/.package-lock.json: client/package-lock.json
 	npm ci --prefix client --no-audit --no-fund
 
-/usr/bin/chromium:
-	@if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
-	else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; fi
+/usr/bin/chromium /usr/bin/pebble:
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(notdir $@); \
+	else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(notdir $@); fi
 
 lint:
 	$(PY) -m ruff check .
