@@ -152,7 +152,7 @@ def e2e_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def stack(valkey: str, e2e_dir: Path) -> Iterator[Stack]:
+def e2e_stack(valkey: str, e2e_dir: Path) -> Iterator[Stack]:
     log_dir = e2e_dir / "stack"
     log_dir.mkdir()
     s = Stack(log_dir=log_dir, redis_url=valkey, key_prefix=f"e{uuid.uuid4().hex[:8]}:")
@@ -163,8 +163,8 @@ def stack(valkey: str, e2e_dir: Path) -> Iterator[Stack]:
 
 
 @pytest.fixture
-def fleet(pebble: Pebble, stack: Stack, zone: tuple[str, str], e2e_dir: Path) -> Iterator[Fleet]:
-    f = Fleet(pebble, stack.redis_url, stack.key_prefix, zone, e2e_dir,
+def fleet(pebble: Pebble, e2e_stack: Stack, zone: tuple[str, str], e2e_dir: Path) -> Iterator[Fleet]:
+    f = Fleet(pebble, e2e_stack.redis_url, e2e_stack.key_prefix, zone, e2e_dir,
               namespace=f"PolysocketE2E/{uuid.uuid4().hex[:8]}")
     try:
         yield f
@@ -186,12 +186,12 @@ def run_browser(config: dict[str, Any], work: Path, timeout_s: float = 150) -> d
 
 
 def test_chromium_echoes_over_https_through_route53_names_then_the_fleet_scales_in(
-        fleet: Fleet, stack: Stack, pebble: Pebble, route53: Any, cloudwatch: Any, route53_dns: Route53DNS,
+        fleet: Fleet, e2e_stack: Stack, pebble: Pebble, route53: Any, cloudwatch: Any, route53_dns: Route53DNS,
         e2e_dir: Path) -> None:
     assert Path(CHROMIUM).exists(), f"{CHROMIUM} is not installed (make deps installs Debian's chromium)"
     t0 = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
-    r = redis.Redis.from_url(stack.redis_url)
-    keys = Keys(stack.key_prefix)
+    r = redis.Redis.from_url(e2e_stack.redis_url)
+    keys = Keys(e2e_stack.key_prefix)
 
     # the server side: two relays (slot, certificate, records), a router over HTTPS, an echo target
     for node_id in ("n1", "n2"):
@@ -200,10 +200,10 @@ def test_chromium_echoes_over_https_through_route53_names_then_the_fleet_scales_
     router_cert = ca.issue_cert("localhost", "127.0.0.1")
     router_cert.cert_chain_pems[0].write_to_path(str(e2e_dir / "router.pem"))
     router_cert.private_key_pem.write_to_path(str(e2e_dir / "router.key"))
-    router = stack.start_router(env={"POLYSOCKET_SSL_CERTFILE": str(e2e_dir / "router.pem"),
+    router = e2e_stack.start_router(env={"POLYSOCKET_SSL_CERTFILE": str(e2e_dir / "router.pem"),
                                      "POLYSOCKET_SSL_KEYFILE": str(e2e_dir / "router.key")})
-    echo = stack.start_echo()
-    token = stack.create_token()
+    echo = e2e_stack.start_echo()
+    token = e2e_stack.create_token()
     fqdn = {n: fleet.wait_registered(n, r) for n in ("n1", "n2")}
     slot = {n: f.split(".", 1)[0] for n, f in fqdn.items()}
     assert sorted(slot.values()) == ["s00", "s01"]
@@ -234,7 +234,9 @@ def test_chromium_echoes_over_https_through_route53_names_then_the_fleet_scales_
         "text": TEXT, "binary_b64": base64.b64encode(BINARY).decode(),
     }
     queries_before = len(route53_dns.resolver.queries)
+    t_browser = time.monotonic()
     seen = run_browser(config, e2e_dir)
+    print(f"\nChromium in its namespace: {time.monotonic() - t_browser:.1f} s")
     assert seen["page_status"] == 200 and seen["page_url"].startswith("https://localhost:"), seen
     assert seen["websocket_deleted"] and seen["transport"] == "xhr", seen
     assert seen["page_errors"] == [], seen
@@ -245,6 +247,7 @@ def test_chromium_echoes_over_https_through_route53_names_then_the_fleet_scales_
     assert relay_urls, seen["resources"]
     relay_name = next(iter(relay_urls))[len("https://"):].rstrip("/").rsplit(":", 1)[0]
     assert (relay_name, "A") in route53_dns.resolver.queries[queries_before:]  # the browser asked Route 53
+    print(f"echoed through https://{relay_name}")
 
     # CloudWatch has both relays' datapoints (one namespace, one dimension: the fleet's)
     end = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=1)
@@ -261,13 +264,13 @@ def test_chromium_echoes_over_https_through_route53_names_then_the_fleet_scales_
     assert n1.wait(60) == 0, fleet.log("n1")
     records = a_records(route53, fleet.zone_id)
     assert host["n1"] not in records and f"*.{host['n1']}" not in records
-    assert r.exists(f"{stack.key_prefix}slot:{slot['n1']}") == 0
+    assert r.exists(f"{e2e_stack.key_prefix}slot:{slot['n1']}") == 0
 
     # a crash: SIGKILL n2; its lease runs out, its records stay until the sweeper removes them
     n2, _ = fleet.procs["n2"]
     n2.kill()
     n2.wait(10)
-    lease = f"{stack.key_prefix}slot:{slot['n2']}"
+    lease = f"{e2e_stack.key_prefix}slot:{slot['n2']}"
     deadline = time.monotonic() + max(LEASE_TTL_S, HEARTBEAT_TTL_S) + 10
     while (r.exists(lease) or r.exists(keys.alive("n2"))) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -276,7 +279,7 @@ def test_chromium_echoes_over_https_through_route53_names_then_the_fleet_scales_
     assert records[host["n2"]] == records[f"*.{host['n2']}"] == (60, ["127.0.0.1"])
     sweep = subprocess.run(
         [sys.executable, "-m", "relay_node.aws.sweep", "--zone-id", fleet.zone_id, "--relay-domain", fleet.domain,
-         "--redis-url", stack.redis_url, "--key-prefix", stack.key_prefix],
+         "--redis-url", e2e_stack.redis_url, "--key-prefix", e2e_stack.key_prefix],
         capture_output=True, timeout=60, cwd=e2e_dir, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert sweep.returncode == 0, sweep.stderr.decode(errors="replace")
     assert sorted(sweep.stdout.decode().split()) == sorted(
