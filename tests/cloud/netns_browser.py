@@ -18,9 +18,10 @@ So the browser resolves ``{uniq}.{slot}.relay.…`` through the zone's A records
 production browser resolves them through Route 53, and connects to "127.0.0.1:{port}", which is
 the relay.
 
-Config: ``host_netns`` (path of the host's ``/proc/PID/ns/net``), ``dns_port``, ``ports``,
-``chromium``, ``chromium_args``, ``page`` (an HTTPS URL of a resource on the router's origin),
-``router``, ``token``, ``target``, ``text``, ``binary_b64``.
+Config: ``work_dir`` (where ``resolv.conf`` is written), ``host_netns`` (path of the host's
+``/proc/PID/ns/net``), ``dns_port``, ``ports``, ``chromium``, ``chromium_args``, ``page`` (an HTTPS
+URL of a resource on the router's origin), ``router``, ``token``, ``target``, ``text``,
+``binary_b64``.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
+from pathlib import Path
 from typing import Any
 
 CLONE_NEWNET = 0x40000000
@@ -106,10 +107,9 @@ def listen_tcp(port: int) -> socket.socket:
 
 def setup(config: dict[str, Any]) -> None:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    resolv = tempfile.NamedTemporaryFile("w", prefix="resolv-", suffix=".conf", delete=False)  # noqa: SIM115
-    resolv.write("nameserver 127.0.0.1\noptions no-aaaa timeout:2 attempts:2\n")
-    resolv.close()
-    subprocess.run(["mount", "--bind", resolv.name, "/etc/resolv.conf"], check=True)
+    resolv = Path(config["work_dir"]) / "resolv.conf"  # the test's temporary directory
+    resolv.write_text("nameserver 127.0.0.1\noptions no-aaaa timeout:2 attempts:2\n")
+    subprocess.run(["mount", "--bind", str(resolv), "/etc/resolv.conf"], check=True)
     host_fd = os.open(config["host_netns"], os.O_RDONLY)
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     udp.bind(("127.0.0.1", 53))

@@ -225,7 +225,7 @@ def test_chromium_echoes_over_https_through_route53_names_then_the_fleet_scales_
 
     # Chromium, in its own network namespace, resolving through Route 53
     config = {
-        "host_netns": f"/proc/{os.getpid()}/ns/net", "dns_port": route53_dns.port,
+        "work_dir": str(e2e_dir), "host_netns": f"/proc/{os.getpid()}/ns/net", "dns_port": route53_dns.port,
         "ports": [router.port, *port.values()], "chromium": CHROMIUM,
         "chromium_args": [*CHROMIUM_ARGS, "--ignore-certificate-errors-spki-list=" + ",".join(
             spki_hash(p) for p in (root_pem, intermediate_pem, router_cert.cert_chain_pems[0].bytes().decode()))],
