@@ -84,13 +84,24 @@ class RelayNode:
                                  node_id=self.config.node_id, on_lost=self._slot_lost)
             self.config.fqdn = await self.slot.start()
             self.ssl_context = self.slot.ssl_context
+            self._check_slot("its certificate was ready")
         if self.config.cloud.enabled:
             from .aws.node import NodeCloud  # boto3 only where AWS is used
 
             self.cloud = NodeCloud(self.config.cloud, self.config.fqdn,
                                    lambda: (self.table.load, self.config.capacity))
             await self.cloud.start()
+            self._check_slot("its records were written")
         await self.agent.start()
+
+    def _check_slot(self, when: str) -> None:
+        """A lease can lapse during a slow start (a certificate order, Route 53 INSYNC): the slot's
+        name belongs to another node then, so this one must not write its records or register.
+        Failing the start makes the orchestrator start a fresh node, which leases another slot."""
+        if self.slot is not None and self.slot.lost:
+            if self.cloud is not None:
+                self.cloud.disown_records()
+            raise RuntimeError(f"slot lease lost before {when}; not registering")
 
     async def stop(self) -> None:
         """Deregister, drop every socket; withdraw the DNS names; release the slot (after the names,
