@@ -675,3 +675,56 @@ def test_demo_page(context: Any, browser_stack: BrowserStack, force_fallback: bo
     page.click("#disconnect")
     page.wait_for_function("document.querySelector('#state').textContent === 'closed'")
     assert errors == []
+
+
+# ------------------------------------------------------------------------------------------ batched sends
+
+BURST = 1500
+
+
+def burst(page: Any, sid: int) -> dict[str, float]:
+    """Send BURST small messages at once; ms until the relay accepted all (bufferedAmount 0) and
+    until all echoes are back."""
+    res: dict[str, float] = page.evaluate(
+        """([id, n]) => new Promise((resolve) => {
+        const rec = psSocks[id], s = rec.s, start = performance.now(), base = rec.messages.length;
+        let accepted = null;
+        for (let i = 0; i < n; i++) s.send('b' + i);
+        const tick = () => {
+            if (accepted === null && s.bufferedAmount === 0) accepted = performance.now() - start;
+            if (rec.messages.length - base >= n && rec.pending === 0 && accepted !== null) {
+                resolve({accepted, echoed: performance.now() - start});
+            } else setTimeout(tick, 2);
+        };
+        tick();
+    })""",
+        [sid, BURST],
+    )
+    return res
+
+
+@pytest.mark.parametrize("mode", ["xhr", "jsonp"])
+def test_burst_leaves_in_batches(
+    pages: PageFactory, browser_stack: BrowserStack, mode: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rates: dict[str, float] = {}
+    requests: dict[str, int] = {}
+    for label, options in [("one request per message", {"maxBatch": 1}), ("batched", {})]:
+        page = open_page(pages, mode)
+        sends: list[str] = []
+        page.on("request", lambda req, sends=sends: sends.append(req.url) if "/send?" in req.url else None)
+        sid = connect(page, browser_stack.target, mode, options=options)
+        times = burst(page, sid)
+        msgs = wait_messages(page, sid, BURST)
+        # nothing lost, duplicated or reordered
+        assert [m["d"] for m in msgs] == [f"b{i}" for i in range(BURST)]
+        assert max(len(u) for u in sends) <= 2000
+        rates[label] = BURST / times["accepted"] * 1000
+        requests[label] = len(sends)
+        page.close()
+    with capsys.disabled():
+        print(f"\n  {mode}: {BURST} sends in a burst, client->server: "
+              + "; ".join(f"{k} {rates[k]:,.0f} msgs/s in {requests[k]} requests" for k in rates))
+    assert requests["one request per message"] >= BURST
+    # batched: what queues up while requests are in flight leaves together
+    assert requests["batched"] <= BURST // 10
