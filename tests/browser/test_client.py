@@ -12,6 +12,7 @@ import hashlib
 import json
 import random
 import socket
+import threading
 import time
 import urllib.request
 from typing import Any
@@ -728,3 +729,104 @@ def test_burst_leaves_in_batches(
     assert requests["one request per message"] >= BURST
     # batched: what queues up while requests are in flight leaves together
     assert requests["batched"] <= BURST // 10
+
+
+# ------------------------------------------------------------------------------------------ page load, CORS
+
+
+class SlowResource:
+    """An HTTP server on loopback that answers every request after ``delay`` seconds (an empty 200)."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = int(self.sock.getsockname()[1])
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            time.sleep(self.delay)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_jsonp_does_not_hold_the_load_event(pages: PageFactory, browser_stack: BrowserStack) -> None:
+    # A page (an iframe) that opens a JSONP socket while it loads, and whose load also waits for an
+    # image that takes 2 s: the socket connects and polls meanwhile; the load event must come when
+    # the image is there, not when a long poll (pollTtl 20 s here) ends.
+    slow = SlowResource(2.0)
+    page = pages.open(native=False)
+    try:
+        res = page.evaluate(
+            """([router, token, target, slow]) => new Promise((resolve) => {
+            const f = document.createElement('iframe');
+            const opts = JSON.stringify({router, token, transport: 'jsonp', pollTtl: 20000});
+            f.srcdoc = '<script src="' + router + '/client/polysocket.js"><' + '/script><script>' +
+                'window.got = []; window.s = new PolySocket(' + JSON.stringify(target) + ', ' + opts + ');' +
+                's.onopen = function () { s.send("during load"); };' +
+                's.onmessage = function (e) { got.push(e.data); };<' + '/script>' +
+                '<img src="' + slow + '">';
+            const held = setTimeout(() => resolve({loaded: false}), 12000);
+            f.onload = () => {
+                clearTimeout(held);
+                const w = f.contentWindow;
+                resolve({loaded: true, state: w.document.readyState, socket: w.s.readyState,
+                         got: w.got.slice()});
+            };
+            document.body.appendChild(f);
+        })""",
+            [browser_stack.router, browser_stack.token, browser_stack.target, f"http://127.0.0.1:{slow.port}/img"],
+        )
+    finally:
+        slow.close()
+    assert res["loaded"], "the iframe's load event waited for a JSONP long poll"
+    assert res["state"] == "complete"
+    # the socket was open and working while the page loaded
+    assert res["socket"] == 1 and res["got"] == ["during load"], res
+    page.evaluate("() => document.querySelector('iframe').contentWindow.s.send('after load')")
+    page.wait_for_function(
+        "() => document.querySelector('iframe').contentWindow.got.join('|') === 'during load|after load'"
+    )
+
+
+def test_xhr_falls_back_to_jsonp_when_cors_fails(pages: PageFactory, browser_stack: BrowserStack) -> None:
+    # The router on another origin (127.0.0.1 for a page on localhost), behind something that breaks
+    # its CORS headers: the XHR /connect fails in the browser, the script-tag one gets through.
+    port = urlsplit(browser_stack.router).port
+    router = f"http://127.0.0.1:{port}"
+    page = pages.open(native=False)
+    stripped: list[str] = []
+
+    def strip_cors(route: Any) -> None:
+        response = route.fetch()
+        if "cb=" in route.request.url:
+            route.fulfill(response=response)
+            return
+        stripped.append(route.request.url)
+        headers = {k: v for k, v in response.headers.items() if not k.lower().startswith("access-control-")}
+        # (an explicit wrong origin: Playwright would otherwise allow a fulfilled CORS request itself)
+        headers["access-control-allow-origin"] = "http://other.example"
+        route.fulfill(status=response.status, headers=headers, body=response.body())
+
+    page.route(f"{router}/connect?**", strip_cors)
+    res = page.evaluate("([t, r]) => psOpen(t, null, {router: r})", [browser_stack.target, router])
+    assert res["ok"], res
+    assert res["transport"] == "jsonp"
+    assert [e["type"] for e in res["events"]] == ["open"]
+    assert len(stripped) == 1
+    send(page, res["id"], "s.send('through jsonp')")
+    assert wait_messages(page, res["id"], 1)[0]["d"] == "through jsonp"
+    page.unroute_all(behavior="ignoreErrors")
