@@ -1438,6 +1438,31 @@
         return true;
     };
 
+    // <script src="polysocket.js" data-install data-router="…" data-token="…">: install() as the
+    // library loads, so no script after it can capture WebSocket first (data-install="replace":
+    // even where the browser has a WebSocket).
+    PolySocket._autoInstall = function () {
+        var script = doc && doc.currentScript;
+        var scripts;
+        var how;
+        var d = {};
+        if (!script && doc && doc.getElementsByTagName) {
+            scripts = doc.getElementsByTagName("script");  // old IE: the running script is the last
+            script = scripts[scripts.length - 1];
+        }
+        if (!script || !script.getAttribute || script.getAttribute("data-install") === null) {
+            return false;
+        }
+        how = script.getAttribute("data-install");
+        if (script.getAttribute("data-router")) {
+            d.router = script.getAttribute("data-router");
+        }
+        if (script.getAttribute("data-token")) {
+            d.token = script.getAttribute("data-token");
+        }
+        return PolySocket.install(d, { replace: how === "replace" });
+    };
+
     var proto;
     if (NativeEventTarget) {
         proto = PolySocket.prototype = Object.create(NativeEventTarget.prototype);
@@ -2301,6 +2326,8 @@
             // otherwise the poll delivers the final close
         });
     };
+
+    PolySocket._autoInstall();
 
     return PolySocket;
 }));

@@ -830,3 +830,58 @@ def test_xhr_falls_back_to_jsonp_when_cors_fails(pages: PageFactory, browser_sta
     send(page, res["id"], "s.send('through jsonp')")
     assert wait_messages(page, res["id"], 1)[0]["d"] == "through jsonp"
     page.unroute_all(behavior="ignoreErrors")
+
+
+# ------------------------------------------------------------------------------------------ install()
+
+
+def frame_with(page: Any, html: str) -> Any:
+    """Loads ``html`` into an iframe of the (router-origin) test page; resolves to its window once loaded."""
+    page.evaluate(
+        """(html) => new Promise((resolve) => {
+        const f = document.createElement('iframe');
+        f.srcdoc = html;
+        f.onload = () => resolve();
+        document.body.appendChild(f);
+    })""",
+        html,
+    )
+    return page.frames[-1]
+
+
+def test_install_from_the_script_tag(pages: PageFactory, browser_stack: BrowserStack) -> None:
+    # data-install: installed as the library loads, before any later script can capture WebSocket;
+    # a "library" after it captures PolySocket.
+    page = pages.open(native=True)
+    warnings: list[str] = []
+    page.on("console", lambda msg: warnings.append(msg.text) if msg.type == "warning" else None)
+    r, t = browser_stack.router, browser_stack.token
+    frame = frame_with(page, (
+        "<script>delete window.WebSocket;</script>"
+        f'<script src="{r}/client/polysocket.js" data-install data-router="{r}" data-token="{t}"></script>'
+        "<script>window.Captured = window.WebSocket;</script>"))
+    res = frame.evaluate(
+        """(target) => new Promise((resolve) => {
+        const ws = new Captured(target);
+        ws.onopen = () => ws.send('captured');
+        ws.onmessage = (e) => resolve([Captured === PolySocket, ws.transport, e.data, PolySocket.installedLate]);
+        ws.onclose = (e) => resolve(['closed', e.code]);
+    })""",
+        browser_stack.target,
+    )
+    assert res == [True, "xhr", "captured", False]
+    assert warnings == []
+    # data-install="replace" takes the place of a native WebSocket too (auto then uses it first)
+    frame = frame_with(page, f'<script src="{r}/client/polysocket.js" data-install="replace"></script>')
+    assert frame.evaluate("() => [window.WebSocket === PolySocket, PolySocket.NativeWebSocket !== null]") == [
+        True, True]
+
+
+def test_late_install_warns(pages: PageFactory, browser_stack: BrowserStack) -> None:
+    page = pages.open(native=False)
+    warnings: list[str] = []
+    page.on("console", lambda msg: warnings.append(msg.text) if msg.type == "warning" else None)
+    # the test page has long finished loading: a library on it could have captured WebSocket already
+    assert page.evaluate("() => [PolySocket.install(), PolySocket.installedLate]") == [True, True]
+    page.wait_for_timeout(100)
+    assert len(warnings) == 1 and "install() ran after the page finished loading" in warnings[0]
