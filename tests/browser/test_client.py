@@ -885,3 +885,44 @@ def test_late_install_warns(pages: PageFactory, browser_stack: BrowserStack) -> 
     assert page.evaluate("() => [PolySocket.install(), PolySocket.installedLate]") == [True, True]
     page.wait_for_timeout(100)
     assert len(warnings) == 1 and "install() ran after the page finished loading" in warnings[0]
+
+
+# ------------------------------------------------------------------------------------------ a relay that dies
+
+
+@pytest.mark.parametrize("mode", ["xhr", "jsonp"])
+def test_dead_relay_is_a_close_1006_within_its_idle_timeout(
+    pages: PageFactory, browser_stack: BrowserStack, mode: str
+) -> None:
+    page = open_page(pages, mode)
+    idle = 3000
+
+    def short_idle(route: Any) -> None:
+        # the router tells the client the relay's idle timeout; make it short for the test
+        response = route.fetch()
+        body = response.text()
+        assert '"idle":60000' in body, body
+        route.fulfill(response=response, body=body.replace('"idle":60000', f'"idle":{idle}'))
+
+    page.route("**/connect?**", short_idle)
+    sid = connect(page, browser_stack.target, mode)
+    assert page.evaluate("(id) => psSocks[id].s._relay.idle", sid) == idle
+    send(page, sid, "s.send('alive')")
+    wait_messages(page, sid, 1)
+    # The relay dies (SIGKILL): from now on every request to it fails at the network level.
+    page.route("**/poll?**", lambda route: route.abort("connectionrefused"))
+    page.route("**/send?**", lambda route: route.abort("connectionrefused"))
+    page.evaluate("(id) => { psSocks[id].blockedAt = performance.now(); psSocks[id].s.send('into the void'); }", sid)
+    res = wait_close(page, sid, timeout_ms=30_000)
+    after = page.evaluate(
+        "(id) => psSocks[id].closedAt - psSocks[id].blockedAt",
+        sid,
+    )
+    # close 1006 alone, as for a dropped native socket
+    assert [e["type"] for e in res["events"]] == ["open", "close"]
+    assert res["close"]["code"] == 1006 and res["close"]["wasClean"] is False
+    assert "no answer from the relay" in page.evaluate("(id) => psSocks[id].s.lastError", sid)
+    # the documented bound: idle after the relay's last answer (a poll already under way when it
+    # died may still have been answered: at most ttl = idle / 2 later), plus timer delays
+    assert idle - 100 <= after <= idle + idle // 2 + 5000, after
+    page.unroute_all(behavior="ignoreErrors")
