@@ -541,7 +541,10 @@
         var userinfo = "";
         var at = auth.lastIndexOf("@");
         if (at >= 0) {
-            userinfo = percentEncode(auth.substring(0, at), inUserinfoSet).replace(/%3A/, ":");
+            var colon = auth.substring(0, at).indexOf(":");
+            var user = colon < 0 ? auth.substring(0, at) : auth.substring(0, colon);
+            var pass = colon < 0 ? "" : auth.substring(colon + 1, at);
+            userinfo = percentEncode(user, inUserinfoSet) + (pass ? ":" + percentEncode(pass, inUserinfoSet) : "");
             auth = auth.substring(at + 1);
         }
         var host = auth;
@@ -550,6 +553,13 @@
         if (pm) {
             host = pm[1];
             port = pm[2] === undefined ? "" : pm[2];
+        }
+        if (host.charAt(0) !== "[") {
+            try {
+                host = decodeURIComponent(host);  // percent-decoded, as a domain is
+            } catch (eHost) {
+                throw urlError(input);
+            }
         }
         host = host.toLowerCase();
         if (!host || /[\u0000-\u0020#%\/:<>?@\\^|]/.test(host.replace(/^\[.*\]$/, "h")) ||
@@ -2325,6 +2335,14 @@
             }
             // otherwise the poll delivers the final close
         });
+    };
+
+    // The pure helpers, for the unit tests under Node (tests/test_client_units.py); not an API.
+    PolySocket._util = {
+        charBytes: charBytes, utf8Length: utf8Length, urlCost: urlCost, toUSV: toUSV,
+        splitText: splitText, splitBase64: splitBase64, base64Encode: base64Encode,
+        base64Decode: base64Decode, jsonString: jsonString, parseUrlByHand: parseUrlByHand,
+        clampCode: clampCode, frameJson: frameJson
     };
 
     PolySocket._autoInstall();
