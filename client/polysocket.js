@@ -2193,7 +2193,10 @@
                 break;
             }
             // Keep the seqs in flight within what the relay holds ahead of a missing one.
-            oldest = this.inflight.length ? this.inflight[0].frames[0].seq : this.pending[0].seq;
+            oldest = this.pending[0].seq;
+            for (n = 0; n < this.inflight.length; n++) {
+                oldest = Math.min(oldest, this.inflight[n].frames[0].seq);
+            }
             frames = [];
             for (n = 0; n < this.pending.length && this.pending[n].seq - oldest < MAX_SEQ_SPAN; n++) {
                 frames.push(this.pending[n]);
