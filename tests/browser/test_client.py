@@ -926,3 +926,36 @@ def test_dead_relay_is_a_close_1006_within_its_idle_timeout(
     # died may still have been answered: at most ttl = idle / 2 later), plus timer delays
     assert idle - 100 <= after <= idle + idle // 2 + 5000, after
     page.unroute_all(behavior="ignoreErrors")
+
+
+@pytest.mark.parametrize("mode", ["xhr", "jsonp"])
+def test_batches_with_lost_answers_lose_and_double_nothing(
+    pages: PageFactory, browser_stack: BrowserStack, mode: str
+) -> None:
+    # Every third send answer is lost after the relay took the batch: the client retries the same
+    # frames, the relay drops what it has; meanwhile later batches go ahead (within the seq window).
+    page = open_page(pages, mode)
+    seen = [0]
+    lost: list[str] = []
+    batches: list[str] = []
+
+    def handle(route: Any) -> None:
+        response = fetch_via_loopback(route)
+        seen[0] += 1
+        if "batch=" in route.request.url:
+            batches.append(route.request.url)
+        if seen[0] % 3 == 0:
+            lost.append(route.request.url)
+            route.abort("connectionreset")
+            return
+        route.fulfill(response=response)
+
+    page.route("**/send?**", handle)
+    sid = connect(page, browser_stack.target, mode)
+    send(page, sid, f"for (let i = 0; i < {BURST}; i++) s.send('L' + i)")
+    msgs = wait_messages(page, sid, BURST, timeout_ms=120_000)
+    page.wait_for_timeout(500)  # a duplicate would arrive now
+    msgs = wait_messages(page, sid, BURST)
+    assert [m["d"] for m in msgs] == [f"L{i}" for i in range(BURST)]
+    assert len(lost) >= 3 and len(batches) >= 3
+    page.unroute_all(behavior="ignoreErrors")
