@@ -959,3 +959,26 @@ def test_batches_with_lost_answers_lose_and_double_nothing(
     assert [m["d"] for m in msgs] == [f"L{i}" for i in range(BURST)]
     assert len(lost) >= 3 and len(batches) >= 3
     page.unroute_all(behavior="ignoreErrors")
+
+
+def test_throughput_both_ways_against_native(
+    pages: PageFactory, browser_stack: BrowserStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # For the record (printed, not asserted): client->server (a burst of sends, until accepted)
+    # and server->client (the target floods) in msgs/s, each transport next to the native socket.
+    lines = []
+    for mode in MODES:
+        page = open_page(pages, mode)
+        sid = connect(page, browser_stack.target, mode)
+        up = burst(page, sid)
+        assert [m["d"] for m in wait_messages(page, sid, BURST)] == [f"b{i}" for i in range(BURST)]
+        start = page.evaluate("() => performance.now()")
+        send(page, sid, f"s.send('flood:{BURST}')")
+        msgs = wait_messages(page, sid, 2 * BURST, timeout_ms=60_000)
+        down_ms = page.evaluate("() => performance.now()") - start
+        assert [m["d"] for m in msgs[BURST:]] == [str(i) for i in range(BURST)]
+        lines.append(f"{mode}: client->server {BURST / up['accepted'] * 1000:,.0f} msgs/s, "
+                     f"server->client {BURST / down_ms * 1000:,.0f} msgs/s")
+        page.close()
+    with capsys.disabled():
+        print("\n  " + "\n  ".join(lines))
