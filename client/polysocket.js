@@ -782,8 +782,8 @@
     // registration order, {once}, {capture} as part of a listener's identity, {signal}, listeners
     // removed during a dispatch are not called and listeners added during it wait for the next.
     function setField(ev, k, v) {
-        if (ev instanceof FallbackEvents[ev instanceof FallbackEvents.CloseEvent ? "CloseEvent" :
-                ev instanceof FallbackEvents.MessageEvent ? "MessageEvent" : "Event"]) {
+        if (ev instanceof FallbackEvents.Event || ev instanceof FallbackEvents.MessageEvent ||
+                ev instanceof FallbackEvents.CloseEvent) {
             ev[k] = v;
             return;
         }
