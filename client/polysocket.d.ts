@@ -1,4 +1,4 @@
-// Type definitions for polysocket.js 0.1.0
+// Type definitions for polysocket.js 0.2.0
 // A W3C WebSocket for every browser: native where it works, JSONP / CORS long-polling through a
 // polysocket relay where it does not.
 
@@ -17,8 +17,14 @@ declare class PolySocket {
     static readonly supports: PolySocket.PolySocketSupports;
     /** The browser's own WebSocket as found when the library loaded (null where there is none). */
     static readonly NativeWebSocket: typeof WebSocket | null;
-    /** Sets window.WebSocket = PolySocket where the browser has no WebSocket; true if it did. */
-    static install(defaults?: PolySocket.PolySocketOptions): boolean;
+    /**
+     * Sets window.WebSocket = PolySocket where the browser has no WebSocket (or always, with
+     * `{replace: true}`); true if it did. Run it before any script that keeps a reference to
+     * WebSocket (a library bundle): those keep what they found.
+     */
+    static install(defaults?: PolySocket.PolySocketOptions, how?: { replace?: boolean }): boolean;
+    /** True when install() ran after the page had loaded (it also warns on the console). */
+    static readonly installedLate: boolean;
 
     readonly CONNECTING: 0;
     readonly OPEN: 1;
@@ -33,6 +39,8 @@ declare class PolySocket {
     binaryType: "blob" | "arraybuffer";
     /** The transport in use once open: "websocket", "xhr" or "jsonp" (not part of the W3C interface). */
     readonly transport: PolySocket.PolySocketTransport;
+    /** Why the connection failed or was lost, when known ("" otherwise; not part of the W3C interface). */
+    readonly lastError: string;
 
     onopen: ((this: PolySocket, ev: PolySocket.PolySocketEvent) => any) | null;
     onmessage: ((this: PolySocket, ev: PolySocket.PolySocketMessageEvent) => any) | null;
@@ -42,9 +50,11 @@ declare class PolySocket {
     send(data: string | ArrayBuffer | ArrayBufferView | Blob): void;
     close(code?: number, reason?: string): void;
 
-    addEventListener<K extends keyof PolySocket.PolySocketEventMap>(type: K, listener: PolySocket.Listener<PolySocket.PolySocketEventMap[K]>): void;
-    removeEventListener<K extends keyof PolySocket.PolySocketEventMap>(type: K, listener: PolySocket.Listener<PolySocket.PolySocketEventMap[K]>): void;
-    dispatchEvent(ev: PolySocket.PolySocketEvent): boolean;
+    addEventListener<K extends keyof PolySocket.PolySocketEventMap>(type: K, listener: PolySocket.Listener<PolySocket.PolySocketEventMap[K]> | null, options?: boolean | PolySocket.ListenerOptions): void;
+    addEventListener(type: string, listener: PolySocket.Listener<PolySocket.PolySocketEvent> | null, options?: boolean | PolySocket.ListenerOptions): void;
+    removeEventListener<K extends keyof PolySocket.PolySocketEventMap>(type: K, listener: PolySocket.Listener<PolySocket.PolySocketEventMap[K]> | null, options?: boolean | { capture?: boolean }): void;
+    removeEventListener(type: string, listener: PolySocket.Listener<PolySocket.PolySocketEvent> | null, options?: boolean | { capture?: boolean }): void;
+    dispatchEvent(ev: PolySocket.PolySocketEvent | Event): boolean;
 }
 
 declare namespace PolySocket {
@@ -77,16 +87,24 @@ declare namespace PolySocket {
         pollSlack?: number;
         /** concurrent send requests per socket (default 4). */
         maxInflight?: number;
+        /** frames one send request may carry; what queues up while requests are in flight leaves together (default 256; 1: one request per frame). */
+        maxBatch?: number;
         /** bytes of one POST /send body with the XHR transport (default 65536). */
         maxBody?: number;
         /** longest URL for a GET request with the JSONP transport (default 2000). */
         maxUrl?: number;
     }
 
+    /** A DOM Event (MessageEvent, CloseEvent) where the browser constructs them, else a look-alike. */
     interface PolySocketEvent {
         readonly type: string;
-        readonly target: PolySocket;
-        readonly currentTarget: PolySocket;
+        readonly target: PolySocket | null;
+        readonly currentTarget: PolySocket | null;
+        readonly eventPhase: number;
+        readonly bubbles: boolean;
+        readonly cancelable: boolean;
+        readonly defaultPrevented: boolean;
+        readonly isTrusted: boolean;
         readonly timeStamp: number;
         preventDefault(): void;
         stopPropagation(): void;
@@ -108,10 +126,9 @@ declare namespace PolySocket {
         readonly wasClean: boolean;
     }
 
+    /** A plain Event, as the browser's (the socket's lastError says what went wrong). */
     interface PolySocketErrorEvent extends PolySocketEvent {
         readonly type: "error";
-        /** What went wrong, when known (not part of the W3C interface). */
-        readonly message?: string;
     }
 
     interface PolySocketEventMap {
@@ -123,12 +140,25 @@ declare namespace PolySocket {
 
     type Listener<E> = ((this: PolySocket, ev: E) => any) | { handleEvent(ev: E): any };
 
+    interface ListenerOptions {
+        capture?: boolean;
+        once?: boolean;
+        passive?: boolean;
+        signal?: AbortSignal;
+    }
+
     interface PolySocketSupports {
         websocket: boolean;
         xhr: boolean;
         jsonp: boolean;
         arraybuffer: boolean;
         blob: boolean;
+        /** a constructible EventTarget: the socket is one, and dispatch is the browser's */
+        eventtarget: boolean;
+        /** Event / MessageEvent / CloseEvent constructors: events are real DOM events */
+        events: boolean;
+        /** the WHATWG URL API, used to parse and normalise the socket's URL */
+        url: boolean;
     }
 }
 

@@ -1,12 +1,13 @@
 /*!
- * polysocket.js 0.1.0 - a W3C WebSocket for every browser.
+ * polysocket.js 0.2.0 - a W3C WebSocket for every browser.
  *
  * Native WebSocket straight to the target where it works; where it does not (no WebSocket in the
  * browser, or a proxy that kills the upgrade) the same socket is carried by a polysocket relay
- * over JSONP script tags or CORS XMLHttpRequest long-polling.
+ * over CORS XMLHttpRequest or JSONP script-tag long-polling.
  *
  * ES3 syntax on purpose (IE6 parses this file): no trailing commas, no reserved words as property
- * names, no getters; ES5 runtime APIs only behind feature tests. MIT licence.
+ * names, no getter syntax; ES5+ runtime APIs (accessors, EventTarget, Event constructors, URL,
+ * Reflect) only behind feature tests. MIT licence.
  */
 (function (root, factory) {
     var PolySocket = factory(root);
@@ -22,7 +23,7 @@
 }(typeof window !== "undefined" ? window : this, function (win) {
     "use strict";
 
-    var VERSION = "0.1.0";
+    var VERSION = "0.2.0";
     var CALLER = "polysocketjs-" + VERSION;
 
     var CONNECTING = 0;
@@ -33,6 +34,9 @@
     var MAX_URL = 2000;        // total URL length for GET requests (old IE: 2083)
     var URL_SLACK = 24;        // room for the longest seq number and rounding
     var MAX_SEND_ATTEMPTS = 8; // per request, then the socket fails
+    var MAX_SEQ_SPAN = 1000;   // sends in flight span fewer seqs than the relay holds ahead (1024)
+    var DEFAULT_IDLE = 60000;  // the relay's idle timeout when its connect answer does not say
+    var PRELOAD_POLL_GAP = 250; // JSONP before the page's load event: short polls this far apart
 
     // Captured at load time so that PolySocket.install() cannot make us call ourselves.
     var NativeWebSocket = win ? (win.WebSocket || win.MozWebSocket || null) : null;
@@ -58,15 +62,66 @@
         }
     }());
 
-    function defineBufferedAmount(sock) {
-        Object.defineProperty(sock, "bufferedAmount", {
-            get: function () {
-                return sock._buffered + (sock._native ? sock._native.bufferedAmount : 0);
-            },
-            enumerable: true,
-            configurable: true
-        });
-    }
+    // A real EventTarget we can construct a socket as (Chrome 64+, Firefox 59+, Safari 14+):
+    // listeners, options and dispatch are then the browser's own.
+    var NativeEventTarget = (function () {
+        var ET = win && win.EventTarget;
+        try {
+            if (typeof ET === "function" && typeof Reflect === "object" && Reflect &&
+                    typeof Reflect.construct === "function" && typeof Object.create === "function" &&
+                    typeof Object.getPrototypeOf === "function" && hasGetters) {
+                var NewTarget = function () {};
+                NewTarget.prototype = ET.prototype;
+                var probe = Reflect.construct(ET, [], NewTarget);
+                if (typeof probe.addEventListener === "function" && probe instanceof ET) {
+                    return ET;
+                }
+            }
+        } catch (e) {}
+        return null;
+    }());
+
+    // Real Event / MessageEvent / CloseEvent objects, where the browser constructs them.
+    var eventCtors = (function () {
+        var out = {};
+        var probes = { Event: [{}, "type"], MessageEvent: [{ data: 1 }, "data"], CloseEvent: [{ code: 4000 }, "code"] };
+        var k;
+        var ev;
+        for (k in probes) {
+            if (Object.prototype.hasOwnProperty.call(probes, k)) {
+                try {
+                    ev = new win[k]("x", probes[k][0]);
+                    if (ev.type === "x" && (k === "Event" || ev[probes[k][1]] === probes[k][0][probes[k][1]])) {
+                        out[k] = win[k];
+                    }
+                } catch (e) {}
+            }
+        }
+        // Without a real EventTarget we dispatch ourselves and must be able to set `target` on them.
+        if (!NativeEventTarget && out.Event) {
+            try {
+                ev = new out.Event("x");
+                Object.defineProperty(ev, "target", { value: 1, configurable: true, writable: true });
+                if (ev.target !== 1) {
+                    out = {};
+                }
+            } catch (eDef) {
+                out = {};
+            }
+        }
+        return out;
+    }());
+
+    // The browser's WHATWG URL parser, if it handles ws: as the standard says.
+    var NativeURL = (function () {
+        try {
+            var U = win && win.URL;
+            if (typeof U === "function" && new U("ws://A:80/a b?c d").href === "ws://a/a%20b?c%20d") {
+                return U;
+            }
+        } catch (e) {}
+        return null;
+    }());
 
     function hasCorsXhr() {
         if (!win || !win.XMLHttpRequest) {
@@ -81,6 +136,8 @@
 
     // ------------------------------------------------------------------ small helpers
 
+    var hasOwn = Object.prototype.hasOwnProperty;
+
     function isArray(x) {
         return Object.prototype.toString.call(x) === "[object Array]";
     }
@@ -93,9 +150,19 @@
         return setTimeout(fn, ms || 0);
     }
 
+    function noop() {}
+
     function reportError(err) {
         // An exception in a user's handler must not break the socket: rethrow it on its own.
         setTimeout(function () { throw err; }, 0);
+    }
+
+    function warn(text) {
+        try {
+            if (win && win.console && win.console.warn) {
+                win.console.warn("PolySocket: " + text);
+            }
+        } catch (e) {}
     }
 
     function makeError(name, message) {
@@ -115,61 +182,79 @@
         return err;
     }
 
-    // A string's UTF-16 code units as the code points a browser would put on the wire: lone
-    // surrogates become U+FFFD, as the native WebSocket does (USVString conversion).
-    function toUSV(s) {
-        var out = null;
-        var i;
-        var c;
-        var d;
-        for (i = 0; i < s.length; i++) {
-            c = s.charCodeAt(i);
-            if (c >= 0xD800 && c <= 0xDFFF) {
-                if (c <= 0xDBFF && i + 1 < s.length) {
-                    d = s.charCodeAt(i + 1);
-                    if (d >= 0xDC00 && d <= 0xDFFF) {
-                        i++;
-                        continue;
-                    }
-                }
-                if (out === null) {
-                    out = [];
-                }
-                out.push(i);
+    // UTF-8 bytes of the code point at s[i] (4 for a surrogate pair; a lone surrogate counts 3, as
+    // the U+FFFD it becomes). The one rule every length and URL budget below is built on.
+    function charBytes(s, i) {
+        var c = s.charCodeAt(i);
+        if (c < 0x80) {
+            return 1;
+        }
+        if (c < 0x800) {
+            return 2;
+        }
+        if (c >= 0xD800 && c <= 0xDBFF && i + 1 < s.length) {
+            var d = s.charCodeAt(i + 1);
+            if (d >= 0xDC00 && d <= 0xDFFF) {
+                return 4;
             }
         }
-        if (out === null) {
-            return s;
-        }
-        var parts = [];
-        var start = 0;
-        for (i = 0; i < out.length; i++) {
-            parts.push(s.substring(start, out[i]));
-            parts.push("\uFFFD");
-            start = out[i] + 1;
-        }
-        parts.push(s.substring(start));
-        return parts.join("");
+        return 3;
+    }
+
+    // How many UTF-16 code units the code point at s[i] spans.
+    function charUnits(s, i) {
+        return charBytes(s, i) === 4 ? 2 : 1;
     }
 
     function utf8Length(s) {
         var n = 0;
+        var i = 0;
+        var b;
+        while (i < s.length) {
+            b = charBytes(s, i);
+            n += b;
+            i += b === 4 ? 2 : 1;
+        }
+        return n;
+    }
+
+    // Encoded length in a URL query (encodeURIComponent) of the code point at s[i].
+    function urlCost(s, i) {
+        var c = s.charCodeAt(i);
+        if ((c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) ||
+                c === 45 || c === 95 || c === 46 || c === 33 || c === 126 || c === 42 ||
+                c === 39 || c === 40 || c === 41) {
+            return 1;
+        }
+        return 3 * charBytes(s, i);
+    }
+
+    // A string's UTF-16 code units as the code points a browser would put on the wire: lone
+    // surrogates become U+FFFD, as the native WebSocket does (USVString conversion).
+    function toUSV(s) {
+        var parts = null;
+        var start = 0;
         var i;
         var c;
         for (i = 0; i < s.length; i++) {
             c = s.charCodeAt(i);
-            if (c < 0x80) {
-                n += 1;
-            } else if (c < 0x800) {
-                n += 2;
-            } else if (c >= 0xD800 && c <= 0xDBFF) {
-                n += 4;
-                i++;
-            } else {
-                n += 3;
+            if (c >= 0xD800 && c <= 0xDFFF) {
+                if (c <= 0xDBFF && charBytes(s, i) === 4) {
+                    i++;
+                    continue;
+                }
+                if (parts === null) {
+                    parts = [];
+                }
+                parts.push(s.substring(start, i), "\uFFFD");
+                start = i + 1;
             }
         }
-        return n;
+        if (parts === null) {
+            return s;
+        }
+        parts.push(s.substring(start));
+        return parts.join("");
     }
 
     var B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -263,7 +348,7 @@
         var k;
         if (source) {
             for (k in source) {
-                if (Object.prototype.hasOwnProperty.call(source, k) && source[k] !== undefined) {
+                if (hasOwn.call(source, k) && source[k] !== undefined) {
                     target[k] = source[k];
                 }
             }
@@ -279,6 +364,17 @@
         return (new Function("return (" + text + ");"))();
     }
 
+    // A JSON string literal (IE6-7 have no JSON): quotes, backslashes and controls escaped.
+    function jsonString(s) {
+        return "\"" + s.replace(/[\\"\u0000-\u001f]/g, function (c) {
+            if (c === "\"" || c === "\\") {
+                return "\\" + c;
+            }
+            var h = c.charCodeAt(0).toString(16);
+            return "\\u" + "0000".substring(h.length) + h;
+        }) + "\"";
+    }
+
     function enc(v) {
         return encodeURIComponent(String(v));
     }
@@ -287,46 +383,11 @@
         var parts = [];
         var k;
         for (k in params) {
-            if (Object.prototype.hasOwnProperty.call(params, k) && params[k] !== undefined &&
-                    params[k] !== null) {
+            if (hasOwn.call(params, k) && params[k] !== undefined && params[k] !== null) {
                 parts.push(enc(k) + "=" + enc(params[k]));
             }
         }
         return parts.join("&");
-    }
-
-    // Encoded length in a URL query of one character (or surrogate pair) of s at i.
-    function urlCost(s, i) {
-        var c = s.charCodeAt(i);
-        if ((c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) ||
-                c === 45 || c === 95 || c === 46 || c === 33 || c === 126 || c === 42 ||
-                c === 39 || c === 40 || c === 41) {
-            return 1;
-        }
-        if (c < 0x80) {
-            return 3;
-        }
-        if (c < 0x800) {
-            return 6;
-        }
-        if (c >= 0xD800 && c <= 0xDBFF) {
-            return 12;
-        }
-        return 9;
-    }
-
-    function byteCost(s, i) {
-        var c = s.charCodeAt(i);
-        if (c < 0x80) {
-            return 1;
-        }
-        if (c < 0x800) {
-            return 2;
-        }
-        if (c >= 0xD800 && c <= 0xDBFF) {
-            return 4;
-        }
-        return 3;
     }
 
     // Split a (USV) string into pieces whose cost is at most budget, never inside a surrogate pair.
@@ -335,18 +396,16 @@
         var start = 0;
         var used = 0;
         var i = 0;
-        var step;
         var c;
         while (i < s.length) {
             c = cost(s, i);
-            step = c >= 4 && s.charCodeAt(i) >= 0xD800 && s.charCodeAt(i) <= 0xDBFF ? 2 : 1;
             if (used + c > budget && i > start) {
                 pieces.push(s.substring(start, i));
                 start = i;
                 used = 0;
             }
             used += c;
-            i += step;
+            i += charUnits(s, i);
         }
         pieces.push(s.substring(start));
         return pieces;
@@ -359,13 +418,11 @@
         var used = 0;
         var i;
         var k;
-        var c;
         var groupCost;
         for (i = 0; i < b64.length; i += 4) {
             groupCost = 0;
             for (k = i; k < i + 4 && k < b64.length; k++) {
-                c = b64.charAt(k);
-                groupCost += (c === "+" || c === "/" || c === "=") ? 3 : 1;
+                groupCost += urlCost(b64, k);
             }
             if (used + groupCost > budget && i > start) {
                 pieces.push(b64.substring(start, i));
@@ -378,41 +435,218 @@
         return pieces;
     }
 
-    function originOf(url) {
-        var m = /^([a-z][a-z0-9+.\-]*:\/\/[^\/?#]*)/i.exec(url);
-        return m ? m[1] : "";
+    // ------------------------------------------------------------------ URLs (WHATWG URL + WebSocket)
+
+    function urlError(s) {
+        return makeError("SyntaxError", "Failed to construct 'WebSocket': The URL '" + s + "' is invalid.");
     }
 
-    function parseTargetUrl(url) {
-        var s = String(url);
-        var m = /^([a-zA-Z][a-zA-Z0-9+.\-]*):\/\/([^\/?#]+)([^#]*)(#.*)?$/.exec(s);
-        if (!m) {
-            throw makeError("SyntaxError", "Failed to construct 'WebSocket': The URL '" + s + "' is invalid.");
+    function schemeError(scheme) {
+        return makeError("SyntaxError", "Failed to construct 'WebSocket': The URL's scheme must be " +
+            "either 'http', 'https', 'ws', or 'wss'. '" + scheme + "' is not allowed.");
+    }
+
+    function fragmentError(s) {
+        return makeError("SyntaxError", "Failed to construct 'WebSocket': The URL contains a fragment " +
+            "identifier ('" + s.substring(s.indexOf("#")) + "'). Fragment identifiers are not allowed in " +
+            "WebSocket URLs.");
+    }
+
+    function baseUrl() {
+        if (!doc) {
+            return undefined;
         }
-        var scheme = m[1].toLowerCase();
+        return doc.baseURI || (win.location && win.location.href) || undefined;
+    }
+
+    // Percent-encode the characters of s that are in the set (tested per ASCII code) or not ASCII.
+    function percentEncode(s, inSet) {
+        var out = [];
+        var i = 0;
+        var c;
+        var n;
+        while (i < s.length) {
+            c = s.charCodeAt(i);
+            n = charUnits(s, i);
+            if (c > 0x7E || c < 0x21 || inSet(c)) {
+                if (c < 0x80) {
+                    out.push("%" + (c < 16 ? "0" : "") + c.toString(16).toUpperCase());
+                } else {
+                    out.push(encodeURIComponent(toUSV(s.substring(i, i + n))));
+                }
+            } else {
+                out.push(s.charAt(i));
+            }
+            i += n;
+        }
+        return out.join("");
+    }
+
+    // The path set as browsers apply it (Chromium also encodes | and ^).
+    function inPathSet(c) {
+        return c === 34 || c === 35 || c === 60 || c === 62 || c === 63 || c === 96 || c === 123 || c === 125 ||
+            c === 124 || c === 94;
+    }
+
+    function inQuerySet(c) {
+        return c === 34 || c === 35 || c === 60 || c === 62 || c === 39;
+    }
+
+    function inUserinfoSet(c) {
+        return inPathSet(c) || c === 47 || c === 58 || c === 59 || c === 61 || c === 64 ||
+            (c >= 91 && c <= 94) || c === 124;
+    }
+
+    function isDotSegment(seg, twice) {
+        seg = seg.toLowerCase().replace(/%2e/g, ".");
+        return twice ? seg === ".." : seg === ".";
+    }
+
+    // An absolute URL resolved by the browser's own <a> (for relative URLs, without the URL API).
+    function resolveWithAnchor(s) {
+        var div;
+        if (!doc || !doc.createElement) {
+            return s;
+        }
+        div = doc.createElement("div");
+        div.innerHTML = "<a href=\"" + s.replace(/&/g, "&amp;").replace(/"/g, "&quot;")
+            .replace(/</g, "&lt;") + "\">x</a>";
+        return div.firstChild.href || s;
+    }
+
+    // The WHATWG URL parser's result for a ws:/wss:/http:/https: URL, in ES3, for browsers without
+    // the URL API (IE). Hosts are lowercased but not IDNA-mapped, IPv4 shorthands are not expanded.
+    function parseUrlByHand(input, resolved) {
+        var s = String(input).replace(/^[\u0000-\u0020]+|[\u0000-\u0020]+$/g, "").replace(/[\t\n\r]/g, "");
+        var m = /^([a-zA-Z][a-zA-Z0-9+.\-]*):(.*)$/.exec(s);
+        var scheme;
+        var rest;
+        var auth;
+        var tail;
+        var k;
+        if (!m) {
+            if (resolved) {
+                throw urlError(input);
+            }
+            return parseUrlByHand(resolveWithAnchor(s), true);
+        }
+        scheme = m[1].toLowerCase();
+        if (scheme !== "ws" && scheme !== "wss" && scheme !== "http" && scheme !== "https") {
+            throw schemeError(m[1]);
+        }
+        rest = m[2].replace(/\\/g, "/").replace(/^\/+/, "");
+        k = rest.search(/[\/?#]/);
+        auth = k < 0 ? rest : rest.substring(0, k);
+        tail = k < 0 ? "" : rest.substring(k);
+        var userinfo = "";
+        var at = auth.lastIndexOf("@");
+        if (at >= 0) {
+            var colon = auth.substring(0, at).indexOf(":");
+            var user = colon < 0 ? auth.substring(0, at) : auth.substring(0, colon);
+            var pass = colon < 0 ? "" : auth.substring(colon + 1, at);
+            userinfo = percentEncode(user, inUserinfoSet) + (pass ? ":" + percentEncode(pass, inUserinfoSet) : "");
+            auth = auth.substring(at + 1);
+        }
+        var host = auth;
+        var port = "";
+        var pm = /^(\[[^\]]*\]|[^:]*)(?::(.*))?$/.exec(auth);
+        if (pm) {
+            host = pm[1];
+            port = pm[2] === undefined ? "" : pm[2];
+        }
+        if (host.charAt(0) !== "[") {
+            try {
+                host = decodeURIComponent(host);  // percent-decoded, as a domain is
+            } catch (eHost) {
+                throw urlError(input);
+            }
+        }
+        host = host.toLowerCase();
+        if (!host || /[\u0000-\u0020#%\/:<>?@\\^|]/.test(host.replace(/^\[.*\]$/, "h")) ||
+                (host.charAt(0) === "[" && !/^\[[0-9a-f:.]+\]$/.test(host))) {
+            throw urlError(input);
+        }
+        if (port !== "") {
+            if (!/^[0-9]+$/.test(port) || Number(port) > 65535) {
+                throw urlError(input);
+            }
+            port = String(Number(port));
+        }
+        var hash = tail.indexOf("#");
+        var path = hash >= 0 ? tail.substring(0, hash) : tail;
+        var query = null;
+        var q = path.indexOf("?");
+        if (q >= 0) {
+            query = path.substring(q + 1);
+            path = path.substring(0, q);
+        }
+        var segs = path.split("/");
+        var outSegs = [];
+        var i;
+        for (i = 1; i < segs.length; i++) {
+            if (isDotSegment(segs[i], true)) {
+                if (outSegs.length) {
+                    outSegs.pop();
+                }
+                if (i === segs.length - 1) {
+                    outSegs.push("");
+                }
+            } else if (isDotSegment(segs[i], false)) {
+                if (i === segs.length - 1) {
+                    outSegs.push("");
+                }
+            } else {
+                outSegs.push(percentEncode(segs[i], inPathSet));
+            }
+        }
         if (scheme === "http") {
             scheme = "ws";
         } else if (scheme === "https") {
             scheme = "wss";
         }
-        if (scheme !== "ws" && scheme !== "wss") {
-            throw makeError("SyntaxError", "Failed to construct 'WebSocket': The URL's scheme must be " +
-                "either 'http', 'https', 'ws', or 'wss'. '" + m[1] + "' is not allowed.");
+        if ((scheme === "ws" && port === "80") || (scheme === "wss" && port === "443")) {
+            port = "";
         }
-        if (m[4]) {
-            throw makeError("SyntaxError", "Failed to construct 'WebSocket': The URL contains a fragment " +
-                "identifier ('" + m[4] + "'). Fragment identifiers are not allowed in WebSocket URLs.");
+        var href = scheme + "://" + (userinfo ? userinfo + "@" : "") + host + (port ? ":" + port : "") +
+            "/" + outSegs.join("/") + (query === null ? "" : "?" + percentEncode(query, inQuerySet));
+        return { href: href, fragment: hash >= 0 };
+    }
+
+    // new WebSocket(url)'s URL steps: parse against the document's base URL, http(s) -> ws(s),
+    // refuse other schemes and any fragment; returns the serialised URL.
+    function parseTargetUrl(url) {
+        var s = String(url);
+        var u;
+        var href;
+        if (NativeURL) {
+            try {
+                u = new NativeURL(s, baseUrl());
+            } catch (e) {
+                throw urlError(s);
+            }
+            var scheme = u.protocol.substring(0, u.protocol.length - 1);
+            if (scheme === "http" || scheme === "https") {
+                href = (scheme === "http" ? "ws" : "wss") + u.href.substring(scheme.length);
+            } else if (scheme === "ws" || scheme === "wss") {
+                href = u.href;
+            } else {
+                throw schemeError(scheme);
+            }
+            if (href.indexOf("#") >= 0) {
+                throw fragmentError(href);
+            }
+            return href;
         }
-        var host = m[2];
-        if (host.indexOf("@") >= 0 || /[\s]/.test(host)) {
-            throw makeError("SyntaxError", "Failed to construct 'WebSocket': The URL '" + s + "' is invalid.");
+        var parsed = parseUrlByHand(s, false);
+        if (parsed.fragment) {
+            throw fragmentError(s);
         }
-        var lowerHost = host.toLowerCase();
-        var path = m[3] || "/";
-        if (path.charAt(0) !== "/") {
-            path = "/" + path;
-        }
-        return scheme + "://" + lowerHost + path;
+        return parsed.href;
+    }
+
+    function originOf(url) {
+        var m = /^([a-z][a-z0-9+.\-]*:\/\/)(?:[^\/?#@]*@)?([^\/?#]*)/i.exec(url);
+        return m ? m[1] + m[2] : "";
     }
 
     function parseProtocols(protocols) {
@@ -420,46 +654,341 @@
         var seen = {};
         var i;
         var p;
-        if (protocols === undefined || protocols === null) {
+        var copy = [];
+        if (protocols === undefined) {
             return [];
         }
-        list = isArray(protocols) ? protocols : [protocols];
+        if (isArray(protocols)) {
+            list = protocols;
+        } else if (protocols && typeof protocols === "object" && typeof Symbol === "function" &&
+                Symbol.iterator && typeof protocols[Symbol.iterator] === "function" && Array.from) {
+            list = Array.from(protocols);
+        } else {
+            list = [protocols];
+        }
         for (i = 0; i < list.length; i++) {
             p = String(list[i]);
             if (!/^[!#$%&'*+\-.\^_`|~0-9A-Za-z]+$/.test(p)) {
                 throw makeError("SyntaxError", "Failed to construct 'WebSocket': The subprotocol '" + p +
                     "' is invalid.");
             }
-            if (Object.prototype.hasOwnProperty.call(seen, p)) {
+            if (hasOwn.call(seen, "$" + p)) {
                 throw makeError("SyntaxError", "Failed to construct 'WebSocket': The subprotocol '" + p +
                     "' is duplicated.");
             }
-            seen[p] = true;
-        }
-        var copy = [];
-        for (i = 0; i < list.length; i++) {
-            copy.push(String(list[i]));
+            seen["$" + p] = true;
+            copy.push(p);
         }
         return copy;
     }
 
-    // ------------------------------------------------------------------ request transports
+    // WebIDL [Clamp] unsigned short: NaN -> 0, clamped to 0..65535, rounded half to even.
+    function clampCode(code) {
+        var x = Number(code);
+        var f;
+        if (isNaN(x)) {
+            return 0;
+        }
+        x = Math.min(Math.max(x, 0), 65535);
+        f = Math.floor(x);
+        if (x - f > 0.5 || (x - f === 0.5 && f % 2 === 1)) {
+            f += 1;
+        }
+        return f;
+    }
+
+    // ------------------------------------------------------------------ events
+
+    // Events for browsers that cannot construct them: the same fields and methods, and
+    // `new e.constructor(e.type, e)` works as with the real ones.
+    var EVENT_FIELDS = {
+        Event: {},
+        MessageEvent: { data: null, origin: "", lastEventId: "", source: null, ports: [] },
+        CloseEvent: { wasClean: false, code: 0, reason: "" }
+    };
+
+    function makeEventClass(kind) {
+        function FallbackEvent(type, init) {
+            var fields = EVENT_FIELDS[kind];
+            var k;
+            if (arguments.length < 1) {
+                throw new TypeError("Failed to construct '" + kind + "': 1 argument required, but only 0 present.");
+            }
+            init = init || {};
+            this.type = String(type);
+            this.bubbles = !!init.bubbles;
+            this.cancelable = !!init.cancelable;
+            this.composed = !!init.composed;
+            this.defaultPrevented = false;
+            this.returnValue = true;
+            this.cancelBubble = false;
+            this.isTrusted = false;
+            this.timeStamp = now();
+            this.target = null;
+            this.currentTarget = null;
+            this.srcElement = null;
+            this.eventPhase = 0;
+            for (k in fields) {
+                if (hasOwn.call(fields, k)) {
+                    this[k] = init[k] === undefined ? fields[k] : init[k];
+                }
+            }
+            if (kind === "CloseEvent") {
+                this.code = clampCode(this.code);
+                this.wasClean = !!this.wasClean;
+                this.reason = String(this.reason);
+            }
+        }
+        var p = FallbackEvent.prototype;
+        p.NONE = 0;
+        p.CAPTURING_PHASE = 1;
+        p.AT_TARGET = 2;
+        p.BUBBLING_PHASE = 3;
+        p.preventDefault = function () {
+            if (this.cancelable) {
+                this.defaultPrevented = true;
+                this.returnValue = false;
+            }
+        };
+        p.stopPropagation = function () {
+            this.cancelBubble = true;
+        };
+        p.stopImmediatePropagation = function () {
+            this.cancelBubble = true;
+            this._psStop = true;
+        };
+        p.composedPath = function () {
+            return this.currentTarget ? [this.currentTarget] : [];
+        };
+        return FallbackEvent;
+    }
+
+    var FallbackEvents = {
+        Event: makeEventClass("Event"),
+        MessageEvent: makeEventClass("MessageEvent"),
+        CloseEvent: makeEventClass("CloseEvent")
+    };
+
+    function createEvent(kind, type, init) {
+        if (eventCtors[kind]) {
+            try {
+                return new eventCtors[kind](type, init);
+            } catch (e) {}
+        }
+        return new FallbackEvents[kind](type, init);
+    }
+
+    // Our own dispatch (no constructible EventTarget): the DOM's rules for one target, i.e.
+    // registration order, {once}, {capture} as part of a listener's identity, {signal}, listeners
+    // removed during a dispatch are not called and listeners added during it wait for the next.
+    function setField(ev, k, v) {
+        if (ev instanceof FallbackEvents.Event || ev instanceof FallbackEvents.MessageEvent ||
+                ev instanceof FallbackEvents.CloseEvent) {
+            ev[k] = v;
+            return;
+        }
+        try {
+            Object.defineProperty(ev, k, { value: v, configurable: true, writable: true });
+        } catch (e) {
+            ev[k] = v;
+        }
+    }
+
+    function captureOf(options) {
+        if (options && typeof options === "object") {
+            return !!options.capture;
+        }
+        return !!options;
+    }
+
+    function fallbackAdd(target, type, callback, options) {
+        var lists = target._psListeners || (target._psListeners = {});
+        var key = "$" + type;
+        var list = lists[key] || (lists[key] = []);
+        var capture = captureOf(options);
+        var once = !!(options && typeof options === "object" && options.once);
+        var signal = options && typeof options === "object" ? options.signal : null;
+        var i;
+        var entry;
+        if (callback === null || callback === undefined) {
+            return;
+        }
+        if (signal && signal.aborted) {
+            return;
+        }
+        for (i = 0; i < list.length; i++) {
+            if (list[i].callback === callback && list[i].capture === capture) {
+                return;
+            }
+        }
+        entry = { callback: callback, capture: capture, once: once, removed: false };
+        lists[key] = list.concat([entry]); // copy on write: a dispatch in progress keeps its list
+        if (signal && typeof signal.addEventListener === "function") {
+            signal.addEventListener("abort", function () {
+                fallbackRemove(target, type, callback, capture);
+            });
+        }
+    }
+
+    function fallbackRemove(target, type, callback, options) {
+        var lists = target._psListeners;
+        var key = "$" + type;
+        var list = lists && lists[key];
+        var capture = captureOf(options);
+        var i;
+        if (!list) {
+            return;
+        }
+        for (i = 0; i < list.length; i++) {
+            if (list[i].callback === callback && list[i].capture === capture) {
+                list[i].removed = true;
+                lists[key] = list.slice(0, i).concat(list.slice(i + 1));
+                return;
+            }
+        }
+    }
+
+    function fallbackDispatch(target, ev) {
+        var lists = target._psListeners;
+        var list = (lists && lists["$" + ev.type]) || [];
+        var i;
+        var entry;
+        var cb;
+        var stopped = false;
+        var ownStop = ev.stopImmediatePropagation;
+        if (ev._psDispatching) {
+            throw makeError("InvalidStateError", "Failed to execute 'dispatchEvent' on 'EventTarget': " +
+                "The event is already being dispatched.");
+        }
+        setField(ev, "_psDispatching", true);
+        setField(ev, "target", target);
+        setField(ev, "srcElement", target);
+        setField(ev, "currentTarget", target);
+        setField(ev, "eventPhase", 2);
+        setField(ev, "stopImmediatePropagation", function () {
+            stopped = true;
+            if (typeof ownStop === "function") {
+                ownStop.call(ev);
+            }
+        });
+        // IE8 and older have no accessors: on<type> is a plain property, called before listeners.
+        if (!hasGetters) {
+            cb = target["on" + ev.type];
+            if (typeof cb === "function") {
+                try {
+                    if (cb.call(target, ev) === false && ev.cancelable) {
+                        ev.preventDefault();
+                    }
+                } catch (e0) {
+                    reportError(e0);
+                }
+            }
+        }
+        for (i = 0; i < list.length && !stopped; i++) {
+            entry = list[i];
+            if (entry.removed) {
+                continue;
+            }
+            if (entry.once) {
+                fallbackRemove(target, ev.type, entry.callback, entry.capture);
+            }
+            cb = entry.callback;
+            try {
+                if (typeof cb === "function") {
+                    cb.call(target, ev);
+                } else if (cb && typeof cb.handleEvent === "function") {
+                    cb.handleEvent(ev);
+                }
+            } catch (e) {
+                reportError(e);
+            }
+        }
+        setField(ev, "currentTarget", null);
+        setField(ev, "eventPhase", 0);
+        setField(ev, "stopImmediatePropagation", ownStop);
+        setField(ev, "_psDispatching", false);
+        return !ev.defaultPrevented;
+    }
+
+    var etAdd = NativeEventTarget ? NativeEventTarget.prototype.addEventListener : null;
+    var etRemove = NativeEventTarget ? NativeEventTarget.prototype.removeEventListener : null;
+    var etDispatch = NativeEventTarget ? NativeEventTarget.prototype.dispatchEvent : null;
+
+    function addInternal(target, type, fn) {
+        if (etAdd) {
+            etAdd.call(target, type, fn);
+        } else {
+            fallbackAdd(target, type, fn, false);
+        }
+    }
+
+    function removeInternal(target, type, fn) {
+        if (etRemove) {
+            etRemove.call(target, type, fn);
+        } else {
+            fallbackRemove(target, type, fn, false);
+        }
+    }
+
+    function dispatchInternal(target, ev) {
+        if (etDispatch) {
+            etDispatch.call(target, ev);
+        } else {
+            fallbackDispatch(target, ev);
+        }
+    }
+
+    // on<type> as the HTML event handler attributes: a listener registered where the handler is
+    // first set, kept in place while it changes, removed when it is set to null. Non-objects
+    // become null ([LegacyTreatNonObjectAsNull]); returning false cancels a cancelable event.
+    function setHandler(sock, type, value) {
+        var slots = sock._psHandlers || (sock._psHandlers = {});
+        var slot = slots[type] || (slots[type] = { value: null, wrapper: null });
+        if (value === undefined || (typeof value !== "function" && (typeof value !== "object" || value === null))) {
+            value = null;
+        }
+        slot.value = value;
+        if (value === null) {
+            if (slot.wrapper) {
+                removeInternal(sock, type, slot.wrapper);
+                slot.wrapper = null;
+            }
+            return;
+        }
+        if (!slot.wrapper) {
+            slot.wrapper = function (ev) {
+                var h = slot.value;
+                if (typeof h === "function" && h.call(sock, ev) === false && ev.cancelable) {
+                    ev.preventDefault();
+                }
+            };
+            addInternal(sock, type, slot.wrapper);
+        }
+    }
+
+    function getHandler(sock, type) {
+        var slot = sock._psHandlers && sock._psHandlers[type];
+        return slot ? slot.value : null;
+    }
+
+    // ------------------------------------------------------------------ request functions
 
     var cbRegistry = (win && win.PolySocket && win.PolySocket._cb) || {};
     var cbPrefix = "c" + Math.floor(Math.random() * 1e6).toString(36);
     var cbCounter = 0;
 
-    function noop() {}
-
     // JSONP: one script tag per request; result(err, data). err is {error, message} for transport
-    // failures (error "network" or "timeout").
-    function jsonpRequest(url, params, timeoutMs, result) {
+    // failures (error "network" or "timeout"). rawQuery: more of the query, already encoded.
+    function jsonpRequest(url, params, timeoutMs, result, rawQuery) {
         var name = cbPrefix + "_" + (cbCounter++);
         var head = doc.getElementsByTagName("head")[0] || doc.documentElement;
         var script = doc.createElement("script");
         var done = false;
         var timer = null;
         var q = buildQuery(params);
+        if (rawQuery) {
+            q = q ? q + "&" + rawQuery : rawQuery;
+        }
 
         function forget() {
             try {
@@ -527,10 +1056,6 @@
                 }
             }
         };
-    }
-
-    function jsonpUrlOverhead(url) {
-        return url.length + "?cb=PolySocket._cb.".length + cbPrefix.length + 12;
     }
 
     // CORS XMLHttpRequest: JSON answers with real statuses.
@@ -614,90 +1139,254 @@
         };
     }
 
-    // ------------------------------------------------------------------ events
+    // ------------------------------------------------------------------ transports
+    //
+    // One object per way of reaching the target, tried in TRANSPORTS order (filtered by the
+    // `transport` option). A relay transport says how a request travels (`request`), how a message
+    // is cut into frames (`split`) and how many pending frames the next send request carries and
+    // how it is sent (`sendFrames`). A transport can hand the socket to the next one before it
+    // opens (native: the upgrade failed; XHR: CORS failed).
 
-    function makeEvent(type, target, fields) {
-        var ev = {
-            type: type,
-            target: target,
-            currentTarget: target,
-            srcElement: target,
-            eventPhase: 2,
-            bubbles: false,
-            cancelable: false,
-            defaultPrevented: false,
-            isTrusted: false,
-            timeStamp: now(),
-            preventDefault: noop,
-            stopPropagation: noop,
-            stopImmediatePropagation: function () {
-                ev._stopped = true;
-            }
-        };
-        return extend(ev, fields);
+    // A frame: {seq, t: "t"|"b", fin: 0|1, d: text or base64 string, raw: Uint8Array (XHR binary
+    // chunks), size: bytes of the message it completes (0 for fin=0)}. In a batch a frame is
+    // [seq, t, fin, d] (docs/protocol.md).
+    function frameJson(f) {
+        var d = f.d;
+        if (d === undefined) {
+            f.d = d = base64Encode(f.raw);
+        }
+        return "[" + f.seq + "," + (f.t === "b" ? "\"b\"" : "\"t\"") + "," + f.fin + "," + jsonString(d) + "]";
     }
+
+    var NATIVE = {
+        name: "websocket",
+        relay: false,
+        usable: function () {
+            return !!NativeWebSocket;
+        }
+    };
+
+    var XHR = {
+        name: "xhr",
+        relay: true,
+        usable: function () {
+            return PolySocket.supports.xhr;
+        },
+        request: function (url, params, timeoutMs, result, body, contentType) {
+            return xhrRequest(url, params, timeoutMs, result, body, contentType);
+        },
+        pollTtl: function (relay) {
+            return relay.ttl;
+        },
+        split: function (relay, item) {
+            var chunks = [];
+            var i;
+            var n;
+            var pieces;
+            var max = relay.opts.maxBody;
+            if (item.kind === "t") {
+                pieces = splitText(item.text, max, charBytes);
+                for (i = 0; i < pieces.length; i++) {
+                    chunks.push({ t: "t", d: pieces[i] });
+                }
+            } else {
+                n = item.bytes.length;
+                for (i = 0; i < n || i === 0; i += max) {
+                    if (item.bytes.subarray) {
+                        chunks.push({ t: "b", raw: item.bytes.subarray(i, Math.min(n, i + max)) });
+                    } else {
+                        chunks.push({ t: "b", d: base64Encode(item.bytes.slice(i, i + max)) });
+                    }
+                }
+            }
+            return chunks;
+        },
+        // A frame with a large binary body goes alone, as raw bytes; other frames go together as
+        // one JSON batch of at most maxBody bytes.
+        sendFrames: function (relay, frames, answered) {
+            var first = frames[0];
+            var parts = [];
+            var used = 2;
+            var cost;
+            var i;
+            if (!(first.raw && first.raw.length > 1024) && relay.opts.maxBatch > 1 && frames.length > 1) {
+                for (i = 0; i < frames.length && i < relay.opts.maxBatch; i++) {
+                    if (frames[i].raw && frames[i].raw.length > 1024) {
+                        break;
+                    }
+                    cost = utf8Length(frameJson(frames[i])) + 1;
+                    if (i > 0 && used + cost > relay.opts.maxBody) {
+                        break;
+                    }
+                    parts.push(frameJson(frames[i]));
+                    used += cost;
+                }
+            }
+            if (parts.length > 1) {
+                relay.request(relay.base + "/send", { socket: relay.id, batch: 1 }, relay.opts.sendTimeout,
+                    answered, "[" + parts.join(",") + "]", "text/plain;charset=UTF-8");
+                return parts.length;
+            }
+            var params = { socket: relay.id, seq: first.seq, t: first.t, fin: first.fin };
+            if (first.raw) {
+                relay.request(relay.base + "/send", params, relay.opts.sendTimeout, answered, first.raw,
+                    "application/octet-stream");
+            } else {
+                relay.request(relay.base + "/send", params, relay.opts.sendTimeout, answered, first.d,
+                    "text/plain;charset=UTF-8");
+            }
+            return 1;
+        }
+    };
+
+    function jsonpUrlOverhead(relay) {
+        return (relay.base + "/send").length + "?cb=PolySocket._cb.".length + cbPrefix.length + 12 +
+            "&socket=".length + relay.id.length + URL_SLACK;
+    }
+
+    // Before the page's load event, a long-polling script would hold that event back for as long
+    // as it waits: poll without waiting (and a little apart) until the page has loaded.
+    function pageLoading() {
+        return !!(doc && doc.readyState && doc.readyState !== "complete");
+    }
+
+    var JSONP = {
+        name: "jsonp",
+        relay: true,
+        usable: function () {
+            return PolySocket.supports.jsonp;
+        },
+        request: function (url, params, timeoutMs, result, body, contentType, query) {
+            return jsonpRequest(url, params, timeoutMs, result, query);
+        },
+        pollTtl: function (relay) {
+            return pageLoading() ? 0 : relay.ttl;
+        },
+        pollGap: function () {
+            return pageLoading() ? PRELOAD_POLL_GAP : 0;
+        },
+        split: function (relay, item) {
+            var chunks = [];
+            var budget = relay.opts.maxUrl - jsonpUrlOverhead(relay) - "&seq=&t=t&fin=0&d=".length;
+            var pieces;
+            var i;
+            if (item.kind === "t") {
+                pieces = splitText(item.text, budget, urlCost);
+            } else {
+                pieces = splitBase64(base64Encode(item.bytes), budget);
+            }
+            for (i = 0; i < pieces.length; i++) {
+                chunks.push({ t: item.kind, d: pieces[i] });
+            }
+            return chunks;
+        },
+        // As many frames as fit in one URL go together as a `batch` parameter; a frame that fills
+        // a URL alone goes in the single-frame form.
+        sendFrames: function (relay, frames, answered) {
+            var budget = relay.opts.maxUrl - jsonpUrlOverhead(relay) - "&batch=%5B%5D".length;
+            var parts = [];
+            var used = 0;
+            var part;
+            var cost;
+            var i;
+            for (i = 0; i < frames.length && i < relay.opts.maxBatch; i++) {
+                part = enc(frameJson(frames[i]));
+                cost = part.length + (i > 0 ? 3 : 0);
+                if (used + cost > budget) {
+                    break;
+                }
+                parts.push(part);
+                used += cost;
+            }
+            if (parts.length > 1) {
+                // already encoded: join with an encoded comma, and skip buildQuery's encoding
+                relay.request(relay.base + "/send", { socket: relay.id }, relay.opts.sendTimeout, answered,
+                    undefined, undefined, "batch=%5B" + parts.join("%2C") + "%5D");
+                return parts.length;
+            }
+            var first = frames[0];
+            relay.request(relay.base + "/send", { socket: relay.id, seq: first.seq, t: first.t, fin: first.fin,
+                d: first.d }, relay.opts.sendTimeout, answered);
+            return 1;
+        }
+    };
+
+    var TRANSPORTS = [NATIVE, XHR, JSONP];
+
+    var MODES = {
+        auto: TRANSPORTS,
+        websocket: [NATIVE],
+        relay: [XHR, JSONP],
+        xhr: [XHR],
+        jsonp: [JSONP]
+    };
 
     // ------------------------------------------------------------------ the socket
 
     function PolySocket(url, protocols, options) {
         if (!(this instanceof PolySocket)) {
-            throw new TypeError("Failed to construct 'WebSocket': Please use the 'new' operator.");
+            throw new TypeError("Failed to construct 'WebSocket': Please use the 'new' operator, this DOM " +
+                "object constructor cannot be called as a function.");
         }
         if (arguments.length < 1) {
             throw new TypeError("Failed to construct 'WebSocket': 1 argument required, but only 0 present.");
         }
+        var self = this;
+        if (NativeEventTarget) {
+            // The socket is a real EventTarget: listeners, options and dispatch are the browser's.
+            var NewTarget = function () {};
+            NewTarget.prototype = Object.getPrototypeOf(this);
+            self = Reflect.construct(NativeEventTarget, [], NewTarget);
+        }
         // new PolySocket(url, options) is accepted too.
-        if (protocols && typeof protocols === "object" && !isArray(protocols)) {
+        if (protocols && typeof protocols === "object" && !isArray(protocols) &&
+                !(typeof Symbol === "function" && Symbol.iterator && protocols[Symbol.iterator])) {
             options = protocols;
             protocols = undefined;
         }
         var opts = extend(extend({}, PolySocket.defaults), options);
-
-        this.url = parseTargetUrl(url);
-        this._protocols = parseProtocols(protocols);
-        this.readyState = CONNECTING;
-        this.protocol = "";
-        this.extensions = "";
-        this._buffered = 0;        // bytes queued on the relay path (and dropped after close)
-        if (hasGetters) {
-            defineBufferedAmount(this);
-        } else {
-            this.bufferedAmount = 0;
-        }
-        this.binaryType = hasBlob ? "blob" : "arraybuffer";
-        this.transport = "";
-        this.onopen = null;
-        this.onmessage = null;
-        this.onerror = null;
-        this.onclose = null;
-
-        this._opts = opts;
-        this._listeners = {};
-        this._native = null;
-        this._relay = null;
-        this._closeArgs = null;
-
-        var self = this;
         var mode = opts.transport || "auto";
-        if (mode !== "auto" && mode !== "websocket" && mode !== "relay" && mode !== "xhr" &&
-                mode !== "jsonp") {
+        if (!hasOwn.call(MODES, mode)) {
             throw makeError("SyntaxError", "Failed to construct 'PolySocket': unknown transport '" + mode + "'.");
         }
-        if ((mode === "auto" || mode === "websocket") && NativeWebSocket) {
-            if (this._startNative(mode === "auto")) {
-                return;
-            }
-        } else if (mode === "websocket") {
-            later(function () {
-                self._fail("this browser has no WebSocket");
-            }, 0);
-            return;
+        var href = parseTargetUrl(url);
+        var list = parseProtocols(protocols);
+
+        put(self, "url", href);
+        put(self, "readyState", CONNECTING);
+        put(self, "protocol", "");
+        put(self, "extensions", "");
+        put(self, "transport", "");
+        self._binaryType = hasBlob ? "blob" : "arraybuffer";
+        self._buffered = 0;        // bytes queued on the relay path (and dropped after close)
+        if (!hasGetters) {
+            self.binaryType = self._binaryType;
+            self.bufferedAmount = 0;
+            self.onopen = self.onmessage = self.onerror = self.onclose = null;
         }
+        self._protocols = list;
+        self._opts = opts;
+        self._native = null;
+        self._relay = null;
+        self._candidates = MODES[mode];
+        self._next = 0;
+        self.lastError = "";
+
         later(function () {
-            if (self.readyState === CONNECTING) {
-                self._startRelay();
+            if (self._readyState === CONNECTING) {
+                self._tryNext(null);
             }
         }, 0);
+        return self;
+    }
+
+    // Readable state: a prototype accessor where the browser has them (read-only, as the native
+    // attributes), else a plain property kept in step.
+    function put(sock, name, value) {
+        sock["_" + name] = value;
+        if (!hasGetters) {
+            sock[name] = value;
+        }
     }
 
     PolySocket.CONNECTING = CONNECTING;
@@ -718,7 +1407,8 @@
         pollTtl: 25000,          // the relay holds a poll this long (ms)
         pollSlack: 15000,        // extra wait for a poll answer before giving up on it
         maxInflight: 4,          // concurrent send requests per socket
-        maxBody: 65536,          // bytes per POST /send chunk (XHR)
+        maxBatch: 256,           // frames per send request (1: one request per frame)
+        maxBody: 65536,          // bytes per POST /send body (XHR)
         maxUrl: MAX_URL
     };
 
@@ -727,95 +1417,185 @@
         xhr: hasCorsXhr(),
         jsonp: !!doc,
         arraybuffer: hasArrayBuffer,
-        blob: hasBlob
+        blob: hasBlob,
+        eventtarget: !!NativeEventTarget,
+        events: !!eventCtors.CloseEvent,
+        url: !!NativeURL
     };
 
-    // Sets window.WebSocket to PolySocket where the browser has none. Returns true if it did.
-    PolySocket.install = function (defaults) {
+    PolySocket.installedLate = false;
+
+    // Sets window.WebSocket to PolySocket where the browser has none (or always, with
+    // {replace: true}). Returns true if it did. Must run before any script that keeps a reference
+    // to WebSocket (a library bundle): those keep what they found.
+    PolySocket.install = function (defaults, how) {
         if (defaults) {
             extend(PolySocket.defaults, defaults);
         }
-        if (win && !win.WebSocket) {
-            win.WebSocket = PolySocket;
-            return true;
+        if (!win || (win.WebSocket === PolySocket)) {
+            return false;
         }
-        return false;
+        if (win.WebSocket && !(how && how.replace)) {
+            return false;
+        }
+        if (doc && doc.readyState === "complete") {
+            PolySocket.installedLate = true;
+            warn("install() ran after the page finished loading: a library that captured " +
+                "window.WebSocket before that keeps using what it found. Call PolySocket.install() " +
+                "right after polysocket.js, before any other script.");
+        }
+        win.WebSocket = PolySocket;
+        return true;
     };
 
-    var proto = PolySocket.prototype;
+    // <script src="polysocket.js" data-install data-router="…" data-token="…">: install() as the
+    // library loads, so no script after it can capture WebSocket first (data-install="replace":
+    // even where the browser has a WebSocket).
+    PolySocket._autoInstall = function () {
+        var script = doc && doc.currentScript;
+        var scripts;
+        var how;
+        var d = {};
+        if (!script && doc && doc.getElementsByTagName) {
+            scripts = doc.getElementsByTagName("script");  // old IE: the running script is the last
+            script = scripts[scripts.length - 1];
+        }
+        if (!script || !script.getAttribute || script.getAttribute("data-install") === null) {
+            return false;
+        }
+        how = script.getAttribute("data-install");
+        if (script.getAttribute("data-router")) {
+            d.router = script.getAttribute("data-router");
+        }
+        if (script.getAttribute("data-token")) {
+            d.token = script.getAttribute("data-token");
+        }
+        return PolySocket.install(d, { replace: how === "replace" });
+    };
+
+    var proto;
+    if (NativeEventTarget) {
+        proto = PolySocket.prototype = Object.create(NativeEventTarget.prototype);
+        proto.constructor = PolySocket;
+    } else {
+        proto = PolySocket.prototype;
+        proto.addEventListener = function (type, callback, options) {
+            if (arguments.length < 2) {
+                throw new TypeError("Failed to execute 'addEventListener' on 'EventTarget': 2 arguments " +
+                    "required, but only " + arguments.length + " present.");
+            }
+            fallbackAdd(this, String(type), callback, options);
+        };
+        proto.removeEventListener = function (type, callback, options) {
+            if (arguments.length < 2) {
+                throw new TypeError("Failed to execute 'removeEventListener' on 'EventTarget': 2 arguments " +
+                    "required, but only " + arguments.length + " present.");
+            }
+            fallbackRemove(this, String(type), callback, options);
+        };
+        proto.dispatchEvent = function (ev) {
+            if (!ev || typeof ev.type !== "string") {
+                throw new TypeError("Failed to execute 'dispatchEvent' on 'EventTarget': parameter 1 is not " +
+                    "of type 'Event'.");
+            }
+            return fallbackDispatch(this, ev);
+        };
+    }
     proto.CONNECTING = CONNECTING;
     proto.OPEN = OPEN;
     proto.CLOSING = CLOSING;
     proto.CLOSED = CLOSED;
 
-    proto.addEventListener = function (type, listener) {
-        var list;
-        var i;
-        if (!listener) {
-            return;
-        }
-        list = this._listeners[type] || (this._listeners[type] = []);
-        for (i = 0; i < list.length; i++) {
-            if (list[i] === listener) {
-                return;
+    if (hasGetters) {
+        (function () {
+            var readOnly = ["url", "readyState", "protocol", "extensions", "transport"];
+            var types = ["open", "message", "error", "close"];
+            var i;
+            function reader(name) {
+                return function () { return this["_" + name]; };
             }
-        }
-        list.push(listener);
-    };
-
-    proto.removeEventListener = function (type, listener) {
-        var list = this._listeners[type];
-        var i;
-        if (!list) {
-            return;
-        }
-        for (i = 0; i < list.length; i++) {
-            if (list[i] === listener) {
-                // copy on write: a dispatch in progress keeps its own list
-                list = list.slice(0, i).concat(list.slice(i + 1));
-                this._listeners[type] = list;
-                return;
+            function handler(type) {
+                return {
+                    get: function () { return getHandler(this, type); },
+                    set: function (v) { setHandler(this, type, v); },
+                    enumerable: true,
+                    configurable: true
+                };
             }
-        }
-    };
-
-    proto.dispatchEvent = function (ev) {
-        var handler = this["on" + ev.type];
-        var list = this._listeners[ev.type];
-        var i;
-        var l;
-        if (typeof handler === "function") {
-            try {
-                handler.call(this, ev);
-            } catch (e1) {
-                reportError(e1);
+            for (i = 0; i < readOnly.length; i++) {
+                Object.defineProperty(proto, readOnly[i], { get: reader(readOnly[i]), enumerable: true,
+                    configurable: true });
             }
-        }
-        if (list) {
-            for (i = 0; i < list.length && !ev._stopped; i++) {
-                l = list[i];
-                try {
-                    if (typeof l === "function") {
-                        l.call(this, ev);
-                    } else if (l && typeof l.handleEvent === "function") {
-                        l.handleEvent(ev);
+            Object.defineProperty(proto, "bufferedAmount", {
+                get: function () {
+                    return this._buffered + (this._native ? this._native.bufferedAmount : 0);
+                },
+                enumerable: true,
+                configurable: true
+            });
+            Object.defineProperty(proto, "binaryType", {
+                get: function () { return this._binaryType; },
+                set: function (v) {
+                    v = String(v);
+                    if (v === "blob" || v === "arraybuffer") {  // other values are ignored
+                        this._binaryType = v;
                     }
-                } catch (e2) {
-                    reportError(e2);
-                }
+                },
+                enumerable: true,
+                configurable: true
+            });
+            for (i = 0; i < types.length; i++) {
+                Object.defineProperty(proto, "on" + types[i], handler(types[i]));
             }
+            if (typeof Symbol === "function" && Symbol.toStringTag) {
+                Object.defineProperty(proto, Symbol.toStringTag, { value: "WebSocket", configurable: true });
+            }
+        }());
+    }
+
+    proto._binaryTypeNow = function () {
+        return hasGetters ? this._binaryType : this.binaryType;
+    };
+
+    // Start the next candidate transport (after `failure`, a message, when one gave up).
+    proto._tryNext = function (failure) {
+        var t;
+        var opts = this._opts;
+        while (this._next < this._candidates.length) {
+            t = this._candidates[this._next++];
+            if (!t.usable()) {
+                continue;
+            }
+            if (!t.relay) {
+                if (this._startNative(this._next < this._candidates.length)) {
+                    return;
+                }
+                continue;
+            }
+            if (!opts.router) {
+                failure = "no polysocket router configured (options.router)";
+                break;
+            }
+            if (/^[a-z]+:\/\/[^\/?#]*@/i.test(this._url)) {
+                failure = "a URL with credentials cannot be carried by the relay";
+                break;
+            }
+            this._relay = new Relay(this, t, String(opts.router).replace(/\/+$/, ""));
+            this._relay.connect();
+            return;
         }
-        return !ev.defaultPrevented;
+        this._fail(failure || "no transport: this browser has no " +
+            (this._candidates.length === 1 ? this._candidates[0].name : "usable transport"));
     };
 
-    proto._emit = function (type, fields) {
-        this.dispatchEvent(makeEvent(type, this, fields));
+    proto._fire = function (kind, type, init) {
+        dispatchInternal(this, createEvent(kind, type, init));
     };
 
-    proto._emitMessage = function (data) {
-        this._emit("message", {
+    proto._emitMessage = function (data, origin) {
+        this._fire("MessageEvent", "message", {
             data: data,
-            origin: originOf(this.url),
+            origin: origin || originOf(this._url),
             lastEventId: "",
             source: null,
             ports: []
@@ -835,44 +1615,53 @@
         } else {
             ab = bytesOf(bytes).buffer;
         }
-        if (this.binaryType === "arraybuffer" || !hasBlob) {
+        if (this._binaryTypeNow() === "arraybuffer" || !hasBlob) {
             return ab;
         }
         return new Blob([ab]);
     };
 
     proto._opened = function (transport, protocol, extensions) {
-        this.transport = transport;
-        this.protocol = protocol || "";
-        this.extensions = extensions || "";
-        this.readyState = OPEN;
-        this._emit("open", {});
+        put(this, "transport", transport);
+        put(this, "protocol", protocol || "");
+        put(this, "extensions", extensions || "");
+        put(this, "readyState", OPEN);
+        this._fire("Event", "open", {});
     };
 
-    proto._closed = function (code, reason, wasClean, withError) {
-        if (this.readyState === CLOSED) {
+    // The end: `failed` (the browser's "fail the WebSocket connection") fires error first.
+    proto._closed = function (code, reason, wasClean, failed) {
+        if (this._readyState === CLOSED) {
             return;
         }
-        this.readyState = CLOSED;
-        if (withError) {
-            this._emit("error", { message: withError });
-        }
-        this._emit("close", { code: code, reason: reason || "", wasClean: !!wasClean });
-    };
-
-    // Fail before or after open: error then close 1006, like a native socket.
-    proto._fail = function (message) {
+        put(this, "readyState", CLOSED);
         if (this._relay) {
             this._relay.stop();
         }
-        this._closed(1006, "", false, message || "connection failed");
+        this._syncBuffered();
+        if (failed) {
+            this._fire("Event", "error", {});
+        }
+        this._fire("CloseEvent", "close", { code: code, reason: reason || "", wasClean: !!wasClean });
+    };
+
+    // A connection that could not be established: error, then close 1006.
+    proto._fail = function (message) {
+        this.lastError = message || "connection failed";
+        this._closed(1006, "", false, true);
+    };
+
+    // A connection lost after it opened: close 1006 alone, as a browser reports a dropped socket.
+    proto._lost = function (message) {
+        this.lastError = message || "connection lost";
+        this._closed(1006, "", false, false);
     };
 
     proto.send = function (data) {
         if (arguments.length < 1) {
             throw new TypeError("Failed to execute 'send' on 'WebSocket': 1 argument required, but only 0 present.");
         }
-        if (this.readyState === CONNECTING) {
+        if (this._readyState === CONNECTING) {
             throw makeError("InvalidStateError", "Failed to execute 'send' on 'WebSocket': Still in CONNECTING state.");
         }
         var item;
@@ -885,7 +1674,7 @@
             item = { kind: "t", text: toUSV(String(data)) };
             item.size = utf8Length(item.text);
         }
-        if (this.readyState !== OPEN) {
+        if (this._readyState !== OPEN) {
             // CLOSING or CLOSED: the data is dropped; bufferedAmount still grows (as specified)
             this._addBuffered(item.size);
             return;
@@ -900,24 +1689,25 @@
 
     proto.close = function (code, reason) {
         if (code !== undefined) {
-            code = Number(code);
-            code = isNaN(code) ? 0 : Math.floor(code) % 65536;
+            code = clampCode(code);
             if (code !== 1000 && (code < 3000 || code > 4999)) {
                 throw makeError("InvalidAccessError", "Failed to execute 'close' on 'WebSocket': The close code " +
                     "must be either 1000, or between 3000 and 4999. " + code + " is neither.");
             }
         }
-        reason = reason === undefined ? "" : toUSV(String(reason));
-        if (utf8Length(reason) > 123) {
-            throw makeError("SyntaxError", "Failed to execute 'close' on 'WebSocket': The close reason must " +
-                "not be greater than 123 UTF-8 bytes.");
+        if (reason !== undefined) {
+            reason = toUSV(String(reason));
+            if (utf8Length(reason) > 123) {
+                throw makeError("SyntaxError", "Failed to execute 'close' on 'WebSocket': The close reason must " +
+                    "not be greater than 123 UTF-8 bytes.");
+            }
         }
-        if (this.readyState === CLOSING || this.readyState === CLOSED) {
+        if (this._readyState === CLOSING || this._readyState === CLOSED) {
             return;
         }
-        if (this.readyState === CONNECTING) {
-            this.readyState = CLOSING;
-            this._closeArgs = { code: code, reason: reason };
+        if (this._readyState === CONNECTING) {
+            // "Fail the WebSocket connection": error, then close 1006.
+            put(this, "readyState", CLOSING);
             if (this._native) {
                 this._dropNative();
             }
@@ -926,20 +1716,22 @@
             }
             var self = this;
             later(function () {
-                self._closed(1006, "", false, "WebSocket is closed before the connection is established.");
+                self._fail("WebSocket is closed before the connection is established.");
             }, 0);
             return;
         }
-        this.readyState = CLOSING;
+        put(this, "readyState", CLOSING);
         if (this._native) {
-            if (code === undefined) {
+            if (code === undefined && reason === undefined) {
                 this._native.close();
             } else {
-                this._native.close(code, reason);
+                // (a reason without a code is sent with 1000, which Chromium would not do itself)
+                this._native.close(code === undefined ? 1000 : code, reason === undefined ? "" : reason);
             }
             return;
         }
-        this._relay.close(code === undefined ? 1000 : code, reason);
+        // A reason without a code is sent with 1000; neither: a close frame with no status.
+        this._relay.close(code === undefined && reason !== undefined ? 1000 : code, reason || "");
     };
 
     // Where getters exist bufferedAmount is live; elsewhere it is refreshed at each change we see.
@@ -956,18 +1748,20 @@
 
     // ------------------------------------------------------------------ native transport
 
-    // Returns false when the native constructor threw and the relay should be tried instead.
+    // Returns false when the native constructor threw and the next transport should be tried.
     proto._startNative = function (mayFallBack) {
         var self = this;
         var ws;
         var opened = false;
+        var errored = false;
         var timer = null;
         try {
-            ws = this._protocols.length ? new NativeWebSocket(this.url, this._protocols) :
-                new NativeWebSocket(this.url);
+            ws = this._protocols.length ? new NativeWebSocket(this._url, this._protocols) :
+                new NativeWebSocket(this._url);
         } catch (e) {
             if (!mayFallBack) {
-                throw e;
+                this._fail("WebSocket: " + e.message);
+                return true;
             }
             return false;
         }
@@ -978,8 +1772,8 @@
 
         function fallBack() {
             self._dropNative();
-            if (self.readyState === CONNECTING) {
-                self._startRelay();
+            if (self._readyState === CONNECTING) {
+                self._tryNext(null);
             }
         }
 
@@ -1003,26 +1797,23 @@
             self._opened("websocket", ws.protocol, ws.extensions);
         };
         ws.onmessage = function (ev) {
-            if (self._native !== ws || self.readyState !== OPEN) {
+            if (self._native !== ws || self._readyState !== OPEN) {
                 return;
             }
             self._syncBuffered();
-            if (typeof ev.data === "string") {
-                self._emitMessage(ev.data);
-            } else if (isBlob(ev.data)) {
-                self._emitMessage(ev.data);
+            if (typeof ev.data === "string" || isBlob(ev.data)) {
+                self._emitMessage(ev.data, ev.origin);
             } else {
-                self._emitMessage(self._binary(ev.data));
+                self._emitMessage(self._binary(ev.data), ev.origin);
             }
         };
         ws.onerror = function () {
             if (self._native !== ws) {
                 return;
             }
-            if (!opened && mayFallBack) {
-                return; // the close that follows decides
-            }
-            self._emit("error", { message: "WebSocket error" });
+            // The browser fires close right after; both go out then, with readyState CLOSED as
+            // the browser has it by now (unless the close hands the socket to the next transport).
+            errored = true;
         };
         ws.onclose = function (ev) {
             if (timer !== null) {
@@ -1032,17 +1823,13 @@
             if (self._native !== ws) {
                 return;
             }
-            if (!opened) {
-                if (mayFallBack) {
-                    fallBack();
-                    return;
-                }
-                self._native = null;
-                self._closed(ev.code || 1006, ev.reason, false, null);
+            if (!opened && mayFallBack) {
+                fallBack();
                 return;
             }
             self._syncBuffered();
-            self._closed(ev.code, ev.reason, ev.wasClean, null);
+            self._native = null;
+            self._closed(ev.code, ev.reason, ev.wasClean, errored);
         };
         return true;
     };
@@ -1061,33 +1848,8 @@
 
     // ------------------------------------------------------------------ relay transport
 
-    proto._startRelay = function () {
-        var opts = this._opts;
-        var mode = opts.transport || "auto";
-        var kind;
-        if (mode === "xhr" || mode === "jsonp") {
-            kind = mode;
-        } else {
-            kind = PolySocket.supports.xhr ? "xhr" : "jsonp";
-        }
-        if (kind === "xhr" && !PolySocket.supports.xhr) {
-            this._fail("this browser has no CORS XMLHttpRequest");
-            return;
-        }
-        if (kind === "jsonp" && !doc) {
-            this._fail("JSONP needs a document");
-            return;
-        }
-        if (!opts.router) {
-            this._fail("no polysocket router configured (options.router)");
-            return;
-        }
-        this._relay = new Relay(this, kind, String(opts.router).replace(/\/+$/, ""));
-        this._relay.connect();
-    };
-
-    // When the page goes away, tell the relay at once (a native socket is closed by the browser);
-    // otherwise the relay would hold the target connection until its idle timeout.
+    // When the page goes away, tell the relay at once (a native socket is closed by the browser,
+    // with 1001); otherwise the relay would hold the target connection until its idle timeout.
     var liveRelays = {};
     var relayCounter = 0;
     var watchingUnload = false;
@@ -1095,7 +1857,7 @@
     function onPageHide() {
         var k;
         for (k in liveRelays) {
-            if (Object.prototype.hasOwnProperty.call(liveRelays, k)) {
+            if (hasOwn.call(liveRelays, k)) {
                 liveRelays[k].beacon();
             }
         }
@@ -1122,10 +1884,10 @@
         }
     }
 
-    function Relay(socket, kind, router) {
+    function Relay(socket, transport, router) {
         this.key = "s" + (relayCounter++);
         this.socket = socket;
-        this.kind = kind;
+        this.transport = transport;
         this.router = router;
         this.opts = socket._opts;
         this.scheme = /^https:/i.test(router) ? "https://" : "http://";
@@ -1135,10 +1897,14 @@
         this.abandoned = false;
         this.requests = {};   // in-flight request handles, for stop()
         this.reqCounter = 0;
+        this.idle = DEFAULT_IDLE;
+        this.ttl = this.opts.pollTtl;
+        this.lastAlive = 0;   // when the relay last answered
+        this.aliveTimer = null;
         // sending
-        this.queue = [];      // messages not yet split into requests
-        this.pending = [];    // requests (chunks) waiting for a slot, in seq order
-        this.inflight = 0;
+        this.queue = [];      // messages not yet cut into frames
+        this.pending = [];    // frames waiting for a request, in seq order
+        this.inflight = [];   // requests under way: {frames, attempts}
         this.nextSeq = 0;
         this.sendBroken = false;
         this.closeReq = null; // {code, reason} once close() was called
@@ -1147,11 +1913,11 @@
         // receiving
         this.lastSeq = -1;
         this.pollFailures = 0;
-        this.pollFailSince = 0;
         this.polling = false;
     }
 
-    Relay.prototype.request = function (url, params, timeoutMs, result, body, contentType) {
+    // query: an already encoded query string to append (a JSONP batch)
+    Relay.prototype.request = function (url, params, timeoutMs, result, body, contentType, query) {
         var self = this;
         var key = "r" + (this.reqCounter++);
         var handle;
@@ -1165,13 +1931,12 @@
             if (!err && (!data || typeof data !== "object")) {
                 err = { error: "network", message: "bad answer" };
             }
+            if (!err) {
+                self.alive();
+            }
             result(err, data);
         }
-        if (this.kind === "jsonp") {
-            handle = jsonpRequest(url, params, timeoutMs, done);
-        } else {
-            handle = xhrRequest(url, params, timeoutMs, done, body, contentType);
-        }
+        handle = this.transport.request(url, params, timeoutMs, done, body, contentType, query);
         if (!finished && handle) {
             this.requests[key] = handle;
         }
@@ -1182,8 +1947,12 @@
         var k;
         this.stopped = true;
         unwatch(this);
+        if (this.aliveTimer !== null) {
+            clearTimeout(this.aliveTimer);
+            this.aliveTimer = null;
+        }
         for (k in this.requests) {
-            if (Object.prototype.hasOwnProperty.call(this.requests, k)) {
+            if (hasOwn.call(this.requests, k)) {
                 try {
                     this.requests[k].abort();
                 } catch (e) {}
@@ -1192,7 +1961,29 @@
         this.requests = {};
     };
 
-    // close() while connecting: when the connect answer comes, free the relay socket.
+    // The relay answered: it is alive. If it stays silent for its idle timeout (it then has freed
+    // the socket anyway, or is gone), the socket is lost: close 1006.
+    Relay.prototype.alive = function () {
+        var self = this;
+        this.lastAlive = now();
+        if (this.aliveTimer !== null || !this.id) {
+            return;
+        }
+        function check() {
+            var quiet = now() - self.lastAlive;
+            self.aliveTimer = null;
+            if (self.stopped) {
+                return;
+            }
+            if (quiet >= self.idle) {
+                self.gone("no answer from the relay for " + quiet + " ms");
+                return;
+            }
+            self.aliveTimer = later(check, self.idle - quiet);
+        }
+        this.aliveTimer = later(check, this.idle);
+    };
+
     // A fire-and-forget /close that survives the page unloading: fetch with keepalive, or an image.
     Relay.prototype.beacon = function () {
         var url;
@@ -1201,7 +1992,7 @@
             return;
         }
         unwatch(this);
-        url = this.base + "/close?" + buildQuery({ socket: this.id, code: 1000, reason: "page closed" });
+        url = this.base + "/close?" + buildQuery({ socket: this.id, code: 1001 });
         try {
             if (typeof win.fetch === "function") {
                 var pending = win.fetch(url, { keepalive: true, mode: "no-cors", credentials: "omit" });
@@ -1215,6 +2006,7 @@
         img.src = url;
     };
 
+    // close() while connecting: when the connect answer comes, free the relay socket.
     Relay.prototype.abandon = function () {
         this.abandoned = true;
     };
@@ -1224,7 +2016,7 @@
         var sock = this.socket;
         var params = {
             from: CALLER,
-            target: sock.url
+            target: sock._url
         };
         if (this.opts.token) {
             params.token = this.opts.token;
@@ -1233,28 +2025,42 @@
             params.protocols = sock._protocols.join(",");
         }
         this.request(this.router + "/connect", params, this.opts.connectTimeout, function (err, data) {
+            if (self.abandoned && (err || !data.ok)) {
+                self.stopped = true;
+                return;
+            }
+            if (err && err.error === "network" && self.transport === XHR && !self.abandoned &&
+                    sock._readyState === CONNECTING) {
+                // CORS refused (a proxy stripping headers...) or the request failed: JSONP may get through.
+                self.stop();
+                sock._relay = null;
+                sock._tryNext(err.error + ": " + err.message);
+                return;
+            }
             if (err || !data.ok) {
-                if (self.abandoned) {
-                    self.stopped = true;
-                    return;
-                }
                 var e = err || data;
-                self.socket._fail((e.error || "error") + ": " + (e.message || "connect failed"));
+                sock._fail((e.error || "error") + ": " + (e.message || "connect failed"));
                 return;
             }
             self.id = data.socket;
             self.base = self.scheme + data.fqdn;
+            if (typeof data.idle === "number" && data.idle > 0) {
+                self.idle = data.idle;
+            }
+            // A waiting poll must be answered before the idle watchdog gives up on the relay.
+            self.ttl = Math.max(0, Math.min(self.opts.pollTtl, Math.floor(self.idle / 2)));
             if (self.abandoned) {
                 // Free the socket on the relay; nobody listens any more.
                 self.request(self.base + "/close", { socket: self.id, code: 1000 }, self.opts.sendTimeout, noop);
                 self.stopped = true;
                 return;
             }
-            if (sock.readyState !== CONNECTING) {
+            if (sock._readyState !== CONNECTING) {
                 return;
             }
             watch(self);
-            sock._opened(self.kind, data.protocol, "");
+            self.alive();
+            sock._opened(self.transport.name, data.protocol, "");
             self.poll();
         });
     };
@@ -1263,7 +2069,7 @@
 
     Relay.prototype.poll = function () {
         var self = this;
-        var ttl = this.opts.pollTtl;
+        var ttl = this.transport.pollTtl(this);
         if (this.stopped || this.polling) {
             return;
         }
@@ -1272,51 +2078,43 @@
             ttl + this.opts.pollSlack, function (err, data) {
                 self.polling = false;
                 if (err) {
-                    self.pollFailed(err.error + ": " + err.message);
+                    self.pollFailed();
                     return;
                 }
                 if (!data.ok) {
                     if (data.error === "unknown_socket" || data.error === "bad_request") {
                         self.gone(data.error + ": " + data.message);
                     } else {
-                        self.pollFailed(data.error + ": " + data.message);
+                        self.pollFailed();
                     }
                     return;
                 }
                 self.pollFailures = 0;
                 self.deliver(data.messages || []);
                 if (!self.stopped) {
-                    self.poll();
+                    var gap = self.transport.pollGap ? self.transport.pollGap() : 0;
+                    if (gap) {
+                        later(function () { self.poll(); }, gap);
+                    } else {
+                        self.poll();
+                    }
                 }
             });
     };
 
-    Relay.prototype.pollFailed = function (message) {
+    // Retried with backoff until the relay answers again or the idle watchdog gives up.
+    Relay.prototype.pollFailed = function () {
         var self = this;
-        var t = now();
-        if (this.pollFailures === 0) {
-            this.pollFailSince = t;
-        }
         this.pollFailures++;
-        // The relay forgets a socket that is not polled for its idle timeout (60 s by default).
-        if (t - this.pollFailSince > 60000) {
-            this.gone(message);
-            return;
-        }
         later(function () {
             self.poll();
         }, Math.min(100 * Math.pow(2, this.pollFailures - 1), 5000));
     };
 
+    // The relay no longer has the socket (or cannot be reached): the connection is lost.
     Relay.prototype.gone = function (message) {
         this.stop();
-        var sock = this.socket;
-        if (sock.readyState === CLOSING && this.closeSent && this.closeReq) {
-            // We asked to close and the socket vanished before the final message came.
-            sock._closed(1006, "", false, message);
-            return;
-        }
-        sock._fail(message);
+        this.socket._lost(message);
     };
 
     Relay.prototype.deliver = function (messages) {
@@ -1336,7 +2134,7 @@
                 this.finish(m.code, m.reason);
                 return;
             }
-            if (sock.readyState !== OPEN) {
+            if (sock._readyState !== OPEN) {
                 continue; // CLOSING: messages are dropped, as by a native socket
             }
             if (m.type === "text") {
@@ -1348,18 +2146,13 @@
     };
 
     Relay.prototype.finish = function (code, reason) {
-        var sock = this.socket;
         var ack = { socket: this.id, ttl: 0, ack: this.lastSeq };
         this.stop();
         // Acknowledge the close so the relay frees the socket at once; the answer does not matter.
-        if (this.kind === "jsonp") {
-            jsonpRequest(this.base + "/poll", ack, this.opts.sendTimeout, noop);
-        } else {
-            xhrRequest(this.base + "/poll", ack, this.opts.sendTimeout, noop);
-        }
-        sock._syncBuffered();
+        this.transport.request(this.base + "/poll", ack, this.opts.sendTimeout, noop);
         code = typeof code === "number" ? code : 1005;
-        sock._closed(code, reason || "", code !== 1006, code === 1006 ? "connection closed abnormally" : null);
+        // 1006: the target's connection ended without a closing handshake; a browser fires close alone.
+        this.socket._closed(code, reason || "", code !== 1006, false);
     };
 
     // -------------- sending
@@ -1375,29 +2168,46 @@
         this.pump();
     };
 
-    // Turn queued messages into chunk requests (assigning seqs in order) and start requests while
-    // there are free slots. A Blob is read first; later messages wait for it to keep the order.
+    // Cut queued messages into frames (assigning seqs in order) and start send requests while there
+    // are free slots. While requests are in flight, what queues up leaves together in the next
+    // one. A Blob is read first; later messages wait for it, to keep the order.
     Relay.prototype.pump = function () {
-        var self = this;
         var item;
+        var frames;
+        var n;
+        var oldest;
         if (this.stopped) {
             return;
         }
-        while (this.pending.length < this.opts.maxInflight * 2 && this.queue.length && !this.reading &&
-                !this.sendBroken) {
-            item = this.queue[0];
-            if (item.blob) {
-                this.readBlob(item);
+        while (this.inflight.length < this.opts.maxInflight && !this.sendBroken) {
+            while (this.queue.length && !this.reading && this.pending.length < this.opts.maxBatch) {
+                item = this.queue[0];
+                if (item.blob) {
+                    this.readBlob(item);
+                    break;
+                }
+                this.queue.shift();
+                this.cut(item);
+            }
+            if (!this.pending.length) {
                 break;
             }
-            this.queue.shift();
-            this.split(item);
-        }
-        while (this.inflight < this.opts.maxInflight && this.pending.length && !this.sendBroken) {
-            this.start(this.pending.shift());
+            // Keep the seqs in flight within what the relay holds ahead of a missing one.
+            oldest = this.pending[0].seq;
+            for (n = 0; n < this.inflight.length; n++) {
+                oldest = Math.min(oldest, this.inflight[n].frames[0].seq);
+            }
+            frames = [];
+            for (n = 0; n < this.pending.length && this.pending[n].seq - oldest < MAX_SEQ_SPAN; n++) {
+                frames.push(this.pending[n]);
+            }
+            if (!frames.length) {
+                break;
+            }
+            this.start({ frames: frames, attempts: 0, count: 0 });
         }
         if (this.closeReq && !this.closeSent && (this.sendBroken || (!this.queue.length &&
-                !this.pending.length && !this.inflight && !this.reading))) {
+                !this.pending.length && !this.inflight.length && !this.reading))) {
             this.closeSent = true;
             this.sendClose(0);
         }
@@ -1422,102 +2232,79 @@
         reader.onerror = function () {
             self.reading = false;
             self.sendBroken = true;
+            self.stop();
+            // As a browser that cannot read a Blob it was given: fail the connection.
             self.socket._fail("could not read a Blob to send");
         };
         reader.readAsArrayBuffer(item.blob);
     };
 
-    Relay.prototype.split = function (item) {
-        var chunks = [];
+    Relay.prototype.cut = function (item) {
+        var chunks = this.transport.split(this, item);
         var i;
-        var budget;
-        var pieces;
-        var n;
-        if (this.kind === "xhr") {
-            if (item.kind === "t") {
-                pieces = splitText(item.text, this.opts.maxBody, byteCost);
-                for (i = 0; i < pieces.length; i++) {
-                    chunks.push({ t: "t", body: pieces[i], type: "text/plain;charset=UTF-8" });
-                }
-            } else {
-                n = item.bytes.length;
-                for (i = 0; i < n || i === 0; i += this.opts.maxBody) {
-                    chunks.push({
-                        t: "b",
-                        body: item.bytes.subarray ? item.bytes.subarray(i, Math.min(n, i + this.opts.maxBody)) :
-                            base64Encode(item.bytes.slice(i, i + this.opts.maxBody)),
-                        type: item.bytes.subarray ? "application/octet-stream" : "text/plain;charset=UTF-8"
-                    });
-                }
-            }
-        } else {
-            budget = this.opts.maxUrl - jsonpUrlOverhead(this.base + "/send") - this.id.length -
-                "&socket=&seq=&t=t&fin=0&d=".length - URL_SLACK;
-            if (item.kind === "t") {
-                pieces = splitText(item.text, budget, urlCost);
-                for (i = 0; i < pieces.length; i++) {
-                    chunks.push({ t: "t", d: pieces[i] });
-                }
-            } else {
-                pieces = splitBase64(base64Encode(item.bytes), budget);
-                for (i = 0; i < pieces.length; i++) {
-                    chunks.push({ t: "b", d: pieces[i] });
-                }
-            }
-        }
         for (i = 0; i < chunks.length; i++) {
             chunks[i].seq = this.nextSeq++;
             chunks[i].fin = i === chunks.length - 1 ? 1 : 0;
-            chunks[i].attempts = 0;
             chunks[i].size = chunks[i].fin ? item.size : 0;
+            this.pending.push(chunks[i]);
         }
-        this.pending = this.pending.concat(chunks);
     };
 
-    Relay.prototype.start = function (chunk) {
+    // One send request: req.frames are candidates; the transport takes the first req.count of
+    // them (decided once: a retry carries exactly the same frames, so the relay drops what it
+    // already has).
+    Relay.prototype.start = function (req) {
         var self = this;
-        var params = { socket: this.id, seq: chunk.seq, t: chunk.t, fin: chunk.fin };
-        this.inflight++;
-        chunk.attempts++;
+        var i;
+        var k;
+        this.inflight.push(req);
+        req.attempts++;
         function answered(err, data) {
             if (err) {
-                if (chunk.attempts >= MAX_SEND_ATTEMPTS) {
-                    self.inflight--;
+                if (req.attempts >= MAX_SEND_ATTEMPTS) {
                     self.gone("send failed: " + err.message);
                     return;
                 }
-                // Retry with the same seq: the relay drops it if the first try got through.
+                // Retry with the same seqs: the relay drops what got through the first time.
                 later(function () {
-                    if (!self.stopped) {
-                        self.inflight--;
-                        self.startRetry(chunk);
+                    if (!self.stopped && !self.sendBroken) {
+                        self.removeInflight(req);
+                        self.start(req);
                     }
-                }, Math.min(200 * Math.pow(2, chunk.attempts - 1), 4000));
+                }, Math.min(200 * Math.pow(2, req.attempts - 1), 4000));
                 return;
             }
-            self.inflight--;
+            self.removeInflight(req);
             if (!data.ok) {
                 self.sendRefused(data);
                 return;
             }
-            if (chunk.size) {
-                self.socket._addBuffered(-chunk.size);
+            for (k = 0; k < req.count; k++) {
+                if (req.frames[k].size) {
+                    self.socket._addBuffered(-req.frames[k].size);
+                }
             }
             self.pump();
         }
-        if (this.kind === "xhr") {
-            this.request(this.base + "/send", params, this.opts.sendTimeout, answered, chunk.body, chunk.type);
+        if (req.attempts === 1) {
+            req.count = this.transport.sendFrames(this, req.frames, answered);
+            req.frames = req.frames.slice(0, req.count);
+            for (i = 0; i < req.count; i++) {
+                this.pending.shift();
+            }
         } else {
-            params.d = chunk.d;
-            this.request(this.base + "/send", params, this.opts.sendTimeout, answered);
+            this.transport.sendFrames(this, req.frames, answered);
         }
     };
 
-    Relay.prototype.startRetry = function (chunk) {
-        if (this.sendBroken) {
-            return;
+    Relay.prototype.removeInflight = function (req) {
+        var i;
+        for (i = 0; i < this.inflight.length; i++) {
+            if (this.inflight[i] === req) {
+                this.inflight.splice(i, 1);
+                return;
+            }
         }
-        this.start(chunk);
     };
 
     // The relay refused a send: the socket is closing or failed. The final close arrives by poll.
@@ -1534,7 +2321,11 @@
 
     Relay.prototype.sendClose = function (attempt) {
         var self = this;
-        var params = { socket: this.id, code: this.closeReq.code, reason: this.closeReq.reason };
+        var params = { socket: this.id };
+        if (this.closeReq.code !== undefined) {
+            params.code = this.closeReq.code;
+            params.reason = this.closeReq.reason;
+        }
         this.request(this.base + "/close", params, this.opts.sendTimeout, function (err, data) {
             if (err && attempt < 4) {
                 later(function () {
@@ -1548,6 +2339,16 @@
             // otherwise the poll delivers the final close
         });
     };
+
+    // The pure helpers, for the unit tests under Node (tests/test_client_units.py); not an API.
+    PolySocket._util = {
+        charBytes: charBytes, utf8Length: utf8Length, urlCost: urlCost, toUSV: toUSV,
+        splitText: splitText, splitBase64: splitBase64, base64Encode: base64Encode,
+        base64Decode: base64Decode, jsonString: jsonString, parseUrlByHand: parseUrlByHand,
+        clampCode: clampCode, frameJson: frameJson
+    };
+
+    PolySocket._autoInstall();
 
     return PolySocket;
 }));

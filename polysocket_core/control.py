@@ -142,6 +142,7 @@ class EstablishReply:
     protocol: str = ""
     error: str = ""
     message: str = ""
+    idle_ms: int = 0  # a successful ``done``: the node's idle timeout (0: not told, from older nodes)
 
     def encode(self) -> bytes:
         return orjson.dumps(asdict(self))
@@ -155,6 +156,7 @@ class EstablishReply:
             protocol=str(data.get("protocol", "")),
             error=str(data.get("error", "")),
             message=str(data.get("message", "")),
+            idle_ms=int(data.get("idle_ms", 0)),
         )
 
 

@@ -10,8 +10,10 @@ import base64
 import binascii
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
+
+import orjson
 
 from .errors import ErrorCode, PolysocketError
 from .jsonp import dumps
@@ -31,6 +33,7 @@ MAX_POLL_TTL_MS = 55_000  # under API Gateway's / proxies' common 60 s idle cut
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_NO_STATUS = 1005  # a close frame without a status code (a /close without ``code``)
 CLOSE_ABNORMAL = 1006
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
@@ -208,6 +211,40 @@ def parse_send(params: dict[str, str], body: bytes | None = None, raw_binary: bo
     return SendParams(socket=sid, seq=seq, kind=kind, fin=fin_raw == "1", data=data)  # type: ignore[arg-type]
 
 
+MAX_BATCH_FRAMES = 1024  # the relay holds at most 1024 seqs ahead of a missing one
+
+
+def parse_send_batch(params: dict[str, str], body: bytes | None = None) -> list[SendParams]:
+    """Frames sent together (``batch``): ``[[seq, "t"|"b", fin, data], ...]`` as JSON, in the
+    request body (POST) or as the value of ``batch`` (GET). Each frame is what one single-frame
+    send would carry; ``data`` is text, or base64 for ``"b"``."""
+    sid = parse_socket_id(params)
+    raw: bytes | str = body if body is not None else params.get("batch", "")
+    try:
+        items: Any = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise bad("batch is not valid JSON") from None
+    if not isinstance(items, list) or not items:
+        raise bad("batch must be a non-empty JSON array of frames")
+    if len(items) > MAX_BATCH_FRAMES:
+        raise bad(f"at most {MAX_BATCH_FRAMES} frames in a batch")
+    frames: list[SendParams] = []
+    for item in items:
+        if not isinstance(item, list) or len(item) != 4:
+            raise bad("a batch frame is [seq, type, fin, data]")
+        seq, kind, fin, data = item
+        if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
+            raise bad(f"batch frame seq must be an integer between 0 and {MAX_SEQ}")
+        if kind not in ("t", "b"):
+            raise bad("batch frame type must be 't' (text) or 'b' (base64 binary)")
+        if type(fin) is not int or fin not in (0, 1):
+            raise bad("batch frame fin must be 0 or 1")
+        if not isinstance(data, str):
+            raise bad("batch frame data must be a string")
+        frames.append(SendParams(socket=sid, seq=seq, kind=kind, fin=fin == 1, data=decode_payload(kind, data)))
+    return frames
+
+
 @dataclass(frozen=True, slots=True)
 class PollParams:
     socket: str
@@ -230,13 +267,19 @@ class CloseParams:
 
 
 def parse_close(params: dict[str, str]) -> CloseParams:
+    """``code`` absent (or empty): a close frame without a status code, as ``close()`` sends it;
+    ``CLOSE_NO_STATUS`` stands for it, and then no ``reason`` may be given either."""
     sid = parse_socket_id(params)
-    code = parse_int(params, "code", CLOSE_NORMAL, 0, 4999)
+    code = parse_int(params, "code", CLOSE_NO_STATUS, 0, 4999)
     # 1000 or an application code, as close() allows; plus 1001 "going away", which a native
     # browser sends itself when the page is left and the client library reports the same way.
-    if code not in (CLOSE_NORMAL, CLOSE_GOING_AWAY) and not 3000 <= code <= 4999:
+    if code not in (CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_NO_STATUS) and not 3000 <= code <= 4999:
+        raise bad("code must be 1000, 1001 or in 3000-4999")
+    if code == CLOSE_NO_STATUS and params.get("code"):
         raise bad("code must be 1000, 1001 or in 3000-4999")
     reason = params.get("reason", "")
+    if code == CLOSE_NO_STATUS and reason:
+        raise bad("a reason needs a code")
     if len(reason.encode("utf-8", "surrogatepass")) > 123:
         raise bad("reason must be at most 123 UTF-8 bytes")
     return CloseParams(socket=sid, code=code, reason=reason)

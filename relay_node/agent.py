@@ -169,7 +169,8 @@ class NodeAgent:
             sock.close(CloseCause.ABANDONED)
             return
         try:
-            await self._reply(req.id, EstablishReply(phase="done", ok=True, protocol=sock.protocol))
+            await self._reply(req.id, EstablishReply(phase="done", ok=True, protocol=sock.protocol,
+                                                     idle_ms=int(self.config.idle_timeout_s * 1000)))
         except asyncio.CancelledError:
             sock.close(CloseCause.ABANDONED)
             raise

@@ -107,6 +107,12 @@ class RelayEndpoints:
         return 200, JSON_HEADERS, body
 
     async def send(self, req: Request, params: dict[str, str]) -> bytes:
+        if "batch" in params:  # several frames in one request, accepted in order
+            frames = wire.parse_send_batch(params, await req.body() if req.method == "POST" else None)
+            sock = self.table.get(frames[0].socket)
+            for frame in frames:
+                await sock.send(frame)
+            return OK_BODY
         if req.method == "POST":
             body = await req.body()
             raw = any(n == b"content-type" and v.startswith(b"application/octet-stream")

@@ -148,7 +148,10 @@ class RelaySocket:
 
     async def _close(self, code: int, reason: str) -> None:
         try:
-            await self.conn.close(code, reason)
+            if code == wire.CLOSE_NO_STATUS:  # a close frame without a status code, as close() sends
+                await self.conn.close(None, "")  # type: ignore[arg-type]  # websockets sends no status for None
+            else:
+                await self.conn.close(code, reason)
         except Exception:
             log.exception("socket %s: close failed", self.id[:8])
 

@@ -132,9 +132,10 @@ class Router:
         except Exception:
             log.exception("internal error in /connect")
             return to_response(*jsonp.render_error(cb, PolysocketError(ErrorCode.INTERNAL, "internal error")))
-        return to_response(*jsonp.render(
-            cb, {"ok": True, "fqdn": est.fqdn, "socket": est.socket, "protocol": est.protocol}
-        ))
+        answer: dict[str, object] = {"ok": True, "fqdn": est.fqdn, "socket": est.socket, "protocol": est.protocol}
+        if est.idle_ms:
+            answer["idle"] = est.idle_ms  # ms without a poll after which the relay frees the socket
+        return to_response(*jsonp.render(cb, answer))
 
 
 def to_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> Response:

@@ -27,6 +27,7 @@ class Established:
     fqdn: str  # "{uniq}.{node fqdn}"
     socket: str
     protocol: str
+    idle_ms: int = 0  # the node's idle timeout (0: the node did not say)
 
 
 ABANDON_KEEP_MS = 10_000  # the marker outlives the request's expiry by this much (clock skew)
@@ -110,7 +111,7 @@ class Establisher:
                     failure = PolysocketError(ErrorCode.TIMEOUT, "no relay node answered in time")
                     continue
                 if reply.ok:
-                    return Established(node_id, f"{new_uniq()}.{fqdn}", req.socket, reply.protocol)
+                    return Established(node_id, f"{new_uniq()}.{fqdn}", req.socket, reply.protocol, reply.idle_ms)
                 if reply.error in (ErrorCode.DRAINING.value, ErrorCode.NO_RELAY.value):
                     failure = PolysocketError(ErrorCode.NO_RELAY, "relay nodes are draining or full")
                     continue  # the node is shutting down or full: the other node may take it

@@ -93,7 +93,10 @@ def test_poll_defaults_and_cap() -> None:
 
 
 def test_close_validation() -> None:
-    assert wire.parse_close({"socket": SID}).code == 1000
+    # no code: a close frame without a status (what close() with no arguments sends)
+    assert wire.parse_close({"socket": SID}).code == wire.CLOSE_NO_STATUS == 1005
+    assert wire.parse_close({"socket": SID, "code": ""}).code == 1005
+    assert code_of(wire.parse_close, {"socket": SID, "reason": "r"}) is ErrorCode.BAD_REQUEST
     assert wire.parse_close({"socket": SID, "code": "4000", "reason": "r"}).reason == "r"
     assert wire.parse_close({"socket": SID, "code": "1001"}).code == 1001
     for code in ("999", "1002", "1005", "1006", "2999", "5000"):

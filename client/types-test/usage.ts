@@ -15,7 +15,10 @@ s.onopen = function () {
 };
 s.onmessage = (ev) => console.log(ev.data, ev.origin);
 s.addEventListener("close", (ev) => console.log(ev.code, ev.reason, ev.wasClean));
-s.addEventListener("error", { handleEvent: (ev) => console.log(ev.message) });
+s.addEventListener("error", { handleEvent: (ev) => console.log(ev.type, s.lastError) });
+s.addEventListener("message", (ev) => console.log(ev.data), { once: true });
+s.addEventListener("custom", () => undefined, true);
+console.log(PolySocket.install({}, { replace: true }), PolySocket.installedLate, PolySocket.supports.eventtarget);
 s.close(1000, "bye");
 t.close();
 const state: 0 | 1 | 2 | 3 = s.readyState;

@@ -59,6 +59,7 @@ window.psOpen = function (target, protocols, options, binaryType) {
     };
     s.onerror = (e) => { rec.events.push({type: "error", readyState: s.readyState}); wake(); };
     s.onclose = (e) => {
+      rec.closedAt = performance.now();
       rec.events.push({type: "close", code: e.code, reason: e.reason, wasClean: e.wasClean,
                        readyState: s.readyState});
       resolve({id, ok: false, transport: s.transport, events: rec.events});
