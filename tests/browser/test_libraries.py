@@ -273,3 +273,211 @@ def test_mqtt_reconnects_after_server_drop(pages: PageFactory, lib_servers: dict
     socks = check_sockets(page, mode, protocol="mqtt", at_least=2)
     assert socks[0]["readyState"] == 3 and socks[-1]["readyState"] == 1, socks
     no_page_errors(page)
+
+
+# ---------------------------------------------------------------------------------- socket.io-client
+
+SIO_CONNECT = r"""
+async (url) => {
+  window.so = {events: [], hellos: [], f: []};
+  const s = io(url, {transports: ["websocket"], reconnectionDelay: 200, reconnectionDelayMax: 1000});
+  window.sio = s;
+  s.on("hello", (h) => so.hellos.push(h.conn));
+  s.on("f", (i) => so.f.push(i));
+  s.on("connect", () => so.events.push("connect"));
+  s.on("disconnect", (reason) => so.events.push("disconnect:" + reason));
+  s.on("connect_error", (e) => so.events.push("connect_error:" + e.message));
+  s.io.on("reconnect", () => so.events.push("reconnect"));
+  await psWithin(30000, "socket.io connect", new Promise((resolve) => s.once("connect", resolve)));
+  await psUntil(10000, "hello", () => so.hellos.length >= 1);
+}
+"""
+
+
+def sio_connect(page: Any, url: str) -> None:
+    page.evaluate(SIO_CONNECT, url)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_socketio_emit_ack_round_trip(pages: PageFactory, lib_servers: dict[str, str], mode: str) -> None:
+    page = lib_page(pages, mode, "socketio")
+    sio_connect(page, lib_servers["socketio"])
+    res = page.evaluate(
+        """async (text) => psWithin(20000, "ack", sio.emitWithAck("echo", text, {n: 1, list: [true, null]}, 42))""",
+        UNICODE,
+    )
+    # emitWithAck resolves with the ack's first argument; the server acks all of them back
+    assert res == UNICODE
+    res = page.evaluate(
+        """async () => psWithin(20000, "ack", new Promise((resolve) =>
+             sio.emit("echo", "a", {n: 1, list: [true, null]}, 42, (...args) => resolve(args))))"""
+    )
+    assert res == ["a", {"n": 1, "list": [True, None]}, 42]
+    assert page.evaluate("() => so.events") == ["connect"]
+    check_sockets(page, mode)
+    no_page_errors(page)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_socketio_binary_byte_exact(pages: PageFactory, lib_servers: dict[str, str], mode: str) -> None:
+    page = lib_page(pages, mode, "socketio")
+    sio_connect(page, lib_servers["socketio"])
+    payloads = [sample_bytes(256), sample_bytes(100_000)]
+    res = page.evaluate(
+        """async (b64s) => {
+          const [a, b] = b64s.map(psBytes);
+          const back = await psWithin(20000, "binary ack", new Promise((resolve) =>
+            sio.emit("echo", {small: a, nested: [b.buffer]}, (x) => resolve(x))));
+          const kind = (v) => Object.prototype.toString.call(v);
+          return {small: psB64(new Uint8Array(back.small)), big: psB64(new Uint8Array(back.nested[0])),
+                  kinds: [kind(back.small), kind(back.nested[0])]};
+        }""",
+        [base64.b64encode(p).decode() for p in payloads],
+    )
+    assert base64.b64decode(res["small"]) == payloads[0]
+    assert base64.b64decode(res["big"]) == payloads[1]
+    assert res["kinds"] == ["[object ArrayBuffer]", "[object ArrayBuffer]"]
+    check_sockets(page, mode)
+    no_page_errors(page)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_socketio_burst_of_1500_emits_complete_and_in_order(
+    pages: PageFactory, lib_servers: dict[str, str], mode: str
+) -> None:
+    page = lib_page(pages, mode, "socketio")
+    sio_connect(page, lib_servers["socketio"])
+    res = page.evaluate(
+        """async () => {
+          for (let i = 0; i < 1500; i++) sio.emit("burst", i);
+          const got = await psWithin(60000, "burst-done ack", sio.emitWithAck("burst-done"));
+          sio.emit("flood", 1500);
+          await psUntil(60000, "1500 server emits", () => so.f.length >= 1500);
+          await psSleep(100);
+          return {got, f: so.f, events: so.events};
+        }"""
+    )
+    assert res["got"] == list(range(1500))
+    assert res["f"] == list(range(1500))
+    assert res["events"] == ["connect"]  # no disconnect (a ping timeout) during the burst
+    check_sockets(page, mode, at_least=1)
+    assert len(page.evaluate("() => psLibSockets()")) == 1
+    no_page_errors(page)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_socketio_reconnects_after_server_drop(pages: PageFactory, lib_servers: dict[str, str], mode: str) -> None:
+    page = lib_page(pages, mode, "socketio")
+    sio_connect(page, lib_servers["socketio"])
+    res = page.evaluate(
+        """async () => {
+          sio.emit("drop");
+          await psUntil(30000, "reconnect", () => so.events.includes("reconnect") && sio.connected);
+          await psUntil(10000, "second hello", () => so.hellos.length >= 2);
+          const ack = await psWithin(20000, "ack after reconnect", sio.emitWithAck("echo", "after"));
+          return {events: so.events, hellos: so.hellos, ack};
+        }"""
+    )
+    events = res["events"]
+    # a dropped connection: "transport close" as natively (not "io server disconnect", which would
+    # not reconnect, nor "transport error"), then socket.io's own automatic reconnection
+    assert events[:2] == ["connect", "disconnect:transport close"], events
+    assert events.count("connect") == 2 and "reconnect" in events, events
+    assert res["hellos"][1] > res["hellos"][0]  # a new server-side connection
+    assert res["ack"] == "after"
+    socks = check_sockets(page, mode, at_least=2)
+    assert socks[0]["readyState"] == 3 and socks[-1]["readyState"] == 1, socks
+    no_page_errors(page)
+
+
+# -------------------------------------------------------------------------------------- graphql-ws
+
+GQL_CLIENT = r"""
+async (url) => {
+  window.gq = {events: []};
+  window.gqc = graphqlWs.createClient({
+    url,
+    retryAttempts: 5,
+    retryWait: () => psSleep(200),
+    lazyCloseTimeout: 30000,  // one connection for the whole test, not one per operation
+    on: {
+      connected: () => gq.events.push("connected"),
+      closed: (e) => gq.events.push("closed:" + (e && e.code)),
+      error: () => gq.events.push("error"),
+    },
+  });
+}
+"""
+
+GQL_SUBSCRIBE = r"""
+(query) => {
+  const sub = {data: [], errors: [], done: false};
+  sub.dispose = gqc.subscribe({query}, {
+    next: (v) => sub.data.push(v.data || v),
+    error: (e) => sub.errors.push(String(e && (e.code || e.message || e))),
+    complete: () => { sub.done = true; },
+  });
+  return sub;
+}
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_graphql_subscription_delivers_events_in_order(
+    pages: PageFactory, lib_servers: dict[str, str], mode: str
+) -> None:
+    page = lib_page(pages, mode, "graphql")
+    page.evaluate(GQL_CLIENT, lib_servers["graphql"])
+    res = page.evaluate(
+        f"""async () => {{
+          const hello = await psWithin(20000, "query", new Promise((resolve, reject) => {{
+            let out; gqc.subscribe({{query: "{{ hello }}"}},
+              {{next: (v) => {{ out = v; }}, error: reject, complete: () => resolve(out)}});
+          }}));
+          const sub = ({GQL_SUBSCRIBE})("subscription {{ count(to: 500) }}");
+          await psUntil(60000, "subscription complete", () => sub.done || sub.errors.length);
+          return {{hello, data: sub.data, errors: sub.errors, events: gq.events}};
+        }}"""
+    )
+    assert res["hello"] == {"data": {"hello": "world"}}
+    assert res["errors"] == []
+    assert [d["count"] for d in res["data"]] == list(range(500))
+    assert res["events"] == ["connected"]
+    check_sockets(page, mode, protocol="graphql-transport-ws")
+    assert len(page.evaluate("() => psLibSockets()")) == 1
+    no_page_errors(page)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_graphql_retries_and_resubscribes_after_server_drop(
+    pages: PageFactory, lib_servers: dict[str, str], mode: str
+) -> None:
+    page = lib_page(pages, mode, "graphql")
+    page.evaluate(GQL_CLIENT, lib_servers["graphql"])
+    res = page.evaluate(
+        f"""async () => {{
+          const sub = ({GQL_SUBSCRIBE})("subscription {{ ticks {{ conn n }} }}");
+          await psUntil(30000, "3 ticks", () => sub.data.length >= 3);
+          const first = sub.data[0].ticks.conn;
+          gqc.subscribe({{query: "{{ drop }}"}}, {{next() {{}}, error() {{}}, complete() {{}}}});
+          await psUntil(30000, "ticks from a new connection",
+            () => sub.data.filter((d) => d.ticks.conn !== first).length >= 3);
+          const sockets = psLibSockets();
+          sub.dispose();
+          return {{data: sub.data.map((d) => d.ticks), errors: sub.errors, events: gq.events, first, sockets}};
+        }}"""
+    )
+    assert res["errors"] == []  # the drop never reached the subscriber: graphql-ws retried
+    events = res["events"]
+    assert events[:2] == ["connected", "closed:1006"], events  # a drop: close 1006 (no error event)
+    assert events.count("connected") == 2 and "error" not in events, events
+    first = res["first"]
+    before = [t["n"] for t in res["data"] if t["conn"] == first]
+    after = [t["n"] for t in res["data"] if t["conn"] != first]
+    assert before == list(range(len(before))) and len(before) >= 3
+    assert after == list(range(len(after))) and len(after) >= 3  # resubscribed: a fresh ticks stream
+    assert len({t["conn"] for t in res["data"]}) == 2
+    check_sockets(page, mode, protocol="graphql-transport-ws", at_least=2)
+    socks = res["sockets"]  # as they were before the subscription was disposed
+    assert len(socks) == 2 and socks[0]["readyState"] == 3 and socks[1]["readyState"] == 1, socks
+    no_page_errors(page)
