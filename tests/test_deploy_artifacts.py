@@ -581,6 +581,29 @@ def test_entrypoint_serves_names_itself_and_drains_on_sigterm(dockerfile: list[t
         stack.stop()
 
 
+@pytest.mark.stack
+@pytest.mark.timeout(60)
+def test_entrypoint_runs_token_commands_for_one_off_tasks(dockerfile: list[tuple[str, str]], tmp_path: Path) -> None:
+    """`aws ecs run-task ... --overrides command=[token, create, ...]`: the image's entrypoint runs
+    `polysocket token` (not the relay) with the Redis URL of the task definition."""
+    from polysocket_cli.processes import Stack
+
+    stack = Stack(log_dir=tmp_path)
+    try:
+        stack.start_valkey()
+        env = relay_env(POLYSOCKET_REDIS_URL=stack.redis_url, RELAY_DOMAIN="relay.test")
+        command = [*image_command(dockerfile), "token", "create", "--value", "pst_" + "a" * 40,
+                   "--origin", "https://app.example", "--target", "wss://echo.example/*", "--max-sockets", "5",
+                   "--json"]
+        done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        listed = subprocess.run([*image_command(dockerfile), "token", "list", "--json"], env=env, cwd=tmp_path,
+                                capture_output=True, text=True, timeout=30)
+        assert listed.returncode == 0 and json.loads(done.stdout)["id"] in listed.stdout, listed.stderr
+    finally:
+        stack.stop()
+
+
 # --- serverless package (CloudFormation) and the static checks of infra/ ----------------------------------
 # These need tools from outside the project's venv; without them the tests FAIL with the install command
 # (CI must install them), they are not skipped.
