@@ -694,6 +694,18 @@ def test_cloudformation_template_passes_cfn_lint(cloudformation: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.timeout(300)
+def test_infra_fmt_validate_and_terraform_test() -> None:
+    """infra/validate.sh: `terraform fmt -check`, `validate` and `terraform test` (mocked provider), offline."""
+    import shutil
+
+    if shutil.which("terraform") is None:
+        pytest.fail("terraform is not on PATH (this machine image ships terraform 1.11.4)", pytrace=False)
+    done = subprocess.run(["bash", str(ROOT / "infra" / "validate.sh")], capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert re.search(r"Success! \d+ passed, 0 failed", done.stdout), done.stdout[-2000:]
+
+
 def test_checkov_finds_nothing_unjustified_in_infra() -> None:
     done = subprocess.run([str(tool("checkov", "checkov")), "-d", str(ROOT / "infra"), "--framework", "terraform",
                            "--skip-path", "tests", "--skip-download", "--quiet", "--output", "json"],
