@@ -327,6 +327,10 @@ def test_dockerfile_runtime_stage(dockerfile: list[tuple[str, str]]) -> None:
     port = re.search(r"POLYSOCKET_PORT=(\d+)", env)
     assert port and int(port.group(1)) >= 1024  # a non-root process binds it without any capability
     assert kv["EXPOSE"] == port.group(1)
+    # the writable places of a read-only root: the task definition mounts exactly the image's volumes
+    volumes = set(json.loads(kv["VOLUME"]))
+    mounted = set(re.findall(r'containerPath = "([^"]+)"', (ROOT / "infra" / "ecs.tf").read_text()))
+    assert volumes == mounted == {"/tmp", "/var/lib/polysocket"}
     # no package manager runs in the runtime stage (nothing to pin, nothing left in layers)
     assert not any(w == "RUN" and re.search(r"\b(apt-get|apt|pip)\b", r) for w, r in final)
 
