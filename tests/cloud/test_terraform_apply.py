@@ -18,8 +18,10 @@ override file of a temporary copy of ``infra/``):
 Then the relay: the image's ENTRYPOINT with the container environment and secrets of the task
 definition Terraform registered (read back from moto, secrets resolved from LocalStack's SSM with the
 ARNs the task definition names), as ECS would start it, pointed at the emulators through the SDK's
-standard ``AWS_ENDPOINT_URL`` variables. It registers its Route 53 records under the relay domain in
-the zone Terraform was given, publishes its load under the dimension the scaling policy tracks, serves
+standard ``AWS_ENDPOINT_URL`` variables, with a stand-in ECS task metadata endpoint and a network
+interface with an Elastic IP made in Terraform's VPC. It names itself after the task, finds its public
+address through the interface, registers its Route 53 records under the relay domain in the zone
+Terraform was given, publishes its load under the dimension the scaling policy tracks, serves
 ``/metrics`` with the token from SSM, and removes its records on SIGTERM. Then ``terraform destroy``.
 
 Bounded: every terraform call has a timeout, the whole test 10 minutes. Missing terraform, provider
@@ -49,6 +51,7 @@ import redis
 from polysocket_cli.processes import Stack, free_port
 
 from .conftest import _harness, a_records
+from .imds_standin import metadata_standin
 
 pytestmark = pytest.mark.cloud
 
@@ -59,7 +62,6 @@ LOCALSTACK_SERVICES = "ssm,iam,sts,logs,cloudwatch,route53"
 MOTO_SERVICES = ("ecs", "ecr", "applicationautoscaling", "autoscaling", "ec2")
 STAGE = "e2e"
 RELAY_DOMAIN = "relay.polysocket.test"
-RELAY_PUBLIC_IP = "203.0.113.10"  # documentation range: only ever written into records, never contacted
 TERRAFORM_HINT = ("terraform >= 1.5 and the hashicorp/aws 5.x provider as a filesystem mirror are needed "
                   "(this machine image ships terraform 1.11.4 and /opt/tf-plugins; set TF_PROVIDER_MIRROR to "
                   "the folder that holds registry.terraform.io/)")
@@ -269,6 +271,7 @@ def test_terraform_apply_against_localstack_and_moto(emulators: tuple[Any, Moto]
     stack = Stack(log_dir=tmp_path)
     relay: subprocess.Popen[bytes] | None = None
     applied = False
+    cleanup = contextlib.ExitStack()
     try:
         stack.start_valkey()
         metrics_token = "e2e-metrics-0123456789abcdef"
@@ -375,18 +378,35 @@ def test_terraform_apply_against_localstack_and_moto(emulators: tuple[Any, Moto]
         environment = container_environment(task_def, ssm)
         assert environment["POLYSOCKET_REDIS_URL"] == stack.redis_url
         assert environment["POLYSOCKET_METRICS_TOKEN"] == metrics_token
-        port = free_port()
+        # The task's network interface as Fargate would make it: in a public subnet of the VPC, in the
+        # relay security group, with a public address (an Elastic IP from moto: only ever written into
+        # records, never contacted).
+        public_subnet = next(s["SubnetId"] for s in subnets if s["CidrBlock"] == "10.42.0.0/24")
+        eni = ec2.create_network_interface(SubnetId=public_subnet, Groups=[groups[f"polysocket-{STAGE}-relay"][
+            "GroupId"]])["NetworkInterface"]
+        cleanup.callback(ec2.delete_network_interface, NetworkInterfaceId=eni["NetworkInterfaceId"])
+        eip = ec2.allocate_address(Domain="vpc")
+        cleanup.callback(ec2.release_address, AllocationId=eip["AllocationId"])
+        association = ec2.associate_address(AllocationId=eip["AllocationId"],
+                                            NetworkInterfaceId=eni["NetworkInterfaceId"])["AssociationId"]
+        cleanup.callback(ec2.disassociate_address, AssociationId=association)
         task_id = "5e2d0c1b9a8f47e6b5d4c3b2a1f0e9d8"
+        ecs_task = {"TaskARN": f"arn:aws:ecs:us-east-1:123456789012:task/{outputs['relay_cluster_name']}/{task_id}",
+                    "Containers": [{"Networks": [{"IPv4Addresses": [eni["PrivateIpAddress"]]}]}]}
+        md = cleanup.enter_context(metadata_standin({}, ecs_task))
+        port = free_port()
         relay_env = {k: v for k, v in os.environ.items() if not k.startswith(("POLYSOCKET_", "AWS_", "ECS_"))}
         relay_env.update(environment)
         relay_env.update({
-            # what differs from Fargate: loopback, a fixed address instead of the task's ENI, no metadata
-            # endpoint (the node id comes from POLYSOCKET_NODE_ID as ECS' task id would)
-            "POLYSOCKET_HOST": "127.0.0.1", "POLYSOCKET_PORT": str(port), "POLYSOCKET_PUBLIC_IP": RELAY_PUBLIC_IP,
-            "POLYSOCKET_NODE_ID": task_id, "POLYSOCKET_ROUTE53_INSYNC_POLL": "0.2",
+            # what ECS adds to every container: the task metadata endpoint (a stand-in on loopback)
+            "ECS_CONTAINER_METADATA_URI_V4": f"{md.url}/ecs",
+            # what differs from Fargate: loopback instead of the task's interface
+            "POLYSOCKET_HOST": "127.0.0.1", "POLYSOCKET_PORT": str(port), "POLYSOCKET_ROUTE53_INSYNC_POLL": "0.2",
             "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1",
-            # the SDK's standard variables, as the relay reads them everywhere
-            "AWS_ENDPOINT_URL": ls.endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+            # the SDK's standard variables, as the relay reads them everywhere: LocalStack for Route 53 and
+            # CloudWatch, moto for EC2 (where Terraform made the VPC)
+            "AWS_ENDPOINT_URL": ls.endpoint, "AWS_ENDPOINT_URL_EC2": moto.endpoint,
+            "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
             "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
             "AWS_EC2_METADATA_DISABLED": "true"})
         with open(tmp_path / "relay.log", "wb") as out:
@@ -402,9 +422,11 @@ def test_terraform_apply_against_localstack_and_moto(emulators: tuple[Any, Moto]
                     break
             assert time.monotonic() < deadline, (tmp_path / "relay.log").read_text()[-3000:]
             time.sleep(0.2)
-        assert json.loads(body)["fqdn"] == fqdn
+        health = json.loads(body)
+        assert health["fqdn"] == fqdn and health["node"] == task_id  # named by the entrypoint from the task ARN
         records = a_records(route53, zone_id)
-        assert records[fqdn] == (60, [RELAY_PUBLIC_IP]) and records[f"*.{fqdn}"] == (60, [RELAY_PUBLIC_IP])
+        public_ip = eip["PublicIp"]  # found by the relay: task metadata -> its interface -> the association
+        assert records[fqdn] == (60, [public_ip]) and records[f"*.{fqdn}"] == (60, [public_ip])
         assert task_id in redis.Redis.from_url(stack.redis_url, decode_responses=True).smembers("ps:nodes")
         assert http_get(f"http://127.0.0.1:{port}/metrics")[0] == 401
         assert http_get(f"http://127.0.0.1:{port}/metrics", {"Authorization": f"Bearer {metrics_token}"})[0] == 200
@@ -432,6 +454,7 @@ def test_terraform_apply_against_localstack_and_moto(emulators: tuple[Any, Moto]
         if relay is not None and relay.poll() is None:
             relay.kill()
             relay.wait(5)
+        cleanup.close()  # the stand-in, and the interface and address the test made (before destroy)
         try:
             if applied:
                 tf("destroy", "-auto-approve", "-input=false", "-no-color",
