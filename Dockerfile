@@ -51,6 +51,10 @@ ENV PATH=/opt/polysocket/bin:$PATH \
 WORKDIR /var/lib/polysocket
 USER 10001:10001
 EXPOSE 8080
+# The only writable places when the root file system is read-only (infra/ecs.tf mounts task storage
+# here). Declared as volumes so that ECS copies them with their owner and mode (/tmp 1777,
+# /var/lib/polysocket owned by 10001) instead of mounting root-owned 0755 directories.
+VOLUME ["/tmp", "/var/lib/polysocket"]
 
 # SIGTERM drains the relay: no new sockets, serve for POLYSOCKET_DRAIN_GRACE (10 s), close the sockets
 # with 1001, deregister, remove its DNS records, exit 0. Give it drain grace + 30 s before SIGKILL

@@ -83,7 +83,8 @@ resource "aws_ecs_task_definition" "relay" {
     cpu_architecture        = var.relay_architecture
   }
 
-  # The root file system is read-only; these two are the only writable places (task-local storage).
+  # The root file system is read-only; these two are the only writable places (task-local storage). The
+  # image declares both as VOLUMEs, so ECS copies their owner and mode (else: root-owned, 0755).
   volume {
     name = "tmp"
   }

@@ -18,7 +18,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 dir=${PSTEST_TOOLS_DIR:-$here/.tools}
 python=${PYTHON:-python3}
-declare -A spec=([moto]="moto[server]==5.1.22" [cfn-lint]="cfn-lint==1.58.0" [checkov]="checkov==3.3.30")
+declare -A spec=([moto]="moto[server]==5.2.5" [cfn-lint]="cfn-lint==1.58.0" [checkov]="checkov==3.3.30")
 declare -A probe=([moto]="import moto.server" [cfn-lint]="import cfnlint" [checkov]="import checkov")
 tools=("$@")
 [ ${#tools[@]} -eq 0 ] && tools=(moto cfn-lint checkov)

@@ -327,6 +327,10 @@ def test_dockerfile_runtime_stage(dockerfile: list[tuple[str, str]]) -> None:
     port = re.search(r"POLYSOCKET_PORT=(\d+)", env)
     assert port and int(port.group(1)) >= 1024  # a non-root process binds it without any capability
     assert kv["EXPOSE"] == port.group(1)
+    # the writable places of a read-only root: the task definition mounts exactly the image's volumes
+    volumes = set(json.loads(kv["VOLUME"]))
+    mounted = set(re.findall(r'containerPath = "([^"]+)"', (ROOT / "infra" / "ecs.tf").read_text()))
+    assert volumes == mounted == {"/tmp", "/var/lib/polysocket"}
     # no package manager runs in the runtime stage (nothing to pin, nothing left in layers)
     assert not any(w == "RUN" and re.search(r"\b(apt-get|apt|pip)\b", r) for w, r in final)
 
@@ -581,6 +585,29 @@ def test_entrypoint_serves_names_itself_and_drains_on_sigterm(dockerfile: list[t
         stack.stop()
 
 
+@pytest.mark.stack
+@pytest.mark.timeout(60)
+def test_entrypoint_runs_token_commands_for_one_off_tasks(dockerfile: list[tuple[str, str]], tmp_path: Path) -> None:
+    """`aws ecs run-task ... --overrides command=[token, create, ...]`: the image's entrypoint runs
+    `polysocket token` (not the relay) with the Redis URL of the task definition."""
+    from polysocket_cli.processes import Stack
+
+    stack = Stack(log_dir=tmp_path)
+    try:
+        stack.start_valkey()
+        env = relay_env(POLYSOCKET_REDIS_URL=stack.redis_url, RELAY_DOMAIN="relay.test")
+        command = [*image_command(dockerfile), "token", "create", "--value", "pst_" + "a" * 40,
+                   "--origin", "https://app.example", "--target", "wss://echo.example/*", "--max-sockets", "5",
+                   "--json"]
+        done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        listed = subprocess.run([*image_command(dockerfile), "token", "list", "--json"], env=env, cwd=tmp_path,
+                                capture_output=True, text=True, timeout=30)
+        assert listed.returncode == 0 and json.loads(done.stdout)["id"] in listed.stdout, listed.stderr
+    finally:
+        stack.stop()
+
+
 # --- serverless package (CloudFormation) and the static checks of infra/ ----------------------------------
 # These need tools from outside the project's venv; without them the tests FAIL with the install command
 # (CI must install them), they are not skipped.
@@ -669,6 +696,18 @@ def test_cloudformation_template_passes_cfn_lint(cloudformation: Path) -> None:
     done = subprocess.run([str(tool("cfn-lint", "cfn-lint")), "--ignore-checks", "W3005", "--", str(cloudformation)],
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.timeout(300)
+def test_infra_fmt_validate_and_terraform_test() -> None:
+    """infra/validate.sh: `terraform fmt -check`, `validate` and `terraform test` (mocked provider), offline."""
+    import shutil
+
+    if shutil.which("terraform") is None:
+        pytest.fail("terraform is not on PATH (this machine image ships terraform 1.11.4)", pytrace=False)
+    done = subprocess.run(["bash", str(ROOT / "infra" / "validate.sh")], capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    assert re.search(r"Success! \d+ passed, 0 failed", done.stdout), done.stdout[-2000:]
 
 
 def test_checkov_finds_nothing_unjustified_in_infra() -> None:

@@ -14,7 +14,10 @@ Before it hands over to the relay (same process, so the relay is what the orches
   ``POLYSOCKET_FQDN`` / ``POLYSOCKET_NODE_ID`` always wins (and a relay that leases its name from a
   slot pool sets neither).
 
-Stdlib only; any arguments are passed on (``docker run IMAGE --capacity 500``).
+Stdlib only; any arguments are passed on (``docker run IMAGE --capacity 500``). One exception:
+arguments starting with ``token`` run ``polysocket token ...`` instead of the relay, so an operator can
+manage tokens from a one-off task inside the VPC (ECS can override a task's command, not its
+entrypoint), with the Redis URL the task definition already gives the container.
 """
 
 from __future__ import annotations
@@ -66,12 +69,14 @@ def node_name(env: MutableMapping[str, str]) -> None:
 
 
 def main(argv: list[str]) -> int:
+    from polysocket_cli.main import main as polysocket
+
+    if argv[:1] == ["token"]:
+        return int(polysocket(argv) or 0)
     soft, hard = raise_nofile()
     node_name(os.environ)
     print(f"polysocket-relay-entrypoint: nofile {soft}/{hard}, node {os.environ.get('POLYSOCKET_NODE_ID', '-')}, "
           f"fqdn {os.environ.get('POLYSOCKET_FQDN', '-')}", file=sys.stderr, flush=True)
-    from polysocket_cli.main import main as polysocket
-
     return int(polysocket(["relay", *argv]) or 0)
 
 
