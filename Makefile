@@ -17,11 +17,20 @@ test: deps lint typecheck pytest
 LOCALSTACK_VENV ?= localstack/.venv
 
 deps: $(STAMP) tests/targets/node_modules/.package-lock.json client/node_modules/.package-lock.json /usr/bin/chromium \
-      /usr/bin/pebble $(LOCALSTACK_VENV)/bin/localstack
+      /usr/bin/pebble $(LOCALSTACK_VENV)/bin/localstack node_modules/.package-lock.json localstack/.tools/.installed
 
 # LocalStack (no Docker) in a venv of its own, pinned: the AWS half's tests run against it.
 $(LOCALSTACK_VENV)/bin/localstack: localstack/install.sh
 	PSTEST_LOCALSTACK_VENV=$(abspath $(LOCALSTACK_VENV)) bash localstack/install.sh
+
+# moto (the AWS services LocalStack's edition lacks), cfn-lint and checkov, each in a venv of its own.
+localstack/.tools/.installed: localstack/install-tools.sh
+	bash localstack/install-tools.sh
+	touch $@
+
+# Serverless Framework v3 and its plugins, for `serverless package` / serverless-offline in the tests.
+node_modules/.package-lock.json: package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -53,4 +62,4 @@ pytest:
 	$(PY) -m pytest tests/browser
 
 clean:
-	rm -rf $(VENV) tests/targets/node_modules client/node_modules $(LOCALSTACK_VENV)
+	rm -rf $(VENV) node_modules tests/targets/node_modules client/node_modules $(LOCALSTACK_VENV) localstack/.tools
