@@ -758,7 +758,7 @@ def test_serverless_offline_runs_the_handler_from_the_zip(package: tuple[Path, d
            if not k.startswith(("AWS_", "SLS_", "POLYSOCKET_", "PYTHON", "VIRTUAL_ENV"))}
     env.update({"HOME": str(service), "SLS_TELEMETRY_DISABLED": "1", "SLS_NOTIFICATIONS_MODE": "off",
                 "OFFLINE_HTTP_PORT": str(http_port), "OFFLINE_LAMBDA_PORT": str(lambda_port),
-                "POLYSOCKET_LOCAL_REDIS_URL": "redis://127.0.0.1:1/0", "PYTHONPATH": "build/router-lambda",
+                "PS_LOCAL_REDIS_URL": "redis://127.0.0.1:1/0", "PYTHONPATH": "build/router-lambda",
                 "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull})
     log = tmp_path / "offline.log"
     with open(log, "wb") as out:
