@@ -6,6 +6,18 @@ under a FIFO lock, so a message costs no task creation.
 The socket's lifecycle is ``self.state`` (``polysocket_core.lifecycle.SocketState``); it changes
 only in ``_move``, which also performs what entering each state means. Which close code goes to
 the target and which one the client sees is decided in ``polysocket_core.lifecycle``.
+
+Memory per socket is bounded in bytes (issue 10, D1). Messages the client has not acknowledged are
+kept until ``--buffer-bytes``; at that bound the reader stops calling ``recv()`` and pauses the
+upstream transport itself, so the target's further data waits in the kernel's and the target's
+buffers, not here. The upstream connection is opened with ``max_queue=(0, 0)``
+(``relay_node.table``): websockets pauses reading as soon as one frame waits in its queue. A
+parked socket therefore holds at most the buffer, the one message that crossed it (encoded here,
+and raw in websockets' parser until the next frame) and about one read chunk: with the defaults and
+4 MiB binary messages, 1 + 5.3 + 4 MiB. Once the socket is closing, reading resumes so the closing
+handshake can finish, and messages beyond the bound are dropped (a browser drops messages after
+``close()`` too); once it is freed, everything it buffered is let go at once and the reader only
+drains the connection until it ends (within ``--close-timeout``).
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ from polysocket_core.sequencing import InboundSequencer, OutboundBuffer, poll_an
 from polysocket_core.wire import binary_fragment, text_fragment
 
 from .config import RelayConfig
+from .memory import trimmer
 from .metrics import RelayMetrics
 
 log = logging.getLogger("polysocket.relay")
@@ -96,11 +109,19 @@ class RelaySocket:
             self._close_seq = self.outbound.next_seq
             self.outbound.push(wire.close_fragment(self._close_seq, code, reason))
             self._wake()
+        elif new is CLOSING:
+            self._free_room()  # a parked reader reads again, so the closing handshake can finish
         elif new is FREED:
             self._wake()
             self._free_room()  # the reader must not stay parked once nobody will ack
             self.reservation.release()
             self.on_gone(self)
+            # Nobody will poll again: what was buffered goes now, not when the last reference does.
+            trimmer.released += self.outbound.unacked_bytes
+            self.outbound = OutboundBuffer()
+            self.inbound = InboundSequencer(0)
+            if self._close_task is None and not self._reader.done():
+                self._abort_transport()  # freed without a close under way: nobody else would end it
         return True
 
     def _received_close(self) -> tuple[int, str] | None:
@@ -142,9 +163,13 @@ class RelaySocket:
         self._reader.cancel()
         if self._close_task is not None:
             self._close_task.cancel()
-        if self.conn.transport is not None:
-            self.conn.transport.abort()
+        self._abort_transport()
         self._move(FREED)
+
+    def _abort_transport(self) -> None:
+        transport = self.conn.transport
+        if transport is not None:
+            transport.abort()
 
     async def _close(self, code: int, reason: str) -> None:
         try:
@@ -155,29 +180,55 @@ class RelaySocket:
     # upstream -> client
 
     async def _read_upstream(self) -> None:
-        conn, out = self.conn, self.outbound
-        bytes_out, frames_out = self.metrics.bytes_out, self.metrics.frames_out
+        conn, metrics = self.conn, self.metrics
         high = self.config.buffer_high_bytes
+        dropped = 0
         try:
             while True:
-                if out.unacked_bytes >= high and self.state is not FREED:
-                    room = self._room = asyncio.get_running_loop().create_future()
-                    await room
+                if self.state is OPEN and self.outbound.unacked_bytes >= high:
+                    await self._wait_for_room()
+                    continue
                 msg = await conn.recv()
-                if isinstance(msg, str):
-                    out.push(text_fragment(out.next_seq, msg))
+                if self.state is FREED or (self.state is CLOSING and self.outbound.unacked_bytes >= high):
+                    # Nobody will collect it (freed), or the socket is closing and full: dropped, so
+                    # the closing handshake behind it can be read.
+                    dropped += 1
                 else:
-                    out.push(binary_fragment(out.next_seq, msg))
-                bytes_out.value += len(msg)
-                frames_out.value += 1
-                self._wake()
+                    out = self.outbound
+                    if isinstance(msg, str):
+                        out.push(text_fragment(out.next_seq, msg))
+                    else:
+                        out.push(binary_fragment(out.next_seq, msg))
+                    metrics.bytes_out.value += len(msg)
+                    metrics.frames_out.value += 1
+                    del out
+                    self._wake()
+                del msg  # a parked reader keeps neither the last message nor a buffer a free replaced
         except ConnectionClosed:
             pass
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug or an unexpected transport error: report it as an abnormal close
             log.exception("socket %s: upstream reader failed", self.id[:8])
+        if dropped:
+            log.info("socket %s: %d messages from the target after the close started were dropped",
+                     self.id[:8], dropped)
         self._move(CLOSED)  # a no-op once freed: nobody would collect it
+
+    async def _wait_for_room(self) -> None:
+        """Park the reader until the client acknowledges below the bound (or the socket closes),
+        with the upstream transport paused meanwhile."""
+        transport = self.conn.transport
+        transport.pause_reading()
+        room = self._room = asyncio.get_running_loop().create_future()
+        try:
+            await room
+        finally:
+            if self._room is room:
+                self._room = None
+            # Resume unless websockets paused reading for a frame still queued: its recv() resumes it.
+            if not getattr(getattr(self.conn, "recv_messages", None), "paused", False):
+                transport.resume_reading()
 
     def _wake(self) -> None:
         w = self.waiter
@@ -234,7 +285,10 @@ class RelaySocket:
     async def poll(self, ack: int, ttl_ms: int) -> bytes:
         self.last_seen = time.monotonic()
         out = self.outbound
+        held = out.unacked_bytes
         out.ack(ack)
+        if held != out.unacked_bytes:
+            trimmer.released += held - out.unacked_bytes
         room = self._room
         if room is not None and out.unacked_bytes < self.config.buffer_high_bytes:
             self._free_room()

@@ -122,7 +122,10 @@ class SocketTable:
             ping_timeout=cfg.ping_timeout_s,
             close_timeout=cfg.close_timeout_s,
             max_size=cfg.max_message_bytes,
-            max_queue=4,
+            # websockets pauses reading as soon as one frame waits in its queue: with frames of up
+            # to --max-message, a queue counted in frames is only bounded in bytes at zero. The
+            # reader pauses the transport itself at --buffer-bytes (relay_node.session).
+            max_queue=(0, 0),
             user_agent_header=USER_AGENT,
             **pin,
         )
