@@ -17,6 +17,7 @@ from polysocket_core.errors import ErrorCode, PolysocketError
 from polysocket_core.lifecycle import CloseCause, SweepVerdict
 from polysocket_core.reservations import Reservation, TokenLedger
 
+from . import memory
 from .config import RelayConfig
 from .metrics import RelayMetrics
 from .session import RelaySocket, SocketState
@@ -173,9 +174,12 @@ class SocketTable:
             sock.abort()
 
     async def run_sweeper(self) -> None:
+        """Once per sweep interval: free what was left alone, then give freed memory back."""
+        memory.configure()
         while True:
             await asyncio.sleep(self.config.sweep_interval_s)
             try:
                 self.sweep()
+                memory.trimmer.maybe_trim()
             except Exception:
                 log.exception("sweep failed")
