@@ -58,9 +58,9 @@ OPEN, CLOSING, CLOSED, FREED = SocketState.OPEN, SocketState.CLOSING, SocketStat
 
 
 class RelaySocket:
-    __slots__ = ("_close_seq", "_close_task", "_imposed", "_reader", "_room", "_sent_through", "_write_lock",
-                 "config", "conn", "id", "inbound", "last_seen", "meta", "metrics", "on_gone", "outbound",
-                 "protocol", "reservation", "state", "waiter")
+    __slots__ = ("_close_seq", "_close_task", "_imposed", "_reader", "_room", "_sent_through", "_stall",
+                 "_write_lock", "config", "conn", "id", "inbound", "last_seen", "meta", "metrics", "on_gone",
+                 "outbound", "protocol", "reservation", "state", "waiter")
 
     def __init__(
         self,
@@ -91,6 +91,7 @@ class RelaySocket:
         self._write_lock: asyncio.Lock | None = None  # created by the first send: idle sockets stay small
         self._room: asyncio.Future[None] | None = None  # set while reading upstream waits for acks
         self._close_task: asyncio.Task[None] | None = None
+        self._stall: tuple[float, int, int] | None = None  # a write waiting: since, buffered bytes, sent seq
         self._reader = asyncio.get_running_loop().create_task(self._read_upstream())
 
     @property
@@ -157,6 +158,28 @@ class RelaySocket:
         elif verdict is SweepVerdict.UNCOLLECTED:
             self.free()
         return verdict
+
+    def write_stalled(self, now: float, limit: float) -> bool:
+        """True once a write to the target has made no progress for ``limit`` seconds: the target
+        stopped reading. (websockets' keepalive cannot tell: its ping waits behind the write.)
+        Asked by the sweeper; the send path pays nothing for it."""
+        lock = self._write_lock
+        transport = self.conn.transport
+        if lock is None or not lock.locked() or self.state is not OPEN or transport is None:
+            self._stall = None
+            return False
+        size = transport.get_write_buffer_size()
+        stall = self._stall
+        if size == 0 or stall is None or size < stall[1] or self._sent_through != stall[2]:
+            self._stall = (now, size, self._sent_through)  # moving (or just started): a new reference
+            return False
+        return now - stall[0] >= limit
+
+    def fail_stalled(self) -> None:
+        """The target stopped reading: the client is told 1011, the connection is dropped (a close
+        frame could not get through either), and the sends waiting on it get ``socket_closed``."""
+        self.close(CloseCause.STALLED)
+        self._abort_transport()
 
     def abort(self) -> None:
         """Drop the upstream connection without a handshake (last resort at shutdown)."""

@@ -152,6 +152,7 @@ class SocketTable:
         """Free sockets left alone too long; fail sockets whose send gap was never filled."""
         now = time.monotonic() if now is None else now
         cfg = self.config
+        stall_limit = cfg.ping_timeout_s
         for sock in list(self.sockets.values()):
             quiet = now - sock.last_seen
             verdict = sock.sweep(now)
@@ -163,6 +164,11 @@ class SocketTable:
                 missing = sock.inbound.missing_seq
                 log.info("socket %s: send %d missing for %.0fs, failing", sock.id[:8], missing, cfg.gap_hold_s)
                 sock.close(CloseCause.GAP, reason=f"sequence gap: send {missing} never arrived")
+            elif stall_limit is not None and sock.write_stalled(now, stall_limit):
+                # A target that takes no bytes for as long as a ping may go unanswered is as dead as
+                # one that does not answer pings; its sends would otherwise wait forever.
+                log.info("socket %s: the target took no data for %.0fs, failing", sock.id[:8], stall_limit)
+                sock.fail_stalled()
 
     async def close_all(self, code: int, reason: str) -> None:
         """Drain: close every socket with 1001 (``code`` is kept for callers; the drain decides it)."""

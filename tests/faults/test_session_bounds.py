@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from polysocket_cli.processes import free_port
 from polysocket_core.control import EstablishRequest
 from polysocket_core.lifecycle import CloseCause, SocketState
+from polysocket_core.wire import SendParams
 from relay_node import memory
 from relay_node.config import RelayConfig
 from relay_node.metrics import RelayMetrics
@@ -173,3 +174,31 @@ def test_trimmer_trims_after_enough_was_released() -> None:
     t.released += 1
     assert t.maybe_trim() and calls == [0] and t.released == 0 and t.trims == 1
     assert not t.maybe_trim()
+
+
+async def test_a_slow_target_is_not_taken_for_a_stalled_one() -> None:
+    """The stall check fails only a target that takes no bytes at all: one that reads slowly (a
+    256 KiB message every 20 ms) while the client sends faster is left alone."""
+    port = free_port()
+    received: list[str] = []
+
+    async def slow(conn: ServerConnection) -> None:
+        async for msg in conn:
+            received.append(str(msg))
+            await asyncio.sleep(0.02)
+
+    async with serve(slow, "127.0.0.1", port, max_queue=1, compression=None, max_size=None):
+        table = SocketTable(RelayConfig(fqdn="n.localhost", ping_timeout_s=0.3), RelayMetrics())
+        req = EstablishRequest(id="r", socket="s" * 32, target=f"ws://127.0.0.1:{port}/", protocols=[],
+                               expires_at_ms=int(time.time() * 1000) + 10_000, token_id="tok")
+        sock = await table.open(req, table.ledger.take(req.id, req.token_id))
+        chunk = "w" * (256 * 1024)
+        sends = asyncio.gather(*(sock.send(SendParams(socket=sock.id, seq=i, kind="t", fin=True,
+                                                      data=chunk.encode())) for i in range(40)))
+        while not sends.done():
+            table.sweep()
+            assert sock.state is SocketState.OPEN
+            await asyncio.sleep(0.1)
+        await sends
+        await wait_for(lambda: len(received) == 40)
+        sock.close_upstream(1000, "")
