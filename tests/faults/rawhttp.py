@@ -42,13 +42,15 @@ class RawHTTP:
             for line in header_lines:
                 name, _, value = line.partition(":")
                 answer_headers[name.strip().lower()] = value.strip()
-            payload = await reader.readexactly(int(answer_headers.get("content-length", "0")))
+            status = int(status_line.split(" ", 2)[1])
+            bodyless = method == "HEAD" or status in (204, 304) or 100 <= status < 200
+            payload = b"" if bodyless else await reader.readexactly(int(answer_headers.get("content-length", "0")))
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             self.close()
             raise ConnectionError("connection closed without an answer") from exc
         if answer_headers.get("connection", "").lower() == "close":
             self.close()
-        return int(status_line.split(" ", 2)[1]), answer_headers, payload
+        return status, answer_headers, payload
 
     async def call(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
         _, _, payload = await self.request("GET", f"{path}?{urlencode(params)}")
