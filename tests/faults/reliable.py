@@ -12,21 +12,22 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
 import orjson
 
 from tests.wire_client import decode_jsonp
+
+from .rawhttp import RawHTTP
 
 Message = tuple[str, str | bytes]  # ("text", str) or ("binary", bytes)
 
 
 @dataclass
 class ReliableSocket:
-    http: httpx.AsyncClient
-    base: str  # http://127.0.0.1:PORT (the proxy)
+    port: int  # where requests go (the relay, or the proxy in front of it)
     host: str  # the socket's fqdn, sent as Host
     socket: str
     rng: random.Random
+    timeout_s: float = 30.0  # a request without an answer by then is given up and retried
     max_attempts: int = 200
     transport_errors: int = 0
     failed_by_path: dict[str, int] = field(default_factory=dict)
@@ -34,6 +35,12 @@ class ReliableSocket:
     close: dict[str, Any] | None = None
     ack: int = -1
     duplicates_seen: int = 0
+    _idle: list[RawHTTP] = field(default_factory=list)  # keep-alive connections not in use
+
+    def shutdown(self) -> None:
+        for raw in self._idle:
+            raw.close()
+        self._idle.clear()
 
     async def request(self, path: str, params: dict[str, Any], body: bytes | None = None,
                       content_type: str = "text/plain") -> dict[str, Any]:
@@ -43,22 +50,25 @@ class ReliableSocket:
             cb = None
             if body is None and self.rng.random() < 0.5:
                 cb = q["cb"] = f"ps.cb{attempt}"
-            url = f"{self.base}{path}?{urlencode(q)}"
+            target = f"{path}?{urlencode(q)}"
+            raw = self._idle.pop() if self._idle else RawHTTP(self.port, self.host)
             try:
                 if body is None:
-                    resp = await self.http.get(url, headers={"host": self.host})
+                    status, _, payload = await asyncio.wait_for(raw.request("GET", target), self.timeout_s)
                 else:
-                    resp = await self.http.post(url, content=body,
-                                                headers={"host": self.host, "content-type": content_type})
-            except httpx.TransportError:
+                    status, _, payload = await asyncio.wait_for(
+                        raw.request("POST", target, body, {"content-type": content_type}), self.timeout_s)
+            except (ConnectionError, OSError):  # refused, reset, closed without an answer, timed out
+                raw.close()
                 self.transport_errors += 1
                 self.failed_by_path[path] = self.failed_by_path.get(path, 0) + 1
                 await asyncio.sleep(0.005 * min(attempt, 10))
                 continue
+            self._idle.append(raw)
             if cb is not None:
-                assert resp.status_code == 200, resp.status_code
-                return decode_jsonp(resp.content, cb)
-            return dict(orjson.loads(resp.content))
+                assert status == 200, status
+                return decode_jsonp(payload, cb)
+            return dict(orjson.loads(payload))
         raise AssertionError(f"{path}: no answer after {self.max_attempts} attempts")
 
     async def send(self, seq: int, msg: Message) -> None:

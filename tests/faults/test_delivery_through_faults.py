@@ -90,11 +90,14 @@ async def test_nothing_lost_duplicated_or_reordered_through_a_faulty_network(
     sent = client_messages(n, rng)
     async with FaultProxy(relay.port, FaultRates(), seed) as proxy:
         conn = await connect(http, router, pushing_target.url, token=token)
-        rs = ReliableSocket(http, f"http://127.0.0.1:{proxy.port}", conn.fqdn, conn.socket, random.Random(seed + 1))
-        sender = asyncio.create_task(rs.send_all(sent, window=8))
-        got = await rs.receive(n)
-        await sender
-        close = await rs.close_and_collect()
+        rs = ReliableSocket(proxy.port, conn.fqdn, conn.socket, random.Random(seed + 1))
+        try:
+            sender = asyncio.create_task(rs.send_all(sent, window=8))
+            got = await rs.receive(n)
+            await sender
+            close = await rs.close_and_collect()
+        finally:
+            rs.shutdown()
     stats = proxy.stats
     print(f"{n} messages each way; proxy: {stats.summary()}; client retried {rs.failed_by_path} "
           f"(a lost poll answer is delivered again by the next poll)")

@@ -48,9 +48,8 @@ def node_of(conn: Conn) -> str:
     return conn.fqdn.split(".")[1]
 
 
-def reliable(http: httpx.AsyncClient, c: Conn, seed: int) -> ReliableSocket:
-    port = c.fqdn.rsplit(":", 1)[1]
-    return ReliableSocket(http, f"http://127.0.0.1:{port}", c.fqdn, c.socket, random.Random(seed))
+def reliable(c: Conn, seed: int, timeout_s: float = 30.0) -> ReliableSocket:
+    return ReliableSocket(int(c.fqdn.rsplit(":", 1)[1]), c.fqdn, c.socket, random.Random(seed), timeout_s)
 
 
 async def echo_round(rs: ReliableSocket, first: int, count: int) -> None:
@@ -100,7 +99,7 @@ async def out_of_rotation(redis_url: str, node: str, since: float) -> float:
 async def test_relay_sigkill_with_live_sockets(own_stack: Stack, http: httpx.AsyncClient, echo: EchoTarget) -> None:
     relays, router, token = await two_node_cluster(own_stack)
     conns = await spread(http, router, echo.url, token, 12)
-    socks = [reliable(http, c, i) for i, c in enumerate(conns)]
+    socks = [reliable(c, i) for i, c in enumerate(conns)]
     await asyncio.gather(*(echo_round(rs, 0, 5) for rs in socks))
     killed_at = time.monotonic()
     relays["na"].signal(signal.SIGKILL)
@@ -133,7 +132,7 @@ async def test_relay_sigstop_then_sigcont(own_stack: Stack, echo: EchoTarget) ->
     relays, router, token = await two_node_cluster(own_stack)
     async with httpx.AsyncClient(timeout=1.5, limits=httpx.Limits(max_connections=100)) as http:
         conns = await spread(http, router, echo.url, token, 8)
-        socks = [reliable(http, c, i) for i, c in enumerate(conns)]
+        socks = [reliable(c, i, timeout_s=1.5) for i, c in enumerate(conns)]
         await asyncio.gather(*(echo_round(rs, 0, 5) for rs in socks))
         frozen = relays["na"]
         frozen.signal(signal.SIGSTOP)
@@ -182,7 +181,7 @@ async def test_valkey_kill9_and_restart(http: httpx.AsyncClient, echo: EchoTarge
         router = f"http://127.0.0.1:{stack.start_router().port}"
         token = stack.create_token()
         conns = [await connect(http, router, echo.url, token=token) for _ in range(4)]
-        socks = [reliable(http, c, i) for i, c in enumerate(conns)]
+        socks = [reliable(c, i) for i, c in enumerate(conns)]
         await asyncio.gather(*(echo_round(rs, 0, 3) for rs in socks))
         valkey.popen.send_signal(signal.SIGKILL)
         valkey.popen.wait(10)
