@@ -44,7 +44,7 @@ from polysocket_core.lifecycle import (
 )
 from polysocket_core.reservations import Reservation
 from polysocket_core.sequencing import InboundSequencer, OutboundBuffer, poll_answer
-from polysocket_core.wire import binary_fragment, text_fragment
+from polysocket_core.wire import CLOSE_TOO_BIG, binary_fragment, text_fragment
 
 from .config import RelayConfig
 from .memory import trimmer
@@ -227,8 +227,13 @@ class RelaySocket:
                     del out
                     self._wake()
                 del msg  # a parked reader keeps neither the last message nor a buffer a free replaced
-        except ConnectionClosed:
-            pass
+        except ConnectionClosed as exc:
+            sent = exc.sent
+            if sent is not None and sent.code == CLOSE_TOO_BIG and exc.rcvd is None and self._imposed is None:
+                # websockets failed the connection on a target message over --max-message: the
+                # client learns why (1009), as for its own messages, rather than a bare 1006.
+                decision = decide_close(CloseCause.TOO_BIG, reason="message from the target is too big")
+                self._imposed = (decision.code, decision.reason)
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug or an unexpected transport error: report it as an abnormal close
