@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -31,12 +32,23 @@ class Profile:
     drain_sockets: int  # live sockets during a SIGTERM drain
     fuzz_examples: int  # hypothesis examples per property
     http_fuzz_requests: int  # hostile requests per HTTP fuzz test
+    explore: bool  # new random seeds every run (full); the CI profile repeats the same faults and inputs
 
 
 CI = Profile("ci", messages_each_way=1_000, memory_sockets=10, memory_rounds=3, drain_sockets=200,
-             fuzz_examples=200, http_fuzz_requests=1_500)
+             fuzz_examples=200, http_fuzz_requests=1_500, explore=False)
 FULL = Profile("full", messages_each_way=10_000, memory_sockets=20, memory_rounds=5, drain_sockets=200,
-               fuzz_examples=2_000, http_fuzz_requests=20_000)
+               fuzz_examples=2_000, http_fuzz_requests=20_000, explore=True)
+CI_SEED = 20_261_202
+
+
+def seed_for(env: str) -> int:
+    """The seed of a randomised test: ``env`` if set, else fixed in CI (a red CI run is a change's
+    fault, not a new draw) and fresh in the full profile. Printed, so any run can be repeated."""
+    raw = os.environ.get(env)
+    seed = int(raw) if raw else (random.randrange(2**32) if current_profile().explore else CI_SEED)
+    print(f"seed {seed} ({env}={seed} repeats this run)")
+    return seed
 
 
 def current_profile() -> Profile:

@@ -6,7 +6,6 @@ records what it receives and pushes its own numbered messages meanwhile."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 from collections.abc import AsyncIterator
 
@@ -18,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from polysocket_cli.processes import Stack, free_port
 from tests.wire_client import connect
 
-from .conftest import Profile, current_profile
+from .conftest import Profile, current_profile, seed_for
 from .proxy import FaultProxy, FaultRates
 from .reliable import Message, ReliableSocket
 
@@ -80,8 +79,7 @@ async def pushing_target() -> AsyncIterator[PushingTarget]:
 @pytest.mark.timeout(90 if PROFILE.name == "ci" else 900)
 async def test_nothing_lost_duplicated_or_reordered_through_a_faulty_network(
         own_stack: Stack, http: httpx.AsyncClient, pushing_target: PushingTarget, profile: Profile) -> None:
-    seed = int(os.environ.get("POLYSOCKET_FAULT_SEED", random.randrange(2**32)))
-    print(f"fault seed {seed} (POLYSOCKET_FAULT_SEED={seed} repeats this run's faults)")
+    seed = seed_for("POLYSOCKET_FAULT_SEED")
     n = profile.messages_each_way
     relay = own_stack.start_relay("fp")
     router = f"http://127.0.0.1:{own_stack.start_router().port}"

@@ -24,8 +24,9 @@ from tests.faults.conftest import current_profile
 
 pytestmark = pytest.mark.faults
 
-EXAMPLES = current_profile().fuzz_examples
-fuzz = settings(max_examples=EXAMPLES, deadline=None, database=None,
+PROFILE = current_profile()
+# The CI profile draws the same examples every run (derandomized); the full one explores.
+fuzz = settings(max_examples=PROFILE.fuzz_examples, deadline=None, database=None, derandomize=not PROFILE.explore,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 # A message is a kind and its chunks (the client splits long messages over several sends).
