@@ -65,6 +65,7 @@ class CloseCause(enum.Enum):
     GAP = "gap"  # a send never arrived within the gap hold
     IDLE = "idle"  # no poll for the idle timeout: nobody is left to tell
     ABANDONED = "abandoned"  # the router gave up on the connect before the socket was opened
+    STALLED = "stalled"  # the target took none of a message the relay was writing for the stall limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,8 @@ def decide_close(cause: CloseCause, code: int | None = None, reason: str = "") -
         return CloseDecision(CLOSE_PROTOCOL_ERROR, clip_reason(reason or "malformed send"), True, False)
     if cause is CloseCause.GAP:
         return CloseDecision(CLOSE_INTERNAL, clip_reason(reason or "sequence gap"), True, False)
+    if cause is CloseCause.STALLED:
+        return CloseDecision(CLOSE_INTERNAL, clip_reason(reason or "target stopped reading"), True, False)
     if cause is CloseCause.IDLE:
         return CloseDecision(CLOSE_GOING_AWAY, "idle timeout", False, True)
     return CloseDecision(CLOSE_GOING_AWAY, "connect abandoned", False, True)  # ABANDONED

@@ -6,6 +6,18 @@ under a FIFO lock, so a message costs no task creation.
 The socket's lifecycle is ``self.state`` (``polysocket_core.lifecycle.SocketState``); it changes
 only in ``_move``, which also performs what entering each state means. Which close code goes to
 the target and which one the client sees is decided in ``polysocket_core.lifecycle``.
+
+Memory per socket is bounded in bytes (issue 10, D1). Messages the client has not acknowledged are
+kept until ``--buffer-bytes``; at that bound the reader stops calling ``recv()`` and pauses the
+upstream transport itself, so the target's further data waits in the kernel's and the target's
+buffers, not here. The upstream connection is opened with ``max_queue=(0, 0)``
+(``relay_node.table``): websockets pauses reading as soon as one frame waits in its queue. A
+parked socket therefore holds at most the buffer, the one message that crossed it (encoded here,
+and raw in websockets' parser until the next frame) and about one read chunk: with the defaults and
+4 MiB binary messages, 1 + 5.3 + 4 MiB. Once the socket is closing, reading resumes so the closing
+handshake can finish, and messages beyond the bound are dropped (a browser drops messages after
+``close()`` too); once it is freed, everything it buffered is let go at once and the reader only
+drains the connection until it ends (within ``--close-timeout``).
 """
 
 from __future__ import annotations
@@ -32,9 +44,10 @@ from polysocket_core.lifecycle import (
 )
 from polysocket_core.reservations import Reservation
 from polysocket_core.sequencing import InboundSequencer, OutboundBuffer, poll_answer
-from polysocket_core.wire import binary_fragment, text_fragment
+from polysocket_core.wire import CLOSE_TOO_BIG, binary_fragment, text_fragment
 
 from .config import RelayConfig
+from .memory import trimmer
 from .metrics import RelayMetrics
 
 log = logging.getLogger("polysocket.relay")
@@ -45,9 +58,9 @@ OPEN, CLOSING, CLOSED, FREED = SocketState.OPEN, SocketState.CLOSING, SocketStat
 
 
 class RelaySocket:
-    __slots__ = ("_close_seq", "_close_task", "_imposed", "_reader", "_room", "_sent_through", "_write_lock",
-                 "config", "conn", "id", "inbound", "last_seen", "meta", "metrics", "on_gone", "outbound",
-                 "protocol", "reservation", "state", "waiter")
+    __slots__ = ("_close_seq", "_close_task", "_imposed", "_reader", "_room", "_sent_through", "_stall",
+                 "_write_lock", "config", "conn", "id", "inbound", "last_seen", "meta", "metrics", "on_gone",
+                 "outbound", "protocol", "reservation", "state", "waiter")
 
     def __init__(
         self,
@@ -78,6 +91,7 @@ class RelaySocket:
         self._write_lock: asyncio.Lock | None = None  # created by the first send: idle sockets stay small
         self._room: asyncio.Future[None] | None = None  # set while reading upstream waits for acks
         self._close_task: asyncio.Task[None] | None = None
+        self._stall: tuple[float, int, int] | None = None  # a write waiting: since, buffered bytes, sent seq
         self._reader = asyncio.get_running_loop().create_task(self._read_upstream())
 
     @property
@@ -96,11 +110,19 @@ class RelaySocket:
             self._close_seq = self.outbound.next_seq
             self.outbound.push(wire.close_fragment(self._close_seq, code, reason))
             self._wake()
+        elif new is CLOSING:
+            self._free_room()  # a parked reader reads again, so the closing handshake can finish
         elif new is FREED:
             self._wake()
             self._free_room()  # the reader must not stay parked once nobody will ack
             self.reservation.release()
             self.on_gone(self)
+            # Nobody will poll again: what was buffered goes now, not when the last reference does.
+            trimmer.released += self.outbound.unacked_bytes
+            self.outbound = OutboundBuffer()
+            self.inbound = InboundSequencer(0)
+            if self._close_task is None and not self._reader.done():
+                self._abort_transport()  # freed without a close under way: nobody else would end it
         return True
 
     def _received_close(self) -> tuple[int, str] | None:
@@ -137,14 +159,40 @@ class RelaySocket:
             self.free()
         return verdict
 
+    def write_stalled(self, now: float, limit: float) -> bool:
+        """True once a write to the target has made no progress for ``limit`` seconds: the target
+        stopped reading. (websockets' keepalive cannot tell: its ping waits behind the write.)
+        Asked by the sweeper; the send path pays nothing for it."""
+        lock = self._write_lock
+        transport = self.conn.transport
+        if lock is None or not lock.locked() or self.state is not OPEN or transport is None:
+            self._stall = None
+            return False
+        size = transport.get_write_buffer_size()
+        stall = self._stall
+        if size == 0 or stall is None or size < stall[1] or self._sent_through != stall[2]:
+            self._stall = (now, size, self._sent_through)  # moving (or just started): a new reference
+            return False
+        return now - stall[0] >= limit
+
+    def fail_stalled(self) -> None:
+        """The target stopped reading: the client is told 1011, the connection is dropped (a close
+        frame could not get through either), and the sends waiting on it get ``socket_closed``."""
+        self.close(CloseCause.STALLED)
+        self._abort_transport()
+
     def abort(self) -> None:
         """Drop the upstream connection without a handshake (last resort at shutdown)."""
         self._reader.cancel()
         if self._close_task is not None:
             self._close_task.cancel()
-        if self.conn.transport is not None:
-            self.conn.transport.abort()
+        self._abort_transport()
         self._move(FREED)
+
+    def _abort_transport(self) -> None:
+        transport = self.conn.transport
+        if transport is not None:
+            transport.abort()
 
     async def _close(self, code: int, reason: str) -> None:
         try:
@@ -158,29 +206,60 @@ class RelaySocket:
     # upstream -> client
 
     async def _read_upstream(self) -> None:
-        conn, out = self.conn, self.outbound
-        bytes_out, frames_out = self.metrics.bytes_out, self.metrics.frames_out
+        conn, metrics = self.conn, self.metrics
         high = self.config.buffer_high_bytes
+        dropped = 0
         try:
             while True:
-                if out.unacked_bytes >= high and self.state is not FREED:
-                    room = self._room = asyncio.get_running_loop().create_future()
-                    await room
+                if self.state is OPEN and self.outbound.unacked_bytes >= high:
+                    await self._wait_for_room()
+                    continue
                 msg = await conn.recv()
-                if isinstance(msg, str):
-                    out.push(text_fragment(out.next_seq, msg))
+                if self.state is FREED or (self.state is CLOSING and self.outbound.unacked_bytes >= high):
+                    # Nobody will collect it (freed), or the socket is closing and full: dropped, so
+                    # the closing handshake behind it can be read.
+                    dropped += 1
                 else:
-                    out.push(binary_fragment(out.next_seq, msg))
-                bytes_out.value += len(msg)
-                frames_out.value += 1
-                self._wake()
-        except ConnectionClosed:
-            pass
+                    out = self.outbound
+                    if isinstance(msg, str):
+                        out.push(text_fragment(out.next_seq, msg))
+                    else:
+                        out.push(binary_fragment(out.next_seq, msg))
+                    metrics.bytes_out.value += len(msg)
+                    metrics.frames_out.value += 1
+                    del out
+                    self._wake()
+                del msg  # a parked reader keeps neither the last message nor a buffer a free replaced
+        except ConnectionClosed as exc:
+            sent = exc.sent
+            if sent is not None and sent.code == CLOSE_TOO_BIG and exc.rcvd is None and self._imposed is None:
+                # websockets failed the connection on a target message over --max-message: the
+                # client learns why (1009), as for its own messages, rather than a bare 1006.
+                decision = decide_close(CloseCause.TOO_BIG, reason="message from the target is too big")
+                self._imposed = (decision.code, decision.reason)
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug or an unexpected transport error: report it as an abnormal close
             log.exception("socket %s: upstream reader failed", self.id[:8])
+        if dropped:
+            log.info("socket %s: %d messages from the target after the close started were dropped",
+                     self.id[:8], dropped)
         self._move(CLOSED)  # a no-op once freed: nobody would collect it
+
+    async def _wait_for_room(self) -> None:
+        """Park the reader until the client acknowledges below the bound (or the socket closes),
+        with the upstream transport paused meanwhile."""
+        transport = self.conn.transport
+        transport.pause_reading()
+        room = self._room = asyncio.get_running_loop().create_future()
+        try:
+            await room
+        finally:
+            if self._room is room:
+                self._room = None
+            # Resume unless websockets paused reading for a frame still queued: its recv() resumes it.
+            if not getattr(getattr(self.conn, "recv_messages", None), "paused", False):
+                transport.resume_reading()
 
     def _wake(self) -> None:
         w = self.waiter
@@ -237,7 +316,10 @@ class RelaySocket:
     async def poll(self, ack: int, ttl_ms: int) -> bytes:
         self.last_seen = time.monotonic()
         out = self.outbound
+        held = out.unacked_bytes
         out.ack(ack)
+        if held != out.unacked_bytes:
+            trimmer.released += held - out.unacked_bytes
         room = self._room
         if room is not None and out.unacked_bytes < self.config.buffer_high_bytes:
             self._free_room()

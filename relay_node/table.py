@@ -17,6 +17,7 @@ from polysocket_core.errors import ErrorCode, PolysocketError
 from polysocket_core.lifecycle import CloseCause, SweepVerdict
 from polysocket_core.reservations import Reservation, TokenLedger
 
+from . import memory
 from .config import RelayConfig
 from .metrics import RelayMetrics
 from .session import RelaySocket, SocketState
@@ -122,7 +123,10 @@ class SocketTable:
             ping_timeout=cfg.ping_timeout_s,
             close_timeout=cfg.close_timeout_s,
             max_size=cfg.max_message_bytes,
-            max_queue=4,
+            # websockets pauses reading as soon as one frame waits in its queue: with frames of up
+            # to --max-message, a queue counted in frames is only bounded in bytes at zero. The
+            # reader pauses the transport itself at --buffer-bytes (relay_node.session).
+            max_queue=(0, 0),
             user_agent_header=USER_AGENT,
             **pin,
         )
@@ -148,6 +152,7 @@ class SocketTable:
         """Free sockets left alone too long; fail sockets whose send gap was never filled."""
         now = time.monotonic() if now is None else now
         cfg = self.config
+        stall_limit = cfg.ping_timeout_s
         for sock in list(self.sockets.values()):
             quiet = now - sock.last_seen
             verdict = sock.sweep(now)
@@ -159,6 +164,11 @@ class SocketTable:
                 missing = sock.inbound.missing_seq
                 log.info("socket %s: send %d missing for %.0fs, failing", sock.id[:8], missing, cfg.gap_hold_s)
                 sock.close(CloseCause.GAP, reason=f"sequence gap: send {missing} never arrived")
+            elif stall_limit is not None and sock.write_stalled(now, stall_limit):
+                # A target that takes no bytes for as long as a ping may go unanswered is as dead as
+                # one that does not answer pings; its sends would otherwise wait forever.
+                log.info("socket %s: the target took no data for %.0fs, failing", sock.id[:8], stall_limit)
+                sock.fail_stalled()
 
     async def close_all(self, code: int, reason: str) -> None:
         """Drain: close every socket with 1001 (``code`` is kept for callers; the drain decides it)."""
@@ -170,9 +180,12 @@ class SocketTable:
             sock.abort()
 
     async def run_sweeper(self) -> None:
+        """Once per sweep interval: free what was left alone, then give freed memory back."""
+        memory.configure()
         while True:
             await asyncio.sleep(self.config.sweep_interval_s)
             try:
                 self.sweep()
+                memory.trimmer.maybe_trim()
             except Exception:
                 log.exception("sweep failed")

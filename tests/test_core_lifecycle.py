@@ -45,6 +45,7 @@ def test_transitions_only_go_forward_and_freed_is_final() -> None:
      (1002, "continuation chunk changes the frame type", True, False)),
     (CloseCause.GAP, None, "sequence gap: send 3 never arrived",
      (1011, "sequence gap: send 3 never arrived", True, False)),
+    (CloseCause.STALLED, None, "", (1011, "target stopped reading", True, False)),
     (CloseCause.IDLE, None, "", (1001, "idle timeout", False, True)),
     (CloseCause.ABANDONED, None, "", (1001, "connect abandoned", False, True)),
 ])
