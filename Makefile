@@ -7,7 +7,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test deps lint typecheck pytest clean
+.PHONY: run test deps lint typecheck pytest faults faults-full clean
 
 run: deps
 	$(VENV)/bin/polysocket dev
@@ -60,6 +60,13 @@ pytest:
 	$(PY) -m pytest --ignore=tests/browser --ignore=tests/cloud
 	PSTEST_LOCALSTACK_VENV=$(abspath $(LOCALSTACK_VENV)) $(PY) -m pytest tests/cloud
 	$(PY) -m pytest tests/browser
+
+# The fault campaign alone (also part of `make test`, in its CI profile): tests/faults/README.md.
+faults: deps
+	$(PY) -m pytest -m faults tests/faults tests/fuzz
+
+faults-full: deps
+	PSTEST_FAULTS=full $(PY) -m pytest -m faults tests/faults tests/fuzz -p no:timeout
 
 clean:
 	rm -rf $(VENV) node_modules tests/targets/node_modules client/node_modules $(LOCALSTACK_VENV) localstack/.tools

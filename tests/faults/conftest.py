@@ -1,7 +1,7 @@
 """Shared pieces of the fault campaign: the profile (short in CI, long on demand), process
 inspection (RSS from /proc), and a private stack per test module or test.
 
-Profiles: ``POLYSOCKET_FAULTS=full`` runs the long campaign (10,000 messages each way, more sockets
+Profiles: ``PSTEST_FAULTS=full`` runs the long campaign (10,000 messages each way, more sockets
 and rounds); the default, ``ci``, is sized to finish in a few minutes on two shared cores. Every
 test sends traffic to loopback only, bounds its own counts and time, and stops every process it
 started (by its own handle, never by name).
@@ -52,9 +52,9 @@ def seed_for(env: str) -> int:
 
 
 def current_profile() -> Profile:
-    name = os.environ.get("POLYSOCKET_FAULTS", "ci").strip().lower()
+    name = os.environ.get("PSTEST_FAULTS", "ci").strip().lower()
     if name not in ("ci", "full"):
-        raise pytest.UsageError(f"POLYSOCKET_FAULTS must be 'ci' or 'full', not {name!r}")
+        raise pytest.UsageError(f"PSTEST_FAULTS must be 'ci' or 'full', not {name!r}")
     return FULL if name == "full" else CI
 
 
@@ -117,4 +117,4 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 def pytest_configure(config: pytest.Config) -> None:
     # Also to be declared in pyproject.toml's [tool.pytest.ini_options] markers (--strict-markers).
     config.addinivalue_line("markers", "faults: the fault campaign (tests/faults, tests/fuzz); "
-                            "POLYSOCKET_FAULTS=full for the long profile")
+                            "PSTEST_FAULTS=full for the long profile")

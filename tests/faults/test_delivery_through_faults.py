@@ -79,7 +79,7 @@ async def pushing_target() -> AsyncIterator[PushingTarget]:
 @pytest.mark.timeout(90 if PROFILE.name == "ci" else 900)
 async def test_nothing_lost_duplicated_or_reordered_through_a_faulty_network(
         own_stack: Stack, http: httpx.AsyncClient, pushing_target: PushingTarget, profile: Profile) -> None:
-    seed = seed_for("POLYSOCKET_FAULT_SEED")
+    seed = seed_for("PSTEST_FAULT_SEED")
     n = profile.messages_each_way
     relay = own_stack.start_relay("fp")
     router = f"http://127.0.0.1:{own_stack.start_router().port}"

@@ -1,6 +1,6 @@
 """Fuzzing: hypothesis properties of the pure core, hostile and raw requests against a real relay
 and router, and a JSONP callback-injection corpus. Sized by the same profile as tests/faults
-(``POLYSOCKET_FAULTS=full`` for the long run)."""
+(``PSTEST_FAULTS=full`` for the long run)."""
 
 from __future__ import annotations
 
@@ -16,4 +16,4 @@ def profile() -> Profile:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "faults: the fault campaign (tests/faults, tests/fuzz); "
-                            "POLYSOCKET_FAULTS=full for the long profile")
+                            "PSTEST_FAULTS=full for the long profile")

@@ -2,7 +2,7 @@
 arrive in, the target gets each message once and in order; the outbound buffer redelivers exactly
 what is unacknowledged; every parser either returns a typed value or raises ``PolysocketError``;
 JSONP answers are a dotted callback around JSON that round-trips and holds no raw line separator.
-No I/O: ``POLYSOCKET_FAULTS=full`` only raises the number of examples."""
+No I/O: ``PSTEST_FAULTS=full`` only raises the number of examples."""
 
 from __future__ import annotations
 

@@ -3,10 +3,10 @@
 Every request that gets an answer gets a typed one: no 5xx, except the router's documented ones
 (502 ``upstream_failed``, 503 ``no_relay``/``draining``, 504 ``timeout``); no traceback or internal
 error in either log; both processes alive and serving afterwards; the relay's RSS bounded.
-Requests come from a seeded ``random.Random`` (printed; ``POLYSOCKET_FUZZ_SEED`` repeats a run;
+Requests come from a seeded ``random.Random`` (printed; ``PSTEST_FUZZ_SEED`` repeats a run;
 fixed in the CI profile, fresh in the full one):
 many hostile but well-formed requests, then raw byte strings and mutated requests on fresh
-connections. ``POLYSOCKET_FAULTS=full`` sends 20,000 hostile requests per server instead of 1,500
+connections. ``PSTEST_FAULTS=full`` sends 20,000 hostile requests per server instead of 1,500
 (and a third as many raw byte strings).
 """
 
@@ -241,7 +241,7 @@ async def test_relay_survives_hostile_requests_and_raw_bytes(fz: FuzzStack, prof
 
     from tests.wire_client import connect
 
-    seed = seed_for("POLYSOCKET_FUZZ_SEED")
+    seed = seed_for("PSTEST_FUZZ_SEED")
     n = profile.http_fuzz_requests
     async with serve(fz.echo.handler, "127.0.0.1", fz.echo.port):
         import httpx
@@ -269,7 +269,7 @@ async def test_relay_survives_hostile_requests_and_raw_bytes(fz: FuzzStack, prof
 
 
 async def test_router_survives_hostile_requests_and_raw_bytes(fz: FuzzStack, profile: Profile) -> None:
-    seed = seed_for("POLYSOCKET_FUZZ_SEED")
+    seed = seed_for("PSTEST_FUZZ_SEED")
     n = profile.http_fuzz_requests
     from websockets.asyncio.server import serve
 
