@@ -281,6 +281,14 @@ def lambda_import_ms(repeat: int = 3) -> dict[str, Any]:
 
 def start_stack(args: argparse.Namespace) -> tuple[Stack, dict[str, Proc]]:
     stack = Stack(cwd=REPO_ROOT)  # the bench starts modules of its own (`-m bench...`)
+    try:
+        return stack, _start_processes(stack, args)
+    except BaseException:
+        stack.stop()  # a process that fails to start must not leave the others running
+        raise
+
+
+def _start_processes(stack: Stack, args: argparse.Namespace) -> dict[str, Proc]:
     procs: dict[str, Proc] = {}
     procs["valkey"] = stack.start_valkey()
     quiet = {"POLYSOCKET_LOG_LEVEL": "warning"}
@@ -295,7 +303,7 @@ def start_stack(args: argparse.Namespace) -> tuple[Stack, dict[str, Proc]]:
         port = free_port()
         procs["socketio"] = stack._spawn("socketio", [sys.executable, "-m", "bench.sio_server", "--port",
                                                       str(port)], port)
-    return stack, procs
+    return procs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
