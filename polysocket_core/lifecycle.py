@@ -76,27 +76,27 @@ class CloseDecision:
     frees: bool  # the socket leaves the table at once (no client will collect a close message)
 
 
+# One row per cause the relay imposes: (code sent to the target, default reason, imposed, frees).
+_IMPOSED: dict[CloseCause, tuple[int, str, bool, bool]] = {
+    CloseCause.DRAIN: (CLOSE_GOING_AWAY, "relay draining", False, False),
+    CloseCause.KILL: (CLOSE_POLICY, "token revoked", True, False),
+    CloseCause.TOO_BIG: (CLOSE_TOO_BIG, "message too big", True, False),
+    CloseCause.BAD_STREAM: (CLOSE_PROTOCOL_ERROR, "malformed send", True, False),
+    CloseCause.GAP: (CLOSE_INTERNAL, "sequence gap", True, False),
+    CloseCause.STALLED: (CLOSE_INTERNAL, "target stopped reading", True, False),
+    CloseCause.IDLE: (CLOSE_GOING_AWAY, "idle timeout", False, True),
+    CloseCause.ABANDONED: (CLOSE_GOING_AWAY, "connect abandoned", False, True),
+}
+
+
 def decide_close(cause: CloseCause, code: int | None = None, reason: str = "") -> CloseDecision:
     """How the relay closes the upstream for ``cause``; ``code``/``reason`` are the caller's details
     (the client's close code, the kill or gap reason)."""
     if cause is CloseCause.CLIENT:
         # The client learns how the target answered (usually its own code echoed back).
         return CloseDecision(code if code is not None else CLOSE_NORMAL, clip_reason(reason), False, False)
-    if cause is CloseCause.DRAIN:
-        return CloseDecision(CLOSE_GOING_AWAY, clip_reason(reason or "relay draining"), False, False)
-    if cause is CloseCause.KILL:
-        return CloseDecision(CLOSE_POLICY, clip_reason(reason or "token revoked"), True, False)
-    if cause is CloseCause.TOO_BIG:
-        return CloseDecision(CLOSE_TOO_BIG, clip_reason(reason or "message too big"), True, False)
-    if cause is CloseCause.BAD_STREAM:
-        return CloseDecision(CLOSE_PROTOCOL_ERROR, clip_reason(reason or "malformed send"), True, False)
-    if cause is CloseCause.GAP:
-        return CloseDecision(CLOSE_INTERNAL, clip_reason(reason or "sequence gap"), True, False)
-    if cause is CloseCause.STALLED:
-        return CloseDecision(CLOSE_INTERNAL, clip_reason(reason or "target stopped reading"), True, False)
-    if cause is CloseCause.IDLE:
-        return CloseDecision(CLOSE_GOING_AWAY, "idle timeout", False, True)
-    return CloseDecision(CLOSE_GOING_AWAY, "connect abandoned", False, True)  # ABANDONED
+    close_code, default_reason, imposed, frees = _IMPOSED[cause]
+    return CloseDecision(close_code, clip_reason(reason or default_reason), imposed, frees)
 
 
 def client_close(imposed: tuple[int, str] | None, received: tuple[int, str] | None) -> tuple[int, str]:

@@ -13,25 +13,16 @@ import boto3
 import pytest
 
 from polysocket_cli.processes import Stack
-from polysocket_cli.processes import free_port as _free_port
 
 from .pebble import Pebble, PebbleMissing
 from .route53_dns import Route53DNS
 
 
 def free_udp_tcp_port() -> int:
-    """A loopback port free for both TCP and UDP (a DNS server takes both)."""
-    import socket
+    """A loopback port free for both TCP and UDP (a DNS server takes both): the harness's own."""
+    from .conftest import _harness
 
-    for _ in range(50):
-        port = _free_port()
-        try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                u.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free loopback port")
+    return int(_harness().free_port())
 
 
 @pytest.fixture(scope="session")
