@@ -479,7 +479,7 @@ class RelayHTTPProtocol(asyncio.Protocol):
     def write_chunk(self, data: bytes) -> None:
         """A piece of the stream in progress (StreamSink)."""
         transport = self.transport
-        if transport is None or not data or self.stream is None:
+        if transport is None or not data or self.stream is None or transport.is_closing():
             return
         transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
 
