@@ -59,6 +59,15 @@ def test_parse_stream_defaults_and_caps() -> None:
     assert (p.ttl_ms, p.ack, p.pad) == (30_000, 4, True)
 
 
+@pytest.mark.parametrize("ttl", ["1", "2", "999"])
+def test_a_heartbeat_interval_below_the_floor_is_raised_to_it(ttl: str) -> None:
+    # A 1 ms heartbeat would cost a timer callback per millisecond per stream and queue ~1 MB of
+    # heartbeats over a stream's 120 s for a client that does not read: clamped like the cap.
+    p = wire.parse_stream({"socket": SID, "ttl": ttl})
+    assert p.ttl_ms == wire.MIN_STREAM_TTL_MS == 1000
+    assert wire.parse_stream({"socket": SID, "ttl": "1000"}, max_ttl_ms=500).ttl_ms == 500  # the cap wins
+
+
 @pytest.mark.parametrize(("header", "ack", "expected"), [
     (b"9", "4", 9), (b"2", "4", 4), (None, "4", 4), (b"x", "4", 4), (b"-3", "-1", -1), (b"", "-1", -1),
     (b"99999999999999999999", "1", 1), (str(wire.MAX_SEQ).encode(), "-1", wire.MAX_SEQ),

@@ -103,7 +103,7 @@ async def eventually_open_streams(http: httpx.AsyncClient, sstack: StreamStack, 
 
 async def test_heartbeat_comment_when_nothing_is_written(sstack: StreamStack, http: httpx.AsyncClient) -> None:
     c = await sstack.connect(http)
-    s = await sstack.stream(c, ttl=100)
+    s = await sstack.stream(c, ttl=1000)  # the floor (wire.MIN_STREAM_TTL_MS)
     assert (await s.next()).text == "ok"
     beat = await s.next()
     assert (beat.kind, beat.text) == ("comment", "hb")
