@@ -38,6 +38,21 @@ def events(items: list[tuple[int, bytes]]) -> bytes:
     return b"".join([b"id: %d\ndata: %b\n\n" % item for item in items])
 
 
+def events_within(items: list[tuple[int, bytes]], budget: int) -> tuple[bytes, int]:
+    """Events for ``items``, oldest first, up to the one that takes their bytes past ``budget``
+    (that one included, and always at least one), and how many that is. The budget counts event
+    bytes: for small messages the ``id``/``data`` framing is a large share of them."""
+    data = events(items)
+    if len(data) <= budget or len(items) == 1:
+        return data, len(items)
+    size = 0
+    for n, (seq, fragment) in enumerate(items, 1):
+        size += len(b"id: %d\ndata: \n\n" % seq) + len(fragment)
+        if size > budget:
+            return data[:size], n
+    return data, len(items)  # not reached: the whole is past the budget
+
+
 class Tick(enum.Enum):
     """What a stream does when its timer fires."""
 

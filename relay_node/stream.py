@@ -111,11 +111,12 @@ class SocketStream(sse.StreamClock):
         if state is FREED:
             return b"", True
         out = sock.outbound
-        items = out.after(self.cursor, self.max_bytes - self.written)
+        budget = self.max_bytes - self.written
+        items = out.after(self.cursor, budget)  # fragment bytes: at least the events that fit
         if not items:
             return b"", False
-        data = sse.events(items)
-        self.cursor = items[-1][0]
+        data, n = sse.events_within(items, budget)
+        self.cursor = items[n - 1][0]
         over = self.wrote_events(len(data), self.loop.time())
         return data, over or (state is CLOSED and self.cursor >= out.last_seq)  # the close message ends it
 

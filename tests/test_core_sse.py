@@ -112,3 +112,13 @@ def test_buffer_after_gives_what_a_stream_has_not_written() -> None:
     assert [s for s, _ in buf.after(1, 1 << 20)] == [3, 4, 5]
     buf.ack(5)
     assert buf.after(-1, 1 << 20) == []
+
+
+def test_events_within_stop_after_the_event_that_crosses_the_budget() -> None:
+    items = [(i, b'{"seq":%d}' % i) for i in range(8, 14)]  # 10-11 byte fragments, 24-25 byte events
+    whole = sse.events(items)
+    assert sse.events_within(items, 10_000) == (whole, 6)
+    data, n = sse.events_within(items, 60)
+    assert n == 3 and data == sse.events(items[:3])  # 24 + 24 = 48 <= 60 < 48 + 25
+    assert sse.events_within(items, 48) == (sse.events(items[:3]), 3)  # exactly at the budget: not past it
+    assert sse.events_within(items, 0) == (sse.events(items[:1]), 1)  # always at least one

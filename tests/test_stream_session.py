@@ -145,3 +145,18 @@ async def test_a_failing_write_detaches_the_stream_not_the_socket(sock: RelaySoc
     await send(sock, 1, "b")  # the upstream reader lives on: the socket still relays
     await until(lambda: len(sock.outbound) == 2, "the second echo never came")
     assert sock.state is SocketState.OPEN
+
+
+async def test_the_byte_budget_counts_event_bytes_not_fragment_bytes(sock: RelaySocket) -> None:
+    # Small messages: an event is ~40 % larger than its JSON fragment. The stream must end right
+    # after the event that takes the *event* bytes past the budget, not write ~40 % more.
+    for i in range(30):
+        await send(sock, i, "m")
+    await until(lambda: len(sock.outbound) == 30, "the echoes never came")
+    stream = sock.open_stream(params())
+    stream.max_bytes = 200
+    first, more = stream.start(Sink())
+    assert not more  # the backlog alone spends the budget
+    events = [e + b"\n\n" for e in first[len(b":ok\n\n"):].split(b"\n\n") if e]
+    assert sum(map(len, events[:-1])) <= 200 < sum(map(len, events))
+    assert stream.cursor == len(events) - 1  # the next stream starts after the last one written
