@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import enum
 
+from .sequencing import OutboundBuffer
+
 OPENING = b":ok\n\n"
 PRELUDE_SIZE = 2048
 # Old IE's XHR (readyState 3) and XDomainRequest (onprogress) report nothing before ~2 KiB arrived.
@@ -51,6 +53,16 @@ def events_within(items: list[tuple[int, bytes]], budget: int) -> tuple[bytes, i
         if size > budget:
             return data[:size], n
     return data, len(items)  # not reached: the whole is past the budget
+
+
+def next_events(out: OutboundBuffer, cursor: int, budget: int) -> tuple[bytes, int]:
+    """What a stream that wrote every seq up to ``cursor`` writes next with ``budget`` bytes left:
+    the events of the unacknowledged messages after it (see ``events_within``), and the new cursor."""
+    items = out.after(cursor, budget)  # fragment bytes: at least every event that fits
+    if not items:
+        return b"", cursor
+    data, n = events_within(items, budget)
+    return data, items[n - 1][0]
 
 
 class Tick(enum.Enum):

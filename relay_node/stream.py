@@ -111,12 +111,9 @@ class SocketStream(sse.StreamClock):
         if state is FREED:
             return b"", True
         out = sock.outbound
-        budget = self.max_bytes - self.written
-        items = out.after(self.cursor, budget)  # fragment bytes: at least the events that fit
-        if not items:
+        data, self.cursor = sse.next_events(out, self.cursor, self.max_bytes - self.written)
+        if not data:
             return b"", False
-        data, n = sse.events_within(items, budget)
-        self.cursor = items[n - 1][0]
         over = self.wrote_events(len(data), self.loop.time())
         return data, over or (state is CLOSED and self.cursor >= out.last_seq)  # the close message ends it
 
