@@ -388,9 +388,8 @@ class RelayHTTPProtocol(asyncio.Protocol):
         req = self.req
         self.req = _NO_REQUEST
         req.keep_alive = self.parser.should_keep_alive()
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
+        # The keep-alive timer stops when the request starts (_start): one queued behind an answer
+        # the client is not reading leaves it running.
         if self.busy or self.write_paused:
             if self.queue is None:
                 self.queue = deque()

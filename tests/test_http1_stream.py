@@ -192,7 +192,7 @@ async def test_a_client_that_never_reads_its_stream_does_not_hold_the_connection
     client.setblocking(False)
     try:
         await loop.sock_connect(client, ("127.0.0.1", port))
-        await loop.sock_sendall(client, STREAM_REQ)
+        await loop.sock_sendall(client, STREAM_REQ + GET)  # and a request pipelined behind it
         for _ in range(200):
             if ans.streams and ans.streams[0].sink is not None:
                 break
