@@ -60,6 +60,7 @@ class SocketStream(sse.StreamClock):
         open (as the socket's receiver) unless that already ended it."""
         first = sse.opening(self.pad)
         sock = self.sock
+        sock.metrics.streams_total.value += 1  # every answer started, also one that ends at once
         if sock.state is FREED:  # e.g. its close was acked by this very request
             return first, False
         sock.take_receiver(self)
@@ -70,7 +71,6 @@ class SocketStream(sse.StreamClock):
         self.sink = sink
         self.timer = self.loop.call_at(self.next_due(), self._tick)
         sock.metrics.streams_open.value += 1
-        sock.metrics.streams_total.value += 1
         return first + data, True
 
     def stop(self) -> None:

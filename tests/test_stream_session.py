@@ -160,3 +160,14 @@ async def test_the_byte_budget_counts_event_bytes_not_fragment_bytes(sock: Relay
     events = [e + b"\n\n" for e in first[len(b":ok\n\n"):].split(b"\n\n") if e]
     assert sum(map(len, events[:-1])) <= 200 < sum(map(len, events))
     assert stream.cursor == len(events) - 1  # the next stream starts after the last one written
+
+
+async def test_a_stream_that_ends_at_once_counts_as_started(sock: RelaySocket) -> None:
+    await send(sock, 0, "m" * 300)
+    await until(lambda: len(sock.outbound) == 1, "the echo never came")
+    stream = sock.open_stream(params())
+    stream.max_bytes = 100  # the backlog alone spends the budget
+    first, more = stream.start(Sink())
+    assert not more and b'"seq":0' in first
+    assert sock.metrics.streams_total.value == 1 and sock.metrics.streams_open.value == 0
+    assert sock.waiter is None
