@@ -171,3 +171,20 @@ async def test_a_stream_that_ends_at_once_counts_as_started(sock: RelaySocket) -
     assert not more and b'"seq":0' in first
     assert sock.metrics.streams_total.value == 1 and sock.metrics.streams_open.value == 0
     assert sock.waiter is None
+
+
+async def test_what_a_stream_queues_for_a_client_that_acks_without_reading_is_its_byte_budget(
+        sock: RelaySocket) -> None:
+    # Acks on sends free the socket's buffer whether or not the stream was read, so the buffer
+    # bound does not limit what the stream queues for such a client: its byte budget does.
+    stream = sock.open_stream(params())
+    stream.max_bytes = 1000
+    sink = Sink()
+    stream.start(sink)
+    for i in range(40):
+        await send(sock, i, "z" * 100, ack=10**6)  # acks everything, reads nothing
+        if sink.ended:
+            break
+    await until(lambda: sink.ended, "the stream never ended")
+    largest = max(map(len, sink.chunks))
+    assert 1000 < sum(map(len, sink.chunks)) <= 1000 + largest
