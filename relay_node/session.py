@@ -186,9 +186,11 @@ class RelaySocket:
     def keepalive(self, now: float) -> bool:
         """Ping the target when due (asked by the sweeper); True when its last ping went
         unanswered for ``--ping-timeout``: the connection is failed and the client gets 1006."""
-        if self.state is not OPEN:
+        if self.state is not OPEN or not self.conn.keepalive(now, self.config.ping_interval_s,
+                                                             self.config.ping_timeout_s):
             return False
-        return self.conn.keepalive(now, self.config.ping_interval_s, self.config.ping_timeout_s)
+        self._move(CLOSING)  # the upstream's end (within --close-timeout) queues the close message
+        return True
 
     def abort(self) -> None:
         """Drop the upstream connection without a handshake (last resort at shutdown)."""

@@ -30,6 +30,7 @@ from typing import cast
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus, SecurityError
 from websockets.frames import CloseCode, Frame, Opcode
+from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.typing import Origin, Subprotocol
 from websockets.uri import WebSocketURI, parse_uri
@@ -125,8 +126,7 @@ class Upstream(asyncio.Protocol):
     # asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport subclasses
 
     def data_received(self, data: bytes) -> None:
         proto = self.proto
@@ -138,6 +138,11 @@ class Upstream(asyncio.Protocol):
         for event in events:
             if isinstance(event, Frame):
                 self._frame(event)
+            elif isinstance(event, Response) and proto.handshake_exc is None:
+                # The parser's generator keeps the handshake's answer for the connection's life:
+                # its headers (~2 KiB per idle socket) are not needed once it was accepted.
+                event.headers.clear()
+                event.body = b""
         opened = self._opened
         if opened is not None and not opened.done() and (proto.state is not State.CONNECTING
                                                           or proto.handshake_exc is not None):

@@ -130,6 +130,10 @@ async def test_closing_a_parked_socket_completes_the_handshake(flood: Flood) -> 
     assert sock.outbound.unacked_bytes <= HIGH + 2 * ENCODED
 
 
+async def wait_lost(upstream: Upstream) -> None:
+    await wait_for(lambda: upstream.lost, timeout=10)
+
+
 async def test_a_freed_socket_lets_go_at_once_without_the_cycle_collector(flood: Flood) -> None:
     gc.collect()
     gc.disable()
@@ -144,7 +148,7 @@ async def test_a_freed_socket_lets_go_at_once_without_the_cycle_collector(flood:
         assert memory.trimmer.released - released > HIGH  # and is counted for the next trim
         upstream = sock.conn
         del sock
-        await wait_for(lambda: upstream.lost, timeout=10)
+        await wait_lost(upstream)
         await wait_for(lambda: flood.closes == [1001], timeout=10)
         del upstream
         await asyncio.sleep(0.1)  # the transport's last callbacks
