@@ -64,7 +64,7 @@ class UpstreamSink(TypingProtocol):
 
 class Upstream(asyncio.Protocol):
     __slots__ = ("_close_timer", "_early", "_lost", "_next_ping", "_opened", "_parts", "_ping_sent",
-                 "_text", "_waiter", "_write_paused", "close_timeout", "proto", "sink", "transport")
+                 "_read_paused", "_text", "_waiter", "_write_paused", "close_timeout", "proto", "sink", "transport")
 
     def __init__(self, proto: ClientProtocol, close_timeout: float) -> None:
         self.proto = proto
@@ -78,6 +78,7 @@ class Upstream(asyncio.Protocol):
         self._lost = False
         self._close_timer: asyncio.TimerHandle | None = None
         self._write_paused = False
+        self._read_paused = False  # by the sink: its buffer is full
         self._waiter: asyncio.Future[None] | None = None  # a drain() waiting for resume_writing
         self._ping_sent = 0.0  # monotonic time of the ping waiting for its pong, 0: none
         self._next_ping = 0.0
@@ -218,10 +219,12 @@ class Upstream(asyncio.Protocol):
             self.pause_reading()
 
     def pause_reading(self) -> None:
+        self._read_paused = True
         if self.transport is not None and not self._lost:
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
+        self._read_paused = False
         if self.transport is not None and not self._lost:
             self.transport.resume_reading()
 
@@ -306,8 +309,15 @@ class Upstream(asyncio.Protocol):
 
     def keepalive(self, now: float, interval: float | None, timeout: float | None) -> bool:
         """Ping when due; True when the last ping went unanswered for ``timeout`` (the
-        connection is then failed as websockets' keepalive does: 1011, the client sees 1006)."""
+        connection is then failed as websockets' keepalive does: 1011, the client sees 1006).
+
+        Not while reading is paused for the sink: the pong could not be read, and a target that
+        just filled the buffer is not dead (the idle timeout ends a socket nobody polls)."""
         if self._lost or self.proto.state is not _OPEN:
+            return False
+        if self._read_paused:
+            self._ping_sent = 0.0
+            self._next_ping = now + (interval or 0.0)
             return False
         if self._ping_sent:
             if timeout is not None and now - self._ping_sent >= timeout:

@@ -159,12 +159,17 @@ async def test_back_pressure_pauses_and_resumes_reading_with_nothing_lost() -> N
             sent.append(i)
 
     async with serve(flood, "127.0.0.1", port, compression=None):
-        _, sock = await open_socket(f"ws://127.0.0.1:{port}/", buffer_high_bytes=50_000)
+        table, sock = await open_socket(f"ws://127.0.0.1:{port}/", buffer_high_bytes=50_000,
+                                        ping_interval_s=20.0, ping_timeout_s=20.0, idle_timeout_s=3600.0)
         await wait_for(lambda: sock._room is not None)  # parked at the bound
         assert sock.conn.transport is not None and not sock.conn.transport.is_reading()
         await asyncio.sleep(0.2)
         assert len(sent) < 200  # the target is held back by TCP, not buffered here
         assert sock.outbound.unacked_bytes < 50_000 + 2 * 256 * 1024  # one message or one read over
+        t0 = time.monotonic()
+        for later in (30, 60, 90):  # the pong cannot be read while parked: no ping, no failure
+            table.sweep(t0 + later)
+        assert sock.state is SocketState.OPEN and not sock.conn._ping_sent
         received: list[str] = []
         while len(received) < 200:
             answer = orjson.loads(await sock.poll(len(received) - 1, 1000))
