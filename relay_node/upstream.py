@@ -94,6 +94,8 @@ class Upstream(asyncio.Protocol):
         del request
         opened = self._opened = asyncio.get_running_loop().create_future()
         self._flush()
+        if self._lost:
+            opened.set_result(None)  # lost before the request went out: handshake_exc says so
         try:
             await opened
         finally:
@@ -138,7 +140,8 @@ class Upstream(asyncio.Protocol):
             self._arm_close_timer()
         for event in events:
             if isinstance(event, Frame):
-                self._frame(event)
+                if self._frame(event):
+                    break  # the connection failed: nothing after it is delivered
             elif isinstance(event, Response) and proto.handshake_exc is None:
                 # The parser's generator keeps the handshake's answer for the connection's life:
                 # its headers (~2 KiB per idle socket) are not needed once it was accepted.
@@ -180,33 +183,35 @@ class Upstream(asyncio.Protocol):
 
     # messages
 
-    def _frame(self, frame: Frame) -> None:
+    def _frame(self, frame: Frame) -> bool:
+        """Handle one frame; True when it failed the connection."""
         op = frame.opcode
         data = cast(bytes, frame.data)  # the parser's frames hold bytes
         if op is _TEXT or op is _BINARY:
             if not frame.fin:
                 self._parts, self._text = [data], op is _TEXT
-                return
-            self._deliver(data, op is _TEXT)
+                return False
+            return self._deliver(data, op is _TEXT)
         elif op is _CONT:
             parts = self._parts
             if parts is None:
-                return  # the protocol refuses an unexpected continuation itself
+                return False  # the protocol refuses an unexpected continuation itself
             parts.append(data)
             if frame.fin:
                 self._parts = None
-                self._deliver(b"".join(parts), self._text)
+                return self._deliver(b"".join(parts), self._text)
         elif op is _PONG:
             self._ping_sent = 0.0
+        return False
 
-    def _deliver(self, data: bytes, text: bool) -> None:
+    def _deliver(self, data: bytes, text: bool) -> bool:
         msg: str | bytes
         if text:
             try:
                 msg = data.decode()
             except UnicodeDecodeError as exc:
                 self.fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
-                return
+                return True
         else:
             msg = data
         sink = self.sink
@@ -217,6 +222,7 @@ class Upstream(asyncio.Protocol):
                 self._early.append(msg)
         elif sink.upstream_message(msg):
             self.pause_reading()
+        return False
 
     def pause_reading(self) -> None:
         self._read_paused = True

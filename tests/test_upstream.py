@@ -287,3 +287,23 @@ async def test_a_refused_handshake_is_upstream_failed_with_the_status() -> None:
         with pytest.raises(PolysocketError) as exc:
             await open_socket(f"ws://127.0.0.1:{port}/")
     assert exc.value.code is ErrorCode.UPSTREAM_FAILED and "HTTP 403" in exc.value.message
+
+
+async def test_invalid_utf8_from_the_target_fails_the_connection() -> None:
+    port = free_port()
+    closes: list[int | None] = []
+
+    async def handler(conn: ServerConnection) -> None:
+        await conn.send("before")
+        await conn.send(b"\xff\xfe broken", text=True)  # a text frame that is not UTF-8
+        await conn.send("after")
+        await conn.wait_closed()
+        closes.append(conn.close_code)
+
+    async with serve(handler, "127.0.0.1", port):
+        _, sock = await open_socket(f"ws://127.0.0.1:{port}/")
+        got = await drain_messages(sock)
+        await wait_for(lambda: closes != [])
+    assert [m.get("data") for m in got[:-1]] == ["before"], got  # nothing after the broken message
+    assert got[-1]["type"] == "close" and got[-1]["code"] == 1006, got
+    assert closes == [1007]  # the target was told why
