@@ -1,16 +1,18 @@
 """The lean upstream (relay_node.upstream) in process against real ``websockets`` targets: the
 keepalive the table's sweep drives, the closing handshake's timeout, back-pressure, message
-assembly, the opening handshake's subprotocol, Origin and redirects."""
+assembly, the opening handshake's subprotocol, Origin, redirects and TLS on a pinned address."""
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import orjson
 import pytest
+import trustme
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -21,6 +23,7 @@ from polysocket_core.control import EstablishRequest
 from polysocket_core.errors import ErrorCode, PolysocketError
 from polysocket_core.lifecycle import SocketState
 from polysocket_core.wire import SendParams
+from relay_node import upstream
 from relay_node.config import RelayConfig
 from relay_node.metrics import RelayMetrics
 from relay_node.session import RelaySocket
@@ -307,3 +310,49 @@ async def test_invalid_utf8_from_the_target_fails_the_connection() -> None:
     assert [m.get("data") for m in got[:-1]] == ["before"], got  # nothing after the broken message
     assert got[-1]["type"] == "close" and got[-1]["code"] == 1006, got
     assert closes == [1007]  # the target was told why
+
+
+@pytest.fixture
+def tls_target_ca(monkeypatch: pytest.MonkeyPatch) -> trustme.CA:
+    """A throwaway CA the relay's shared client context trusts."""
+    ca = trustme.CA()
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    monkeypatch.setattr(upstream, "_tls", ctx)
+    return ca
+
+
+async def test_wss_on_a_pinned_address_verifies_the_urls_name(tls_target_ca: trustme.CA) -> None:
+    """The TCP connection goes to the pinned address; TLS checks the certificate against the URL's
+    host name (which does not even resolve here), and the Host header is that name too."""
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_target_ca.issue_cert("target.test").configure_cert(server_ctx)
+    port = free_port()
+    hosts: list[str] = []
+
+    async def handler(conn: ServerConnection) -> None:
+        hosts.append(conn.request.headers["Host"])  # type: ignore[union-attr]
+        async for msg in conn:
+            await conn.send(msg)
+
+    async with serve(handler, "127.0.0.1", port, ssl=server_ctx):
+        _, sock = await open_socket(f"wss://target.test:{port}/", addresses=["127.0.0.1"])
+        await sock.send(SendParams(socket=sock.id, seq=0, kind="t", fin=True, data=b"over tls"))
+        got = orjson.loads(await sock.poll(-1, 2000))["messages"]
+        assert [m["data"] for m in got] == ["over tls"] and hosts == [f"target.test:{port}"]
+        sock.close_upstream(1000, "")
+        await wait_for(lambda: sock.conn.lost)
+
+
+async def test_wss_with_a_certificate_for_another_name_is_upstream_failed(tls_target_ca: trustme.CA) -> None:
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls_target_ca.issue_cert("elsewhere.test").configure_cert(server_ctx)
+    port = free_port()
+
+    async def handler(conn: ServerConnection) -> None:
+        await conn.wait_closed()
+
+    async with serve(handler, "127.0.0.1", port, ssl=server_ctx):
+        with pytest.raises(PolysocketError) as exc:
+            await open_socket(f"wss://target.test:{port}/", addresses=["127.0.0.1"])
+    assert exc.value.code is ErrorCode.UPSTREAM_FAILED and "certificate" in exc.value.message, exc.value.message
