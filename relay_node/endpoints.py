@@ -100,7 +100,9 @@ class RelayEndpoints:
                 raise PolysocketError(ErrorCode.NOT_FOUND, f"no such endpoint: {path[:100]}")
             if method != "GET" and not (method == "POST" and path == "/send"):
                 raise PolysocketError(ErrorCode.METHOD_NOT_ALLOWED, f"{method[:20]} not allowed on {path}")
-            body = await handler(req, params)
+            pending = handler(req, params)
+            del params  # a waiting poll need not keep the parsed query (memory per idle socket)
+            body = await pending
         except PolysocketError as exc:
             self.metrics.errors.labels(exc.code.value).inc()
             if exc.code is ErrorCode.BAD_CALLBACK or path == "/stream":
@@ -136,6 +138,7 @@ class RelayEndpoints:
     def poll(self, req: Request, params: dict[str, str]) -> Awaitable[bytes]:
         # not a coroutine itself: a waiting poll then holds one frame less (memory per idle socket)
         p = wire.parse_poll(params, self.table.config.max_poll_ttl_ms)
+        req.headers = []  # nor its headers, which it no longer needs (a browser's are about 1 KiB)
         return self.table.get(p.socket).poll(p.ack, p.ttl_ms)
 
     async def stream(self, req: Request, params: dict[str, str]) -> SocketStream:

@@ -1,23 +1,24 @@
 """One relayed socket: the upstream WebSocket plus the sequencing state of both directions.
 
-The upstream reader is the only task per socket; polls wait on a plain future and sends write
-under a FIFO lock, so a message costs no task creation.
+A socket has no task of its own: the upstream (``relay_node.upstream``, an asyncio protocol) hands
+it each message from the target by a plain call, the table's sweep drives the keepalive, polls
+wait on a plain future and sends write under a FIFO lock, so a message costs no task creation.
 
 The socket's lifecycle is ``self.state`` (``polysocket_core.lifecycle.SocketState``); it changes
 only in ``_move``, which also performs what entering each state means. Which close code goes to
 the target and which one the client sees is decided in ``polysocket_core.lifecycle``.
 
 Memory per socket is bounded in bytes (issue 10, D1). Messages the client has not acknowledged are
-kept until ``--buffer-bytes``; at that bound the reader stops calling ``recv()`` and pauses the
-upstream transport itself, so the target's further data waits in the kernel's and the target's
-buffers, not here. The upstream connection is opened with ``max_queue=(0, 0)``
-(``relay_node.table``): websockets pauses reading as soon as one frame waits in its queue. A
-parked socket therefore holds at most the buffer, the one message that crossed it (encoded here,
-and raw in websockets' parser until the next frame) and about one read chunk: with the defaults and
-4 MiB binary messages, 1 + 5.3 + 4 MiB. Once the socket is closing, reading resumes so the closing
-handshake can finish, and messages beyond the bound are dropped (a browser drops messages after
-``close()`` too); once it is freed, everything it buffered is let go at once and the reader only
-drains the connection until it ends (within ``--close-timeout``).
+kept until ``--buffer-bytes``; at that bound the socket answers the upstream "full" and it pauses
+its transport (the socket is "parked", ``_room`` set), so the target's further data waits in the
+kernel's and the target's buffers, not here. A parked socket therefore holds at most the buffer,
+the messages that completed in the read chunk that crossed it (one message, or up to one read chunk
+of smaller ones, encoded here), and the raw bytes of the message in progress in websockets' parser
+(less than one message): with the defaults and 4 MiB binary messages, 1 + 5.3 + 4 MiB. Once the
+socket is closing, reading resumes so the closing handshake can finish, and messages beyond the
+bound are dropped (a browser drops messages after ``close()`` too); once it is freed, everything it
+buffered is let go at once and the upstream only drains the connection until it ends (within
+``--close-timeout``).
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from polysocket_core import wire
 from polysocket_core.errors import ErrorCode, PolysocketError
@@ -50,23 +50,25 @@ from .config import RelayConfig
 from .memory import trimmer
 from .metrics import RelayMetrics
 from .stream import SocketStream
+from .upstream import Upstream
 
 log = logging.getLogger("polysocket.relay")
 
 __all__ = ["CLOSED_LINGER_S", "RelaySocket", "SocketState"]
 
 OPEN, CLOSING, CLOSED, FREED = SocketState.OPEN, SocketState.CLOSING, SocketState.CLOSED, SocketState.FREED
+UPSTREAM_OPEN = State.OPEN
 
 
 class RelaySocket:
-    __slots__ = ("_close_seq", "_close_task", "_imposed", "_reader", "_room", "_sent_through", "_stall",
+    __slots__ = ("_close_seq", "_dropped", "_imposed", "_room", "_sent_through", "_stall",
                  "_write_lock", "config", "conn", "id", "inbound", "last_seen", "meta", "metrics", "on_gone",
                  "outbound", "protocol", "reservation", "state", "waiter")
 
     def __init__(
         self,
         sid: str,
-        conn: ClientConnection,
+        conn: Upstream,
         config: RelayConfig,
         metrics: RelayMetrics,
         on_gone: Callable[[RelaySocket], None],
@@ -91,10 +93,10 @@ class RelaySocket:
         self._imposed: tuple[int, str] | None = None  # close code/reason the relay imposes on the client
         self._sent_through = -1  # highest send seq whose frame was handed to the target
         self._write_lock: asyncio.Lock | None = None  # created by the first send: idle sockets stay small
-        self._room: asyncio.Future[None] | None = None  # set while reading upstream waits for acks
-        self._close_task: asyncio.Task[None] | None = None
+        self._room: bool | None = None  # True while parked: reading upstream waits for acks
+        self._dropped = 0  # messages from the target dropped once the close started
         self._stall: tuple[float, int, int] | None = None  # a write waiting: since, buffered bytes, sent seq
-        self._reader = asyncio.get_running_loop().create_task(self._read_upstream())
+        conn.attach(self, self.last_seen, config.ping_interval_s)
 
     @property
     def token_id(self) -> str:
@@ -123,12 +125,12 @@ class RelaySocket:
             trimmer.released += self.outbound.unacked_bytes
             self.outbound = OutboundBuffer()
             self.inbound = InboundSequencer(0)
-            if self._close_task is None and not self._reader.done():
-                self._abort_transport()  # freed without a close under way: nobody else would end it
+            if self.conn.proto.state is UPSTREAM_OPEN:
+                self.conn.abort()  # freed without a close under way: nobody else would end it
         return True
 
     def _received_close(self) -> tuple[int, str] | None:
-        rcvd = self.conn.protocol.close_rcvd
+        rcvd = self.conn.proto.close_rcvd
         return None if rcvd is None else (int(rcvd.code), rcvd.reason)
 
     def close(self, cause: CloseCause, code: int | None = None, reason: str = "") -> None:
@@ -138,8 +140,9 @@ class RelaySocket:
         if decision.imposed and self._imposed is None and self.state in (OPEN, CLOSING):
             self._imposed = (decision.code, decision.reason)
         self._move(CLOSING)
-        if self.state is CLOSING and self._close_task is None:
-            self._close_task = asyncio.get_running_loop().create_task(self._close(decision.code, decision.reason))
+        if self.state is CLOSING:
+            # websockets sends a close frame without a status code for None, as close() asks
+            self.conn.close(None if decision.code == wire.CLOSE_NO_STATUS else decision.code, decision.reason)
         if decision.frees:
             self._move(FREED)
 
@@ -166,11 +169,10 @@ class RelaySocket:
         stopped reading. (websockets' keepalive cannot tell: its ping waits behind the write.)
         Asked by the sweeper; the send path pays nothing for it."""
         lock = self._write_lock
-        transport = self.conn.transport
-        if lock is None or not lock.locked() or self.state is not OPEN or transport is None:
+        if lock is None or not lock.locked() or self.state is not OPEN:
             self._stall = None
             return False
-        size = transport.get_write_buffer_size()
+        size = self.conn.write_buffer_size()
         stall = self._stall
         if size == 0 or stall is None or size < stall[1] or self._sent_through != stall[2]:
             self._stall = (now, size, self._sent_through)  # moving (or just started): a new reference
@@ -181,87 +183,60 @@ class RelaySocket:
         """The target stopped reading: the client is told 1011, the connection is dropped (a close
         frame could not get through either), and the sends waiting on it get ``socket_closed``."""
         self.close(CloseCause.STALLED)
-        self._abort_transport()
+        self.conn.abort()
+
+    def keepalive(self, now: float) -> bool:
+        """Ping the target when due (asked by the sweeper); True when its last ping went
+        unanswered for ``--ping-timeout``: the connection is failed and the client gets 1006."""
+        if self.state is not OPEN or not self.conn.keepalive(now, self.config.ping_interval_s,
+                                                             self.config.ping_timeout_s):
+            return False
+        self._move(CLOSING)  # the upstream's end (within --close-timeout) queues the close message
+        return True
 
     def abort(self) -> None:
         """Drop the upstream connection without a handshake (last resort at shutdown)."""
-        self._reader.cancel()
-        if self._close_task is not None:
-            self._close_task.cancel()
-        self._abort_transport()
+        self.conn.abort()
         self._move(FREED)
-
-    def _abort_transport(self) -> None:
-        transport = self.conn.transport
-        if transport is not None:
-            transport.abort()
-
-    async def _close(self, code: int, reason: str) -> None:
-        try:
-            if code == wire.CLOSE_NO_STATUS:  # a close frame without a status code, as close() sends
-                await self.conn.close(None, "")  # type: ignore[arg-type]  # websockets sends no status for None
-            else:
-                await self.conn.close(code, reason)
-        except Exception:
-            log.exception("socket %s: close failed", self.id[:8])
 
     # upstream -> client
 
-    async def _read_upstream(self) -> None:
-        conn, metrics = self.conn, self.metrics
-        high = self.config.buffer_high_bytes
-        dropped = 0
-        try:
-            while True:
-                if self.state is OPEN and self.outbound.unacked_bytes >= high:
-                    await self._wait_for_room()
-                    continue
-                msg = await conn.recv()
-                if self.state is FREED or (self.state is CLOSING and self.outbound.unacked_bytes >= high):
-                    # Nobody will collect it (freed), or the socket is closing and full: dropped, so
-                    # the closing handshake behind it can be read.
-                    dropped += 1
-                else:
-                    out = self.outbound
-                    if isinstance(msg, str):
-                        out.push(text_fragment(out.next_seq, msg))
-                    else:
-                        out.push(binary_fragment(out.next_seq, msg))
-                    metrics.bytes_out.value += len(msg)
-                    metrics.frames_out.value += 1
-                    del out
-                    self._wake()
-                del msg  # a parked reader keeps neither the last message nor a buffer a free replaced
-        except ConnectionClosed as exc:
-            sent = exc.sent
-            if sent is not None and sent.code == CLOSE_TOO_BIG and exc.rcvd is None and self._imposed is None:
-                # websockets failed the connection on a target message over --max-message: the
-                # client learns why (1009), as for its own messages, rather than a bare 1006.
-                decision = decide_close(CloseCause.TOO_BIG, reason="message from the target is too big")
-                self._imposed = (decision.code, decision.reason)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a bug or an unexpected transport error: report it as an abnormal close
-            log.exception("socket %s: upstream reader failed", self.id[:8])
-        if dropped:
-            log.info("socket %s: %d messages from the target after the close started were dropped",
-                     self.id[:8], dropped)
-        self._move(CLOSED)  # a no-op once freed: nobody would collect it
+    def upstream_message(self, msg: str | bytes) -> bool:
+        """A message from the target (called by the upstream); True: the buffer is full, the
+        upstream pauses reading until an ack makes room (``_free_room``)."""
+        state = self.state
+        out = self.outbound
+        if state is FREED or (state is CLOSING and out.unacked_bytes >= self.config.buffer_high_bytes):
+            # Nobody will collect it (freed), or the socket is closing and full: dropped, so the
+            # closing handshake behind it can be read.
+            self._dropped += 1
+            return False
+        if isinstance(msg, str):
+            out.push(text_fragment(out.next_seq, msg))
+        else:
+            out.push(binary_fragment(out.next_seq, msg))
+        metrics = self.metrics
+        metrics.bytes_out.value += len(msg)
+        metrics.frames_out.value += 1
+        self._wake()
+        if state is OPEN and out.unacked_bytes >= self.config.buffer_high_bytes:
+            self._room = True  # parked until the client acknowledges below the bound
+            return True
+        return False
 
-    async def _wait_for_room(self) -> None:
-        """Park the reader until the client acknowledges below the bound (or the socket closes),
-        with the upstream transport paused meanwhile."""
-        transport = self.conn.transport
-        transport.pause_reading()
-        room = self._room = asyncio.get_running_loop().create_future()
-        try:
-            await room
-        finally:
-            if self._room is room:
-                self._room = None
-            # Resume unless websockets paused reading for a frame still queued: its recv() resumes it.
-            if not getattr(getattr(self.conn, "recv_messages", None), "paused", False):
-                transport.resume_reading()
+    def upstream_lost(self) -> None:
+        """The upstream connection ended: the client gets the close message (unless freed)."""
+        proto = self.conn.proto
+        sent = proto.close_sent
+        if sent is not None and sent.code == CLOSE_TOO_BIG and proto.close_rcvd is None and self._imposed is None:
+            # websockets failed the connection on a target message over --max-message: the client
+            # learns why (1009), as for its own messages, rather than a bare 1006.
+            decision = decide_close(CloseCause.TOO_BIG, reason="message from the target is too big")
+            self._imposed = (decision.code, decision.reason)
+        if self._dropped:
+            log.info("socket %s: %d messages from the target after the close started were dropped",
+                     self.id[:8], self._dropped)
+        self._move(CLOSED)  # a no-op once freed: nobody would collect it
 
     def _wake(self) -> None:
         """Messages were queued (or the socket closed or was freed): the receiver gets them now."""
@@ -274,11 +249,9 @@ class RelaySocket:
             w.set_result(None)
 
     def _free_room(self) -> None:
-        room = self._room
-        if room is not None:
+        if self._room is not None:
             self._room = None
-            if not room.done():
-                room.set_result(None)
+            self.conn.resume_reading()
 
     # client -> upstream
 
@@ -311,11 +284,10 @@ class RelaySocket:
             for frame in frames:
                 if self.state is not OPEN:
                     raise PolysocketError(ErrorCode.SOCKET_CLOSED, "socket is closing or closed")
-                try:
-                    await self.conn.send(frame.data, text=frame.kind == "t")
-                except ConnectionClosed:
-                    self._move(CLOSING)  # the upstream is gone: the reader queues the close message
-                    raise PolysocketError(ErrorCode.SOCKET_CLOSED, "upstream connection closed") from None
+                if not self.conn.send(frame.data, frame.kind == "t"):
+                    self._move(CLOSING)  # the upstream is going: its end queues the close message
+                    raise PolysocketError(ErrorCode.SOCKET_CLOSED, "upstream connection closed")
+                await self.conn.drain()
                 self._sent_through = frame.seq
                 self.metrics.frames_in.inc()
                 self.metrics.bytes_in.inc(len(frame.data))

@@ -5,11 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
-from urllib.parse import urlsplit
 
-import websockets
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
 from polysocket_core.control import EstablishRequest
@@ -21,6 +17,7 @@ from . import memory
 from .config import RelayConfig
 from .metrics import RelayMetrics
 from .session import RelaySocket, SocketState
+from .upstream import Upstream, open_upstream
 
 log = logging.getLogger("polysocket.relay")
 
@@ -68,7 +65,7 @@ class SocketTable:
                 raise PolysocketError(ErrorCode.BAD_REQUEST, "socket id already in use")
             raise PolysocketError(ErrorCode.NO_RELAY, "relay node is at capacity")
         self.establishing += 1
-        conn: ClientConnection | None = None
+        conn: Upstream | None = None
         try:
             hosts: list[str | None] = list(req.addresses) or [None]
             for i, host in enumerate(hosts):
@@ -105,31 +102,13 @@ class SocketTable:
         return sock
 
     async def _connect(self, target: str, protocols: list[str], meta: dict[str, str],
-                       host: str | None) -> ClientConnection:
+                       host: str | None) -> Upstream:
         cfg = self.config
-        pin: dict[str, Any] = {}
-        if host is not None:
-            pin["host"] = host
-            if target.startswith("wss:"):
-                pin["server_hostname"] = urlsplit(target).hostname
-        return await connect(
-            target,
-            subprotocols=[websockets.Subprotocol(p) for p in protocols] or None,
-            origin=websockets.Origin(meta["origin"]) if meta.get("origin") else None,
-            compression=None,  # per-socket zlib state costs ~100s of KiB; frames are re-encoded anyway
-            proxy=None,
-            open_timeout=cfg.open_timeout_s,
-            ping_interval=cfg.ping_interval_s,
-            ping_timeout=cfg.ping_timeout_s,
-            close_timeout=cfg.close_timeout_s,
-            max_size=cfg.max_message_bytes,
-            # websockets pauses reading as soon as one frame waits in its queue: with frames of up
-            # to --max-message, a queue counted in frames is only bounded in bytes at zero. The
-            # reader pauses the transport itself at --buffer-bytes (relay_node.session).
-            max_queue=(0, 0),
-            user_agent_header=USER_AGENT,
-            **pin,
-        )
+        # No compression: per-socket zlib state costs ~100s of KiB, and frames are re-encoded anyway.
+        return await open_upstream(
+            target, host=host, subprotocols=protocols, origin=meta.get("origin") or None,
+            user_agent=USER_AGENT, max_size=cfg.max_message_bytes, open_timeout=cfg.open_timeout_s,
+            close_timeout=cfg.close_timeout_s)
 
     def _drop(self, sock: RelaySocket) -> None:
         """The socket was freed: out of the table (its reservation is already released)."""
@@ -149,7 +128,9 @@ class SocketTable:
         return len(victims)
 
     def sweep(self, now: float | None = None) -> None:
-        """Free sockets left alone too long; fail sockets whose send gap was never filled."""
+        """Free sockets left alone too long; fail sockets whose send gap was never filled, whose
+        target stopped reading or stopped answering pings; ping the others when due (one sweep
+        for every socket's keepalive, rather than a task per connection)."""
         now = time.monotonic() if now is None else now
         cfg = self.config
         stall_limit = cfg.ping_timeout_s
@@ -169,6 +150,9 @@ class SocketTable:
                 # one that does not answer pings; its sends would otherwise wait forever.
                 log.info("socket %s: the target took no data for %.0fs, failing", sock.id[:8], stall_limit)
                 sock.fail_stalled()
+            elif sock.keepalive(now):
+                log.info("socket %s: the target answered no ping for %.0fs, failing", sock.id[:8],
+                         cfg.ping_timeout_s)
 
     async def close_all(self, code: int, reason: str) -> None:
         """Drain: close every socket with 1001 (``code`` is kept for callers; the drain decides it)."""

@@ -146,7 +146,7 @@ async def test_abandoned_socket_frees_and_parked_reader_is_released(target: Targ
     await wait_for(lambda: sock._room is not None)  # the reader waits for acks
     sock.close(CloseCause.ABANDONED)
     assert sock.state is SocketState.FREED and sock._room is None and table.ledger.counts() == {}
-    await wait_for(lambda: sock._reader.done())
+    await wait_for(lambda: sock.conn.lost)
 
 
 async def test_open_failure_releases_the_reservation() -> None:

@@ -1,0 +1,391 @@
+"""The relay's upstream WebSocket: an asyncio protocol driving ``websockets``' sans-I/O client.
+
+Why not ``websockets.asyncio.client``: per connection it keeps a keepalive task, an assembler with
+its futures and locks, the handshake's request and response, and the relay needed a reader task
+awaiting ``recv()`` on top: several KiB per idle socket (bench/results/idle-memory.md). Here an
+idle socket is one protocol object, the sans-I/O state and the transport:
+
+* ``data_received`` feeds the parser and hands each complete message to the socket (the
+  ``UpstreamSink``) by a plain call; the sink answers whether its buffer is full, and reading
+  pauses until it calls ``resume_reading`` (issue 10, D1).
+* Keepalive is driven from outside: the table's sweep calls ``keepalive`` on every socket, which
+  sends a ping every ``--ping-interval`` and fails the connection when the pong has not come
+  within ``--ping-timeout``.
+* The closing handshake arms one timer (``--close-timeout``), after which the transport is
+  aborted, as ``websockets`` does.
+
+Nothing here knows about polysocket's sequencing: the sink decides what a message becomes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import ssl
+import urllib.parse
+from typing import Protocol as TypingProtocol
+from typing import cast
+
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidStatus, SecurityError
+from websockets.frames import CloseCode, Frame, Opcode
+from websockets.http11 import Response
+from websockets.protocol import State
+from websockets.typing import Origin, Subprotocol
+from websockets.uri import WebSocketURI, parse_uri
+
+log = logging.getLogger("polysocket.relay")
+
+MAX_REDIRECTS = 10  # as websockets' own client
+REDIRECT_STATUSES = frozenset({300, 301, 302, 303, 307, 308})
+_OPEN, _CLOSING = State.OPEN, State.CLOSING
+_TEXT, _BINARY, _CONT, _PONG = Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PONG
+_ws_log = logging.getLogger("websockets.client")
+_tls: ssl.SSLContext | None = None
+
+
+def tls_context() -> ssl.SSLContext:
+    """One verifying client context for every wss upstream: a context per connection costs
+    memory and a certificate store load each."""
+    global _tls
+    if _tls is None:
+        _tls = ssl.create_default_context()
+    return _tls
+
+
+class UpstreamSink(TypingProtocol):
+    def upstream_message(self, data: str | bytes) -> bool:
+        """A complete message from the target; True: the buffer is full, pause reading."""
+
+    def upstream_lost(self) -> None:
+        """The connection ended (``Upstream.proto`` tells how)."""
+
+
+class Upstream(asyncio.Protocol):
+    __slots__ = ("_close_timer", "_early", "_lost", "_next_ping", "_opened", "_parts", "_ping_sent",
+                 "_read_paused", "_text", "_waiter", "_write_paused", "close_timeout", "proto", "sink", "transport")
+
+    def __init__(self, proto: ClientProtocol, close_timeout: float) -> None:
+        self.proto = proto
+        self.close_timeout = close_timeout
+        self.transport: asyncio.Transport | None = None
+        self.sink: UpstreamSink | None = None
+        self._opened: asyncio.Future[None] | None = None  # only during the opening handshake
+        self._early: list[str | bytes] | None = None  # messages that came before attach()
+        self._parts: list[bytes] | None = None  # fragments of a message still arriving
+        self._text = False
+        self._lost = False
+        self._close_timer: asyncio.TimerHandle | None = None
+        self._write_paused = False
+        self._read_paused = False  # by the sink: its buffer is full
+        self._waiter: asyncio.Future[None] | None = None  # a drain() waiting for resume_writing
+        self._ping_sent = 0.0  # monotonic time of the ping waiting for its pong, 0: none
+        self._next_ping = 0.0
+
+    # opening
+
+    async def handshake(self, user_agent: str) -> None:
+        """Send the upgrade request and wait for the answer; raise what ``websockets`` would."""
+        proto = self.proto
+        request = proto.connect()
+        request.headers["User-Agent"] = user_agent
+        proto.send_request(request)
+        del request
+        opened = self._opened = asyncio.get_running_loop().create_future()
+        self._flush()
+        if self._lost:
+            opened.set_result(None)  # lost before the request went out: handshake_exc says so
+        try:
+            await opened
+        finally:
+            self._opened = None
+        if proto.handshake_exc is not None:
+            raise proto.handshake_exc
+
+    def attach(self, sink: UpstreamSink, now: float, ping_interval: float | None) -> None:
+        """Hand messages to ``sink`` from now on (first those that came before)."""
+        self.sink = sink
+        self._next_ping = now + ping_interval if ping_interval is not None else float("inf")
+        early, self._early = self._early, None
+        paused = False
+        for msg in early or ():
+            paused = sink.upstream_message(msg) or paused
+        if paused:
+            self.pause_reading()
+        if self._lost:
+            self.sink = None
+            sink.upstream_lost()
+
+    @property
+    def subprotocol(self) -> Subprotocol | None:
+        return self.proto.subprotocol
+
+    @property
+    def lost(self) -> bool:
+        """The connection has ended."""
+        return self._lost
+
+    # asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio.Transport subclasses
+
+    def data_received(self, data: bytes) -> None:
+        proto = self.proto
+        proto.receive_data(data)
+        events = proto.events_received()
+        self._flush()  # pongs, the echo of a close
+        if self._close_timer is None and proto.close_expected():
+            self._arm_close_timer()
+        for event in events:
+            if isinstance(event, Frame):
+                if self._frame(event):
+                    break  # the connection failed: nothing after it is delivered
+            elif isinstance(event, Response) and proto.handshake_exc is None:
+                # The parser's generator keeps the handshake's answer for the connection's life:
+                # its headers (~2 KiB per idle socket) are not needed once it was accepted.
+                event.headers.clear()
+                event.body = b""
+        opened = self._opened
+        if opened is not None and not opened.done() and (proto.state is not State.CONNECTING
+                                                          or proto.handshake_exc is not None):
+            opened.set_result(None)  # the handshake's answer came (or cannot come)
+
+    def eof_received(self) -> None:
+        self.proto.receive_eof()
+        self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        proto = self.proto
+        proto.receive_eof()  # idempotent: the protocol is CLOSED after it
+        self._lost = True
+        self._parts = None
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+            self._close_timer = None
+        if self._opened is not None and not self._opened.done():
+            self._opened.set_result(None)  # handshake() raises the protocol's handshake_exc
+        self._wake_writer()
+        # The parser generator refers to the protocol: closing it breaks that cycle, so the
+        # connection's buffers go with the last reference rather than with the cycle collector.
+        proto.parser.close()
+        sink, self.sink = self.sink, None  # and the socket <-> upstream cycle
+        if sink is not None:
+            sink.upstream_lost()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_writer()
+
+    # messages
+
+    def _frame(self, frame: Frame) -> bool:
+        """Handle one frame; True when it failed the connection."""
+        op = frame.opcode
+        data = cast(bytes, frame.data)  # the parser's frames hold bytes
+        if op is _TEXT or op is _BINARY:
+            if not frame.fin:
+                self._parts, self._text = [data], op is _TEXT
+                return False
+            return self._deliver(data, op is _TEXT)
+        elif op is _CONT:
+            parts = self._parts
+            if parts is None:
+                return False  # the protocol refuses an unexpected continuation itself
+            parts.append(data)
+            if frame.fin:
+                self._parts = None
+                return self._deliver(b"".join(parts), self._text)
+        elif op is _PONG:
+            self._ping_sent = 0.0
+        return False
+
+    def _deliver(self, data: bytes, text: bool) -> bool:
+        msg: str | bytes
+        if text:
+            try:
+                msg = data.decode()
+            except UnicodeDecodeError as exc:
+                self.fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
+                return True
+        else:
+            msg = data
+        sink = self.sink
+        if sink is None:
+            if not self._lost:
+                if self._early is None:
+                    self._early = []
+                self._early.append(msg)
+        elif sink.upstream_message(msg):
+            self.pause_reading()
+        return False
+
+    def pause_reading(self) -> None:
+        self._read_paused = True
+        if self.transport is not None and not self._lost:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._read_paused = False
+        if self.transport is not None and not self._lost:
+            self.transport.resume_reading()
+
+    # writing
+
+    def send(self, data: bytes, text: bool) -> bool:
+        """Write one message; False when the connection is no longer open (nothing was sent)."""
+        proto = self.proto
+        if proto.state is not _OPEN or self._lost:
+            return False
+        if text:
+            proto.send_text(data)
+        else:
+            proto.send_binary(data)
+        self._flush()
+        return True
+
+    async def drain(self) -> None:
+        """Wait while the transport's write buffer is over its high-water mark."""
+        if self._write_paused and not self._lost:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                if self._waiter is waiter:
+                    self._waiter = None
+
+    def write_buffer_size(self) -> int:
+        return 0 if self.transport is None else self.transport.get_write_buffer_size()
+
+    def _wake_writer(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _flush(self) -> None:
+        transport = self.transport
+        for data in self.proto.data_to_send():
+            if transport is None or self._lost:
+                continue
+            if data:
+                transport.write(data)
+            elif transport.can_write_eof():  # the protocol's end of stream: half-close
+                try:
+                    transport.write_eof()
+                except Exception:  # the connection is ending anyway
+                    transport.abort()
+            else:
+                transport.close()
+
+    # closing
+
+    def close(self, code: int | None, reason: str = "") -> None:
+        """Start the closing handshake (None: a close frame without a status code); the transport
+        is aborted if the target has not ended the connection within the close timeout."""
+        proto = self.proto
+        if proto.state is not _OPEN or self._lost:
+            return
+        proto.send_close(code, reason)
+        self._flush()
+        self._arm_close_timer()
+
+    def fail(self, code: int, reason: str) -> None:
+        """Fail the connection (a close frame if still open, no more reading of its data)."""
+        proto = self.proto
+        if self._lost:
+            return
+        proto.fail(code, reason)
+        self._flush()
+        self._arm_close_timer()
+
+    def abort(self) -> None:
+        """Drop the connection without a handshake."""
+        if self.transport is not None and not self._lost:
+            self.transport.abort()
+
+    def _arm_close_timer(self) -> None:
+        if self._close_timer is None and not self._lost:
+            self._close_timer = asyncio.get_running_loop().call_later(self.close_timeout, self.abort)
+
+    # keepalive, driven by the table's sweep
+
+    def keepalive(self, now: float, interval: float | None, timeout: float | None) -> bool:
+        """Ping when due; True when the last ping went unanswered for ``timeout`` (the
+        connection is then failed as websockets' keepalive does: 1011, the client sees 1006).
+
+        Not while reading is paused for the sink: the pong could not be read, and a target that
+        just filled the buffer is not dead (the idle timeout ends a socket nobody polls)."""
+        if self._lost or self.proto.state is not _OPEN:
+            return False
+        if self._read_paused:
+            self._ping_sent = 0.0
+            self._next_ping = now + (interval or 0.0)
+            return False
+        if self._ping_sent:
+            if timeout is not None and now - self._ping_sent >= timeout:
+                self.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+                return True
+            return False
+        if interval is not None and now >= self._next_ping:
+            self.proto.send_ping(b"")
+            self._flush()
+            self._ping_sent = now
+            self._next_ping = now + interval
+        return False
+
+
+async def open_upstream(target: str, *, host: str | None, subprotocols: list[str], origin: str | None,
+                        user_agent: str, max_size: int, open_timeout: float, close_timeout: float) -> Upstream:
+    """Connect (TCP, TLS for wss, the WebSocket handshake) within ``open_timeout``.
+
+    ``host`` pins the TCP connection to that address while the Host header and the TLS server
+    name stay the URL's. Redirects are followed as websockets does; with a pinned address only
+    to the same origin (ValueError otherwise), never from wss to ws.
+    """
+    loop = asyncio.get_running_loop()
+    uri = target
+    ws_uri = parse_uri(uri)
+    async with asyncio.timeout(open_timeout):
+        for _ in range(MAX_REDIRECTS):
+            proto = ClientProtocol(
+                ws_uri,
+                origin=Origin(origin) if origin else None,
+                subprotocols=[Subprotocol(p) for p in subprotocols] or None,
+                max_size=max_size,
+                logger=_ws_log,
+            )
+            factory = functools.partial(Upstream, proto, close_timeout)
+            address = host if host is not None else ws_uri.host
+            up: Upstream
+            if ws_uri.secure:
+                _, up = await loop.create_connection(factory, address, ws_uri.port, ssl=tls_context(),
+                                                     server_hostname=ws_uri.host)
+            else:
+                _, up = await loop.create_connection(factory, address, ws_uri.port)
+            try:
+                await up.handshake(user_agent)
+            except InvalidStatus as exc:
+                up.abort()
+                location = exc.response.headers.get("Location")
+                if exc.response.status_code not in REDIRECT_STATUSES or location is None:
+                    raise
+                uri = urllib.parse.urljoin(uri, location)
+                ws_uri = _redirect(proto.uri, parse_uri(uri), pinned=host is not None)
+                continue
+            except BaseException:
+                up.abort()
+                raise
+            return up
+    raise SecurityError(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _redirect(old: WebSocketURI, new: WebSocketURI, pinned: bool) -> WebSocketURI:
+    if old.secure and not new.secure:
+        raise SecurityError("cannot follow a redirect from wss to ws")
+    if pinned and (old.secure, old.host, old.port) != (new.secure, new.host, new.port):
+        raise ValueError("cannot follow a cross-origin redirect with a pinned address")
+    return new
