@@ -408,7 +408,10 @@ class RelayHTTPProtocol(asyncio.Protocol):
 
     def _start(self, req: ProtocolRequest) -> None:
         self.busy = True
-        self._cancel_idle()  # armed while the client was not reading (_next)
+        timer = self.idle_timer  # running until a request starts (inline: the per-request path)
+        if timer is not None:
+            timer.cancel()
+            self.idle_timer = None
         task = self.loop.create_task(self._answer(req))
         tasks = self.connections.tasks
         tasks.add(task)
