@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import enum
 
+from .sequencing import OutboundBuffer
+
 OPENING = b":ok\n\n"
 PRELUDE_SIZE = 2048
 # Old IE's XHR (readyState 3) and XDomainRequest (onprogress) report nothing before ~2 KiB arrived.
@@ -36,6 +38,31 @@ def event(seq: int, fragment: bytes) -> bytes:
 def events(items: list[tuple[int, bytes]]) -> bytes:
     """Several messages, oldest first, as one piece of body."""
     return b"".join([b"id: %d\ndata: %b\n\n" % item for item in items])
+
+
+def events_within(items: list[tuple[int, bytes]], budget: int) -> tuple[bytes, int]:
+    """Events for ``items``, oldest first, up to the one that takes their bytes past ``budget``
+    (that one included, and always at least one), and how many that is. The budget counts event
+    bytes: for small messages the ``id``/``data`` framing is a large share of them."""
+    data = events(items)
+    if len(data) <= budget or len(items) == 1:
+        return data, len(items)
+    size = 0
+    for n, (seq, fragment) in enumerate(items, 1):
+        size += len(b"id: %d\ndata: \n\n" % seq) + len(fragment)
+        if size > budget:
+            return data[:size], n
+    return data, len(items)  # not reached: the whole is past the budget
+
+
+def next_events(out: OutboundBuffer, cursor: int, budget: int) -> tuple[bytes, int]:
+    """What a stream that wrote every seq up to ``cursor`` writes next with ``budget`` bytes left:
+    the events of the unacknowledged messages after it (see ``events_within``), and the new cursor."""
+    items = out.after(cursor, budget)  # fragment bytes: at least every event that fits
+    if not items:
+        return b"", cursor
+    data, n = events_within(items, budget)
+    return data, items[n - 1][0]
 
 
 class Tick(enum.Enum):

@@ -29,6 +29,9 @@ _TOKEN_CHARS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 7230 token, wh
 
 DEFAULT_POLL_TTL_MS = 25_000
 MAX_POLL_TTL_MS = 55_000  # under API Gateway's / proxies' common 60 s idle cut
+# A stream's heartbeat interval is raised to this: a 1 ms one would cost a timer callback per
+# millisecond per stream, and queue ~1 MB of heartbeats in 120 s for a client that does not read.
+MIN_STREAM_TTL_MS = 1_000
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -287,7 +290,8 @@ def parse_last_event_id(raw: bytes | None) -> int:
 def parse_stream(params: dict[str, str], max_ttl_ms: int = MAX_POLL_TTL_MS,
                  last_event_id: bytes | None = None) -> StreamParams:
     """``GET /stream``: ``cb`` is refused (a stream is text/event-stream, JSONP clients poll); a
-    ``ttl`` of 0 is refused (it is the heartbeat interval, not a wait)."""
+    ``ttl`` of 0 is refused (it is the heartbeat interval, not a wait); below ``MIN_STREAM_TTL_MS``
+    it is raised to it, above ``max_ttl_ms`` lowered to that (which wins if it is the smaller)."""
     if "cb" in params:
         raise bad("/stream answers text/event-stream; use /poll for JSONP")
     sid = parse_socket_id(params)
@@ -296,7 +300,7 @@ def parse_stream(params: dict[str, str], max_ttl_ms: int = MAX_POLL_TTL_MS,
     if pad not in ("0", "1", ""):
         raise bad("pad must be 0 or 1")
     ack = max(parse_ack(params), parse_last_event_id(last_event_id))
-    return StreamParams(socket=sid, ack=ack, ttl_ms=min(ttl, max_ttl_ms), pad=pad == "1")
+    return StreamParams(socket=sid, ack=ack, ttl_ms=min(max(ttl, MIN_STREAM_TTL_MS), max_ttl_ms), pad=pad == "1")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,12 @@ writes chunks (``write_chunk``) as it has them and ends it (``end_stream``); the
 serves the requests pipelined behind it. A stream costs no task and no timer here: the answer task
 ends when the stream starts, the keep-alive timer is not armed while it is open, and the owner is
 told when the client leaves (``StreamBody.lost``) or the server shuts down (``StreamBody.stop``).
-The bytes a stream can have queued in the transport are bounded by its owner (the relay writes
-each message once, and only messages the client has not acknowledged, so at most the socket's
-``--buffer-bytes`` plus one message), not by ``pause_writing``.
+The bytes a stream can have queued in the transport are bounded by its owner (the relay's stream
+ends after its byte budget: at most ``--stream-bytes`` plus one message, and heartbeats), not by
+``pause_writing``. The keep-alive timeout runs from the end of every answer, a stream's included,
+also while the client is not reading; a close that cannot write what the transport holds because
+the client reads nothing for a keep-alive interval becomes an abort, so such a client holds neither
+the connection nor those bytes for longer.
 
 It depends on nothing but asyncio and httptools: its arguments are the answer function, the
 ``Limits`` and a ``Connections`` registry (what a server needs for a graceful shutdown), so it
@@ -385,9 +388,8 @@ class RelayHTTPProtocol(asyncio.Protocol):
         req = self.req
         self.req = _NO_REQUEST
         req.keep_alive = self.parser.should_keep_alive()
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
+        # The keep-alive timer stops when the request starts (_start): one queued behind an answer
+        # the client is not reading leaves it running.
         if self.busy or self.write_paused:
             if self.queue is None:
                 self.queue = deque()
@@ -406,6 +408,10 @@ class RelayHTTPProtocol(asyncio.Protocol):
 
     def _start(self, req: ProtocolRequest) -> None:
         self.busy = True
+        timer = self.idle_timer  # running until a request starts (inline: the per-request path)
+        if timer is not None:
+            timer.cancel()
+            self.idle_timer = None
         task = self.loop.create_task(self._answer(req))
         tasks = self.connections.tasks
         tasks.add(task)
@@ -450,10 +456,38 @@ class RelayHTTPProtocol(asyncio.Protocol):
         if close:
             self.refused = True  # whatever follows on this connection is not read
             self.queue = None
-            if self.transport is not None:
-                self.transport.close()
+            self._close()
             return
         self._next()
+
+    def _close(self) -> None:
+        """Close after writing what the transport holds. A client that reads none of it for a
+        keep-alive interval will not: ``close`` alone would keep the connection and its bytes
+        (up to a stream's budget) for as long as the client stays; it is aborted instead."""
+        transport = self.transport
+        if transport is None:
+            return
+        transport.close()
+        left = transport.get_write_buffer_size()
+        if left:
+            self._cancel_idle()
+            self.idle_timer = self.loop.call_later(self.limits.keep_alive_s, self._flush_check, left)
+
+    def _flush_check(self, before: int) -> None:
+        self.idle_timer = None
+        transport = self.transport
+        if transport is None:
+            return
+        left = transport.get_write_buffer_size()
+        if left >= before:
+            transport.abort()  # nothing read for a keep-alive interval
+        elif left:
+            self.idle_timer = self.loop.call_later(self.limits.keep_alive_s, self._flush_check, left)
+
+    def _cancel_idle(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
 
     # streamed answers (StreamBody)
 
@@ -508,19 +542,21 @@ class RelayHTTPProtocol(asyncio.Protocol):
     def _next(self) -> None:
         """Answer the next queued request, unless one is in progress or the client stopped reading."""
         transport = self.transport
-        if self.busy or self.write_paused or transport is None or transport.is_closing():
+        if self.busy or transport is None or transport.is_closing():
             return
-        if self.queue:
+        if self.queue and not self.write_paused:
             if len(self.queue) == self.limits.max_pipelined:
                 transport.resume_reading()
             self._start(self.queue.popleft())
-        else:
+        elif self.idle_timer is None:
+            # Idle, or the client stopped reading its answers: the keep-alive timeout runs from
+            # this answer either way, so a client that reads nothing more cannot hold the connection.
             self.idle_timer = self.loop.call_later(self.limits.keep_alive_s, self._idle_close)
 
     def _idle_close(self) -> None:
         self.idle_timer = None
-        if not self.busy and self.transport is not None:
-            self.transport.close()
+        if not self.busy:
+            self._close()
 
     def _refuse(self, status: int, message: str) -> None:
         """Refuse what the parser is reading: answer, close, and execute nothing more from this connection.
@@ -539,4 +575,4 @@ class RelayHTTPProtocol(asyncio.Protocol):
         if transport is not None and not transport.is_closing():
             transport.write(b"%b%b%bcontent-length: %d\r\nconnection: close\r\n\r\n%b" % (
                 status_line(status), date_line(), header_block(headers), len(body), body))
-            transport.close()
+            self._close()

@@ -10,8 +10,10 @@ pure ``polysocket_core.sse``.
 Nothing is acknowledged by writing: messages stay in the socket's buffer until the client acks
 them (on the next ``/stream`` or ``/poll``, or on a ``/send``), so a stream cut anywhere, even in
 the middle of an event, loses nothing; the next stream writes every unacked message again. The
-bytes a stream leaves queued in a slow client's transport are therefore bounded by the socket's
-``--buffer-bytes`` (plus one message): the upstream reader stops at that bound.
+bytes a stream leaves queued in a slow client's transport are bounded by its byte budget
+(``--stream-bytes``, plus the message that crossed it, and heartbeats at most one a second): acks
+on sends can free the socket's buffer without the stream having been read, so ``--buffer-bytes``
+alone does not bound them. ``relay_node.http1`` lets go of a connection whose client reads nothing.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class SocketStream(sse.StreamClock):
         open (as the socket's receiver) unless that already ended it."""
         first = sse.opening(self.pad)
         sock = self.sock
+        sock.metrics.streams_total.value += 1  # every answer started, also one that ends at once
         if sock.state is FREED:  # e.g. its close was acked by this very request
             return first, False
         sock.take_receiver(self)
@@ -68,7 +71,6 @@ class SocketStream(sse.StreamClock):
         self.sink = sink
         self.timer = self.loop.call_at(self.next_due(), self._tick)
         sock.metrics.streams_open.value += 1
-        sock.metrics.streams_total.value += 1
         return first + data, True
 
     def stop(self) -> None:
@@ -111,11 +113,9 @@ class SocketStream(sse.StreamClock):
         if state is FREED:
             return b"", True
         out = sock.outbound
-        items = out.after(self.cursor, self.max_bytes - self.written)
-        if not items:
+        data, self.cursor = sse.next_events(out, self.cursor, self.max_bytes - self.written)
+        if not data:
             return b"", False
-        data = sse.events(items)
-        self.cursor = items[-1][0]
         over = self.wrote_events(len(data), self.loop.time())
         return data, over or (state is CLOSED and self.cursor >= out.last_seq)  # the close message ends it
 

@@ -59,6 +59,15 @@ def test_parse_stream_defaults_and_caps() -> None:
     assert (p.ttl_ms, p.ack, p.pad) == (30_000, 4, True)
 
 
+@pytest.mark.parametrize("ttl", ["1", "2", "999"])
+def test_a_heartbeat_interval_below_the_floor_is_raised_to_it(ttl: str) -> None:
+    # A 1 ms heartbeat would cost a timer callback per millisecond per stream and queue ~1 MB of
+    # heartbeats over a stream's 120 s for a client that does not read: clamped like the cap.
+    p = wire.parse_stream({"socket": SID, "ttl": ttl})
+    assert p.ttl_ms == wire.MIN_STREAM_TTL_MS == 1000
+    assert wire.parse_stream({"socket": SID, "ttl": "1000"}, max_ttl_ms=500).ttl_ms == 500  # the cap wins
+
+
 @pytest.mark.parametrize(("header", "ack", "expected"), [
     (b"9", "4", 9), (b"2", "4", 4), (None, "4", 4), (b"x", "4", 4), (b"-3", "-1", -1), (b"", "-1", -1),
     (b"99999999999999999999", "1", 1), (str(wire.MAX_SEQ).encode(), "-1", wire.MAX_SEQ),
@@ -103,3 +112,13 @@ def test_buffer_after_gives_what_a_stream_has_not_written() -> None:
     assert [s for s, _ in buf.after(1, 1 << 20)] == [3, 4, 5]
     buf.ack(5)
     assert buf.after(-1, 1 << 20) == []
+
+
+def test_events_within_stop_after_the_event_that_crosses_the_budget() -> None:
+    items = [(i, b'{"seq":%d}' % i) for i in range(8, 14)]  # 10-11 byte fragments, 24-25 byte events
+    whole = sse.events(items)
+    assert sse.events_within(items, 10_000) == (whole, 6)
+    data, n = sse.events_within(items, 60)
+    assert n == 3 and data == sse.events(items[:3])  # 24 + 24 = 48 <= 60 < 48 + 25
+    assert sse.events_within(items, 48) == (sse.events(items[:3]), 3)  # exactly at the budget: not past it
+    assert sse.events_within(items, 0) == (sse.events(items[:1]), 1)  # always at least one

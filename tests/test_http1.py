@@ -53,6 +53,9 @@ class MockTransport:
     def is_closing(self) -> bool:
         return self.closed
 
+    def get_write_buffer_size(self) -> int:
+        return 0  # the client reads everything at once
+
     def pause_reading(self) -> None:
         self.read_paused = True
 

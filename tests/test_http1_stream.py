@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from relay_node.http1 import Answer, ProtocolRequest, StreamSink
+from relay_node.http1 import Answer, Connections, Limits, ProtocolRequest, RelayHTTPProtocol, StreamSink
 
 from .test_http1 import GET, OK, MockTransport, make, settle
 
@@ -172,3 +172,44 @@ async def test_http10_gets_a_raw_body_ended_by_the_close() -> None:
     sink.write_chunk(b"id: 1\ndata: {}\n\n")
     sink.end_stream()
     assert body_after_head(tr) == b":ok\n\nid: 1\ndata: {}\n\n" and tr.closed
+
+
+async def test_a_client_that_never_reads_its_stream_does_not_hold_the_connection_forever() -> None:
+    # Over a real loopback connection: the client asks for a stream and reads nothing. Its answer
+    # fills the kernel's buffers and then the transport's (write paused). Once the stream ended,
+    # the keep-alive timeout still applies, and a close that cannot flush becomes an abort:
+    # before, the connection and the bytes it queued were held for as long as the client stayed.
+    import socket
+
+    ans = Streams()
+    conns = Connections()
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: RelayHTTPProtocol(ans, Limits(keep_alive_s=0.2), conns),
+                                      "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.setblocking(False)
+    try:
+        await loop.sock_connect(client, ("127.0.0.1", port))
+        await loop.sock_sendall(client, STREAM_REQ + GET)  # and a request pipelined behind it
+        for _ in range(200):
+            if ans.streams and ans.streams[0].sink is not None:
+                break
+            await asyncio.sleep(0.01)
+        (proto,) = conns.open
+        sink = ans.streams[0].sink
+        assert sink is not None
+        for _ in range(64):
+            sink.write_chunk(b"x" * 65536)  # 4 MiB the client never reads
+        assert proto.write_paused
+        sink.end_stream()
+        for _ in range(300):  # bounded wait for the relay to let go of the connection
+            if not conns.open:
+                break
+            await asyncio.sleep(0.02)
+        assert not conns.open and proto.transport is None
+    finally:
+        client.close()
+        server.close()
+        await server.wait_closed()

@@ -103,7 +103,7 @@ async def eventually_open_streams(http: httpx.AsyncClient, sstack: StreamStack, 
 
 async def test_heartbeat_comment_when_nothing_is_written(sstack: StreamStack, http: httpx.AsyncClient) -> None:
     c = await sstack.connect(http)
-    s = await sstack.stream(c, ttl=100)
+    s = await sstack.stream(c, ttl=1000)  # the floor (wire.MIN_STREAM_TTL_MS)
     assert (await s.next()).text == "ok"
     beat = await s.next()
     assert (beat.kind, beat.text) == ("comment", "hb")
@@ -400,3 +400,33 @@ async def test_preflight_allows_last_event_id(sstack: StreamStack, http: httpx.A
     r = await http.request("OPTIONS", f"http://127.0.0.1:{sstack.relay.port}/stream")
     assert r.status_code == 204
     assert "last-event-id" in r.headers["access-control-allow-headers"].split(", ")
+
+
+async def test_a_draining_relay_ends_open_streams_with_the_close_message(http: httpx.AsyncClient) -> None:
+    # SIGTERM with a stream open: the drain closes the socket with 1001 and the stream carries
+    # that close, then ends; the client's ack (on a new stream, as it would) frees the socket and
+    # the relay exits cleanly, with no stream left open.
+    import signal
+
+    s = Stack()
+    try:
+        s.start_valkey()
+        relay = s.start_relay("drainer", extra=["--drain-grace", "0.5", "--stream-seconds", "30"])
+        router = s.start_router()
+        echo = s.start_echo()
+        c = await connect(http, f"http://127.0.0.1:{router.port}", f"ws://127.0.0.1:{echo.port}/",
+                          token=s.create_token())
+        stream = await SSEStream.open("127.0.0.1", relay.port, c.fqdn, {"socket": c.socket})
+        await c.send_text("before")
+        (first,) = await stream.events(1)
+        assert first.data["data"] == "before"
+        relay.signal(signal.SIGTERM)
+        items = await stream.rest(timeout=15)
+        events = [i.data for i in items if i.kind == "event"]
+        assert events == [{"seq": 1, "type": "close", "code": 1001, "reason": "relay draining"}]
+        assert stream.complete  # the terminal chunk, not a cut connection
+        resumed = await SSEStream.open("127.0.0.1", relay.port, c.fqdn, {"socket": c.socket, "ack": 1})
+        assert [i.text for i in await resumed.rest()] == ["ok"] and resumed.complete
+        assert relay.popen.wait(15) == 0
+    finally:
+        s.stop()

@@ -145,3 +145,46 @@ async def test_a_failing_write_detaches_the_stream_not_the_socket(sock: RelaySoc
     await send(sock, 1, "b")  # the upstream reader lives on: the socket still relays
     await until(lambda: len(sock.outbound) == 2, "the second echo never came")
     assert sock.state is SocketState.OPEN
+
+
+async def test_the_byte_budget_counts_event_bytes_not_fragment_bytes(sock: RelaySocket) -> None:
+    # Small messages: an event is ~40 % larger than its JSON fragment. The stream must end right
+    # after the event that takes the *event* bytes past the budget, not write ~40 % more.
+    for i in range(30):
+        await send(sock, i, "m")
+    await until(lambda: len(sock.outbound) == 30, "the echoes never came")
+    stream = sock.open_stream(params())
+    stream.max_bytes = 200
+    first, more = stream.start(Sink())
+    assert not more  # the backlog alone spends the budget
+    events = [e + b"\n\n" for e in first[len(b":ok\n\n"):].split(b"\n\n") if e]
+    assert sum(map(len, events[:-1])) <= 200 < sum(map(len, events))
+    assert stream.cursor == len(events) - 1  # the next stream starts after the last one written
+
+
+async def test_a_stream_that_ends_at_once_counts_as_started(sock: RelaySocket) -> None:
+    await send(sock, 0, "m" * 300)
+    await until(lambda: len(sock.outbound) == 1, "the echo never came")
+    stream = sock.open_stream(params())
+    stream.max_bytes = 100  # the backlog alone spends the budget
+    first, more = stream.start(Sink())
+    assert not more and b'"seq":0' in first
+    assert sock.metrics.streams_total.value == 1 and sock.metrics.streams_open.value == 0
+    assert sock.waiter is None
+
+
+async def test_what_a_stream_queues_for_a_client_that_acks_without_reading_is_its_byte_budget(
+        sock: RelaySocket) -> None:
+    # Acks on sends free the socket's buffer whether or not the stream was read, so the buffer
+    # bound does not limit what the stream queues for such a client: its byte budget does.
+    stream = sock.open_stream(params())
+    stream.max_bytes = 1000
+    sink = Sink()
+    stream.start(sink)
+    for i in range(40):
+        await send(sock, i, "z" * 100, ack=10**6)  # acks everything, reads nothing
+        if sink.ended:
+            break
+    await until(lambda: sink.ended, "the stream never ended")
+    largest = max(map(len, sink.chunks))
+    assert 1000 < sum(map(len, sink.chunks)) <= 1000 + largest

@@ -44,7 +44,12 @@ class RawHTTP:
                 answer_headers[name.strip().lower()] = value.strip()
             status = int(status_line.split(" ", 2)[1])
             bodyless = method == "HEAD" or status in (204, 304) or 100 <= status < 200
-            payload = b"" if bodyless else await reader.readexactly(int(answer_headers.get("content-length", "0")))
+            if bodyless:
+                payload = b""
+            elif answer_headers.get("transfer-encoding", "").lower() == "chunked":  # a /stream answer
+                payload = await read_chunked(reader)
+            else:
+                payload = await reader.readexactly(int(answer_headers.get("content-length", "0")))
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             self.close()
             raise ConnectionError("connection closed without an answer") from exc
@@ -55,3 +60,16 @@ class RawHTTP:
     async def call(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
         _, _, payload = await self.request("GET", f"{path}?{urlencode(params)}")
         return dict(orjson.loads(payload))
+
+
+async def read_chunked(reader: asyncio.StreamReader) -> bytes:
+    """A chunked body to its terminal chunk (no trailers: the relay sends none)."""
+    parts: list[bytes] = []
+    while True:
+        size = int((await reader.readuntil(b"\r\n"))[:-2], 16)
+        data = await reader.readexactly(size + 2)
+        if data[-2:] != b"\r\n":
+            raise ConnectionError("malformed chunk")
+        if size == 0:
+            return b"".join(parts)
+        parts.append(data[:-2])

@@ -147,16 +147,18 @@ param_values = st.one_of(query_text, st.integers(-(2**64), 2**64).map(str), st.s
     ["", "0", "1", "-1", "t", "b", "ws://127.0.0.1/", "wss://a.b/c", "9007199254740991", "9007199254740992",
      "AAAA", "=", "%", "\x00", "a" * 32, "-" * 22, "1e3", " 1", "1 ", "+1", "0x10", "\u0661"]))
 param_dicts = st.dictionaries(st.sampled_from(["socket", "seq", "t", "d", "fin", "ttl", "ack", "code", "reason",
-                                               "target", "from", "token", "protocols", "cb"]),
+                                               "target", "from", "token", "protocols", "cb", "pad"]),
                               param_values, max_size=8)
 
 
 @fuzz
-@given(params=param_dicts, body=st.one_of(st.none(), st.binary(max_size=40)), raw=st.booleans())
+@given(params=param_dicts, body=st.one_of(st.none(), st.binary(max_size=40)), raw=st.booleans(),
+       last_event_id=st.one_of(st.none(), st.binary(max_size=24), param_values.map(str.encode)))
 def test_every_parser_returns_a_typed_value_or_a_polysocket_error(params: dict[str, str], body: bytes | None,
-                                                                  raw: bool) -> None:
+                                                                  raw: bool, last_event_id: bytes | None) -> None:
     for parse in (wire.parse_poll, wire.parse_close, wire.parse_connect,
-                  lambda p: wire.parse_send(p, body, raw_binary=raw)):
+                  lambda p: wire.parse_send(p, body, raw_binary=raw),
+                  lambda p: wire.parse_stream(p, last_event_id=last_event_id)):
         try:
             result = parse(params)
         except PolysocketError as exc:
@@ -168,6 +170,9 @@ def test_every_parser_returns_a_typed_value_or_a_polysocket_error(params: dict[s
                 result.data.decode("utf-8")
         elif isinstance(result, wire.PollParams):
             assert 0 <= result.ttl_ms <= wire.MAX_POLL_TTL_MS and -1 <= result.ack <= wire.MAX_SEQ
+        elif isinstance(result, wire.StreamParams):
+            assert wire.MIN_STREAM_TTL_MS <= result.ttl_ms <= wire.MAX_POLL_TTL_MS
+            assert -1 <= result.ack <= wire.MAX_SEQ and "cb" not in params
         elif isinstance(result, wire.CloseParams):
             assert result.code in (1000, 1001) or 3000 <= result.code <= 4999
             assert len(result.reason.encode("utf-8", "surrogatepass")) <= 123

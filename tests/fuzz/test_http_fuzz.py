@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -56,7 +57,7 @@ def fz() -> Iterator[FuzzStack]:
     s = Stack()
     try:
         s.start_valkey()
-        relay = s.start_relay("fz")
+        relay = s.start_relay("fz", extra=["--stream-seconds", "0.3"])  # live streams end quickly
         router = s.start_router(env={"POLYSOCKET_RATE_PER_IP": "1000000/60"})
         yield FuzzStack(s, relay, router, s.create_token(max_sockets=100_000), EchoTarget())
     finally:
@@ -99,7 +100,9 @@ def hostile_request(rng: random.Random, paths: list[str], live: list[str],
         params.append((name, value))
     query = "&".join(f"{encode(n, rng)}={encode(v, rng)}" for n, v in params)
     if live:
-        query += "&ttl=0"  # the last value wins: a poll of a live socket never waits
+        # The last value wins: a poll of a live socket never waits; a stream of one is ended by the
+        # relay's short --stream-seconds (a ttl of 0 would refuse it before it opens).
+        query += "&ttl=1000" if path == "/stream" else "&ttl=0"
     if rng.random() < 0.02:
         query += "&d=" + "A" * rng.randint(60_000, 140_000)  # around the 128 KiB URL limit
     headers: dict[str, str] = {}
@@ -252,7 +255,7 @@ async def test_relay_survives_hostile_requests_and_raw_bytes(fz: FuzzStack, prof
         start = rss_bytes(fz.relay.popen.pid)
         live = [c.socket for c in conns]
         answered, statuses = await hostile_run(
-            fz.relay.port, n, seed, ["/send", "/poll", "/close", "/healthz", "/metrics"], live, allowed={},
+            fz.relay.port, n, seed, ["/send", "/poll", "/stream", "/close", "/healthz", "/metrics"], live, allowed={},
             base={"socket": live[0], "seq": "0", "t": "t", "d": "hello", "fin": "1", "ack": "-1", "code": "1000"})
         raw_answered = await raw_run(fz.relay.port, n // 3, seed, allowed={})
         grown = (rss_bytes(fz.relay.popen.pid) - start) / MiB
@@ -263,6 +266,8 @@ async def test_relay_survives_hostile_requests_and_raw_bytes(fz: FuzzStack, prof
     assert healthy["ok"] is True
     _, _, metrics = await RawHTTP(fz.relay.port).request("GET", "/metrics")
     assert b'code="internal"' not in metrics
+    streams = re.search(rb"^polysocket_streams_total (\S+)", metrics, re.M)
+    print(f"relay: {streams[1].decode() if streams else '?'} streams opened on live sockets")
     assert answered > n // 2
     assert grown < 48, grown
     clean_log(log_text(fz.stack, "relay-fz"), "relay")
