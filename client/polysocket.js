@@ -2100,6 +2100,8 @@
         this.stream = null;   // the open stream's state
         this.streamSilent = 0; // streams in a row that fell silent (no heartbeat in time)
         this.streamEmpty = 0;  // streams in a row that ended with nothing but their opening
+        this.streamFailed = 0; // streams in a row that failed before their first byte
+        this.streamWorked = false; // a stream of this socket got a byte
     }
 
     // query: an already encoded query string to append (a JSONP batch)
@@ -2328,6 +2330,8 @@
                 return;
             }
             st.got = true;
+            self.streamWorked = true;
+            self.streamFailed = 0;
             if (beat) {
                 st.beats++;
                 self.streamSilent = 0;
@@ -2399,7 +2403,16 @@
             return;
         }
         if (!st.got) {
-            this.fallBack();
+            // No first byte in time: a buffering proxy. Failed before it: no stream path (or an
+            // error answer), unless streams worked before (a blip, or the relay going away: a few
+            // tries, then the polls show what it is).
+            if (why === "timeout" || !this.streamWorked || ++this.streamFailed >= 3) {
+                this.fallBack();
+                return;
+            }
+            later(function () {
+                self.openStream();
+            }, 100 * Math.pow(2, this.streamFailed - 1));
             return;
         }
         if (why === "silent" && ++this.streamSilent >= 2) {
