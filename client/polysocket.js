@@ -37,6 +37,7 @@
     var MAX_SEQ_SPAN = 1000;   // sends in flight span fewer seqs than the relay holds ahead (1024)
     var DEFAULT_IDLE = 60000;  // the relay's idle timeout when its connect answer does not say
     var PRELOAD_POLL_GAP = 250; // JSONP before the page's load event: short polls this far apart
+    var STREAM_ACK_CHARS = 32768; // messages a stream delivers unacknowledged before it is renewed
 
     // Captured at load time so that PolySocket.install() cannot make us call ourselves.
     var NativeWebSocket = win ? (win.WebSocket || win.MozWebSocket || null) : null;
@@ -2102,6 +2103,7 @@
         this.streamEmpty = 0;  // streams in a row that ended with nothing but their opening
         this.streamFailed = 0; // streams in a row that failed before their first byte
         this.streamWorked = false; // a stream of this socket got a byte
+        this.unacked = 0;     // characters of messages processed since the relay was last told
     }
 
     // query: an already encoded query string to append (a JSONP batch)
@@ -2278,7 +2280,11 @@
     // With a stream, every send carries the highest seq processed, so that a long stream frees the
     // relay's buffer (and its back-pressure bound) without reconnecting.
     Relay.prototype.sendAck = function () {
-        return this.streamKind && this.lastSeq >= 0 ? this.lastSeq : undefined;
+        if (!this.streamKind || this.lastSeq < 0) {
+            return undefined;
+        }
+        this.unacked = 0;
+        return this.lastSeq;
     };
 
     // For the rest of the socket's life: a buffering proxy (no first byte in time), or an error that
@@ -2304,6 +2310,7 @@
             return;
         }
         this.stream = st;
+        this.unacked = 0;
 
         function arm() {
             var why = "silent";
@@ -2352,6 +2359,12 @@
             if (m && typeof m === "object") {
                 self.deliver([m]);
             }
+            // Nothing sent meanwhile carried an ack: renew the stream, whose request carries it,
+            // before the relay's back-pressure bound stops the flow (--buffer-bytes, 1 MiB by default).
+            self.unacked += text.length;
+            if (self.unacked > STREAM_ACK_CHARS) {
+                self.endStream(st, "ack");
+            }
         }
 
         function ended() {
@@ -2390,7 +2403,7 @@
     };
 
     // A stream ended (why: "end" by the relay or the network, "timeout" before its first byte,
-    // "silent", "renew"). Resumed with a new stream whose ack is the highest seq processed: the relay
+    // "silent", "renew", "ack"). Resumed with a new stream whose ack is the highest seq processed: the relay
     // sends again every message not acknowledged, and deliver() drops those already seen.
     Relay.prototype.endStream = function (st, why) {
         var self = this;

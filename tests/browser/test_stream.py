@@ -217,6 +217,23 @@ def test_acks_on_sends_keep_a_long_stream_flowing(
     assert len(acks) >= waves - 1 and acks[-1] >= (waves - 1) * per_wave - 1
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_flood_with_no_sends_renews_its_stream_to_ack(
+    pages: PageFactory, browser_stack: BrowserStack, kind: str
+) -> None:
+    # ~110 KiB of messages and no send to carry an ack: past 64 KiB unacknowledged the relay would
+    # stop reading from the target (until the stream's time budget); the client renews its stream
+    # (whose request carries the ack) every 32 KiB of messages instead.
+    page, reqs = open_stream_page(pages, kind)
+    sid = connect(page, browser_stack.target, "xhr")
+    send(page, sid, "s.send('flood:3000')")
+    msgs = wait_messages(page, sid, 3000, timeout_ms=60_000)
+    assert [m["d"] for m in msgs] == [str(i) for i in range(3000)]
+    params = check_streams(reqs, kind)
+    acks = [int(p["ack"]) for p in params]
+    assert 3 <= len(acks) <= 10 and acks == sorted(acks)
+
+
 # ------------------------------------------------------------------------------------------ falling back
 
 
