@@ -307,3 +307,48 @@ def test_killed_relay_ends_the_stream_and_the_socket(context: Any, kind: str) ->
         assert receiving(page, sid) == "poll"
     finally:
         s.stop()
+
+
+def test_receive_rates_for_the_record(
+    pages: PageFactory, browser_stack: BrowserStack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Printed, not asserted, per receive mode of the XHR transport (each also checks order and
+    # count): the target floods 3,000 messages (msgs/s, receive requests), then 300 ping-pongs
+    # (ms and HTTP requests per round trip).
+    n = 3000
+    lines = []
+    for label, hide, receive in [("poll", False, "poll"), ("eventsource", False, "auto"),
+                                 ("xhr-streaming", True, "auto")]:
+        page = pages.open(native=False, init_script=HIDE_EVENTSOURCE if hide else "")
+        reqs = Requests(page)
+        sid = connect(page, browser_stack.target, "xhr", options={"receive": receive})
+        start = page.evaluate("() => performance.now()")
+        send(page, sid, f"s.send('flood:{n}')")
+        msgs = wait_messages(page, sid, n, timeout_ms=60_000)
+        ms = page.evaluate("() => performance.now()") - start
+        assert [m["d"] for m in msgs] == [str(i) for i in range(n)]
+        received = len(reqs.to("/poll")) + len(reqs.to("/stream"))
+        # ping-pong: one message out, wait for its echo, 300 times (as an interactive app does)
+        before = len(reqs.seen)
+        rtt = page.evaluate(
+            """(id) => new Promise((resolve) => {
+            const rec = psSocks[id], base = rec.messages.length, start = performance.now();
+            let k = 0;
+            const next = () => {
+                if (k === 300) { resolve((performance.now() - start) / 300); return; }
+                rec.s.send('p' + k);
+                const want = base + ++k;
+                const wait = () => (rec.messages.length >= want && rec.pending === 0) ? next() : setTimeout(wait, 0);
+                wait();
+            };
+            next();
+        })""",
+            sid,
+        )
+        assert [m["d"] for m in wait_messages(page, sid, n + 300)[n:]] == [f"p{k}" for k in range(300)]
+        per = (len(reqs.seen) - before) / 300
+        lines.append(f"{label}: flood server->client {n / ms * 1000:,.0f} msgs/s in {received} receive requests; "
+                     f"ping-pong {rtt:.2f} ms and {per:.2f} requests per round trip")
+        page.close()
+    with capsys.disabled():
+        print("\n  " + "\n  ".join(lines))
