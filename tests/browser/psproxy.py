@@ -4,6 +4,8 @@
 corporate and antivirus proxies do): a ``/stream`` then shows nothing until it ends.
 ``mode="cut"`` passes answers through as they arrive, but cuts each ``/stream`` connection after
 ``cut_after`` body bytes (a different point each time), in the middle of whatever it was carrying.
+``mode="stall"`` passes the first ``cut_after`` body bytes of each ``/stream`` and then nothing more
+(it keeps reading the relay's answer and drops it): a stream that starts, then falls silent.
 
 One request per connection (``connection: close`` both ways), so answers never queue behind a stream.
 """
@@ -90,7 +92,7 @@ class RelayProxy:
     """Listens on 127.0.0.1:``port`` and forwards every request to 127.0.0.1:``upstream``."""
 
     def __init__(self, upstream: int, mode: str, cut_after: int = 4000) -> None:
-        assert mode in ("buffer", "cut")
+        assert mode in ("buffer", "cut", "stall")
         self.upstream = upstream
         self.mode = mode
         self.cut_after = cut_after
@@ -142,10 +144,15 @@ class RelayProxy:
                     return
                 with self._lock:
                     self.streams += is_stream
-                    budget = self.cut_after + 997 * self.streams  # a different place each time
+                    budget = self.cut_after + (997 * self.streams if self.mode == "cut" else 0)
                 sent = [0]
 
                 def through(piece: bytes) -> None:
+                    if is_stream and self.mode == "stall":
+                        if sent[0] < budget:
+                            conn.sendall(piece[: budget - sent[0]])
+                        sent[0] += len(piece)
+                        return
                     if is_stream and sent[0] + len(piece) > budget:
                         conn.sendall(piece[: budget - sent[0]])
                         with self._lock:

@@ -103,7 +103,7 @@ def proxies() -> Iterator[dict[int, RelayProxy]]:
         proxy.close()
 
 
-def through_proxy(page: Any, proxies: dict[int, RelayProxy], mode: str) -> None:
+def through_proxy(page: Any, proxies: dict[int, RelayProxy], mode: str, cut_after: int = 4000) -> None:
     """Every request after /connect reaches the relay through a RelayProxy: the connect answer's
     fqdn (the socket's own host name) gets the proxy's port instead of the relay's."""
 
@@ -114,7 +114,7 @@ def through_proxy(page: Any, proxies: dict[int, RelayProxy], mode: str) -> None:
         assert m, body
         relay_port = int(m.group(2))
         if relay_port not in proxies:
-            proxies[relay_port] = RelayProxy(relay_port, mode)
+            proxies[relay_port] = RelayProxy(relay_port, mode, cut_after)
         body = body.replace(m.group(0), f'"fqdn":"{m.group(1)}:{proxies[relay_port].port}"')
         route.fulfill(response=response, body=body)
 
@@ -259,6 +259,47 @@ def test_buffering_proxy_falls_back_to_polling(
     send(page, sid, "s.send('close:4002:polled')")
     assert wait_close(page, sid)["close"]["code"] == 4002
     assert len(wait_messages(page, sid, 220)) == 220
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_relay_without_streams_is_polled(pages: PageFactory, browser_stack: BrowserStack, kind: str) -> None:
+    # An older relay answers /stream with a JSON 404: the first stream fails before its first byte,
+    # and the socket polls from then on (long before streamTimeout).
+    page, reqs = open_stream_page(pages, kind)
+    refused: list[str] = []
+
+    def not_found(route: Any) -> None:
+        refused.append(route.request.url)
+        route.fulfill(status=404, content_type="application/json",
+                      headers={"access-control-allow-origin": "*"},
+                      body='{"ok":false,"error":"not_found","message":"no such endpoint"}')
+
+    page.route("**/stream?**", not_found)
+    sid = connect(page, browser_stack.target, "xhr", options={"streamTimeout": 60_000})
+    send(page, sid, "s.send('one'); s.send('two')")
+    assert [m["d"] for m in wait_messages(page, sid, 2, timeout_ms=20_000)] == ["one", "two"]
+    assert receiving(page, sid) == "poll"
+    assert len(refused) == 1 and len(reqs.to("/poll")) >= 1
+    page.unroute_all(behavior="ignoreErrors")
+
+
+def test_a_stream_that_falls_silent_is_replaced_then_given_up(
+    pages: PageFactory, browser_stack: BrowserStack, proxies: dict[int, RelayProxy]
+) -> None:
+    # xhr-streaming sees the relay's heartbeats: a stream that shows its opening, then nothing (not
+    # even a heartbeat) for ttl + pollSlack is dead; it is replaced, and when the new one falls
+    # silent too the socket polls. (EventSource cannot see heartbeats: it renews a quiet stream
+    # after ttl instead, and so cannot tell this proxy from a quiet socket.)
+    page, reqs = open_stream_page(pages, "xhr-streaming")
+    # the opening chunk passes (pad=1: a 2,051-byte comment, 0x803), then nothing
+    through_proxy(page, proxies, "stall", cut_after=len(b"803\r\n") + 2051 + len(b"\r\n"))
+    sid = connect(page, browser_stack.target, "xhr", options={"pollTtl": 1000, "pollSlack": 1000})
+    send(page, sid, "s.send('held')")
+    wait_for(page, "(id) => psSocks[id].s.receiving === 'poll'", sid)
+    send(page, sid, "s.send('polled')")
+    assert [m["d"] for m in wait_messages(page, sid, 2)] == ["held", "polled"]
+    (proxy,) = proxies.values()
+    assert len(proxy.stream_paths()) == len(reqs.to("/stream")) == 2
 
 
 def test_receive_option(pages: PageFactory, browser_stack: BrowserStack) -> None:
