@@ -676,6 +676,8 @@ def test_demo_page(context: Any, browser_stack: BrowserStack, force_fallback: bo
     page.wait_for_function("document.querySelector('#state').textContent === 'open'")
     transport = page.text_content("#transport")
     assert transport == ("xhr" if force_fallback else "websocket")
+    if force_fallback:
+        page.wait_for_function("document.querySelector('#log').textContent.includes('receiving by stream')")
     page.fill("#message", "hi from the demo ✓")
     page.click("#send")
     page.wait_for_function("document.querySelector('#log').textContent.includes('< hi from the demo ✓')")
