@@ -2302,7 +2302,7 @@
     // poll would be).
     Relay.prototype.openStream = function () {
         var self = this;
-        var st = { got: false, beats: 0, timer: null, handle: null, done: false };
+        var st = { got: false, beats: 0, timer: null, handle: null, done: false, last: now() };
         var url = this.base + "/stream";
         var params = { socket: this.id, ack: this.lastSeq, ttl: this.ttl };
         var parser;
@@ -2312,11 +2312,15 @@
         this.stream = st;
         this.unacked = 0;
 
-        function arm() {
+        // One timer, not one per message: it checks the time since the stream's last byte
+        // (st.last) against the limit that applies now, and re-arms itself for the rest.
+        function check() {
             var why = "silent";
             var ms = self.ttl + self.opts.pollSlack;
-            if (st.timer !== null) {
-                clearTimeout(st.timer);
+            var quiet = now() - st.last;
+            st.timer = null;
+            if (st.done) {
+                return;
             }
             if (!st.got) {
                 why = "timeout";
@@ -2325,10 +2329,11 @@
                 why = "renew";
                 ms = self.ttl;
             }
-            st.timer = later(function () {
-                st.timer = null;
+            if (quiet >= ms) {
                 self.endStream(st, why);
-            }, ms);
+            } else {
+                st.timer = later(check, ms - quiet);
+            }
         }
 
         // beat: a message or a heartbeat (not the stream's opening)
@@ -2343,8 +2348,8 @@
                 st.beats++;
                 self.streamSilent = 0;
             }
+            st.last = now();
             self.alive();
-            arm();
         }
 
         function message(text) {
@@ -2371,7 +2376,7 @@
             self.endStream(st, "end");
         }
 
-        arm();
+        st.timer = later(check, Math.min(this.opts.streamTimeout, this.ttl));
         if (this.streamKind === "eventsource") {
             st.handle = eventSourceStream(url, params, function () { bytes(false); }, message, ended);
         } else {
