@@ -39,6 +39,13 @@ declare class PolySocket {
     binaryType: "blob" | "arraybuffer";
     /** The transport in use once open: "websocket", "xhr" or "jsonp" (not part of the W3C interface). */
     readonly transport: PolySocket.PolySocketTransport;
+    /**
+     * How a relay socket receives, once open: "stream" (one long GET /stream answered as
+     * text/event-stream, read by EventSource or xhr-streaming) or "poll" (long-polling; JSONP always,
+     * and an XHR socket whose stream did not get through). "" before open and with the native
+     * WebSocket (not part of the W3C interface).
+     */
+    readonly receiving: PolySocket.PolySocketReceiving;
     /** Why the connection failed or was lost, when known ("" otherwise; not part of the W3C interface). */
     readonly lastError: string;
 
@@ -60,6 +67,12 @@ declare class PolySocket {
 declare namespace PolySocket {
     /** How a socket reaches its target. */
     type PolySocketTransportOption = "auto" | "websocket" | "relay" | "xhr" | "jsonp";
+
+    /** How a relay socket with the XHR transport may receive (the `receive` option). */
+    type PolySocketReceiveOption = "auto" | "eventsource" | "xhr-streaming" | "poll";
+
+    /** How a relay socket receives ("" until it is open, and with the native WebSocket). */
+    type PolySocketReceiving = "" | "stream" | "poll";
 
     /** The transport a socket ended up using ("" until it is open). */
     type PolySocketTransport = "" | "websocket" | "xhr" | "jsonp";
@@ -85,6 +98,16 @@ declare namespace PolySocket {
         pollTtl?: number;
         /** extra ms to wait for a poll answer beyond pollTtl before giving up on it (default 15000). */
         pollSlack?: number;
+        /**
+         * How an XHR relay socket receives. "auto" (default): a stream, by EventSource where the
+         * browser has a CORS-capable one, else by xhr-streaming, falling back to long-polling when
+         * the stream does not get through. "eventsource" / "xhr-streaming": a stream read that way
+         * only (polls where the browser lacks EventSource; still falls back). "poll": long-polling.
+         * JSONP always polls.
+         */
+        receive?: PolySocketReceiveOption;
+        /** ms for a stream's first byte; without it (a buffering proxy) the socket polls for the rest of its life (default 5000). */
+        streamTimeout?: number;
         /** concurrent send requests per socket (default 4). */
         maxInflight?: number;
         /** frames one send request may carry; what queues up while requests are in flight leaves together (default 256; 1: one request per frame). */
@@ -151,6 +174,8 @@ declare namespace PolySocket {
         websocket: boolean;
         xhr: boolean;
         jsonp: boolean;
+        /** an EventSource that can make CORS requests: streams are read with it */
+        eventsource: boolean;
         arraybuffer: boolean;
         blob: boolean;
         /** a constructible EventTarget: the socket is one, and dispatch is the browser's */

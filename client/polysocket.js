@@ -37,6 +37,7 @@
     var MAX_SEQ_SPAN = 1000;   // sends in flight span fewer seqs than the relay holds ahead (1024)
     var DEFAULT_IDLE = 60000;  // the relay's idle timeout when its connect answer does not say
     var PRELOAD_POLL_GAP = 250; // JSONP before the page's load event: short polls this far apart
+    var STREAM_ACK_CHARS = 32768; // messages a stream delivers unacknowledged before it is renewed
 
     // Captured at load time so that PolySocket.install() cannot make us call ourselves.
     var NativeWebSocket = win ? (win.WebSocket || win.MozWebSocket || null) : null;
@@ -118,6 +119,17 @@
             var U = win && win.URL;
             if (typeof U === "function" && new U("ws://A:80/a b?c d").href === "ws://a/a%20b?c%20d") {
                 return U;
+            }
+        } catch (e) {}
+        return null;
+    }());
+
+    // EventSource that can make cross-origin requests (those without CORS have no withCredentials).
+    var NativeEventSource = (function () {
+        var ES = win && win.EventSource;
+        try {
+            if (typeof ES === "function" && ES.prototype && "withCredentials" in ES.prototype) {
+                return ES;
             }
         } catch (e) {}
         return null;
@@ -1139,6 +1151,164 @@
         };
     }
 
+    // ------------------------------------------------------------------ streams (text/event-stream)
+
+    // An incremental text/event-stream reader: feed() it text as it arrives, in pieces cut anywhere;
+    // onEvent(data, id) runs for each complete event, onComment(text) for each comment line.
+    function SseParser(onEvent, onComment) {
+        this.rest = "";     // the incomplete last line
+        this.data = null;   // data lines of the event being read
+        this.id = "";
+        this.onEvent = onEvent;
+        this.onComment = onComment;
+    }
+
+    SseParser.prototype.feed = function (text) {
+        var s = this.rest + text;
+        var start = 0;
+        var nl;
+        var line;
+        var colon;
+        var field;
+        var value;
+        var data;
+        while ((nl = s.indexOf("\n", start)) >= 0) {
+            line = s.substring(start, nl);
+            start = nl + 1;
+            if (line.charAt(line.length - 1) === "\r") {
+                line = line.substring(0, line.length - 1);
+            }
+            if (line === "") {
+                data = this.data;
+                this.data = null;
+                if (data !== null) {
+                    this.onEvent(data, this.id);
+                }
+                continue;
+            }
+            colon = line.indexOf(":");
+            if (colon === 0) {
+                this.onComment(line.substring(1));
+                continue;
+            }
+            field = colon < 0 ? line : line.substring(0, colon);
+            value = colon < 0 ? "" : line.substring(colon + 1);
+            if (value.charAt(0) === " ") {
+                value = value.substring(1);
+            }
+            if (field === "data") {
+                this.data = this.data === null ? value : this.data + "\n" + value;
+            } else if (field === "id") {
+                this.id = value;
+            }
+        }
+        this.rest = s.substring(start);
+    };
+
+    // xhr-streaming: a GET whose body is read as it arrives (readyState 3 and progress events).
+    // onText(new text) for each piece of a 200 text/event-stream answer; onEnd() once, when the
+    // answer ends or fails (an error answer's body is never passed on).
+    function xhrStream(url, params, onText, onEnd) {
+        var xhr = new win.XMLHttpRequest();
+        var seen = 0;
+        var done = false;
+        var ok = null;
+
+        function end() {
+            if (!done) {
+                done = true;
+                xhr.onreadystatechange = xhr.onprogress = noop;
+                onEnd();
+            }
+        }
+
+        function pump() {
+            var rs = xhr.readyState;
+            var text;
+            var from;
+            if (done || rs < 2) {
+                return;
+            }
+            if (ok === null) {
+                ok = xhr.status === 200 && /^text\/event-stream/i.test(xhr.getResponseHeader("Content-Type") || "");
+            }
+            if (ok && rs >= 3) {
+                text = xhr.responseText || "";
+                if (text.length > seen) {
+                    from = seen;
+                    seen = text.length;
+                    onText(text.substring(from));
+                }
+            }
+            if (rs === 4 || !ok) {
+                end();
+                if (rs !== 4) {
+                    try {
+                        xhr.abort();
+                    } catch (e) {}
+                }
+            }
+        }
+
+        try {
+            xhr.open("GET", url + "?" + buildQuery(params), true);
+            xhr.onreadystatechange = pump;
+            xhr.onprogress = pump;
+            xhr.send(null);
+        } catch (eOpen) {
+            later(end, 0);
+        }
+        return {
+            abort: function () {
+                if (!done) {
+                    done = true;
+                    xhr.onreadystatechange = xhr.onprogress = noop;
+                    try {
+                        xhr.abort();
+                    } catch (e) {}
+                }
+            }
+        };
+    }
+
+    // EventSource: onOpen() when the answer starts, onData(data) for each event, onEnd() once when
+    // the stream ends or fails (it never reconnects by itself: the relay transport decides).
+    function eventSourceStream(url, params, onOpen, onData, onEnd) {
+        var es;
+        var done = false;
+        try {
+            es = new NativeEventSource(url + "?" + buildQuery(params));
+        } catch (e) {
+            later(onEnd, 0);
+            return { abort: noop };
+        }
+        es.onopen = function () {
+            if (!done) {
+                onOpen();
+            }
+        };
+        es.onmessage = function (ev) {
+            if (!done) {
+                onData(ev.data);
+            }
+        };
+        es.onerror = function () {
+            if (!done) {
+                done = true;
+                es.close();
+                onEnd();
+            }
+        };
+        return {
+            abort: function () {
+                if (!done) {
+                    done = true;
+                    es.close();
+                }
+            }
+        };
+    }
+
     // ------------------------------------------------------------------ transports
     //
     // One object per way of reaching the target, tried in TRANSPORTS order (filtered by the
@@ -1169,6 +1339,7 @@
     var XHR = {
         name: "xhr",
         relay: true,
+        streams: true,  // can receive by /stream (EventSource or xhr-streaming)
         usable: function () {
             return PolySocket.supports.xhr;
         },
@@ -1223,11 +1394,12 @@
                 }
             }
             if (parts.length > 1) {
-                relay.request(relay.base + "/send", { socket: relay.id, batch: 1 }, relay.opts.sendTimeout,
+                relay.request(relay.base + "/send", { socket: relay.id, batch: 1, ack: relay.sendAck() },
+                    relay.opts.sendTimeout,
                     answered, "[" + parts.join(",") + "]", "text/plain;charset=UTF-8");
                 return parts.length;
             }
-            var params = { socket: relay.id, seq: first.seq, t: first.t, fin: first.fin };
+            var params = { socket: relay.id, seq: first.seq, t: first.t, fin: first.fin, ack: relay.sendAck() };
             if (first.raw) {
                 relay.request(relay.base + "/send", params, relay.opts.sendTimeout, answered, first.raw,
                     "application/octet-stream");
@@ -1313,6 +1485,9 @@
 
     var TRANSPORTS = [NATIVE, XHR, JSONP];
 
+    // The `receive` option: how a relay socket whose transport can stream receives.
+    var RECEIVE = { auto: 1, eventsource: 1, "xhr-streaming": 1, poll: 1 };
+
     var MODES = {
         auto: TRANSPORTS,
         websocket: [NATIVE],
@@ -1349,6 +1524,10 @@
         if (!hasOwn.call(MODES, mode)) {
             throw makeError("SyntaxError", "Failed to construct 'PolySocket': unknown transport '" + mode + "'.");
         }
+        if (!hasOwn.call(RECEIVE, opts.receive || "auto")) {
+            throw makeError("SyntaxError", "Failed to construct 'PolySocket': unknown receive mode '" +
+                opts.receive + "'.");
+        }
         var href = parseTargetUrl(url);
         var list = parseProtocols(protocols);
 
@@ -1357,6 +1536,7 @@
         put(self, "protocol", "");
         put(self, "extensions", "");
         put(self, "transport", "");
+        put(self, "receiving", "");
         self._binaryType = hasBlob ? "blob" : "arraybuffer";
         self._buffered = 0;        // bytes queued on the relay path (and dropped after close)
         if (!hasGetters) {
@@ -1406,6 +1586,8 @@
         sendTimeout: 15000,
         pollTtl: 25000,          // the relay holds a poll this long (ms)
         pollSlack: 15000,        // extra wait for a poll answer before giving up on it
+        receive: "auto",         // "auto" | "eventsource" | "xhr-streaming" | "poll" (xhr transport)
+        streamTimeout: 5000,     // ms for a stream's first byte before the socket polls instead
         maxInflight: 4,          // concurrent send requests per socket
         maxBatch: 256,           // frames per send request (1: one request per frame)
         maxBody: 65536,          // bytes per POST /send body (XHR)
@@ -1416,6 +1598,7 @@
         websocket: !!NativeWebSocket,
         xhr: hasCorsXhr(),
         jsonp: !!doc,
+        eventsource: !!NativeEventSource,
         arraybuffer: hasArrayBuffer,
         blob: hasBlob,
         eventtarget: !!NativeEventTarget,
@@ -1508,7 +1691,7 @@
 
     if (hasGetters) {
         (function () {
-            var readOnly = ["url", "readyState", "protocol", "extensions", "transport"];
+            var readOnly = ["url", "readyState", "protocol", "extensions", "transport", "receiving"];
             var types = ["open", "message", "error", "close"];
             var i;
             function reader(name) {
@@ -1914,6 +2097,13 @@
         this.lastSeq = -1;
         this.pollFailures = 0;
         this.polling = false;
+        this.streamKind = ""; // "eventsource" | "xhr" while receiving by stream, "" when polling
+        this.stream = null;   // the open stream's state
+        this.streamSilent = 0; // streams in a row that fell silent (no heartbeat in time)
+        this.streamEmpty = 0;  // streams in a row that ended with nothing but their opening
+        this.streamFailed = 0; // streams in a row that failed before their first byte
+        this.streamWorked = false; // a stream of this socket got a byte
+        this.unacked = 0;     // characters of messages processed since the relay was last told
     }
 
     // query: an already encoded query string to append (a JSONP batch)
@@ -1951,6 +2141,7 @@
             clearTimeout(this.aliveTimer);
             this.aliveTimer = null;
         }
+        this.dropStream();
         for (k in this.requests) {
             if (hasOwn.call(this.requests, k)) {
                 try {
@@ -2060,12 +2251,207 @@
             }
             watch(self);
             self.alive();
+            self.chooseReceive();
             sock._opened(self.transport.name, data.protocol, "");
-            self.poll();
+            if (self.streamKind) {
+                self.openStream();
+            } else {
+                self.poll();
+            }
         });
     };
 
     // -------------- receiving
+
+    // Streams where the transport can and the `receive` option lets it; else polls.
+    Relay.prototype.chooseReceive = function () {
+        var want = this.opts.receive || "auto";
+        this.streamKind = "";
+        if (this.transport.streams && this.ttl > 0 && want !== "poll") {
+            if (NativeEventSource && want !== "xhr-streaming") {
+                this.streamKind = "eventsource";
+            } else if (want !== "eventsource") {
+                this.streamKind = "xhr";
+            }
+        }
+        put(this.socket, "receiving", this.streamKind ? "stream" : "poll");
+    };
+
+    // With a stream, every send carries the highest seq processed, so that a long stream frees the
+    // relay's buffer (and its back-pressure bound) without reconnecting.
+    Relay.prototype.sendAck = function () {
+        if (!this.streamKind || this.lastSeq < 0) {
+            return undefined;
+        }
+        this.unacked = 0;
+        return this.lastSeq;
+    };
+
+    // For the rest of the socket's life: a buffering proxy (no first byte in time), or an error that
+    // only a poll's answer shows (EventSource sees an error answer as a bare error event).
+    Relay.prototype.fallBack = function () {
+        this.dropStream();
+        this.streamKind = "";
+        put(this.socket, "receiving", "poll");
+        this.poll();
+    };
+
+    // One GET /stream at a time. Its timer: before the first byte, streamTimeout (then fall back);
+    // after it, the silence limit (xhr: ttl + pollSlack without a heartbeat, the stream is dead;
+    // EventSource does not show the heartbeat comments, so a stream quiet for ttl is renewed, as a
+    // poll would be).
+    Relay.prototype.openStream = function () {
+        var self = this;
+        var st = { got: false, beats: 0, timer: null, handle: null, done: false, last: now() };
+        var url = this.base + "/stream";
+        var params = { socket: this.id, ack: this.lastSeq, ttl: this.ttl };
+        var parser;
+        if (this.stopped || this.stream || !this.streamKind) {
+            return;
+        }
+        this.stream = st;
+        this.unacked = 0;
+
+        // One timer, not one per message: it checks the time since the stream's last byte
+        // (st.last) against the limit that applies now, and re-arms itself for the rest.
+        function check() {
+            var why = "silent";
+            var ms = self.ttl + self.opts.pollSlack;
+            var quiet = now() - st.last;
+            st.timer = null;
+            if (st.done) {
+                return;
+            }
+            if (!st.got) {
+                why = "timeout";
+                ms = self.opts.streamTimeout;
+            } else if (self.streamKind === "eventsource") {
+                why = "renew";
+                ms = self.ttl;
+            }
+            if (quiet >= ms) {
+                self.endStream(st, why);
+            } else {
+                st.timer = later(check, ms - quiet);
+            }
+        }
+
+        // beat: a message or a heartbeat (not the stream's opening)
+        function bytes(beat) {
+            if (st.done) {
+                return;
+            }
+            st.got = true;
+            self.streamWorked = true;
+            self.streamFailed = 0;
+            if (beat) {
+                st.beats++;
+                self.streamSilent = 0;
+            }
+            st.last = now();
+            self.alive();
+        }
+
+        function message(text) {
+            var m = null;
+            if (st.done) {
+                return;
+            }
+            bytes(true);
+            try {
+                m = parseJson(text);
+            } catch (e) {}
+            if (m && typeof m === "object") {
+                self.deliver([m]);
+            }
+            // Nothing sent meanwhile carried an ack: renew the stream, whose request carries it,
+            // before the relay's back-pressure bound stops the flow (--buffer-bytes, 1 MiB by default).
+            self.unacked += text.length;
+            if (self.unacked > STREAM_ACK_CHARS) {
+                self.endStream(st, "ack");
+            }
+        }
+
+        function ended() {
+            self.endStream(st, "end");
+        }
+
+        st.timer = later(check, Math.min(this.opts.streamTimeout, this.ttl));
+        if (this.streamKind === "eventsource") {
+            st.handle = eventSourceStream(url, params, function () { bytes(false); }, message, ended);
+        } else {
+            params.pad = 1;
+            parser = new SseParser(message, function (text) {
+                bytes(text === "hb");
+            });
+            st.handle = xhrStream(url, params, function (text) {
+                bytes(false);
+                parser.feed(text);
+            }, ended);
+        }
+    };
+
+    Relay.prototype.dropStream = function () {
+        var st = this.stream;
+        if (!st) {
+            return;
+        }
+        this.stream = null;
+        st.done = true;
+        if (st.timer !== null) {
+            clearTimeout(st.timer);
+            st.timer = null;
+        }
+        if (st.handle) {
+            st.handle.abort();
+        }
+    };
+
+    // A stream ended (why: "end" by the relay or the network, "timeout" before its first byte,
+    // "silent", "renew", "ack"). Resumed with a new stream whose ack is the highest seq processed: the relay
+    // sends again every message not acknowledged, and deliver() drops those already seen.
+    Relay.prototype.endStream = function (st, why) {
+        var self = this;
+        var delay = 0;
+        if (st.done || this.stream !== st) {
+            return;
+        }
+        this.dropStream();
+        if (this.stopped) {
+            return;
+        }
+        if (!st.got) {
+            // No first byte in time: a buffering proxy. Failed before it: no stream path (or an
+            // error answer), unless streams worked before (a blip, or the relay going away: a few
+            // tries, then the polls show what it is).
+            if (why === "timeout" || !this.streamWorked || ++this.streamFailed >= 3) {
+                this.fallBack();
+                return;
+            }
+            later(function () {
+                self.openStream();
+            }, 100 * Math.pow(2, this.streamFailed - 1));
+            return;
+        }
+        if (why === "silent" && ++this.streamSilent >= 2) {
+            this.fallBack();
+            return;
+        }
+        if (why === "end" && !st.beats) {
+            // ended with nothing but its opening: do not spin if that keeps happening
+            this.streamEmpty++;
+            delay = this.streamEmpty > 1 ? Math.min(100 * Math.pow(2, this.streamEmpty - 2), 5000) : 0;
+        } else {
+            this.streamEmpty = 0;
+        }
+        if (delay) {
+            later(function () {
+                self.openStream();
+            }, delay);
+        } else {
+            this.openStream();
+        }
+    };
 
     Relay.prototype.poll = function () {
         var self = this;
@@ -2345,7 +2731,7 @@
         charBytes: charBytes, utf8Length: utf8Length, urlCost: urlCost, toUSV: toUSV,
         splitText: splitText, splitBase64: splitBase64, base64Encode: base64Encode,
         base64Decode: base64Decode, jsonString: jsonString, parseUrlByHand: parseUrlByHand,
-        clampCode: clampCode, frameJson: frameJson
+        clampCode: clampCode, frameJson: frameJson, SseParser: SseParser
     };
 
     PolySocket._autoInstall();

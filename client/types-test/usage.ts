@@ -4,6 +4,9 @@ import PolySocket = require("../polysocket");
 const opts: PolySocket.PolySocketOptions = { router: "https://relay.example.com", token: "t", transport: "auto" };
 const s = new PolySocket("wss://echo.example.com/", ["chat"], opts);
 const t = new PolySocket("wss://echo.example.com/", { transport: "jsonp" });
+const u = new PolySocket("wss://echo.example.com/", { transport: "xhr", receive: "xhr-streaming", streamTimeout: 3000 });
+const how: PolySocket.PolySocketReceiving = u.receiving;
+console.log(how === "stream", PolySocket.supports.eventsource, PolySocket.defaults.receive);
 s.binaryType = "arraybuffer";
 s.onopen = function () {
     this.send("hello");

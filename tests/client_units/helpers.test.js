@@ -110,4 +110,41 @@ for (let k = 0; k < 4000; k++) {
   checks++;
 }
 assert.deepStrictEqual(mismatches.slice(0, 10), []);
+
+// The text/event-stream reader: a relay stream body cut into random pieces (anywhere, even inside
+// a CRLF or a multi-byte character's UTF-16 pair) gives the same events and comments as read whole.
+function sseRead(pieces) {
+  const out = [];
+  const p = new u.SseParser((data, id) => out.push(["event", data, id]), (text) => out.push(["comment", text]));
+  for (const piece of pieces) p.feed(piece);
+  return out;
+}
+for (let k = 0; k < 1500; k++) {
+  const expected = [];
+  let body = "";
+  const eol = rand(4) === 0 ? "\r\n" : "\n";
+  if (rand(2)) { body += ":" + " ".repeat(2048) + eol + eol; expected.push(["comment", " ".repeat(2048)]); }
+  else { body += ":ok" + eol + eol; expected.push(["comment", "ok"]); }
+  const n = rand(12);
+  for (let seq = 0; seq < n; seq++) {
+    if (rand(3) === 0) { body += ":hb" + eol + eol; expected.push(["comment", "hb"]); }
+    const data = JSON.stringify({ seq, type: "text", data: u.toUSV(randomString(30)) });
+    const lines = rand(5) === 0 ? [data.slice(0, 5), data.slice(5)] : [data];  // several data lines join with LF
+    body += "id: " + seq + eol + lines.map((l) => "data: " + l + eol).join("") + eol;
+    expected.push(["event", lines.join("\n"), String(seq)]);
+  }
+  const unfinished = rand(2) ? "id: 99" + eol + "data: {\"seq\":99" : "";  // cut off: never an event
+  body += unfinished;
+  const pieces = [];
+  let i = 0;
+  while (i < body.length) { const len = 1 + rand(rand(2) ? 8 : 400); pieces.push(body.slice(i, i + len)); i += len; }
+  assert.deepStrictEqual(sseRead(pieces), expected);
+  assert.deepStrictEqual(sseRead([body]), expected);
+  checks++;
+}
+// fields: no space after the colon, a field without a colon, unknown fields ignored, an event with
+// no data line not dispatched (a bare "data" line is an empty message; the relay never sends one)
+assert.deepStrictEqual(sseRead(["data:x\nretry: 5\nfoo\n\nid\nevent: y\n\ndata\n\n"]),
+  [["event", "x", ""], ["event", "", ""]]);
+checks++;
 console.log("ok " + checks + " checks");
