@@ -161,6 +161,24 @@ class OutboundBuffer:
             size += len(fragment)
         return out
 
+    def after(self, seq: int, max_bytes: int) -> list[tuple[int, bytes]]:
+        """Unacked messages with a seq above ``seq``, oldest first, until one takes their size past
+        ``max_bytes`` (that one included): what a stream writes next."""
+        items = self._items
+        head = self._head
+        if head == len(items):
+            return []
+        start = max(head, head + seq + 1 - items[head][0])  # seqs in the buffer are consecutive
+        out: list[tuple[int, bytes]] = []
+        size = 0
+        for i in range(start, len(items)):
+            item = items[i]
+            out.append(item)
+            size += len(item[1])
+            if size > max_bytes:
+                break
+        return out
+
     @property
     def last_seq(self) -> int:
         return self._items[-1][0] if len(self._items) > self._head else -1

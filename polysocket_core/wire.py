@@ -170,6 +170,7 @@ class SendParams:
     kind: FrameType
     fin: bool
     data: bytes  # decoded payload bytes (UTF-8 for text)
+    ack: int = -1  # highest message seq the client processed, applied before the frame; -1 for none
 
 
 def decode_payload(kind: str, data: str | bytes, raw_binary: bool = False) -> bytes:
@@ -208,7 +209,8 @@ def parse_send(params: dict[str, str], body: bytes | None = None, raw_binary: bo
         if "d" not in params:
             raise bad("missing parameter: d")
         data = decode_payload(kind, params["d"])
-    return SendParams(socket=sid, seq=seq, kind=kind, fin=fin_raw == "1", data=data)  # type: ignore[arg-type]
+    return SendParams(socket=sid, seq=seq, kind=kind, fin=fin_raw == "1", data=data,  # type: ignore[arg-type]
+                      ack=parse_ack(params))
 
 
 MAX_BATCH_FRAMES = 1024  # the relay holds at most 1024 seqs ahead of a missing one
@@ -219,6 +221,7 @@ def parse_send_batch(params: dict[str, str], body: bytes | None = None) -> list[
     request body (POST) or as the value of ``batch`` (GET). Each frame is what one single-frame
     send would carry; ``data`` is text, or base64 for ``"b"``."""
     sid = parse_socket_id(params)
+    ack = parse_ack(params)
     raw: bytes | str = body if body is not None else params.get("batch", "")
     try:
         items: Any = orjson.loads(raw)
@@ -241,7 +244,8 @@ def parse_send_batch(params: dict[str, str], body: bytes | None = None) -> list[
             raise bad("batch frame fin must be 0 or 1")
         if not isinstance(data, str):
             raise bad("batch frame data must be a string")
-        frames.append(SendParams(socket=sid, seq=seq, kind=kind, fin=fin == 1, data=decode_payload(kind, data)))
+        frames.append(SendParams(socket=sid, seq=seq, kind=kind, fin=fin == 1, data=decode_payload(kind, data),
+                                 ack=ack))
     return frames
 
 
@@ -252,11 +256,47 @@ class PollParams:
     ack: int  # highest message seq the client processed; -1 for none
 
 
+def parse_ack(params: dict[str, str]) -> int:
+    """``ack``: the highest message seq the client processed (on /poll, /stream and /send); -1 for none."""
+    return parse_int(params, "ack", -1, -1, MAX_SEQ)
+
+
 def parse_poll(params: dict[str, str], max_ttl_ms: int = MAX_POLL_TTL_MS) -> PollParams:
     sid = parse_socket_id(params)
     ttl = parse_int(params, "ttl", DEFAULT_POLL_TTL_MS, 0, 10**9)
-    ack = parse_int(params, "ack", -1, -1, MAX_SEQ)
-    return PollParams(socket=sid, ttl_ms=min(ttl, max_ttl_ms), ack=ack)
+    return PollParams(socket=sid, ttl_ms=min(ttl, max_ttl_ms), ack=parse_ack(params))
+
+
+@dataclass(frozen=True, slots=True)
+class StreamParams:
+    socket: str
+    ack: int  # max(``ack``, a valid ``Last-Event-ID``); -1 for none
+    ttl_ms: int  # heartbeat interval
+    pad: bool  # open with the 2 KiB prelude old IE's XHR / XDomainRequest needs
+
+
+def parse_last_event_id(raw: bytes | None) -> int:
+    """The ``Last-Event-ID`` header EventSource sends when it reconnects; -1 unless a valid seq.
+    An invalid one is ignored, not refused: the client cannot choose what EventSource sends."""
+    if raw is None or not raw.isdigit() or len(raw) > 16:
+        return -1
+    value = int(raw)
+    return value if value <= MAX_SEQ else -1
+
+
+def parse_stream(params: dict[str, str], max_ttl_ms: int = MAX_POLL_TTL_MS,
+                 last_event_id: bytes | None = None) -> StreamParams:
+    """``GET /stream``: ``cb`` is refused (a stream is text/event-stream, JSONP clients poll); a
+    ``ttl`` of 0 is refused (it is the heartbeat interval, not a wait)."""
+    if "cb" in params:
+        raise bad("/stream answers text/event-stream; use /poll for JSONP")
+    sid = parse_socket_id(params)
+    ttl = parse_int(params, "ttl", DEFAULT_POLL_TTL_MS, 1, 10**9)
+    pad = params.get("pad", "0")
+    if pad not in ("0", "1", ""):
+        raise bad("pad must be 0 or 1")
+    ack = max(parse_ack(params), parse_last_event_id(last_event_id))
+    return StreamParams(socket=sid, ack=ack, ttl_ms=min(ttl, max_ttl_ms), pad=pad == "1")
 
 
 @dataclass(frozen=True, slots=True)

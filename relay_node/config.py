@@ -20,6 +20,7 @@ from polysocket_core.settings import (
     show_optional_seconds,
     text,
 )
+from polysocket_core.sse import DEFAULT_STREAM_BYTES, DEFAULT_STREAM_SECONDS
 from polysocket_core.wire import MAX_POLL_TTL_MS
 
 from .aws.settings import CloudSettings
@@ -65,6 +66,10 @@ class RelayConfig:
     poll_batch_bytes: int = setting(512 * 1024, positive_int, "soft size of one poll answer, bytes")
     max_poll_ttl_ms: int = setting(MAX_POLL_TTL_MS, _ms, "longest a poll may wait for data, seconds "
                                    "(a waiting poll keeps its socket alive)", name="max-poll-ttl", show=_show_ms)
+    stream_bytes: int = setting(DEFAULT_STREAM_BYTES, positive_int, "bytes of messages one GET /stream answer "
+                                "carries before it ends (the client resumes with a new one)")
+    stream_seconds: float = setting(DEFAULT_STREAM_SECONDS, seconds, "longest one GET /stream answer stays open, "
+                                    "seconds")
     idle_timeout_s: float = setting(60.0, seconds, "close sockets with no poll or send for this long",
                                     name="idle-timeout")
     gap_hold_s: float = setting(10.0, seconds, "how long a send waits for a missing seq", name="gap-hold")
@@ -95,6 +100,8 @@ class RelayConfig:
             self.fqdn = f"{self.host}:{self.port}"
         if self.heartbeat_ttl_s <= 0:
             raise SettingError("--heartbeat-ttl must be above 0 seconds")
+        if self.stream_seconds <= 0:
+            raise SettingError("--stream-seconds must be above 0 seconds")
         if self.sweep_interval_s <= 0:
             raise SettingError("--sweep-interval must be above 0 seconds")
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):

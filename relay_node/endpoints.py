@@ -1,9 +1,10 @@
-"""The relay's endpoints: /send, /poll, /close, /healthz, /metrics, behind one ``answer`` seam.
+"""The relay's endpoints: /send, /poll, /stream, /close, /healthz, /metrics, behind one ``answer`` seam.
 
 ``RelayEndpoints.answer(path, query, request)`` turns a request into (status, headers, body) and
 knows nothing of sockets or HTTP framing: ``relay_node.http1`` serves it, tests can call it
-directly. No framework on the hot path: one dict lookup for the route, the pure core for parsing
-and encoding, and the socket table for state. Every failure becomes a typed answer.
+directly. A ``/stream`` answer's body is a ``SocketStream`` (``relay_node.stream``), which the HTTP
+layer starts once the headers are out. No framework on the hot path: one dict lookup for the route,
+the pure core for parsing and encoding, and the socket table for state. Every failure becomes a typed answer.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from polysocket_core.errors import ErrorCode, PolysocketError
 from .agent import NodeAgent
 from .logsafe import describe_target, log_internal
 from .metrics import RelayMetrics
+from .stream import SocketStream
 from .table import SocketTable
 
 log = logging.getLogger("polysocket.relay")
@@ -28,7 +30,9 @@ JS_HEADERS = [(b"content-type", jsonp.JS_CONTENT_TYPE), *jsonp.COMMON_HEADERS]
 JSON_HEADERS = [(b"content-type", jsonp.JSON_CONTENT_TYPE), *jsonp.COMMON_HEADERS, *jsonp.CORS_HEADERS]
 PREFLIGHT_HEADERS = [*jsonp.COMMON_HEADERS, *jsonp.CORS_HEADERS]
 METRICS_HEADERS = [(b"content-type", b"text/plain; version=0.0.4")]
-CONSTANT_HEADERS = (JS_HEADERS, JSON_HEADERS, PREFLIGHT_HEADERS, METRICS_HEADERS)  # formatted once by http1
+STREAM_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), *jsonp.COMMON_HEADERS,
+                  (b"x-accel-buffering", b"no"), *jsonp.CORS_HEADERS]  # no-store is among the common ones
+CONSTANT_HEADERS = (JS_HEADERS, JSON_HEADERS, PREFLIGHT_HEADERS, METRICS_HEADERS, STREAM_HEADERS)  # formatted once
 
 
 class Request(Protocol):
@@ -40,9 +44,10 @@ class Request(Protocol):
     async def body(self) -> bytes: ...
 
 
-Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes | SocketStream]
 AnswerFn = Callable[[str, bytes, Request], Awaitable[Answer]]  # what the HTTP/1.1 protocol serves
-Handler = Callable[[Request, dict[str, str]], Awaitable[bytes]]  # may return the session's own coroutine
+# may return the session's own coroutine; only /stream's body is not bytes
+Handler = Callable[[Request, dict[str, str]], Awaitable[bytes | SocketStream]]
 
 
 class RelayEndpoints:
@@ -57,6 +62,7 @@ class RelayEndpoints:
         self.routes: dict[str, Handler] = {
             "/send": self.send,
             "/poll": self.poll,
+            "/stream": self.stream,
             "/close": self.close,
             "/healthz": self.healthz,
         }
@@ -95,13 +101,15 @@ class RelayEndpoints:
             body = await handler(req, params)
         except PolysocketError as exc:
             self.metrics.errors.labels(exc.code.value).inc()
-            if exc.code is ErrorCode.BAD_CALLBACK:
-                cb = None
+            if exc.code is ErrorCode.BAD_CALLBACK or path == "/stream":
+                cb = None  # a stream's errors are JSON: it has no JSONP form
             return jsonp.render_error(cb, exc)
         except Exception as exc:
             log_internal(log, describe_target(path, self.known_paths), exc)
             self.metrics.errors.labels(ErrorCode.INTERNAL.value).inc()
             return jsonp.render_error(cb, PolysocketError(ErrorCode.INTERNAL, "internal error"))
+        if isinstance(body, SocketStream):
+            return 200, STREAM_HEADERS, body
         if cb is not None:
             return 200, JS_HEADERS, b"/**/%b(%b);" % (cb.encode("ascii"), body)
         return 200, JSON_HEADERS, body
@@ -127,6 +135,16 @@ class RelayEndpoints:
         # not a coroutine itself: a waiting poll then holds one frame less (memory per idle socket)
         p = wire.parse_poll(params, self.table.config.max_poll_ttl_ms)
         return self.table.get(p.socket).poll(p.ack, p.ttl_ms)
+
+    async def stream(self, req: Request, params: dict[str, str]) -> SocketStream:
+        """Validated, acked and ready here; it starts (and takes over as the socket's receiver)
+        when the HTTP layer has written the headers, with no await in between."""
+        last_event_id = None
+        for name, value in req.headers:
+            if name == b"last-event-id":
+                last_event_id = value.strip()
+        p = wire.parse_stream(params, self.table.config.max_poll_ttl_ms, last_event_id)
+        return self.table.get(p.socket).open_stream(p)
 
     async def close(self, req: Request, params: dict[str, str]) -> bytes:
         p = wire.parse_close(params)

@@ -5,6 +5,16 @@ Why not a generic ASGI server protocol: on the data path it costs 30-60 % more C
 This one hands ``answer(path, query, request)`` the decoded path and the raw query, and writes
 status line, headers and body in one ``transport.write``.
 
+An answer's body is bytes, or a ``StreamBody`` (``GET /stream``): then the status line and headers
+go out with ``transfer-encoding: chunked`` and the body's first piece at once, and the body's owner
+writes chunks (``write_chunk``) as it has them and ends it (``end_stream``); the connection then
+serves the requests pipelined behind it. A stream costs no task and no timer here: the answer task
+ends when the stream starts, the keep-alive timer is not armed while it is open, and the owner is
+told when the client leaves (``StreamBody.lost``) or the server shuts down (``StreamBody.stop``).
+The bytes a stream can have queued in the transport are bounded by its owner (the relay writes
+each message once, and only messages the client has not acknowledged, so at most the socket's
+``--buffer-bytes`` plus one message), not by ``pause_writing``.
+
 It depends on nothing but asyncio and httptools: its arguments are the answer function, the
 ``Limits`` and a ``Connections`` registry (what a server needs for a graceful shutdown), so it
 runs under ``loop.create_server`` (``relay_node.server``) and in tests over a transport double.
@@ -25,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
+from typing import Protocol
 
 import httptools
 
@@ -36,7 +47,34 @@ from .logsafe import log_internal
 log = logging.getLogger("polysocket.relay")
 
 Headers = list[tuple[bytes, bytes]]
-Answer = tuple[int, Headers, bytes]
+
+
+class StreamSink(Protocol):
+    """Where a stream's owner writes (the connection)."""
+
+    def write_chunk(self, data: bytes) -> None: ...
+
+    def end_stream(self) -> None: ...
+
+
+class StreamBody(Protocol):
+    """An answer body written over time, driven by callbacks of its owner (no task)."""
+
+    def start(self, sink: StreamSink) -> tuple[bytes, bool]:
+        """The headers are being written: the first piece of the body, and False if the stream
+        ends right after it (then the owner must not call the sink)."""
+        ...
+
+    def stop(self) -> None:
+        """End soon (server shutdown, the client half-closed): the owner calls ``end_stream``."""
+        ...
+
+    def lost(self) -> None:
+        """The connection is gone: forget the sink, write nothing more."""
+        ...
+
+
+Answer = tuple[int, Headers, bytes | StreamBody]
 
 
 AnswerFn = Callable[[str, bytes, "ProtocolRequest"], Awaitable[Answer]]  # e.g. RelayEndpoints.answer
@@ -136,7 +174,7 @@ def register_constant_headers(*lists: Headers) -> None:
         _block_cache[id(h)] = (h, header_block(h))
 
 
-def error_answer(code: ErrorCode, message: str, status: int | None = None) -> Answer:
+def error_answer(code: ErrorCode, message: str, status: int | None = None) -> tuple[int, Headers, bytes]:
     """A typed error in the protocol doc's shape, readable by CORS clients; ``status`` overrides the code's."""
     default, headers, body = jsonp.render_error(None, PolysocketError(code, message))
     return status or default, headers, body
@@ -183,8 +221,8 @@ def split_target(target: bytes) -> tuple[str, bytes]:
 class ProtocolRequest:
     """One parsed request; its body is read in full before ``answer`` runs."""
 
-    __slots__ = ("body_chunks", "body_size", "expect_continue", "header_bytes", "headers", "keep_alive", "method",
-                 "too_large", "url")
+    __slots__ = ("body_chunks", "body_size", "expect_continue", "header_bytes", "headers", "http10", "keep_alive",
+                 "method", "too_large", "url")
 
     def __init__(self) -> None:
         self.url = b""
@@ -196,6 +234,7 @@ class ProtocolRequest:
         self.too_large = False
         self.expect_continue = False
         self.keep_alive = True
+        self.http10 = False  # no chunked transfer coding: a stream's end is the connection's
 
     async def body(self) -> bytes:
         return b"".join(self.body_chunks)
@@ -208,8 +247,8 @@ class _Refused(Exception):
 class RelayHTTPProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection. Requests on a connection are answered in order, one at a time."""
 
-    __slots__ = ("answer", "busy", "closing", "connections", "eof", "idle_timer", "limits", "loop", "parser",
-                 "queue", "refused", "req", "transport", "write_paused")
+    __slots__ = ("answer", "busy", "chunked", "closing", "connections", "eof", "idle_timer", "limits", "loop",
+                 "parser", "queue", "refused", "req", "stream", "transport", "write_paused")
 
     def __init__(self, answer: AnswerFn, limits: Limits, connections: Connections,
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -227,6 +266,8 @@ class RelayHTTPProtocol(asyncio.Protocol):
         self.refused = False  # a refusal was written: parse and execute nothing more
         self.write_paused = False  # the transport's write buffer is over its high-water mark
         self.idle_timer: asyncio.TimerHandle | None = None
+        self.stream: StreamBody | None = None  # the streamed answer being written, if any
+        self.chunked = True  # the stream in progress uses the chunked transfer coding (HTTP/1.1)
 
     # asyncio.Protocol
 
@@ -239,6 +280,10 @@ class RelayHTTPProtocol(asyncio.Protocol):
         self.connections.open.discard(self)
         self.transport = None
         self.queue = None
+        stream = self.stream
+        if stream is not None:
+            self.stream = None
+            stream.lost()
         if self.idle_timer is not None:
             self.idle_timer.cancel()
             self.idle_timer = None
@@ -259,6 +304,8 @@ class RelayHTTPProtocol(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         if self.busy:
             self.eof = True
+            if self.stream is not None:
+                self.stream.stop()  # a client that half-closes is done reading the stream
             return True  # keep the transport open to write the answers still owed
         return None
 
@@ -275,9 +322,11 @@ class RelayHTTPProtocol(asyncio.Protocol):
         self._next()
 
     def shutdown(self) -> None:
-        """Graceful shutdown: close now if idle, else after the answer in progress."""
+        """Graceful shutdown: close now if idle, else after the answer in progress (a stream ends now)."""
         if self.busy:
             self.closing = True
+            if self.stream is not None:
+                self.stream.stop()
         elif self.transport is not None:
             self.transport.close()
 
@@ -308,6 +357,7 @@ class RelayHTTPProtocol(asyncio.Protocol):
             raise _Refused
         req = self.req
         req.method = self.parser.get_method().decode("ascii")
+        req.http10 = self.parser.get_http_version() == "1.0"
         max_body = self.limits.max_body_bytes
         for name, value in req.headers:
             if name == b"content-length" and value.isdigit() and int(value) > max_body:
@@ -358,6 +408,7 @@ class RelayHTTPProtocol(asyncio.Protocol):
     async def _answer(self, req: ProtocolRequest) -> None:
         # Refused before the endpoint runs: a body over the limit (even on a GET) or a target that
         # cannot be routed. The request was read whole, so the connection stays usable.
+        answer: Answer
         if req.too_large:
             answer = error_answer(ErrorCode.PAYLOAD_TOO_LARGE, f"request body over {self.limits.max_body_bytes} bytes")
         else:
@@ -371,7 +422,11 @@ class RelayHTTPProtocol(asyncio.Protocol):
                 except Exception as exc:  # the seam should not raise; if it does, the client still gets an answer
                     log_internal(log, "answer", exc)
                     answer = error_answer(ErrorCode.INTERNAL, "internal error")
-        self._write(req, *answer)
+        status, headers, body = answer
+        if isinstance(body, bytes):
+            self._write(req, status, headers, body)
+        else:
+            self._write_stream(req, status, headers, body)
 
     def _write(self, req: ProtocolRequest, status: int, headers: Headers, body: bytes) -> None:
         transport = self.transport
@@ -382,12 +437,67 @@ class RelayHTTPProtocol(asyncio.Protocol):
         transport.write(b"%b%b%bcontent-length: %d\r\n%b\r\n%b" % (
             status_line(status), date_line(), cached_block(headers), len(body),
             b"connection: close\r\n" if close else b"", b"" if req.method == "HEAD" else body))
+        self._after_answer(close)
+
+    def _after_answer(self, close: bool) -> None:
+        """An answer is complete: close the connection, or go on with the next request."""
         if close:
             self.refused = True  # whatever follows on this connection is not read
             self.queue = None
-            transport.close()
+            if self.transport is not None:
+                self.transport.close()
             return
         self._next()
+
+    # streamed answers (StreamBody)
+
+    def _write_stream(self, req: ProtocolRequest, status: int, headers: Headers, body: StreamBody) -> None:
+        """Headers and the body's first piece now; the connection stays busy until ``end_stream``.
+        HTTP/1.0 has no chunked coding: the body then ends with the connection."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            self.busy = False
+            return
+        chunked = self.chunked = not req.http10
+        if not chunked or not req.keep_alive:
+            self.closing = True
+        self.stream = body
+        first, more = body.start(self)
+        if chunked:
+            framing = b"transfer-encoding: chunked\r\n"
+            piece = b"%x\r\n%b\r\n" % (len(first), first) if first else b""
+            if not more:
+                piece += b"0\r\n\r\n"
+        else:
+            framing, piece = b"", first
+        transport.write(b"%b%b%b%b%b\r\n%b" % (
+            status_line(status), date_line(), cached_block(headers), framing,
+            b"connection: close\r\n" if self.closing else b"", piece))
+        if not more:
+            self._stream_done()
+
+    def write_chunk(self, data: bytes) -> None:
+        """A piece of the stream in progress (StreamSink)."""
+        transport = self.transport
+        if transport is None or not data or self.stream is None:
+            return
+        transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
+
+    def end_stream(self) -> None:
+        """The stream in progress is complete (StreamSink): the terminal chunk, then the next request."""
+        if self.stream is None:
+            return
+        transport = self.transport
+        if transport is not None and self.chunked and not transport.is_closing():
+            transport.write(b"0\r\n\r\n")
+        self._stream_done()
+
+    def _stream_done(self) -> None:
+        self.stream = None
+        self.busy = False
+        if self.transport is None or self.transport.is_closing():
+            return
+        self._after_answer(self.closing or (self.eof and not self.queue))
 
     def _next(self) -> None:
         """Answer the next queued request, unless one is in progress or the client stopped reading."""

@@ -83,7 +83,7 @@ class Hist:
 
 class RelayMetrics(Collector):
     __slots__ = ("bytes_in", "bytes_out", "errors", "frames_in", "frames_out", "open_sockets",
-                 "poll_waits", "registry", "sockets_total")
+                 "poll_waits", "registry", "sockets_total", "streams_open", "streams_total")
 
     HELP = {
         "open_sockets": ("polysocket_open_sockets", "WebSockets held by this node"),
@@ -92,6 +92,8 @@ class RelayMetrics(Collector):
         "frames_out": ("polysocket_frames_to_client", "Frames received from targets for clients"),
         "bytes_in": ("polysocket_bytes_to_target", "Payload bytes to targets"),
         "bytes_out": ("polysocket_bytes_to_client", "Payload bytes from targets"),
+        "streams_open": ("polysocket_open_streams", "GET /stream answers being written"),
+        "streams_total": ("polysocket_streams", "GET /stream answers started"),
         "poll_waits": ("polysocket_poll_wait_seconds", "How long polls waited before answering"),
         "errors": ("polysocket_errors", "Errors answered, by code"),
     }
@@ -103,6 +105,8 @@ class RelayMetrics(Collector):
         self.frames_out = Count()
         self.bytes_in = Count()
         self.bytes_out = Count()
+        self.streams_open = Level()
+        self.streams_total = Count()
         self.poll_waits = Hist((0.001, 0.01, 0.1, 0.5, 1, 5, 10, 30, 60))
         self.errors = LabeledCount()
         self.registry = CollectorRegistry()
@@ -111,7 +115,9 @@ class RelayMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         name, doc = self.HELP["open_sockets"]
         yield GaugeMetricFamily(name, doc, value=self.open_sockets.value)
-        for attr in ("sockets_total", "frames_in", "frames_out", "bytes_in", "bytes_out"):
+        name, doc = self.HELP["streams_open"]
+        yield GaugeMetricFamily(name, doc, value=self.streams_open.value)
+        for attr in ("sockets_total", "streams_total", "frames_in", "frames_out", "bytes_in", "bytes_out"):
             c: Count = getattr(self, attr)
             name, doc = self.HELP[attr]
             yield CounterMetricFamily(name, doc, value=c.value, created=c.created)

@@ -49,6 +49,7 @@ from polysocket_core.wire import CLOSE_TOO_BIG, binary_fragment, text_fragment
 from .config import RelayConfig
 from .memory import trimmer
 from .metrics import RelayMetrics
+from .stream import SocketStream
 
 log = logging.getLogger("polysocket.relay")
 
@@ -83,7 +84,8 @@ class RelaySocket:
         self.inbound = InboundSequencer(config.max_message_bytes)
         self.outbound = OutboundBuffer()
         self.state = OPEN
-        self.waiter: asyncio.Future[None] | None = None  # the poll waiting for messages, if any
+        # The receiver: the poll waiting for messages or the open /stream, if any (one at a time).
+        self.waiter: asyncio.Future[None] | SocketStream | None = None
         self.last_seen = time.monotonic()
         self._close_seq = -1  # seq of the final close message (CLOSED)
         self._imposed: tuple[int, str] | None = None  # close code/reason the relay imposes on the client
@@ -262,8 +264,13 @@ class RelaySocket:
                 transport.resume_reading()
 
     def _wake(self) -> None:
+        """Messages were queued (or the socket closed or was freed): the receiver gets them now."""
         w = self.waiter
-        if w is not None and not w.done():
+        if w is None:
+            return
+        if isinstance(w, SocketStream):
+            w.push()
+        elif not w.done():
             w.set_result(None)
 
     def _free_room(self) -> None:
@@ -277,6 +284,8 @@ class RelaySocket:
 
     async def send(self, p: wire.SendParams) -> None:
         self.last_seen = time.monotonic()
+        if p.ack >= 0:
+            self.acknowledge(p.ack)  # acks ride on sends while a stream delivers
         if self.state is not OPEN:
             if p.seq <= self._sent_through:
                 return  # a retry of a send that reached the target before the close
@@ -311,10 +320,11 @@ class RelaySocket:
                 self.metrics.frames_in.inc()
                 self.metrics.bytes_in.inc(len(frame.data))
 
-    # polling
+    # acknowledgements (polls, streams and sends carry them)
 
-    async def poll(self, ack: int, ttl_ms: int) -> bytes:
-        self.last_seen = time.monotonic()
+    def acknowledge(self, ack: int) -> bool:
+        """The client processed every message up to ``ack`` (a poll's, a stream's or a send's ack):
+        forget them, let a parked reader go on; True when that acked the close and freed the socket."""
         out = self.outbound
         held = out.unacked_bytes
         out.ack(ack)
@@ -325,7 +335,44 @@ class RelaySocket:
             self._free_room()
         if self.state is CLOSED and ack >= self._close_seq:
             self.free()  # the client has the close: nothing left to keep
+            return True
+        return False
+
+    # streaming
+
+    def open_stream(self, p: wire.StreamParams) -> SocketStream:
+        """A ``/stream`` request: its ack applies now; it becomes the receiver when it starts."""
+        self.last_seen = time.monotonic()
+        self.acknowledge(p.ack)
+        return SocketStream(self, p)
+
+    def take_receiver(self, stream: SocketStream) -> None:
+        """``stream`` is the receiver now: a previous stream ends, a waiting poll answers at once."""
+        w = self.waiter
+        self.waiter = stream
+        if w is None:
+            return
+        if isinstance(w, SocketStream):
+            w.end()
+        elif not w.done():
+            w.set_result(None)
+
+    def release_receiver(self, stream: SocketStream) -> None:
+        """``stream`` ended: the socket counts as idle from now."""
+        if self.waiter is stream:
+            self.waiter = None
+        self.last_seen = time.monotonic()
+
+    # polling
+
+    async def poll(self, ack: int, ttl_ms: int) -> bytes:
+        self.last_seen = time.monotonic()
+        out = self.outbound
+        if self.acknowledge(ack):
             return poll_answer([])
+        w = self.waiter
+        if isinstance(w, SocketStream):
+            w.end()  # one receiver per socket: this poll replaces the stream
         if not len(out) and ttl_ms > 0:
             self._wake()  # only one poll waits: the previous one answers now
             loop = asyncio.get_running_loop()

@@ -1,0 +1,132 @@
+"""``GET /stream``: one socket's messages as a text/event-stream answer (docs/protocol.md).
+
+A ``SocketStream`` is the socket's receiver while it is open (``RelaySocket.waiter``, the slot a
+waiting poll uses: one receiver per socket, the newer wins, and the idle sweep spares it). It is
+driven by callbacks only, no task: the socket calls ``push`` whenever it queued a message (or
+closed, or was freed), and the stream writes what it has not written yet, at once; one timer
+writes heartbeats and ends the stream when its time budget is spent. Framing and budgets are the
+pure ``polysocket_core.sse``.
+
+Nothing is acknowledged by writing: messages stay in the socket's buffer until the client acks
+them (on the next ``/stream`` or ``/poll``, or on a ``/send``), so a stream cut anywhere, even in
+the middle of an event, loses nothing; the next stream writes every unacked message again. The
+bytes a stream leaves queued in a slow client's transport are therefore bounded by the socket's
+``--buffer-bytes`` (plus one message): the upstream reader stops at that bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from polysocket_core import sse
+from polysocket_core.lifecycle import SocketState
+from polysocket_core.wire import StreamParams
+
+from .http1 import StreamSink
+
+if TYPE_CHECKING:
+    from .session import RelaySocket
+
+CLOSED, FREED = SocketState.CLOSED, SocketState.FREED
+
+
+class SocketStream(sse.StreamClock):
+    """One open ``/stream`` answer; ``cursor`` is the last seq written on it."""
+
+    __slots__ = ("cursor", "loop", "pad", "sink", "sock", "timer")
+
+    def __init__(self, sock: RelaySocket, p: StreamParams) -> None:
+        loop = asyncio.get_running_loop()
+        cfg = sock.config
+        super().__init__(loop.time(), p.ttl_ms / 1000, cfg.stream_bytes, cfg.stream_seconds)
+        self.sock = sock
+        self.loop = loop
+        self.pad = p.pad
+        self.cursor = -1
+        self.sink: StreamSink | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    # http1.StreamBody
+
+    def start(self, sink: StreamSink) -> tuple[bytes, bool]:
+        """The opening comment and every unacked message (up to the byte budget); the stream stays
+        open (as the socket's receiver) unless that already ended it."""
+        first = sse.opening(self.pad)
+        sock = self.sock
+        if sock.state is FREED:  # e.g. its close was acked by this very request
+            return first, False
+        sock.take_receiver(self)
+        data, done = self._pending()
+        if done:
+            sock.release_receiver(self)
+            return first + data, False
+        self.sink = sink
+        self.timer = self.loop.call_at(self.next_due(), self._tick)
+        sock.metrics.streams_open.value += 1
+        sock.metrics.streams_total.value += 1
+        return first + data, True
+
+    def stop(self) -> None:
+        self.end()
+
+    def lost(self) -> None:
+        self._detach()
+
+    # driven by the socket
+
+    def push(self) -> None:
+        """The socket queued a message, closed or was freed: write what is new, end if done."""
+        sink = self.sink
+        if sink is None:
+            return
+        data, done = self._pending()
+        if data:
+            sink.write_chunk(data)
+        if done:
+            self.end()
+
+    def end(self) -> None:
+        """End the stream (terminal chunk); the connection goes on with its next request."""
+        sink = self.sink
+        self._detach()
+        if sink is not None:
+            sink.end_stream()
+
+    def _pending(self) -> tuple[bytes, bool]:
+        """Events not yet written on this stream, and whether the stream ends after them."""
+        sock = self.sock
+        state = sock.state
+        if state is FREED:
+            return b"", True
+        out = sock.outbound
+        items = out.after(self.cursor, self.max_bytes - self.written)
+        if not items:
+            return b"", False
+        data = sse.events(items)
+        self.cursor = items[-1][0]
+        over = self.wrote_events(len(data), self.loop.time())
+        return data, over or (state is CLOSED and self.cursor >= out.last_seq)  # the close message ends it
+
+    def _detach(self) -> None:
+        if self.sink is None:
+            return
+        self.sink = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.sock.release_receiver(self)
+        self.sock.metrics.streams_open.value -= 1
+
+    def _tick(self) -> None:
+        self.timer = None
+        sink = self.sink
+        if sink is None:
+            return
+        what = self.tick(self.loop.time())
+        if what is sse.Tick.END:
+            self.end()
+            return
+        if what is sse.Tick.HEARTBEAT:
+            sink.write_chunk(sse.HEARTBEAT)
+        self.timer = self.loop.call_at(self.next_due(), self._tick)
