@@ -212,6 +212,8 @@ class Bench:
         if system in POLYSOCKETS:
             result["connect"] = {**latency_summary(connects),
                                  "concurrency": min(n, self.args.connect_concurrency)}
+        if system == "polysocket-stream":  # streams the relay ended (byte / time budget) and the client reopened
+            result["streams_opened"] = sum(getattr(s, "streams", 0) for s in sessions)
         return result
 
     async def idle_phase(self, system: str, k: int) -> dict[str, Any]:

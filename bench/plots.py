@@ -231,3 +231,21 @@ def write_all(r: dict[str, Any], out: Path, name: str, target_kib: float | None 
     for file, svg in charts.items():
         (out / file).write_text(svg)
     return list(charts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.plots RESULTS.json``: (re)draw the charts of a recorded run next to it."""
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(prog="python -m bench.plots", description=main.__doc__)
+    ap.add_argument("results", type=Path, help="a results JSON written by python -m bench")
+    args = ap.parse_args(argv)
+    r = json.loads(args.results.read_text())
+    for name in write_all(r, args.results.parent, args.results.stem):
+        print(args.results.parent / name)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -25,7 +25,7 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 
 def test_bench_minimal_run_produces_numbers(tmp_path: Path) -> None:
-    systems = ["polysocket", "direct", "engineio", "sockjs-xhr", "sockjs-jsonp"]
+    systems = ["polysocket", "polysocket-stream", "direct", "engineio", "sockjs-xhr", "sockjs-jsonp"]
     if importlib.util.find_spec("socketio") is not None:  # the optional `bench` extra
         systems.append("socketio")
     proc = subprocess.run(
