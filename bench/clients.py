@@ -312,7 +312,6 @@ class EngineIOSession(Session):
     async def open(self) -> float:
         t0 = time.perf_counter()
         self.poll_conn = await HttpConn.open(self.port, self.host)
-        self.send_conn = await HttpConn.open(self.port, self.host)
         _, body = await self.poll_conn.get(self.PATH)
         if not body.startswith(b"0"):
             raise BenchError(f"engine.io open failed: {body[:200]!r}")
@@ -338,8 +337,9 @@ class EngineIOSession(Session):
             fut.set_result(data)
 
     async def _post(self, packet: bytes) -> None:
-        assert self.send_conn is not None
         async with self.send_lock:
+            if self.send_conn is None:  # opened on first use, as a browser's second connection is
+                self.send_conn = await HttpConn.open(self.port, self.host)
             status, body = await self.send_conn.post(self.PATH + b"&sid=" + self.sid, packet)
         if status != 200 or body.lower() != b"ok":
             raise BenchError(f"engine.io post failed: {status} {body[:200]!r}")
@@ -462,7 +462,6 @@ class SockJSSession(Session):
     async def open(self) -> float:
         t0 = time.perf_counter()
         self.poll_conn = await HttpConn.open(self.port, self.host)
-        self.send_conn = await HttpConn.open(self.port, self.host)
         frame = await self._receive(self.poll_conn)
         if frame != b"o":
             raise BenchError(f"sockjs open failed: {frame[:200]!r}")
@@ -494,7 +493,8 @@ class SockJSSession(Session):
         fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.pending = fut
         conn = self.send_conn
-        assert conn is not None
+        if conn is None:  # opened on first send, as polysocket's: an idle session holds one connection
+            conn = self.send_conn = await HttpConn.open(self.port, self.host)
         messages = orjson.dumps([data])
         if self.jsonp:
             status, body = await conn.request(b"POST", self.send_target, b"d=" + quote(messages).encode(),

@@ -42,11 +42,12 @@ def markdown(r: dict[str, Any]) -> str:
         "(anything else running on the machine inflates every number).",
         "Packages: " + ", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items()) + ".",
         f"Options: sessions {opts.get('sessions')}, {opts.get('warmup')} s warm-up + {opts.get('duration')} s "
-        f"measured per phase, {opts.get('repeat', 1)} round(s), {opts.get('idle')} idle sockets. "
+        f"measured per phase, {opts.get('repeat', 1)} round(s), {opts.get('idle')} idle sockets; systems "
+        + ", ".join(f"`{s}`" for s in opts.get("systems", [])) + ". "
         "Everything on loopback; one process each for "
         "relay, router, Valkey (one set per polysocket system), the `polysocket echo` target (Python "
-        "`websockets`, shared), the python-socketio server, the engine.io server and one sockjs-node server "
-        "per sockjs transport (Node, `bench/node`); the load generator is this process, on uvloop.",
+        "`websockets`, shared) and each peer's server (python-socketio under uvicorn; engine.io and one "
+        "sockjs-node per sockjs transport on Node, `bench/node`); the load generator is this process, on uvloop.",
         "",
         "## Echo load (64-byte text, one message outstanding per session)",
         "",
@@ -133,7 +134,7 @@ def targets(r: dict[str, Any]) -> list[str]:
 
     def below(a_sys: str, b_sys: str, n: int, what: str = "CPU per message") -> str:
         a, b = cpu(a_sys, n), cpu(b_sys, n)
-        head = f"- {what} at {n:,} sessions, {a_sys} below {b_sys}: "
+        head = f"- {what} at {n:,} session{'s' if n != 1 else ''}, {a_sys} below {b_sys}: "
         if a is None or b is None:
             missing = " and ".join(s for s, v in ((a_sys, a), (b_sys, b)) if v is None)
             return head + f"{missing} not measured at this session count — " + verdict(None) + "."
