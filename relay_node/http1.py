@@ -240,6 +240,11 @@ class ProtocolRequest:
         return b"".join(self.body_chunks)
 
 
+# What ``req`` holds between requests: a complete request belongs to its answer (or the queue) and
+# goes with it, so an open stream or an idle keep-alive connection keeps no headers alive.
+_NO_REQUEST = ProtocolRequest()
+
+
 class _Refused(Exception):
     """Raised from a parser callback after a refusal: stops httptools parsing the rest of the read."""
 
@@ -258,7 +263,7 @@ class RelayHTTPProtocol(asyncio.Protocol):
         self.loop = loop or asyncio.get_running_loop()
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
-        self.req = ProtocolRequest()
+        self.req = _NO_REQUEST
         self.queue: deque[ProtocolRequest] | None = None  # requests not yet answered (pipelining; rare)
         self.busy = False
         self.closing = False  # close once the current answer is written
@@ -378,6 +383,7 @@ class RelayHTTPProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         req = self.req
+        self.req = _NO_REQUEST
         req.keep_alive = self.parser.should_keep_alive()
         if self.idle_timer is not None:
             self.idle_timer.cancel()
@@ -479,7 +485,7 @@ class RelayHTTPProtocol(asyncio.Protocol):
     def write_chunk(self, data: bytes) -> None:
         """A piece of the stream in progress (StreamSink)."""
         transport = self.transport
-        if transport is None or not data or self.stream is None:
+        if transport is None or not data or self.stream is None or transport.is_closing():
             return
         transport.write(b"%x\r\n%b\r\n" % (len(data), data) if self.chunked else data)
 

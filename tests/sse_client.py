@@ -5,6 +5,7 @@ text/event-stream body as a browser's EventSource would, and exposes what a test
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -35,6 +36,7 @@ class SSEStream:
         self.complete = False  # the terminal chunk arrived
         self.cut = False  # the connection closed before the terminal chunk
         self.partial_at_cut = b""  # body bytes of an unfinished item when the connection was cut
+        self.chunk_left = 0  # bytes of the current chunk not read yet
 
     @classmethod
     async def open(cls, host: str, port: int, fqdn: str, params: dict[str, Any],
@@ -62,26 +64,35 @@ class SSEStream:
         return dict(orjson.loads(await self.reader.readexactly(size)))
 
     async def _read_chunk(self) -> bool:
-        """One more chunk into ``body``; False at the end of the stream."""
+        """More body bytes (as they arrive, as a browser parses them: a chunk need not be whole);
+        False at the end of the stream."""
         if self.complete or self.cut:
             return False
+        reader = self.reader
         try:
-            line = await self.reader.readuntil(b"\r\n")
-            size = int(line[:-2], 16)
-            if size == 0:
-                await self.reader.readexactly(2)
-                self.complete = True
-                return False
-            data = await self.reader.readexactly(size + 2)
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError) as exc:
-            self.cut = True
-            if isinstance(exc, asyncio.IncompleteReadError):
-                self.partial_at_cut = self.body + exc.partial
-            else:
-                self.partial_at_cut = self.body
-            return False
-        self.body += data[:-2]
+            if self.chunk_left == 0:
+                line = await reader.readuntil(b"\r\n")
+                size = int(line[:-2], 16)
+                if size == 0:
+                    await reader.readexactly(2)
+                    self.complete = True
+                    return False
+                self.chunk_left = size
+            data = await reader.read(self.chunk_left)
+            if not data:
+                return self._was_cut()
+            self.body += data
+            self.chunk_left -= len(data)
+            if self.chunk_left == 0:
+                await reader.readexactly(2)  # the CRLF after the chunk's data
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError):
+            return self._was_cut()
         return True
+
+    def _was_cut(self) -> bool:
+        self.cut = True
+        self.partial_at_cut = self.body
+        return False
 
     async def next(self, timeout: float = 10) -> Item:
         """The next event or comment; ``StreamEnded`` at the end of the body or connection."""
@@ -114,7 +125,5 @@ class SSEStream:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError):
             await self.writer.wait_closed()
-        except ConnectionError:
-            pass

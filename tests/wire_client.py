@@ -49,8 +49,13 @@ class Conn:
             return decode_jsonp(resp.content, cb)
         return dict(resp.json())
 
-    async def send_text(self, text: str, *, seq: int | None = None, fin: bool = True) -> dict[str, Any]:
-        return await self._send({"t": "t", "d": text}, seq, fin)
+    async def send_text(self, text: str, *, seq: int | None = None, fin: bool = True,
+                        ack: int | None = None) -> dict[str, Any]:
+        """``ack``: the highest seq processed, riding on the send (as a streaming client does)."""
+        params: dict[str, Any] = {"t": "t", "d": text}
+        if ack is not None:
+            params["ack"] = ack
+        return await self._send(params, seq, fin)
 
     async def send_binary(self, data: bytes, *, seq: int | None = None, fin: bool = True) -> dict[str, Any]:
         return await self._send({"t": "b", "d": base64.b64encode(data).decode()}, seq, fin)

@@ -1,0 +1,129 @@
+"""A SocketStream on one in-process RelaySocket (a real upstream WebSocket to an in-process echo
+target), with a recording sink in place of the HTTP connection: the time budget, heartbeats, the
+idle sweep sparing a socket with a stream, what a stream holds once it ended, and acks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from polysocket_cli.processes import free_port
+from polysocket_core.control import EstablishRequest
+from polysocket_core.lifecycle import SocketState
+from polysocket_core.wire import SendParams, StreamParams
+from relay_node.config import RelayConfig
+from relay_node.metrics import RelayMetrics
+from relay_node.session import RelaySocket
+from relay_node.table import SocketTable
+
+SID = "s" * 32
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.ended = 0
+
+    def write_chunk(self, data: bytes) -> None:
+        assert not self.ended
+        self.chunks.append(data)
+
+    def end_stream(self) -> None:
+        self.ended += 1
+
+
+async def echo(conn: ServerConnection) -> None:
+    try:
+        async for msg in conn:
+            await conn.send(msg)
+    except ConnectionClosed:
+        pass
+
+
+@pytest.fixture
+async def sock() -> AsyncIterator[RelaySocket]:
+    port = free_port()
+    async with serve(echo, "127.0.0.1", port, compression=None):
+        cfg = RelayConfig(fqdn="n.localhost", stream_seconds=0.3, idle_timeout_s=5.0)
+        table = SocketTable(cfg, RelayMetrics())
+        req = EstablishRequest(id="r", socket=SID, target=f"ws://127.0.0.1:{port}/", protocols=[],
+                               expires_at_ms=int(time.time() * 1000) + 10_000, token_id="tok")
+        s = await table.open(req, table.ledger.take(req.id, req.token_id))
+        yield s
+        s.abort()
+
+
+def params(ack: int = -1, ttl_ms: int = 60_000) -> StreamParams:
+    return StreamParams(socket=SID, ack=ack, ttl_ms=ttl_ms, pad=False)
+
+
+async def send(sock: RelaySocket, seq: int, text: str, ack: int = -1) -> None:
+    await sock.send(SendParams(socket=SID, seq=seq, kind="t", fin=True, data=text.encode(), ack=ack))
+
+
+async def until(cond: Callable[[], object], what: str) -> None:
+    for _ in range(300):
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(what)
+
+
+async def test_the_time_budget_ends_a_quiet_stream(sock: RelaySocket) -> None:
+    stream = sock.open_stream(params())
+    sink = Sink()
+    first, more = stream.start(sink)
+    assert first == b":ok\n\n" and more and sock.waiter is stream
+    assert sock.metrics.streams_open.value == 1
+    await until(lambda: sink.ended, "the stream never ended")
+    assert sink.chunks == [] and sock.waiter is None and sock.metrics.streams_open.value == 0
+
+
+async def test_heartbeats_while_quiet(sock: RelaySocket) -> None:
+    stream = sock.open_stream(params(ttl_ms=30))
+    sink = Sink()
+    stream.start(sink)
+    await until(lambda: len(sink.chunks) >= 2, "no heartbeats")
+    assert set(sink.chunks) == {b":hb\n\n"}
+    stream.end()
+
+
+async def test_messages_are_written_as_they_arrive_and_acks_on_sends_free_them(sock: RelaySocket) -> None:
+    stream = sock.open_stream(params())
+    sink = Sink()
+    stream.start(sink)
+    await send(sock, 0, "a")
+    await until(lambda: sink.chunks, "nothing written")
+    assert sink.chunks == [b'id: 0\ndata: {"seq":0,"type":"text","data":"a"}\n\n']
+    assert len(sock.outbound) == 1  # written is not acknowledged
+    await send(sock, 1, "b", ack=0)
+    await until(lambda: len(sink.chunks) == 2, "second message not written")
+    assert sock.outbound.last_seq == 1 and len(sock.outbound) == 1  # the send's ack freed seq 0
+    stream.end()
+
+
+async def test_an_open_stream_keeps_the_socket_from_the_idle_sweep(sock: RelaySocket) -> None:
+    stream = sock.open_stream(params())
+    stream.start(Sink())
+    later = time.monotonic() + 60
+    assert sock.sweep(later) is None and sock.state is SocketState.OPEN
+    stream.lost()  # the client went away: the receiver is detached, the socket idles from now
+    assert sock.waiter is None
+    assert sock.sweep(time.monotonic() + 60) is not None
+
+
+async def test_a_newer_stream_replaces_the_current_one(sock: RelaySocket) -> None:
+    old, new = sock.open_stream(params()), sock.open_stream(params())
+    old_sink, new_sink = Sink(), Sink()
+    old.start(old_sink)
+    new.start(new_sink)
+    assert old_sink.ended == 1 and sock.waiter is new and not new_sink.ended
+    await send(sock, 0, "x")
+    await until(lambda: new_sink.chunks, "the newer stream got nothing")
+    assert old_sink.chunks == []
+    new.end()
