@@ -28,7 +28,9 @@ log = logging.getLogger("polysocket.relay")
 OK_BODY = b'{"ok":true}'
 JS_HEADERS = [(b"content-type", jsonp.JS_CONTENT_TYPE), *jsonp.COMMON_HEADERS]
 JSON_HEADERS = [(b"content-type", jsonp.JSON_CONTENT_TYPE), *jsonp.COMMON_HEADERS, *jsonp.CORS_HEADERS]
-PREFLIGHT_HEADERS = [*jsonp.COMMON_HEADERS, *jsonp.CORS_HEADERS]
+# A client that sets Last-Event-ID itself (an EventSource polyfill) is preflighted; EventSource is not.
+PREFLIGHT_HEADERS = [*jsonp.COMMON_HEADERS, *((n, b"content-type, last-event-id" if n == b"access-control-allow-headers"
+                                               else v) for n, v in jsonp.CORS_HEADERS)]
 METRICS_HEADERS = [(b"content-type", b"text/plain; version=0.0.4")]
 STREAM_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), *jsonp.COMMON_HEADERS,
                   (b"x-accel-buffering", b"no"), *jsonp.CORS_HEADERS]  # no-store is among the common ones

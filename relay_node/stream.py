@@ -17,6 +17,8 @@ bytes a stream leaves queued in a slow client's transport are therefore bounded 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from typing import TYPE_CHECKING
 
 from polysocket_core import sse
@@ -27,6 +29,8 @@ from .http1 import StreamSink
 
 if TYPE_CHECKING:
     from .session import RelaySocket
+
+log = logging.getLogger("polysocket.relay")
 
 CLOSED, FREED = SocketState.CLOSED, SocketState.FREED
 
@@ -76,15 +80,22 @@ class SocketStream(sse.StreamClock):
     # driven by the socket
 
     def push(self) -> None:
-        """The socket queued a message, closed or was freed: write what is new, end if done."""
+        """The socket queued a message, closed or was freed: write what is new, end if done.
+        Called from the socket's upstream reader, which must not fail for a client's connection."""
         sink = self.sink
         if sink is None:
             return
-        data, done = self._pending()
-        if data:
-            sink.write_chunk(data)
-        if done:
-            self.end()
+        try:
+            data, done = self._pending()
+            if data:
+                sink.write_chunk(data)
+            if done:
+                self.end()
+        except Exception:
+            log.exception("socket %s: stream write failed", self.sock.id[:8])
+            self._detach()  # the client resumes from its ack: nothing is lost
+            with contextlib.suppress(Exception):
+                sink.end_stream()
 
     def end(self) -> None:
         """End the stream (terminal chunk); the connection goes on with its next request."""

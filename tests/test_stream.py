@@ -177,7 +177,7 @@ async def test_a_newer_stream_or_poll_ends_the_current_stream(sstack: StreamStac
     assert (await poll)["messages"] == [{"type": "heartbeat"}]
     # and a stream answers a waiting poll at once, as a newer poll does
     waiting = asyncio.ensure_future(c.poll(ttl=30000))
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.5)  # (ordering only: the poll is waiting at the relay before the stream opens)
     s3 = await sstack.stream(c)
     assert (await waiting)["messages"] == [{"type": "heartbeat"}]
     await c.send_text("to the stream")
@@ -394,3 +394,9 @@ async def test_streams_cut_mid_event_resume_with_every_message_once_in_order(
     assert proxy.cuts >= 20 and mid_event >= 10, (proxy.cuts, mid_event)
     await eventually_open_streams(http, sstack, 0)
     await c.close()
+
+
+async def test_preflight_allows_last_event_id(sstack: StreamStack, http: httpx.AsyncClient) -> None:
+    r = await http.request("OPTIONS", f"http://127.0.0.1:{sstack.relay.port}/stream")
+    assert r.status_code == 204
+    assert "last-event-id" in r.headers["access-control-allow-headers"].split(", ")

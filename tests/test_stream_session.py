@@ -127,3 +127,21 @@ async def test_a_newer_stream_replaces_the_current_one(sock: RelaySocket) -> Non
     await until(lambda: new_sink.chunks, "the newer stream got nothing")
     assert old_sink.chunks == []
     new.end()
+
+
+class BrokenSink(Sink):
+    def write_chunk(self, data: bytes) -> None:
+        raise RuntimeError("the connection broke")
+
+
+async def test_a_failing_write_detaches_the_stream_not_the_socket(sock: RelaySocket,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    stream = sock.open_stream(params())
+    sink = BrokenSink()
+    stream.start(sink)
+    await send(sock, 0, "a")
+    await until(lambda: sink.ended, "the stream was not ended")
+    assert sock.waiter is None and "stream write failed" in caplog.text
+    await send(sock, 1, "b")  # the upstream reader lives on: the socket still relays
+    await until(lambda: len(sock.outbound) == 2, "the second echo never came")
+    assert sock.state is SocketState.OPEN
