@@ -189,6 +189,9 @@ class Bench:
         for t in pending:
             t.cancel()
         errors = [repr(t.exception()) for t in done if not t.cancelled() and t.exception() is not None]
+        # a session still waiting for its echo 30 s after the end lost a message: that is an error too
+        errors += [f"no echo within 30 s of the end (session {s.idx})" for s, t in zip(sessions, tasks, strict=True)
+                   if t in pending]
         mem = {k: memory_kib(p) for k, p in everyone.items()}
         close_failures = await self.close_sessions(sessions)
         if profiler is not None:
@@ -407,7 +410,8 @@ def _start_processes(stacks: list[Stack], procs: dict[str, Proc], args: argparse
         stack = stacks[-1]
         sfx = STACK_SUFFIX[system]
         procs["valkey" + sfx] = stack.start_valkey()
-        procs["relay" + sfx] = stack.start_relay("bench" + (sfx or "1"), extra=relay_args, env=quiet)
+        extra = relay_args + (["--stream-bytes", str(args.stream_bytes)] if args.stream_bytes else [])
+        procs["relay" + sfx] = stack.start_relay("bench" + (sfx or "1"), extra=extra, env=quiet)
         procs["router" + sfx] = stack.start_router(env=router_env)
     procs["target"] = stacks[0].start_echo()
     heartbeat = args.idle_poll_ttl if args.idle else LOAD_HEARTBEAT_MS
@@ -433,6 +437,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--idle-settle", type=float, default=None,
                     help="seconds idle sockets stay open before RSS is read; the idle CPU window "
                          "(default 2 heartbeat periods + 1 s)")
+    ap.add_argument("--stream-bytes", type=int, default=None,
+                    help="the relay's --stream-bytes (bytes one GET /stream carries before it ends; "
+                         "default: the relay's, 128 KiB)")
     ap.add_argument("--router-connects", type=int, default=None, help="connects per router phase (default 200)")
     ap.add_argument("--connect-concurrency", type=int, default=32, help="parallel connects when opening sessions")
     ap.add_argument("--systems", type=lambda s: s.split(","), default=list(DEFAULT_SYSTEMS),

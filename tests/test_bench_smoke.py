@@ -31,6 +31,7 @@ def test_bench_minimal_run_produces_numbers(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--sessions", "1", "--duration", "1", "--warmup", "0.2",
          "--idle", "5", "--idle-poll-ttl", "500", "--idle-settle", "2", "--router-connects", "3",
+         "--stream-bytes", "1000",  # streams end every dozen messages: the client resumes them with its ack
          "--systems", ",".join(systems), "--out", str(tmp_path), "--name", "smoke", "--silent"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=150,
     )
@@ -46,6 +47,8 @@ def test_bench_minimal_run_produces_numbers(tmp_path: Path) -> None:
         assert math.isfinite(x["server_cpu_us_per_msg"])
         assert x["server_cpu_us_per_msg"] > 0, x  # the server process measured is the one doing the work
         assert math.isfinite(x["rtt"]["p99_ms"])
+    stream = next(x for x in results["load"] if x["system"] == "polysocket-stream")
+    assert stream["streams_opened"] > 2, stream  # ended by the byte budget and resumed, nothing lost (errors 0)
     assert sorted(x["system"] for x in results["idle"]) == sorted(systems)
     for x in results["idle"]:
         assert x["errors"] == 0, x
