@@ -17,7 +17,8 @@ test: deps lint typecheck pytest
 LOCALSTACK_VENV ?= localstack/.venv
 
 deps: $(STAMP) tests/targets/node_modules/.package-lock.json client/node_modules/.package-lock.json /usr/bin/chromium \
-      /usr/bin/pebble $(LOCALSTACK_VENV)/bin/localstack node_modules/.package-lock.json localstack/.tools/.installed
+      /usr/bin/pebble $(LOCALSTACK_VENV)/bin/localstack node_modules/.package-lock.json localstack/.tools/.installed \
+      bench/node/node_modules/.package-lock.json
 
 # LocalStack (no Docker) in a venv of its own, pinned: the AWS half's tests run against it.
 $(LOCALSTACK_VENV)/bin/localstack: localstack/install.sh
@@ -44,6 +45,10 @@ tests/targets/node_modules/.package-lock.json: tests/targets/package-lock.json
 client/node_modules/.package-lock.json: client/package-lock.json
 	npm ci --prefix client --no-audit --no-fund
 
+# The Node peers `python -m bench` measures against (engine.io, sockjs-node); the bench also runs this itself.
+bench/node/node_modules/.package-lock.json: bench/node/package-lock.json
+	npm ci --prefix bench/node --no-audit --no-fund
+
 /usr/bin/chromium /usr/bin/pebble:
 	@if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(notdir $@); \
 	else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(notdir $@); fi
@@ -69,4 +74,5 @@ faults-full: deps
 	PSTEST_FAULTS=full $(PY) -m pytest -m faults tests/faults tests/fuzz -p no:timeout
 
 clean:
-	rm -rf $(VENV) node_modules tests/targets/node_modules client/node_modules $(LOCALSTACK_VENV) localstack/.tools
+	rm -rf $(VENV) node_modules tests/targets/node_modules client/node_modules bench/node/node_modules \
+	       $(LOCALSTACK_VENV) localstack/.tools

@@ -1,17 +1,20 @@
-"""``python -m bench``: polysocket against its baselines, in one run, on loopback.
+"""``python -m bench``: polysocket against its baselines and its peers, in one run, on loopback.
 
-Starts Valkey, a router, one relay node, the ``polysocket echo`` target and a python-socketio
-server as real processes (``polysocket_cli.processes.Stack``), then drives them from this process
-on uvloop. See bench/README.md for what every number means.
+Starts Valkey, a router and a relay node per polysocket system, the ``polysocket echo`` target,
+a python-socketio server and the Node peers (engine.io, sockjs-node; ``bench/node``, installed
+from its lock file on first use) as real processes (``polysocket_cli.processes.Stack``), then
+drives them from this process on uvloop. See bench/README.md for what every number means.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -22,21 +25,39 @@ import uvloop
 
 from polysocket_cli.processes import REPO_ROOT, Proc, Stack, free_port
 
-from . import report
-from .clients import DirectSession, PolysocketSession, Recorder, Session, SocketIOSession
+from . import plots, report
+from .clients import (
+    DirectSession,
+    EngineIOSession,
+    PolysocketSession,
+    PolysocketStreamSession,
+    Recorder,
+    Session,
+    SocketIOSession,
+    SockJSSession,
+)
 from .http1 import HttpConn
 from .procstat import cpu_seconds, loadavg, machine_info, memory_kib
 
-SYSTEMS = ("polysocket", "direct", "socketio")
+SYSTEMS = ("polysocket", "polysocket-stream", "direct", "socketio", "engineio", "sockjs-xhr", "sockjs-jsonp")
 # "polysocket-lean" (the A/B candidate of relay-ab.md) is gone: its HTTP protocol and GC threshold
 # are the relay's only configuration now, so it measured the same code as "polysocket".
 DEFAULT_SYSTEMS = SYSTEMS
-POLYSOCKETS = ("polysocket",)
+# Each polysocket system gets a stack of its own (Valkey, router, relay), so that its idle-memory
+# and idle-CPU phases start on a fresh relay; they share the echo target.
+POLYSOCKETS = ("polysocket", "polysocket-stream")
+STACK_SUFFIX = {"polysocket": "", "polysocket-stream": "-stream"}
 # The server processes whose CPU each system is charged with (and the ones only reported).
-SERVER_PROCS = {"polysocket": ("relay", "target"),
-                "direct": ("target",), "socketio": ("socketio",)}
-SIDE_PROCS = {"polysocket": ("router", "valkey"),
-              "direct": (), "socketio": ()}
+SERVER_PROCS = {"polysocket": ("relay", "target"), "polysocket-stream": ("relay-stream", "target"),
+                "direct": ("target",), "socketio": ("socketio",), "engineio": ("engineio",),
+                "sockjs-xhr": ("sockjs-xhr",), "sockjs-jsonp": ("sockjs-jsonp",)}
+SIDE_PROCS = {"polysocket": ("router", "valkey"), "polysocket-stream": ("router-stream", "valkey-stream"),
+              "direct": (), "socketio": (), "engineio": (), "sockjs-xhr": (), "sockjs-jsonp": ()}
+# The peers: one server process per system, started with a heartbeat (ping) interval in ms.
+NODE_DIR = REPO_ROOT / "bench" / "node"
+NODE_PEERS = {"engineio": "engineio_echo.js", "sockjs-xhr": "sockjs_echo.js", "sockjs-jsonp": "sockjs_echo.js"}
+PEERS = ("socketio", *NODE_PEERS)
+LOAD_HEARTBEAT_MS = 25_000  # every library's default, and the poll ttl of polysocket's load sessions
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -62,8 +83,9 @@ def raise_fd_limit(want: int = 65536) -> int:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, procs: dict[str, Proc]) -> None:
+    def __init__(self, args: argparse.Namespace, stacks: list[Stack], procs: dict[str, Proc]) -> None:
         self.args = args
+        self.stacks = stacks
         self.procs = procs
         self.target = f"ws://127.0.0.1:{procs['target'].port}/"
         self.router_port = {s: procs[SIDE_PROCS[s][0]].port for s in POLYSOCKETS if SIDE_PROCS[s][0] in procs}
@@ -72,7 +94,39 @@ class Bench:
     def pids(self, names: tuple[str, ...]) -> dict[str, int]:
         return {n: self.procs[n].popen.pid for n in names if n in self.procs}
 
+    def restart_peers(self, heartbeat_ms: int) -> None:
+        """Fresh peer servers with another heartbeat interval (the idle phase's, then the load's)."""
+        for system in PEERS:
+            if system in self.procs:
+                old = self.procs.pop(system)
+                stop_peer(old)
+                for stack in self.stacks:
+                    if old in stack.procs:
+                        stack.procs.remove(old)
+                self.procs[system] = start_peer(self.stacks[0], system, heartbeat_ms)
+
     # opening and closing sessions
+
+    async def new_session(self, system: str, i: int, router: HttpConn | None,
+                          poll_ttl_ms: int) -> tuple[Session, float]:
+        """Open one session of ``system``; return it and its connect latency in seconds."""
+        if system in POLYSOCKETS:
+            assert router is not None
+            kind = PolysocketSession if system == "polysocket" else PolysocketStreamSession
+            ps = kind(i, poll_ttl_ms)
+            return ps, await ps.open(router, self.target)
+        if system == "direct":
+            d = DirectSession(i)
+            return d, await d.open(self.target)
+        port = self.procs[system].port
+        if system == "socketio":
+            sio = SocketIOSession(i, port)
+            return sio, await sio.open()
+        if system == "engineio":
+            eio = EngineIOSession(i, port)
+            return eio, await eio.open()
+        sj = SockJSSession(i, port, system.removeprefix("sockjs-"))
+        return sj, await sj.open()
 
     async def open_sessions(self, system: str, n: int, poll_ttl_ms: int = 25_000,
                             concurrency: int | None = None) -> tuple[list[Session], list[float]]:
@@ -86,20 +140,8 @@ class Bench:
             router = await HttpConn.open(port, f"127.0.0.1:{port}") if system in POLYSOCKETS else None
             try:
                 for i in next_idx:
-                    s: Session
-                    if system in POLYSOCKETS:
-                        assert router is not None
-                        ps = PolysocketSession(i, poll_ttl_ms)
-                        latencies.append(await ps.open(router, self.target))
-                        s = ps
-                    elif system == "direct":
-                        d = DirectSession(i)
-                        latencies.append(await d.open(self.target))
-                        s = d
-                    else:
-                        sio = SocketIOSession(i, self.procs["socketio"].port)
-                        latencies.append(await sio.open())
-                        s = sio
+                    s, latency = await self.new_session(system, i, router, poll_ttl_ms)
+                    latencies.append(latency)
                     sessions.append(s)
             finally:
                 if router is not None:
@@ -147,6 +189,9 @@ class Bench:
         for t in pending:
             t.cancel()
         errors = [repr(t.exception()) for t in done if not t.cancelled() and t.exception() is not None]
+        # a session still waiting for its echo 30 s after the end lost a message: that is an error too
+        errors += [f"no echo within 30 s of the end (session {s.idx})" for s, t in zip(sessions, tasks, strict=True)
+                   if t in pending]
         mem = {k: memory_kib(p) for k, p in everyone.items()}
         close_failures = await self.close_sessions(sessions)
         if profiler is not None:
@@ -170,6 +215,8 @@ class Bench:
         if system in POLYSOCKETS:
             result["connect"] = {**latency_summary(connects),
                                  "concurrency": min(n, self.args.connect_concurrency)}
+        if system == "polysocket-stream":  # streams the relay ended (byte / time budget) and the client reopened
+            result["streams_opened"] = sum(getattr(s, "streams", 0) for s in sessions)
         return result
 
     async def idle_phase(self, system: str, k: int) -> dict[str, Any]:
@@ -179,21 +226,30 @@ class Bench:
         t0 = time.perf_counter()
         sessions, connects = await self.open_sessions(system, k, poll_ttl_ms=a.idle_poll_ttl)
         open_s = time.perf_counter() - t0
+        cpu0 = {n: cpu_seconds(p) for n, p in server.items()}
+        t_settle = time.perf_counter()
         await asyncio.sleep(a.idle_settle)
+        settle_s = time.perf_counter() - t_settle
+        cpu1 = {n: cpu_seconds(p) for n, p in server.items()}
         after = {n: memory_kib(p)["rss"] for n, p in server.items()}
         errors = [getattr(s, "error", None) for s in sessions]
         errors = [e for e in errors if e]
-        heartbeats = [getattr(s, "heartbeats", 0) for s in sessions]
+        # CPU an idle socket costs: server CPU during the settle window / sockets / minutes
+        cpu_us = {n: (cpu1[n] - cpu0[n]) * 1e6 / k / (settle_s / 60) for n in server}
         result: dict[str, Any] = {
             "system": system, "sockets": k, "open_seconds": open_s,
             "rss_before_kib": before, "rss_after_kib": after,
             "kib_per_socket": {n: (after[n] - before[n]) / k for n in server},
+            "settle_seconds": settle_s,
+            "cpu_us_per_socket_minute": cpu_us,
+            "server_cpu_us_per_socket_minute": sum(cpu_us.values()),
             "errors": len(errors), "first_error": errors[0] if errors else None,
         }
+        if system != "direct":  # every polling / streaming session counts the heartbeats it saw
+            result["heartbeat_ms"] = a.idle_poll_ttl
+            result["sessions_with_heartbeat"] = sum(1 for s in sessions if getattr(s, "heartbeats", 0) > 0)
         if system in POLYSOCKETS:
             result["poll_ttl_ms"] = a.idle_poll_ttl
-            result["settle_seconds"] = a.idle_settle
-            result["sessions_with_heartbeat"] = sum(1 for h in heartbeats if h > 0)
             result["connect"] = {**latency_summary(connects), "concurrency": min(k, a.connect_concurrency)}
         result["close_failures"] = await self.close_sessions(sessions)
         return result
@@ -228,8 +284,11 @@ class Bench:
             for system in sorted(a.systems, key=lambda s: s != "direct"):
                 log(f"idle: {a.idle} {system} sockets")
                 r = await self.idle_phase(system, a.idle)
-                log(f"  -> {r['kib_per_socket']} KiB/socket, errors {r['errors']}")
+                log(f"  -> {', '.join(f'{n} {v:.1f}' for n, v in r['kib_per_socket'].items())} KiB/socket, "
+                    f"{r['server_cpu_us_per_socket_minute']:.0f} µs CPU/socket/min, "
+                    f"heartbeats {r.get('sessions_with_heartbeat', '-')}, errors {r['errors']}")
                 self.results["idle"].append(r)
+            self.restart_peers(LOAD_HEARTBEAT_MS)  # the load phases on fresh peers, default heartbeats
         system = next((s for s in POLYSOCKETS if s in a.systems), None)
         if system and a.router_connects:
             log(f"router: {a.router_connects} connects at concurrency 1 and 16")
@@ -279,31 +338,86 @@ def lambda_import_ms(repeat: int = 3) -> dict[str, Any]:
     return {"median_ms": times[len(times) // 2], "runs_ms": times}
 
 
-def start_stack(args: argparse.Namespace) -> tuple[Stack, dict[str, Proc]]:
-    stack = Stack(cwd=REPO_ROOT)  # the bench starts modules of its own (`-m bench...`)
+def ensure_node_peers() -> None:
+    """Install bench/node from its lock file (``npm ci``) when node_modules is missing or older."""
+    marker = NODE_DIR / "node_modules" / ".package-lock.json"
+    lock = NODE_DIR / "package-lock.json"
+    if marker.exists() and marker.stat().st_mtime >= lock.stat().st_mtime:
+        return
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        raise SystemExit("python -m bench: the Node peers (" + ", ".join(NODE_PEERS) + ") need Node.js and npm "
+                         "on PATH to install bench/node (npm ci); install them, or leave those systems out "
+                         "with --systems")
+    print(f"python -m bench: installing the Node peers: npm ci in {NODE_DIR}", file=sys.stderr, flush=True)
+    out = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"python -m bench: npm ci in {NODE_DIR} failed:\n{out.stderr.strip()}")
+
+
+def start_peer(stack: Stack, system: str, heartbeat_ms: int) -> Proc:
+    """One peer server (python-socketio or a Node one) on a free port, heartbeat every ``heartbeat_ms``."""
+    port = free_port()
+    if system == "socketio":
+        cmd = [sys.executable, "-m", "bench.sio_server", "--port", str(port), "--ping-interval", str(heartbeat_ms)]
+    else:
+        node = shutil.which("node") or "node"
+        cmd = [node, str(NODE_DIR / NODE_PEERS[system]), "--port", str(port), "--heartbeat", str(heartbeat_ms)]
+    return stack._spawn(system, cmd, port)
+
+
+def stop_peer(proc: Proc) -> None:
+    # engine.io's background tasks hold up python-socketio's graceful stop; no peer has anything to drain
+    proc.popen.kill()
+    proc.popen.wait(10)
+
+
+def start_stack(args: argparse.Namespace) -> tuple[list[Stack], dict[str, Proc]]:
+    if "socketio" in args.systems and importlib.util.find_spec("socketio") is None:
+        raise SystemExit("python -m bench: the socketio system needs python-socketio (pip install -e '.[bench]'); "
+                         "or leave it out with --systems")
+    if any(s in NODE_PEERS for s in args.systems):
+        ensure_node_peers()
+    # the bench starts modules of its own (`-m bench...`): processes start in the repository root
+    stacks = [Stack(cwd=REPO_ROOT)]
+    procs: dict[str, Proc] = {}
     try:
-        return stack, _start_processes(stack, args)
+        _start_processes(stacks, procs, args)
+        return stacks, procs
     except BaseException:
-        stack.stop()  # a process that fails to start must not leave the others running
+        stop_stacks(stacks, procs)  # a process that fails to start must not leave the others running
         raise
 
 
-def _start_processes(stack: Stack, args: argparse.Namespace) -> dict[str, Proc]:
-    procs: dict[str, Proc] = {}
-    procs["valkey"] = stack.start_valkey()
+def stop_stacks(stacks: list[Stack], procs: dict[str, Proc]) -> None:
+    for system in PEERS:
+        if system in procs:
+            stop_peer(procs[system])
+    for stack in reversed(stacks):
+        stack.stop()
+
+
+def _start_processes(stacks: list[Stack], procs: dict[str, Proc], args: argparse.Namespace) -> None:
     quiet = {"POLYSOCKET_LOG_LEVEL": "warning"}
     relay_args = ["--capacity", str(max(20_000, 2 * args.idle)), "--drain-grace", "0"]
     # the open admission and a loopback target: this is a loopback-only benchmark
     router_env = {**quiet, "POLYSOCKET_ADMISSION": "open", "POLYSOCKET_ALLOW_TARGET_CIDRS": "127.0.0.0/8"}
-    if "polysocket" in args.systems:
-        procs["relay"] = stack.start_relay("bench1", extra=relay_args, env=quiet)
-        procs["router"] = stack.start_router(env=router_env)
-    procs["target"] = stack.start_echo()
-    if "socketio" in args.systems:
-        port = free_port()
-        procs["socketio"] = stack._spawn("socketio", [sys.executable, "-m", "bench.sio_server", "--port",
-                                                      str(port)], port)
-    return procs
+    for system in POLYSOCKETS:
+        if system not in args.systems:
+            continue
+        if STACK_SUFFIX[system]:
+            stacks.append(Stack(cwd=REPO_ROOT))
+        stack = stacks[-1]
+        sfx = STACK_SUFFIX[system]
+        procs["valkey" + sfx] = stack.start_valkey()
+        extra = relay_args + (["--stream-bytes", str(args.stream_bytes)] if args.stream_bytes else [])
+        procs["relay" + sfx] = stack.start_relay("bench" + (sfx or "1"), extra=extra, env=quiet)
+        procs["router" + sfx] = stack.start_router(env=router_env)
+    procs["target"] = stacks[0].start_echo()
+    heartbeat = args.idle_poll_ttl if args.idle else LOAD_HEARTBEAT_MS
+    for system in PEERS:
+        if system in args.systems:
+            procs[system] = start_peer(stacks[0], system, heartbeat)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -316,9 +430,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=float, default=None, help="seconds of load before measuring (default 1.5)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="rounds of every load phase (interleaved); the report shows the median round")
-    ap.add_argument("--idle", type=int, default=None, help="idle sockets for the memory phase (default 1000; 0 skips)")
-    ap.add_argument("--idle-poll-ttl", type=int, default=5000, help="poll ttl (ms) of idle sockets: heartbeat period")
-    ap.add_argument("--idle-settle", type=float, default=None, help="seconds idle sockets poll before RSS is read")
+    ap.add_argument("--idle", type=int, default=None, help="idle sockets for the memory phase (default 2000; 0 skips)")
+    ap.add_argument("--idle-poll-ttl", type=int, default=5000,
+                    help="heartbeat period (ms) of idle sockets: polysocket's poll / stream ttl, the peers' "
+                         "ping / heartbeat interval")
+    ap.add_argument("--idle-settle", type=float, default=None,
+                    help="seconds idle sockets stay open before RSS is read; the idle CPU window "
+                         "(default 2 heartbeat periods + 1 s)")
+    ap.add_argument("--stream-bytes", type=int, default=None,
+                    help="the relay's --stream-bytes (bytes one GET /stream carries before it ends; "
+                         "default: the relay's, 128 KiB)")
     ap.add_argument("--router-connects", type=int, default=None, help="connects per router phase (default 200)")
     ap.add_argument("--connect-concurrency", type=int, default=32, help="parallel connects when opening sessions")
     ap.add_argument("--systems", type=lambda s: s.split(","), default=list(DEFAULT_SYSTEMS),
@@ -333,7 +454,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "sessions": [1, 100] if quick else [1, 100, 1000],
         "duration": 2.0 if quick else 6.0,
         "warmup": 0.5 if quick else 1.5,
-        "idle": 200 if quick else 1000,
+        "idle": 200 if quick else 2000,
         "idle_settle": None,
         "router_connects": 50 if quick else 200,
     }
@@ -341,7 +462,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if getattr(args, k) is None:
             setattr(args, k, v)
     if args.idle_settle is None:
-        args.idle_settle = args.idle_poll_ttl / 1000 + 1.0
+        args.idle_settle = 2 * args.idle_poll_ttl / 1000 + 1.0
     bad = [s for s in args.systems if s not in SYSTEMS]
     if bad:
         ap.error(f"unknown systems: {bad}")
@@ -354,15 +475,12 @@ def main(argv: list[str] | None = None) -> int:
     fd_limit = raise_fd_limit(max(65536, 4 * args.idle + 4096))
     started = time.time()
     load_before = loadavg()
-    stack, procs = start_stack(args)
+    stacks, procs = start_stack(args)
     try:
-        bench = Bench(args, procs)
+        bench = Bench(args, stacks, procs)
         results = uvloop.run(bench.run())
     finally:
-        if "socketio" in procs:  # engine.io's background tasks hold up a graceful stop; nothing to drain
-            procs["socketio"].popen.kill()
-            procs["socketio"].popen.wait(10)
-        stack.stop()
+        stop_stacks(stacks, procs)
     results["lambda_import"] = lambda_import_ms()
     results["meta"] = {
         "machine": machine_info(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
@@ -373,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    results["plots"] = plots.write_all(results, out, args.name)
     (out / f"{args.name}.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     md = report.markdown(results)
     (out / f"{args.name}.md").write_text(md)

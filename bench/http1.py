@@ -7,12 +7,13 @@ every client library: one connection is one protocol object with one request in 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import httptools
 
 
 class HttpConn(asyncio.Protocol):
-    __slots__ = ("_body", "_parser", "_status", "_waiter", "host", "transport")
+    __slots__ = ("_body", "_parser", "_sink", "_status", "_waiter", "host", "transport")
 
     def __init__(self, host: str) -> None:
         self.host = host.encode()
@@ -21,6 +22,8 @@ class HttpConn(asyncio.Protocol):
         self._waiter: asyncio.Future[tuple[int, bytes]] | None = None
         self._body: list[bytes] = []
         self._status = 0
+        # set by ``stream()``: a 200 answer's body goes here, chunk by chunk, as it arrives
+        self._sink: Callable[[bytes], None] | None = None
 
     @classmethod
     async def open(cls, port: int, host: str) -> HttpConn:
@@ -48,11 +51,16 @@ class HttpConn(asyncio.Protocol):
         self._status = self._parser.get_status_code()
 
     def on_body(self, body: bytes) -> None:
-        self._body.append(body)
+        sink = self._sink
+        if sink is not None and self._status == 200:
+            sink(body)
+        else:
+            self._body.append(body)
 
     def on_message_complete(self) -> None:
         body = b"".join(self._body)
         self._body = []
+        self._sink = None
         w = self._waiter
         self._waiter = None
         if w is not None and not w.done():
@@ -79,6 +87,16 @@ class HttpConn(asyncio.Protocol):
 
     def post(self, target: bytes, body: bytes) -> asyncio.Future[tuple[int, bytes]]:
         return self.request(b"POST", target, body)
+
+    def stream(self, target: bytes, sink: Callable[[bytes], None]) -> asyncio.Future[tuple[int, bytes]]:
+        """GET a long response (an event stream): a 200 body goes to ``sink`` as it arrives.
+
+        The future completes when the response ends, with the status and, for any status but 200,
+        the body (an error answer); for 200 the body is empty (it all went to ``sink``).
+        """
+        fut = self.request(b"GET", target)
+        self._sink = sink
+        return fut
 
     def close(self) -> None:
         if self.transport is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import subprocess
@@ -40,6 +41,19 @@ def loadavg() -> str:
         return "?"
 
 
+def node_versions() -> dict[str, str]:
+    """Node.js and the peers installed in bench/node (absent: not installed)."""
+    out: dict[str, str] = {}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out["node"] = subprocess.run(["node", "--version"], capture_output=True, text=True,
+                                     timeout=10).stdout.strip().lstrip("v") or "-"
+    modules = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node", "node_modules")
+    for dist in ("engine.io", "sockjs"):
+        with contextlib.suppress(OSError, ValueError), open(os.path.join(modules, dist, "package.json")) as f:
+            out[dist] = str(json.load(f)["version"])
+    return out
+
+
 def machine_info() -> dict[str, object]:
     cpu = ""
     try:
@@ -63,6 +77,7 @@ def machine_info() -> dict[str, object]:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             versions[dist] = "-"
+    versions.update(node_versions())
     commit = ""
     with contextlib.suppress(OSError):
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,

@@ -5,15 +5,19 @@ from __future__ import annotations
 import math
 from typing import Any
 
-# Reference numbers quoted in issue 4 (server CPU per echo round trip, µs; not measured by this run).
-ISSUE_REFERENCE_US = {"sockjs-node 0.3.24 jsonp-polling": {1: 190, 100: 101, 1000: 114},
-                      "engine.io 6.6 (Node) polling": {1: 154, 100: 71, 1000: 97}}
-TARGET_IDLE_KIB = 16.0
-TARGET_CONNECT_P50_MS = 5.0
-TARGET_IMPORT_MS = 300.0
+# Issue 12's targets: every comparison is a ratio between systems measured in the same run.
+TARGET_IDLE_KIB = 12.0
+TARGET_IDLE_SOCKETS = 2000
+TARGET_MANY_IDLE = 9900
+PEERS = ("socketio", "engineio", "sockjs-xhr", "sockjs-jsonp")
+STREAM, POLL = "polysocket-stream", "polysocket"
 
-LABEL = {"polysocket": "polysocket (relay + target)",
-         "direct": "direct WebSocket (target only)", "socketio": "python-socketio polling"}
+LABEL = {"polysocket": "polysocket polling (relay + target)",
+         "polysocket-stream": "polysocket streaming (relay + target)",
+         "direct": "direct WebSocket (target only)", "socketio": "python-socketio polling",
+         "engineio": "engine.io 6.6 (Node) polling", "sockjs-xhr": "sockjs-node 0.3.24 xhr-polling",
+         "sockjs-jsonp": "sockjs-node 0.3.24 jsonp-polling"}
+SIDE = ("router", "valkey", "router-stream", "valkey-stream")  # reported, not charged
 
 
 def f(x: Any, nd: int = 1) -> str:
@@ -38,15 +42,18 @@ def markdown(r: dict[str, Any]) -> str:
         "(anything else running on the machine inflates every number).",
         "Packages: " + ", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items()) + ".",
         f"Options: sessions {opts.get('sessions')}, {opts.get('warmup')} s warm-up + {opts.get('duration')} s "
-        f"measured per phase, {opts.get('repeat', 1)} round(s), {opts.get('idle')} idle sockets. "
+        f"measured per phase, {opts.get('repeat', 1)} round(s), {opts.get('idle')} idle sockets; systems "
+        + ", ".join(f"`{s}`" for s in opts.get("systems", [])) + ". "
         "Everything on loopback; one process each for "
-        "relay, router, Valkey, the `polysocket echo` target (Python `websockets`) and the python-socketio "
-        "server; the load generator is this process, on uvloop.",
+        "relay, router, Valkey (one set per polysocket system), the `polysocket echo` target (Python "
+        "`websockets`, shared) and each peer's server (python-socketio under uvicorn; engine.io and one "
+        "sockjs-node per sockjs transport on Node, `bench/node`); the load generator is this process, on uvloop.",
         "",
         "## Echo load (64-byte text, one message outstanding per session)",
         "",
         "Server CPU per message = CPU seconds of the system's server processes during the measured window / "
-        "round trips completed (polysocket: relay + echo target; direct: echo target; socketio: its server).",
+        "round trips completed (polysocket: relay + echo target; direct: echo target; the peers: their server "
+        "process, which echoes itself).",
         "",
         "With `--repeat N` each phase ran N times, interleaved; the row is the round with the median "
         "server CPU per message, and *rounds* lists every round's value.",
@@ -59,26 +66,34 @@ def markdown(r: dict[str, Any]) -> str:
         rtt = x["rtt"]
         parts = ", ".join(f"{k} {f(v)}" for k, v in x["cpu_us_per_msg"].items())
         peak = ", ".join(f"{k} {x['memory_kib'][k]['peak'] / 1024:.0f}" for k in x["memory_kib"]
-                         if k in ("relay", "target", "socketio"))
+                         if k not in SIDE)
         lines.append(
-            f"| {LABEL[x['system']]} | {x['sessions']} | {f(x['msgs_per_s'], 0)} | {f(rtt['p50_ms'], 2)} | "
+            f"| {LABEL.get(x['system'], x['system'])} | {x['sessions']} | {f(x['msgs_per_s'], 0)} | "
+            f"{f(rtt['p50_ms'], 2)} | "
             f"{f(rtt['p90_ms'], 2)} | {f(rtt['p99_ms'], 2)} | **{f(x['server_cpu_us_per_msg'])}** | "
             f"{' / '.join(f(v, 0) for v in x.get('rounds_server_cpu_us_per_msg', []))} | {parts} | "
             f"{f(x['loadgen_cpu_percent'], 0)} | {peak} | {x['errors']} |")
-    lines += ["", "For reference only (issue 4, measured elsewhere, not by this run): "
-              + "; ".join(f"{k}: " + ", ".join(f"{n} sessions {v} µs" for n, v in d.items())
-                          for k, d in ISSUE_REFERENCE_US.items()) + "."]
-
     if r.get("idle"):
-        lines += ["", "## Memory per idle socket", "",
-                  "K sockets opened and left polling (polysocket: one poll outstanding, heartbeat every "
-                  f"{opts.get('idle_poll_ttl')} ms); RSS growth of each server process / K.", "",
-                  "| system | sockets | KiB per socket | sessions with a heartbeat | open time s | errors |",
-                  "|---|---:|---|---:|---:|---:|"]
+        lines += ["", "## Idle sockets: memory and CPU", "",
+                  "K sockets opened and left idle, receiving (polysocket: one poll outstanding, or one stream "
+                  "open; the peers: their poll outstanding), every system with a heartbeat every "
+                  f"{opts.get('idle_poll_ttl')} ms (polysocket's ttl, the peers' ping / heartbeat interval: "
+                  "the peers run with it during this phase and are restarted with their default of 25 s for "
+                  "the load phases). KiB per socket = RSS growth of each server process / K, read after the "
+                  "settle window; CPU per socket per minute = each server process's CPU during the settle "
+                  "window / K / its minutes.", "",
+                  "| system | sockets | KiB per socket | CPU µs per socket per minute | sessions with a heartbeat | "
+                  "settle s | open time s | errors |",
+                  "|---|---:|---|---|---:|---:|---:|---:|"]
         for x in r["idle"]:
             per = ", ".join(f"{k} {f(v)}" for k, v in x["kib_per_socket"].items())
+            cpu = x.get("cpu_us_per_socket_minute", {})
+            cpu_s = (f"**{f(x['server_cpu_us_per_socket_minute'])}**"
+                     + (" (" + ", ".join(f"{k} {f(v)}" for k, v in cpu.items()) + ")" if len(cpu) > 1 else "")
+                     ) if cpu else "-"
             hb = x.get("sessions_with_heartbeat")
-            lines.append(f"| {LABEL[x['system']]} | {x['sockets']} | {per} | {f(hb) if hb is not None else '-'} | "
+            lines.append(f"| {LABEL.get(x['system'], x['system'])} | {x['sockets']} | {per} | {cpu_s} | "
+                         f"{f(hb) if hb is not None else '-'} | {f(x.get('settle_seconds'))} | "
                          f"{f(x['open_seconds'])} | {x['errors']} |")
 
     router = r.get("router") or {}
@@ -96,44 +111,76 @@ def markdown(r: dict[str, Any]) -> str:
         lines += ["", f"Router Lambda handler import (fresh interpreter, median of 3): "
                       f"{f(li.get('median_ms'))} ms {li.get('error', '')}".rstrip()]
 
-    lines += ["", "## Targets of issue 4", "", *targets(r)]
+    if r.get("plots"):
+        lines += ["", "## Charts", "", *(f"![{p}]({p})" for p in r["plots"])]
+
+    lines += ["", "## Targets of issue 12", "",
+              "Ratios between systems of this run (polysocket / peer: below 1 x is better).", "", *targets(r)]
     return "\n".join(lines) + "\n"
 
 
+def verdict(ok: bool | None) -> str:
+    return "**not shown by this run**" if ok is None else ("**met**" if ok else "**not met**")
+
+
 def targets(r: dict[str, Any]) -> list[str]:
-    out = []
+    """Issue 12's targets, each marked met / not met from this run's numbers."""
+    out: list[str] = []
     load = {(x["system"], x["sessions"]): x for x in r.get("load", [])}
-    sio = load.get(("socketio", 100))
-    for system in ("polysocket",):
-        ps = load.get((system, 100))
-        if not ps:
+
+    def cpu(system: str, n: int) -> float | None:
+        x = load.get((system, n))
+        return x["server_cpu_us_per_msg"] if x else None
+
+    def below(a_sys: str, b_sys: str, n: int, what: str = "CPU per message") -> str:
+        a, b = cpu(a_sys, n), cpu(b_sys, n)
+        head = f"- {what} at {n:,} session{'s' if n != 1 else ''}, {a_sys} below {b_sys}: "
+        if a is None or b is None:
+            missing = " and ".join(s for s, v in ((a_sys, a), (b_sys, b)) if v is None)
+            return head + f"{missing} not measured at this session count — " + verdict(None) + "."
+        return head + f"{f(a)} vs {f(b)} µs = {a / b:.2f} x — {verdict(a < b)}."
+
+    for n in (1, 100, 1000):
+        out.append(below(STREAM, "engineio", n, "Relay + target CPU per message (streaming)"))
+    for peer in ("sockjs-xhr", "sockjs-jsonp"):
+        out.append(below(POLL, peer, 100, "Relay + target CPU per message (polling alone)"))
+
+    peers = [p for p in PEERS if (p, 1000) in load]
+    for system in (POLL, STREAM):
+        mine = load.get((system, 1000))
+        head = f"- p99 round trip at 1,000 sessions, {system} below every peer's: "
+        if mine is None or not peers:
+            out.append(head + "not measured at 1,000 sessions — " + verdict(None) + ".")
             continue
-        a = ps["server_cpu_us_per_msg"]
-        if sio:
-            b = sio["server_cpu_us_per_msg"]
-            out.append(f"- {system}: relay + target CPU per message at 100 sessions below python-socketio's: "
-                       f"{f(a)} µs vs {f(b)} µs — **{'met' if a < b else 'not met'}**.")
-        for name, ref in ISSUE_REFERENCE_US.items():
-            out.append(f"- {system}: ... below {name} (issue's figure {ref[100]} µs): {f(a)} µs — "
-                       f"**{'met' if a < ref[100] else 'not met'}** (reference not re-measured here).")
-    for x in r.get("idle", []):
-        if x["system"] != "polysocket":
+        p99 = mine["rtt"]["p99_ms"]
+        ratios = ", ".join(f"{p} {f(load[(p, 1000)]['rtt']['p99_ms'], 0)} ms "
+                           f"({p99 / load[(p, 1000)]['rtt']['p99_ms']:.2f} x)" for p in peers)
+        ok = all(p99 < load[(p, 1000)]["rtt"]["p99_ms"] for p in peers)
+        missing = [p for p in PEERS if p not in peers]
+        out.append(head + f"{f(p99, 0)} ms vs {ratios} — {verdict(ok)}"
+                   + (f" (not in this run: {', '.join(missing)})" if missing else "") + ".")
+
+    idle = {x["system"]: x for x in r.get("idle", [])}
+    for system in (POLL, STREAM):
+        x = idle.get(system)
+        head = f"- Relay RSS per idle socket ≤ {TARGET_IDLE_KIB:.0f} KiB at {TARGET_IDLE_SOCKETS:,} sockets, {system}: "
+        if x is None:
+            out.append(head + "no idle phase — " + verdict(None) + ".")
             continue
-        kib = next(iter(x["kib_per_socket"].values()), float("nan"))
-        out.append(f"- {x['system']}: relay RSS per idle socket ≤ {TARGET_IDLE_KIB:.0f} KiB: {f(kib)} KiB at "
-                   f"{x['sockets']} sockets — **{'met' if kib <= TARGET_IDLE_KIB else 'not met'}**.")
-        ok = x["sockets"] >= 10_000 and x["errors"] == 0 and x.get("sessions_with_heartbeat") == x["sockets"]
-        out.append(f"- {x['system']}: 10,000 idle sockets on one relay, heartbeats flowing, no errors: "
-                   f"{x['sockets']} sockets, {x.get('sessions_with_heartbeat')} with a heartbeat, {x['errors']} "
-                   f"errors — **{'met' if ok else 'not shown by this run'}** (open-files limit of this run: "
+        kib = next(iter(x["kib_per_socket"].values()), float("nan"))  # the relay: first server process
+        shown: bool | None = (kib <= TARGET_IDLE_KIB) if x["sockets"] >= TARGET_IDLE_SOCKETS else None
+        peer_kib = ", ".join(f"{p} {f(sum(idle[p]['kib_per_socket'].values()))}" for p in PEERS if p in idle)
+        out.append(head + f"{f(kib)} KiB at {x['sockets']:,} sockets"
+                   + (f" (peers: {peer_kib} KiB)" if peer_kib else "") + f" — {verdict(shown)}.")
+    for system in (POLL, STREAM):
+        x = idle.get(system)
+        if x is None:
+            continue
+        many: bool | None = (x["errors"] == 0 and x.get("sessions_with_heartbeat") == x["sockets"]) \
+            if x["sockets"] >= TARGET_MANY_IDLE else None
+        out.append(f"- {TARGET_MANY_IDLE:,} idle sockets on one relay, heartbeats flowing, 0 errors, {system}: "
+                   f"{x['sockets']:,} sockets, {x.get('sessions_with_heartbeat')} with a heartbeat, "
+                   f"{x['errors']} errors, {f(x.get('server_cpu_us_per_socket_minute'))} µs CPU per socket per "
+                   f"minute — {verdict(many)} (open-files limit of this run: "
                    f"{r.get('meta', {}).get('fd_limit', '?')}; the relay needs two descriptors per socket).")
-    router = (r.get("router") or {}).get("concurrency_1")
-    if router:
-        p50 = router["p50_ms"]
-        out.append(f"- Router connect p50 ≤ {TARGET_CONNECT_P50_MS:.0f} ms: {f(p50, 2)} ms (concurrency 1) — "
-                   f"**{'met' if p50 <= TARGET_CONNECT_P50_MS else 'not met'}**.")
-    li = r.get("lambda_import", {})
-    if "median_ms" in li:
-        out.append(f"- Handler import ≤ {TARGET_IMPORT_MS:.0f} ms: {f(li['median_ms'])} ms — "
-                   f"**{'met' if li['median_ms'] <= TARGET_IMPORT_MS else 'not met'}**.")
     return out

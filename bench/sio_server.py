@@ -1,6 +1,6 @@
 """The python-socketio baseline: an echo event handler on the polling transport, under uvicorn.
 
-``python -m bench.sio_server --port N``; the same uvicorn settings as the relay (uvloop, httptools,
+``python -m bench.sio_server --port N [--ping-interval MS]``; the same uvicorn settings as the relay (uvloop, httptools,
 no access log).
 """
 
@@ -15,8 +15,10 @@ import uvicorn
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--ping-interval", type=int, default=25_000, help="engine.io ping interval, ms")
     args = ap.parse_args()
-    sio = socketio.AsyncServer(async_mode="asgi", transports=["polling"], logger=False, engineio_logger=False)
+    sio = socketio.AsyncServer(async_mode="asgi", transports=["polling"], logger=False, engineio_logger=False,
+                               ping_interval=args.ping_interval / 1000)
 
     @sio.on("echo")  # type: ignore[untyped-decorator,unused-ignore]
     async def echo(sid: str, data: str) -> None:
