@@ -36,7 +36,7 @@ node_modules/.package-lock.json: package-lock.json
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,bench]'
 	touch $@
 
 tests/targets/node_modules/.package-lock.json: tests/targets/package-lock.json
