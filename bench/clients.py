@@ -22,6 +22,7 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -139,26 +140,30 @@ class PolysocketSession(Session):
                 if not answer["ok"]:
                     raise BenchError(f"poll failed: {answer}")
                 for m in answer["messages"]:
-                    seq = m.get("seq")
-                    if seq is None:
+                    if "seq" not in m:
                         self.heartbeats += 1
-                        continue
-                    if seq <= self.ack:
-                        continue  # redelivered: already processed
-                    self.ack = seq
-                    kind = m["type"]
-                    if kind == "text":
-                        fut = self.pending
-                        if fut is not None and not fut.done():
-                            fut.set_result(m["data"])
-                    elif kind == "close":
+                    elif self._deliver(m):
                         # acknowledge the close so the relay forgets the socket now
-                        await conn.get(b"/poll?cb=c&socket=%s&ttl=0&ack=%d" % (self.socket, seq))
+                        await conn.get(b"/poll?cb=c&socket=%s&ttl=0&ack=%d" % (self.socket, self.ack))
                         self.closed.set()
                         return
         except Exception as exc:
             fail_pending(self, exc)
             self.closed.set()
+
+    def _deliver(self, m: dict[str, Any]) -> bool:
+        """One message of a poll answer or a stream: processed once (a redelivered seq is skipped);
+        True when it is the close."""
+        seq = m["seq"]
+        if seq <= self.ack:
+            return False  # redelivered (by a poll whose answer was lost, or a new stream): processed
+        self.ack = seq
+        kind = m["type"]
+        if kind == "text":
+            fut = self.pending
+            if fut is not None and not fut.done():
+                fut.set_result(m["data"])
+        return kind == "close"
 
     async def _send_conn(self) -> HttpConn:
         if self.send_conn is None:
@@ -212,18 +217,8 @@ class PolysocketStreamSession(PolysocketSession):
             if comment == b"hb":
                 self.heartbeats += 1
         for _id, body in events:
-            m = orjson.loads(body)
-            seq = m.get("seq")
-            if seq is None or seq <= self.ack:
-                continue  # re-sent by a new stream: already processed
-            self.ack = seq
-            kind = m["type"]
-            if kind == "text":
-                fut = self.pending
-                if fut is not None and not fut.done():
-                    fut.set_result(m["data"])
-            elif kind == "close":
-                self.close_seq = seq
+            if self._deliver(orjson.loads(body)):
+                self.close_seq = self.ack
 
     async def _poll_loop(self) -> None:
         conn = self.poll_conn
