@@ -135,7 +135,8 @@ class Upstream(asyncio.Protocol):
         proto = self.proto
         proto.receive_data(data)
         events = proto.events_received()
-        self._flush()  # pongs, the echo of a close
+        if proto.writes:  # pongs, the echo of a close (most reads owe nothing)
+            self._flush()
         if self._close_timer is None and proto.close_expected():
             self._arm_close_timer()
         for event in events:
@@ -257,6 +258,11 @@ class Upstream(asyncio.Protocol):
             finally:
                 if self._waiter is waiter:
                     self._waiter = None
+
+    @property
+    def write_paused(self) -> bool:
+        """The transport's write buffer is over its high-water mark (``drain`` would wait)."""
+        return self._write_paused and not self._lost
 
     def write_buffer_size(self) -> int:
         return 0 if self.transport is None else self.transport.get_write_buffer_size()
