@@ -105,10 +105,12 @@ def run_token(settings: TokenSettings, args: argparse.Namespace, log: LogSetting
 def run_echo(settings: EchoSettings, args: argparse.Namespace, log: LogSettings) -> int:
     import asyncio
 
+    from .echo import loop_factory
     from .echo import run_echo as serve
 
     print(f"echo target on ws://{settings.host}:{settings.port}/", flush=True)
-    asyncio.run(serve(settings.host, settings.port))
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(serve(settings.host, settings.port))
     return 0
 
 

@@ -34,7 +34,7 @@ import logging
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
@@ -221,6 +221,37 @@ def split_target(target: bytes) -> tuple[str, bytes]:
 
 # --- the protocol -------------------------------------------------------------------------------
 
+class _Resume:
+    """Awaiting it goes on with a coroutine that already ran up to its first suspension
+    (``waiting``, what it yielded): values and exceptions (a cancellation) pass through."""
+
+    __slots__ = ("coro", "waiting")
+
+    def __init__(self, coro: Coroutine[object, object, None], waiting: object) -> None:
+        self.coro, self.waiting = coro, waiting
+
+    def __await__(self) -> Generator[object, object, None]:
+        coro, waiting = self.coro, self.waiting
+        del self.coro, self.waiting
+        while True:
+            try:
+                value = yield waiting
+            except BaseException as exc:
+                try:
+                    waiting = coro.throw(exc)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    waiting = coro.send(value)
+                except StopIteration:
+                    return
+
+
+async def _finish(coro: Coroutine[object, object, None], waiting: object) -> None:
+    await _Resume(coro, waiting)
+
+
 class ProtocolRequest:
     """One parsed request; its body is read in full before ``answer`` runs."""
 
@@ -292,9 +323,7 @@ class RelayHTTPProtocol(asyncio.Protocol):
         if stream is not None:
             self.stream = None
             stream.lost()
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
+        self._cancel_idle()
 
     def data_received(self, data: bytes) -> None:
         # The idle timer is not reset by data: a request must be complete within the keep-alive
@@ -385,6 +414,8 @@ class RelayHTTPProtocol(asyncio.Protocol):
             req.body_chunks.append(body)
 
     def on_message_complete(self) -> None:
+        if self.refused:  # an answer given in this read closed the connection: execute nothing more
+            raise _Refused
         req = self.req
         self.req = _NO_REQUEST
         req.keep_alive = self.parser.should_keep_alive()
@@ -402,17 +433,33 @@ class RelayHTTPProtocol(asyncio.Protocol):
             if len(self.queue) == self.limits.max_pipelined and self.transport is not None:
                 self.transport.pause_reading()  # resumed as the queue drains
         else:
-            self._start(req)
+            self._run(req)
 
     # answering
 
-    def _start(self, req: ProtocolRequest) -> None:
+    def _run(self, req: ProtocolRequest) -> None:
+        """Answer now, in the parser's callback: most answers (a send, a poll with messages
+        waiting, a stream starting) never wait, and then cost no task. One that waits goes on in
+        a task from where it stopped."""
         self.busy = True
-        timer = self.idle_timer  # running until a request starts (inline: the per-request path)
-        if timer is not None:
-            timer.cancel()
-            self.idle_timer = None
-        task = self.loop.create_task(self._answer(req))
+        self._cancel_idle()  # running until a request starts
+        answer = self._answer(req)
+        try:
+            waiting = answer.send(None)
+        except StopIteration:
+            return
+        except Exception as exc:  # as a task's unretrieved exception would be: logged
+            log_internal(log, "answer", exc)
+            return
+        self._track(self.loop.create_task(_finish(answer, waiting)))
+
+    def _start(self, req: ProtocolRequest) -> None:
+        """Answer a queued request in a task (not nested in the answer that just completed)."""
+        self.busy = True
+        self._cancel_idle()  # running until a request starts
+        self._track(self.loop.create_task(self._answer(req)))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
         tasks = self.connections.tasks
         tasks.add(task)
         task.add_done_callback(tasks.discard)

@@ -43,7 +43,7 @@ from polysocket_core.lifecycle import (
     sweep_verdict,
 )
 from polysocket_core.reservations import Reservation
-from polysocket_core.sequencing import InboundSequencer, OutboundBuffer, poll_answer
+from polysocket_core.sequencing import Frame, InboundSequencer, OutboundBuffer, poll_answer
 from polysocket_core.wire import CLOSE_TOO_BIG, binary_fragment, text_fragment
 
 from .config import RelayConfig
@@ -61,9 +61,9 @@ UPSTREAM_OPEN = State.OPEN
 
 
 class RelaySocket:
-    __slots__ = ("_close_seq", "_dropped", "_imposed", "_room", "_sent_through", "_stall",
-                 "_write_lock", "config", "conn", "id", "inbound", "last_seen", "meta", "metrics", "on_gone",
-                 "outbound", "protocol", "reservation", "state", "waiter")
+    __slots__ = ("_close_seq", "_dropped", "_imposed", "_room", "_sent_through", "_stall", "_write_lock",
+                 "_writers", "config", "conn", "id", "inbound", "last_seen", "meta", "metrics", "on_gone", "outbound",
+                 "protocol", "reservation", "state", "waiter")
 
     def __init__(
         self,
@@ -92,7 +92,8 @@ class RelaySocket:
         self._close_seq = -1  # seq of the final close message (CLOSED)
         self._imposed: tuple[int, str] | None = None  # close code/reason the relay imposes on the client
         self._sent_through = -1  # highest send seq whose frame was handed to the target
-        self._write_lock: asyncio.Lock | None = None  # created by the first send: idle sockets stay small
+        self._write_lock: asyncio.Lock | None = None  # created by the first send that waits: idle sockets stay small
+        self._writers = 0  # sends holding or waiting for the write lock
         self._room: bool | None = None  # True while parked: reading upstream waits for acks
         self._dropped = 0  # messages from the target dropped once the close started
         self._stall: tuple[float, int, int] | None = None  # a write waiting: since, buffered bytes, sent seq
@@ -277,20 +278,53 @@ class RelaySocket:
             raise
         if not frames:
             return
+        conn = self.conn
+        lock = self._write_lock
+        if (not self._writers and (lock is None or not lock.locked()) and len(frames) == 1
+                and not conn.write_paused):
+            # The common case: no send is writing or waiting, and the transport takes the frame
+            # now. Nothing awaits before it is written, so the order is the lock's; only a drain
+            # waits, under the lock (later sends queue behind it, the sweeper sees the stall).
+            frame = frames[0]
+            if self.state is not OPEN:
+                raise PolysocketError(ErrorCode.SOCKET_CLOSED, "socket is closing or closed")
+            if not conn.send(frame.data, frame.kind == "t"):
+                self._move(CLOSING)  # the upstream is going: its end queues the close message
+                raise PolysocketError(ErrorCode.SOCKET_CLOSED, "upstream connection closed")
+            if conn.write_paused:
+                self._writers += 1
+                try:
+                    async with self._lock():
+                        await conn.drain()
+                finally:
+                    self._writers -= 1
+            self._sent(frame)
+            return
+        self._writers += 1
+        try:
+            async with self._lock():  # FIFO: frames leave in the order the sequencer released them
+                for frame in frames:
+                    if self.state is not OPEN:
+                        raise PolysocketError(ErrorCode.SOCKET_CLOSED, "socket is closing or closed")
+                    if not conn.send(frame.data, frame.kind == "t"):
+                        self._move(CLOSING)  # the upstream is going: its end queues the close message
+                        raise PolysocketError(ErrorCode.SOCKET_CLOSED, "upstream connection closed")
+                    await conn.drain()
+                    self._sent(frame)
+        finally:
+            self._writers -= 1
+
+    def _lock(self) -> asyncio.Lock:
         lock = self._write_lock
         if lock is None:
             lock = self._write_lock = asyncio.Lock()
-        async with lock:  # FIFO: frames leave in the order the sequencer released them
-            for frame in frames:
-                if self.state is not OPEN:
-                    raise PolysocketError(ErrorCode.SOCKET_CLOSED, "socket is closing or closed")
-                if not self.conn.send(frame.data, frame.kind == "t"):
-                    self._move(CLOSING)  # the upstream is going: its end queues the close message
-                    raise PolysocketError(ErrorCode.SOCKET_CLOSED, "upstream connection closed")
-                await self.conn.drain()
-                self._sent_through = frame.seq
-                self.metrics.frames_in.inc()
-                self.metrics.bytes_in.inc(len(frame.data))
+        return lock
+
+    def _sent(self, frame: Frame) -> None:
+        self._sent_through = frame.seq
+        metrics = self.metrics
+        metrics.frames_in.value += 1
+        metrics.bytes_in.value += len(frame.data)
 
     # acknowledgements (polls, streams and sends carry them)
 

@@ -356,3 +356,26 @@ async def test_wss_with_a_certificate_for_another_name_is_upstream_failed(tls_ta
         with pytest.raises(PolysocketError) as exc:
             await open_socket(f"wss://target.test:{port}/", addresses=["127.0.0.1"])
     assert exc.value.code is ErrorCode.UPSTREAM_FAILED and "certificate" in exc.value.message, exc.value.message
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
+@pytest.mark.parametrize("text", [True, False])
+def test_a_frame_the_relay_writes_itself_is_what_websockets_reads_as_a_client_frame(size: int, text: bool) -> None:
+    """``Upstream.send`` builds its frames without websockets' Frame: websockets' own parser, as a
+    server reads a client, must get the same message back (final, masked, right opcode)."""
+    from websockets.frames import Frame, Opcode
+    from websockets.streams import StreamReader
+
+    data = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    first = upstream.client_frame(data, text)
+    second = upstream.client_frame(data, text)
+    for raw in (first, second):
+        reader = StreamReader()
+        reader.feed_data(raw)
+        parser = Frame.parse(reader.read_exact, mask=True)
+        with pytest.raises(StopIteration) as done:
+            next(parser)
+        frame = done.value.value
+        assert frame.fin and frame.opcode is (Opcode.TEXT if text else Opcode.BINARY) and frame.data == data
+        assert not reader.buffer  # nothing left over
+    assert first[-size - 4:-size or None] != second[-size - 4:-size or None]  # a fresh masking key each time
