@@ -482,20 +482,34 @@ class RelayHTTPProtocol(asyncio.Protocol):
                     log_internal(log, "answer", exc)
                     answer = error_answer(ErrorCode.INTERNAL, "internal error")
         status, headers, body = answer
-        if isinstance(body, bytes):
-            self._write(req, status, headers, body)
-        else:
-            self._write_stream(req, status, headers, body)
+        try:
+            if isinstance(body, bytes):
+                self._write(req, status, headers, body)
+            else:
+                self._write_stream(req, status, headers, body)
+        except Exception as exc:  # e.g. a stream body that fails to start: still a typed answer
+            log_internal(log, "answer", exc)
+            if self.stream is body:
+                self.stream = None
+                try:
+                    body.lost()  # write nothing more here
+                except Exception as lost_exc:
+                    log_internal(log, "answer", lost_exc)
+            if self.busy:  # nothing of this answer was written (busy ends with the write)
+                self.closing = True  # what the failed answer left behind is unknown
+                self._write(req, *error_answer(ErrorCode.INTERNAL, "internal error"))
 
     def _write(self, req: ProtocolRequest, status: int, headers: Headers, body: bytes) -> None:
         transport = self.transport
-        self.busy = False
         if transport is None or transport.is_closing():
+            self.busy = False
             return
         close = self.closing or not req.keep_alive or (self.eof and not self.queue)
-        transport.write(b"%b%b%bcontent-length: %d\r\n%b\r\n%b" % (
+        data = b"%b%b%bcontent-length: %d\r\n%b\r\n%b" % (
             status_line(status), date_line(), cached_block(headers), len(body),
-            b"connection: close\r\n" if close else b"", b"" if req.method == "HEAD" else body))
+            b"connection: close\r\n" if close else b"", b"" if req.method == "HEAD" else body)
+        self.busy = False
+        transport.write(data)
         self._after_answer(close)
 
     def _after_answer(self, close: bool) -> None:

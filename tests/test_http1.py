@@ -343,6 +343,37 @@ async def test_a_raising_answer_is_a_500_with_a_bounded_redacted_log(caplog: pyt
     assert SOCKET_ID not in text and len(text) < 6000
 
 
+@pytest.mark.parametrize("waits", [False, True])
+async def test_an_answer_that_fails_while_being_written_is_a_500_not_a_hung_connection(
+        waits: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """An exception after the endpoint returned (a stream body that cannot start) still answers:
+    the connection was left busy with nothing written and no keep-alive timer, forever."""
+
+    class Broken:
+        lost_calls = 0
+
+        def start(self, sink: Any) -> tuple[bytes, bool]:
+            raise RuntimeError("cannot start")
+
+        def stop(self) -> None: ...
+
+        def lost(self) -> None:
+            Broken.lost_calls += 1
+
+    async def answer(path: str, query: bytes, req: ProtocolRequest) -> Answer:
+        if waits:
+            await asyncio.sleep(0)
+        return 200, [], Broken()
+
+    proto, tr, _, conns = make(answer=answer)
+    with caplog.at_level(logging.ERROR, logger="polysocket.relay"):
+        proto.data_received(GET * 2)
+        await settle()
+    assert tr.statuses() == [500] and tr.closed and b"connection: close" in tr.buffer
+    assert Broken.lost_calls == 1 and not proto.busy and proto.stream is None and not conns.tasks
+    assert "cannot start" in caplog.text
+
+
 async def test_endpoint_internal_error_log_never_holds_the_socket_id(caplog: pytest.LogCaptureFixture) -> None:
     """D5: the endpoint's own catch-all logs neither the URL nor a socket id in full."""
     table = SocketTable(RelayConfig(fqdn="n.localhost"), RelayMetrics())
