@@ -76,6 +76,16 @@ def _mask_key() -> bytes:
     return _masks[at:at + 4]
 
 
+def _new_mask_pool() -> None:
+    """A forked child starts with a pool of its own: the parent's rest would give both processes
+    the same keys."""
+    global _masks, _mask_at
+    _masks, _mask_at = b"", 0
+
+
+os.register_at_fork(after_in_child=_new_mask_pool)
+
+
 def client_frame(data: bytes, text: bool) -> bytes:
     """One final, masked text or binary frame (RFC 6455 5.2), as a client sends it."""
     head = 0x81 if text else 0x82

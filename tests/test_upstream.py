@@ -379,3 +379,31 @@ def test_a_frame_the_relay_writes_itself_is_what_websockets_reads_as_a_client_fr
         assert frame.fin and frame.opcode is (Opcode.TEXT if text else Opcode.BINARY) and frame.data == data
         assert not reader.buffer  # nothing left over
     assert first[-size - 4:-size or None] != second[-size - 4:-size or None]  # a fresh masking key each time
+
+
+def test_a_forked_process_does_not_reuse_the_parents_masking_keys() -> None:
+    """The key pool is process state: a child forked with part of it left must not take the same
+    keys as the parent (RFC 6455 5.3: keys must not be predictable from earlier ones)."""
+    import os
+
+    upstream._mask_key()  # the pool is filled, most of it left
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next 16 keys, then out without pytest's teardown
+        try:
+            os.write(write, b"".join(upstream._mask_key() for _ in range(16)))
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        child = b""
+        while len(child) < 64:
+            chunk = os.read(read, 64 - len(child))
+            if not chunk:
+                break
+            child += chunk
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    parent = b"".join(upstream._mask_key() for _ in range(16))
+    assert len(child) == 64 and child != parent
