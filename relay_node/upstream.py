@@ -384,8 +384,8 @@ class Upstream(asyncio.Protocol):
             self._ping_sent = 0.0
             self._next_ping = now + (interval or 0.0)
             return False
-        if self._ping_sent:
-            if timeout is not None and now - self._ping_sent >= timeout:
+        if self._ping_sent and timeout is not None:  # without a timeout, pings go on regardless (as websockets)
+            if now - self._ping_sent >= timeout:
                 self.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
                 return True
             return False

@@ -125,6 +125,20 @@ async def test_the_sweep_fails_a_socket_whose_target_stops_answering_pings(targe
     assert got[-1]["code"] == 1006, got  # as websockets' own keepalive reported it
 
 
+async def test_without_a_ping_timeout_pings_go_on_every_interval(target: Target) -> None:
+    """--ping-timeout off keeps the pings going (NATs and proxies see traffic), as websockets'
+    keepalive does: one unanswered ping stopped them for the connection's life."""
+    table, sock = await open_socket(target.url, ping_interval_s=5.0, ping_timeout_s=None, idle_timeout_s=7200.0)
+    await wait_for(lambda: len(target.conns) == 1)
+    assert target.conns[0].transport is not None
+    target.conns[0].transport.pause_reading()  # no pong will come
+    t0 = time.monotonic()
+    table.sweep(t0 + 6)
+    assert sock.conn._ping_sent == t0 + 6
+    table.sweep(t0 + 12)
+    assert sock.conn._ping_sent == t0 + 12 and sock.state is SocketState.OPEN  # a second ping went out
+
+
 async def test_no_ping_when_the_interval_is_off(target: Target) -> None:
     table, sock = await open_socket(target.url, ping_interval_s=None, idle_timeout_s=7200.0)
     table.sweep(time.monotonic() + 3600)
