@@ -49,6 +49,7 @@ class EchoProtocol(asyncio.Protocol):
         self.flood: tuple[int, int] | None = None  # (next, end) of a flood being written
         self.backlog: list[tuple[bytes, bool]] = []  # messages that came during a flood
         self.write_paused = False
+        self.read_paused = False
         self.close_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -63,6 +64,7 @@ class EchoProtocol(asyncio.Protocol):
             elif isinstance(event, Request):
                 proto.send_response(proto.accept(event))
         self._flush()
+        self._reading()
 
     def eof_received(self) -> bool | None:
         self.proto.receive_eof()
@@ -79,12 +81,27 @@ class EchoProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        self._reading()
 
     def resume_writing(self) -> None:
         self.write_paused = False
         if self.flood is not None:
             self._pump()
             self._flush()
+        self._reading()
+
+    def _reading(self) -> None:
+        """Read only while the client reads its echoes (as websockets' server, whose handler
+        waits in ``send`` while its queue of received messages fills): a client that sends and
+        never reads would otherwise grow the write buffer by every message it sends. Also
+        paused while a flood holds ``MAX_BACKLOG`` messages to echo after it."""
+        paused = self.write_paused or len(self.backlog) >= MAX_BACKLOG
+        if paused is not self.read_paused and self.transport is not None:
+            self.read_paused = paused
+            if paused:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
 
     def _frame(self, frame: Frame) -> None:
         op = frame.opcode
@@ -110,8 +127,6 @@ class EchoProtocol(asyncio.Protocol):
                 return
         if self.flood is not None:  # echoes follow the flood, in order
             self.backlog.append((data, text))
-            if len(self.backlog) == MAX_BACKLOG and self.transport is not None:
-                self.transport.pause_reading()
             return
         if text and data[:6] in (b"close:", b"flood:", b"abort"):
             self._command(data.decode())
@@ -155,8 +170,6 @@ class EchoProtocol(asyncio.Protocol):
                 self._flush()
         self.flood = None
         backlog, self.backlog = self.backlog, []
-        if len(backlog) >= MAX_BACKLOG and self.transport is not None:
-            self.transport.resume_reading()
         for data, text in backlog:
             self._message(data, text)
 

@@ -23,8 +23,9 @@ It depends on nothing but asyncio and httptools: its arguments are the answer fu
 runs under ``loop.create_server`` (``relay_node.server``) and in tests over a transport double.
 
 A request the protocol refuses while parsing it (malformed, URL or headers over the
-limit, runaway pipelining) is answered with a typed JSON error and ``connection: close``, and
-nothing from that connection is executed after it, the refused request included.
+limit, runaway pipelining) is answered with a typed JSON error and ``connection: close`` (after
+the answer in progress, if any: answers are read in order), and nothing from that connection is
+executed after it, the refused request included.
 """
 
 from __future__ import annotations
@@ -287,7 +288,7 @@ class RelayHTTPProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection. Requests on a connection are answered in order, one at a time."""
 
     __slots__ = ("answer", "busy", "chunked", "closing", "connections", "eof", "idle_timer", "limits", "loop",
-                 "parser", "queue", "refused", "req", "stream", "transport", "write_paused")
+                 "parser", "queue", "refusal", "refused", "req", "stream", "transport", "write_paused")
 
     def __init__(self, answer: AnswerFn, limits: Limits, connections: Connections,
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -303,6 +304,7 @@ class RelayHTTPProtocol(asyncio.Protocol):
         self.closing = False  # close once the current answer is written
         self.eof = False  # the client half-closed: answer what it sent, then close
         self.refused = False  # a refusal was written: parse and execute nothing more
+        self.refusal: bytes | None = None  # a refusal waiting for the answer in progress
         self.write_paused = False  # the transport's write buffer is over its high-water mark
         self.idle_timer: asyncio.TimerHandle | None = None
         self.stream: StreamBody | None = None  # the streamed answer being written, if any
@@ -481,25 +483,52 @@ class RelayHTTPProtocol(asyncio.Protocol):
                 except Exception as exc:  # the seam should not raise; if it does, the client still gets an answer
                     log_internal(log, "answer", exc)
                     answer = error_answer(ErrorCode.INTERNAL, "internal error")
+                except asyncio.CancelledError as exc:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise  # this answer's task is cancelled (shutdown): the connection goes too
+                    # A future the endpoint awaited was cancelled (or, run in the parser's callback,
+                    # no task of its own): an error like any other, not a connection left busy.
+                    log_internal(log, "answer", exc)
+                    answer = error_answer(ErrorCode.INTERNAL, "internal error")
         status, headers, body = answer
-        if isinstance(body, bytes):
-            self._write(req, status, headers, body)
-        else:
-            self._write_stream(req, status, headers, body)
+        try:
+            if isinstance(body, bytes):
+                self._write(req, status, headers, body)
+            else:
+                self._write_stream(req, status, headers, body)
+        except Exception as exc:  # e.g. a stream body that fails to start: still a typed answer
+            log_internal(log, "answer", exc)
+            if self.stream is body:
+                self.stream = None
+                try:
+                    body.lost()  # write nothing more here
+                except Exception as lost_exc:
+                    log_internal(log, "answer", lost_exc)
+            if self.busy:  # nothing of this answer was written (busy ends with the write)
+                self.closing = True  # what the failed answer left behind is unknown
+                self._write(req, *error_answer(ErrorCode.INTERNAL, "internal error"))
 
     def _write(self, req: ProtocolRequest, status: int, headers: Headers, body: bytes) -> None:
         transport = self.transport
-        self.busy = False
         if transport is None or transport.is_closing():
+            self.busy = False
             return
         close = self.closing or not req.keep_alive or (self.eof and not self.queue)
-        transport.write(b"%b%b%bcontent-length: %d\r\n%b\r\n%b" % (
+        data = b"%b%b%bcontent-length: %d\r\n%b\r\n%b" % (
             status_line(status), date_line(), cached_block(headers), len(body),
-            b"connection: close\r\n" if close else b"", b"" if req.method == "HEAD" else body))
+            b"connection: close\r\n" if close else b"", b"" if req.method == "HEAD" else body)
+        self.busy = False
+        transport.write(data)
         self._after_answer(close)
 
     def _after_answer(self, close: bool) -> None:
-        """An answer is complete: close the connection, or go on with the next request."""
+        """An answer is complete: close the connection (after a refusal that waited for it), or go
+        on with the next request."""
+        refusal, self.refusal = self.refusal, None
+        if refusal is not None and not close and self.transport is not None:
+            self.transport.write(refusal)
+            close = True
         if close:
             self.refused = True  # whatever follows on this connection is not read
             self.queue = None
@@ -562,6 +591,8 @@ class RelayHTTPProtocol(asyncio.Protocol):
             b"connection: close\r\n" if self.closing else b"", piece))
         if not more:
             self._stream_done()
+        elif self.refusal is not None:
+            body.stop()  # a refusal waits behind it
 
     def write_chunk(self, data: bytes) -> None:
         """A piece of the stream in progress (StreamSink)."""
@@ -609,7 +640,9 @@ class RelayHTTPProtocol(asyncio.Protocol):
         """Refuse what the parser is reading: answer, close, and execute nothing more from this connection.
 
         Callbacks raise ``_Refused`` right after, so httptools stops parsing the rest of the read;
-        requests already queued were never started and are dropped with it.
+        requests already queued were never started and are dropped with it. An answer in progress
+        is written first (a client reads answers in order: the refusal in its place would read as
+        that request's, which may have been executed); a stream in progress ends for it.
         """
         if self.refused:
             return
@@ -618,8 +651,14 @@ class RelayHTTPProtocol(asyncio.Protocol):
         code = ErrorCode.BAD_REQUEST if status == 400 else (
             ErrorCode.RATE_LIMITED if status == 429 else ErrorCode.PAYLOAD_TOO_LARGE)
         _, headers, body = error_answer(code, message)
+        refusal = b"%b%b%bcontent-length: %d\r\nconnection: close\r\n\r\n%b" % (
+            status_line(status), date_line(), header_block(headers), len(body), body)
+        if self.busy:
+            self.refusal = refusal
+            if self.stream is not None:
+                self.stream.stop()
+            return
         transport = self.transport
         if transport is not None and not transport.is_closing():
-            transport.write(b"%b%b%bcontent-length: %d\r\nconnection: close\r\n\r\n%b" % (
-                status_line(status), date_line(), header_block(headers), len(body), body))
+            transport.write(refusal)
             self._close()

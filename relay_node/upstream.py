@@ -76,6 +76,16 @@ def _mask_key() -> bytes:
     return _masks[at:at + 4]
 
 
+def _new_mask_pool() -> None:
+    """A forked child starts with a pool of its own: the parent's rest would give both processes
+    the same keys."""
+    global _masks, _mask_at
+    _masks, _mask_at = b"", 0
+
+
+os.register_at_fork(after_in_child=_new_mask_pool)
+
+
 def client_frame(data: bytes, text: bool) -> bytes:
     """One final, masked text or binary frame (RFC 6455 5.2), as a client sends it."""
     head = 0x81 if text else 0x82
@@ -374,8 +384,8 @@ class Upstream(asyncio.Protocol):
             self._ping_sent = 0.0
             self._next_ping = now + (interval or 0.0)
             return False
-        if self._ping_sent:
-            if timeout is not None and now - self._ping_sent >= timeout:
+        if self._ping_sent and timeout is not None:  # without a timeout, pings go on regardless (as websockets)
+            if now - self._ping_sent >= timeout:
                 self.fail(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
                 return True
             return False

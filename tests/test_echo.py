@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.uri import parse_uri
 
-from polysocket_cli.echo import run_echo
+from polysocket_cli.echo import EchoProtocol, run_echo
 from polysocket_cli.processes import free_port
 
 
@@ -78,3 +82,46 @@ async def test_text_that_is_not_utf8_fails_the_connection_1007(echo_url: str) ->
         with pytest.raises(ConnectionClosed):
             await ws.recv()
         assert ws.close_code == 1007
+
+
+async def test_a_client_that_sends_without_reading_does_not_grow_the_echos_write_buffer() -> None:
+    """Reading pauses while the client does not read its echoes: the bytes held for it stay near
+    the transport's high-water mark instead of growing by every message it sends."""
+    loop = asyncio.get_running_loop()
+    made: list[EchoProtocol] = []
+
+    def factory() -> EchoProtocol:
+        made.append(EchoProtocol())
+        return made[-1]
+
+    server = await loop.create_server(factory, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the client reads nothing
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    client = ClientProtocol(parse_uri(f"ws://127.0.0.1:{port}/"))
+    client.send_request(client.connect())
+    await loop.sock_sendall(sock, client.data_to_send()[0])
+    client.receive_data(await loop.sock_recv(sock, 65536))
+    assert client.state is State.OPEN
+
+    async def send_all() -> None:
+        for _ in range(200):  # 12.5 MiB to echo
+            client.send_binary(b"x" * 65536)
+            for data in client.data_to_send():
+                await loop.sock_sendall(sock, data)
+
+    sender = asyncio.create_task(send_all())
+    try:
+        await asyncio.wait([sender], timeout=2)  # done (the echo read it all: the bug) or blocked
+        transport = made[0].transport
+        assert transport is not None
+        assert transport.get_write_buffer_size() < 1024 * 1024
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+        sock.close()
+        server.close()
+        await server.wait_closed()

@@ -280,10 +280,62 @@ async def test_runaway_pipeline_is_cut_and_the_queue_dropped() -> None:
     ans.hold()
     proto.data_received(GET * 10)
     await settle()
-    assert tr.statuses() == [429] and tr.closed
+    assert tr.buffer == b"" and not tr.closed  # the refusal waits for the answer in progress
     ans.release()
     await settle()
+    assert tr.statuses() == [200, 429] and tr.closed
     assert len(ans.calls) == 1  # only the request already being answered ran
+
+
+@pytest.mark.parametrize(("raw", "status"), [
+    (b"GARBAGE\r\n\r\n", 400),
+    (b"GET /" + b"x" * 200 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+])
+async def test_a_refusal_behind_an_answer_in_progress_comes_after_it(raw: bytes, status: int) -> None:
+    """Answers are read in order: a refusal written while an earlier request is being answered
+    would read as that request's answer (a send that was executed would look refused)."""
+    proto, tr, ans, _ = make(max_url_bytes=100)
+    ans.hold()
+    proto.data_received(GET)
+    await settle()
+    proto.data_received(raw)
+    await settle()
+    assert tr.buffer == b"" and not tr.closed
+    ans.release()
+    await settle()
+    assert tr.statuses() == [200, status] and tr.closed and len(ans.calls) == 1
+    first, second = tr.buffer.split(b"HTTP/1.1 ")[1:]
+    assert b"connection: close" not in first and b"connection: close" in second
+
+
+@pytest.mark.parametrize("waits", [False, True])
+async def test_an_answer_whose_awaited_future_is_cancelled_is_a_500(waits: bool) -> None:
+    """A cancelled future inside the endpoint (not a cancelled answer task) is an error like any
+    other: the connection was left busy without an answer."""
+    async def answer(path: str, query: bytes, req: ProtocolRequest) -> Answer:
+        fut = asyncio.get_running_loop().create_future()
+        if waits:
+            asyncio.get_running_loop().call_soon(fut.cancel)
+        else:
+            fut.cancel()
+        await fut
+        return OK
+
+    proto, tr, _, conns = make(answer=answer)
+    proto.data_received(GET * 2)
+    await settle()
+    assert tr.statuses() == [500, 500] and not proto.busy and not conns.tasks
+
+
+async def test_shutdown_cancelling_a_waiting_answer_writes_nothing() -> None:
+    proto, tr, ans, conns = make()
+    ans.hold()
+    proto.data_received(GET)
+    await settle()
+    assert conns.tasks
+    conns.abort()
+    await settle()
+    assert not conns.tasks and tr.closed and tr.buffer == b""
 
 
 async def test_connection_lost_mid_answer() -> None:
@@ -341,6 +393,37 @@ async def test_a_raising_answer_is_a_500_with_a_bounded_redacted_log(caplog: pyt
     assert tr.statuses() == [500] and not tr.closed
     text = caplog.text
     assert SOCKET_ID not in text and len(text) < 6000
+
+
+@pytest.mark.parametrize("waits", [False, True])
+async def test_an_answer_that_fails_while_being_written_is_a_500_not_a_hung_connection(
+        waits: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """An exception after the endpoint returned (a stream body that cannot start) still answers:
+    the connection was left busy with nothing written and no keep-alive timer, forever."""
+
+    class Broken:
+        lost_calls = 0
+
+        def start(self, sink: Any) -> tuple[bytes, bool]:
+            raise RuntimeError("cannot start")
+
+        def stop(self) -> None: ...
+
+        def lost(self) -> None:
+            Broken.lost_calls += 1
+
+    async def answer(path: str, query: bytes, req: ProtocolRequest) -> Answer:
+        if waits:
+            await asyncio.sleep(0)
+        return 200, [], Broken()
+
+    proto, tr, _, conns = make(answer=answer)
+    with caplog.at_level(logging.ERROR, logger="polysocket.relay"):
+        proto.data_received(GET * 2)
+        await settle()
+    assert tr.statuses() == [500] and tr.closed and b"connection: close" in tr.buffer
+    assert Broken.lost_calls == 1 and not proto.busy and proto.stream is None and not conns.tasks
+    assert "cannot start" in caplog.text
 
 
 async def test_endpoint_internal_error_log_never_holds_the_socket_id(caplog: pytest.LogCaptureFixture) -> None:

@@ -213,3 +213,18 @@ async def test_a_client_that_never_reads_its_stream_does_not_hold_the_connection
         client.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_refusal_behind_an_open_stream_ends_it_then_follows_it() -> None:
+    """A malformed request behind an open stream: the stream ends (terminal chunk), the refusal
+    comes after it, then the connection closes; the stream's answer is not cut off by it."""
+    ans = Streams()
+    proto, tr, _, _ = make(ans)
+    proto.data_received(STREAM_REQ)
+    await settle()
+    proto.data_received(b"GARBAGE\r\n\r\n")
+    await settle()
+    stream = ans.streams[0]
+    assert stream.stops == 1 and tr.closed
+    assert tr.statuses() == [200, 400]
+    assert b"0\r\n\r\nHTTP/1.1 400 " in tr.buffer  # the stream's end, then the refusal

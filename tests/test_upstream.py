@@ -125,6 +125,20 @@ async def test_the_sweep_fails_a_socket_whose_target_stops_answering_pings(targe
     assert got[-1]["code"] == 1006, got  # as websockets' own keepalive reported it
 
 
+async def test_without_a_ping_timeout_pings_go_on_every_interval(target: Target) -> None:
+    """--ping-timeout off keeps the pings going (NATs and proxies see traffic), as websockets'
+    keepalive does: one unanswered ping stopped them for the connection's life."""
+    table, sock = await open_socket(target.url, ping_interval_s=5.0, ping_timeout_s=None, idle_timeout_s=7200.0)
+    await wait_for(lambda: len(target.conns) == 1)
+    assert target.conns[0].transport is not None
+    target.conns[0].transport.pause_reading()  # no pong will come
+    t0 = time.monotonic()
+    table.sweep(t0 + 6)
+    assert sock.conn._ping_sent == t0 + 6
+    table.sweep(t0 + 12)
+    assert sock.conn._ping_sent == t0 + 12 and sock.state is SocketState.OPEN  # a second ping went out
+
+
 async def test_no_ping_when_the_interval_is_off(target: Target) -> None:
     table, sock = await open_socket(target.url, ping_interval_s=None, idle_timeout_s=7200.0)
     table.sweep(time.monotonic() + 3600)
@@ -379,3 +393,31 @@ def test_a_frame_the_relay_writes_itself_is_what_websockets_reads_as_a_client_fr
         assert frame.fin and frame.opcode is (Opcode.TEXT if text else Opcode.BINARY) and frame.data == data
         assert not reader.buffer  # nothing left over
     assert first[-size - 4:-size or None] != second[-size - 4:-size or None]  # a fresh masking key each time
+
+
+def test_a_forked_process_does_not_reuse_the_parents_masking_keys() -> None:
+    """The key pool is process state: a child forked with part of it left must not take the same
+    keys as the parent (RFC 6455 5.3: keys must not be predictable from earlier ones)."""
+    import os
+
+    upstream._mask_key()  # the pool is filled, most of it left
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next 16 keys, then out without pytest's teardown
+        try:
+            os.write(write, b"".join(upstream._mask_key() for _ in range(16)))
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        child = b""
+        while len(child) < 64:
+            chunk = os.read(read, 64 - len(child))
+            if not chunk:
+                break
+            child += chunk
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    parent = b"".join(upstream._mask_key() for _ in range(16))
+    assert len(child) == 64 and child != parent
