@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable
 from typing import BinaryIO
 
+from loopback import LoopbackServer
+
 Sink = Callable[[bytes], None]
 
 
@@ -88,7 +90,7 @@ class _Cut(Exception):
     """The proxy cut a stream on purpose."""
 
 
-class RelayProxy:
+class RelayProxy(LoopbackServer):
     """Listens on 127.0.0.1:``port`` and forwards every request to 127.0.0.1:``upstream``."""
 
     def __init__(self, upstream: int, mode: str, cut_after: int = 4000) -> None:
@@ -100,21 +102,9 @@ class RelayProxy:
         self.streams = 0
         self.cuts = 0  # streams cut in the middle
         self._lock = threading.Lock()
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = int(self.sock.getsockname()[1])
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         conn.settimeout(60)
         with conn, conn.makefile("rb") as cf:
             head = _read_head(cf)  # type: ignore[arg-type]
@@ -170,6 +160,3 @@ class RelayProxy:
     def stream_paths(self) -> list[str]:
         with self._lock:
             return [p for p in self.paths if p.startswith("/stream")]
-
-    def close(self) -> None:
-        self.sock.close()

@@ -12,13 +12,13 @@ import hashlib
 import json
 import random
 import socket
-import threading
 import time
 import urllib.request
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from loopback import LoopbackServer
 from psbrowser import BrowserStack, PageFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.stack]
@@ -742,33 +742,18 @@ def test_burst_leaves_in_batches(
 # ------------------------------------------------------------------------------------------ page load, CORS
 
 
-class SlowResource:
+class SlowResource(LoopbackServer):
     """An HTTP server on loopback that answers every request after ``delay`` seconds (an empty 200)."""
 
     def __init__(self, delay: float) -> None:
         self.delay = delay
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = int(self.sock.getsockname()[1])
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__(backlog=8)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
-
-    def _answer(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         with conn:
             conn.recv(65536)
             time.sleep(self.delay)
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def test_jsonp_does_not_hold_the_load_event(pages: PageFactory, browser_stack: BrowserStack) -> None:
