@@ -244,7 +244,7 @@ def container_environment(task_def: dict[str, Any], ssm: Any) -> dict[str, str]:
 
 def image_entrypoint() -> list[str]:
     """The Dockerfile's ENTRYPOINT + CMD, with the image's script mapped to its file here."""
-    from tests.test_deploy_artifacts import dockerfile_instructions, image_command
+    from tests.support.dockerfile import dockerfile_instructions, image_command
 
     return image_command(dockerfile_instructions((ROOT / "Dockerfile").read_text()))
 

@@ -17,9 +17,8 @@ import pytest
 
 from polysocket_cli.processes import Proc, Stack
 from polysocket_core.errors import ErrorCode, PolysocketError
-
-from .sse_client import SSEStream, StreamEnded
-from .wire_client import Conn, connect
+from tests.support.sse_client import SSEStream, StreamEnded
+from tests.support.wire_client import Conn, connect
 
 pytestmark = pytest.mark.stack
 
