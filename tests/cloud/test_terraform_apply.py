@@ -49,9 +49,9 @@ import pytest
 import redis
 
 from polysocket_cli.processes import Stack, free_port
+from tests.support.imds_standin import metadata_standin
 
 from .conftest import _harness, a_records
-from .imds_standin import metadata_standin
 
 pytestmark = pytest.mark.cloud
 

@@ -467,7 +467,7 @@ def test_entrypoint_serves_names_itself_and_drains_on_sigterm(dockerfile: list[t
     import redis
 
     from polysocket_cli.processes import Stack, free_port
-    from tests.cloud.imds_standin import metadata_standin
+    from tests.support.imds_standin import metadata_standin
 
     task_id = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
     ecs_task = {"TaskARN": f"arn:aws:ecs:us-east-1:000000000000:task/polysocket-prod/{task_id}",
