@@ -6,15 +6,17 @@ gone or a moved path would land unnoticed. This asks make for each target's comm
 printed, never run), keeps those that run pytest, and runs each with ``--collect-only -q``.
 ``make test`` runs it before the tests (``make check-targets``).
 
-    python scripts/check_make_targets.py [--make make]
+    python scripts/check_make_targets.py [--make make] [--makefile Makefile]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,10 +29,10 @@ def targets(makefile: Path) -> list[str]:
     return list(dict.fromkeys(RULE.findall(makefile.read_text())))
 
 
-def pytest_commands(make: str, target: str) -> list[str]:
+def pytest_commands(make: str, makefile: Path, target: str) -> list[str]:
     """The pytest command lines ``make -n target`` prints (with its prerequisites' commands)."""
-    dry = subprocess.run([make, "--no-print-directory", "-n", target], cwd=ROOT, capture_output=True, text=True,
-                         check=False, timeout=60)
+    dry = subprocess.run([make, "--no-print-directory", "-f", str(makefile), "-n", target], cwd=ROOT,
+                         capture_output=True, text=True, check=False, timeout=60)
     if dry.returncode != 0:
         raise SystemExit(f"make -n {target} failed:\n{dry.stderr}")
     return [line.strip() for line in dry.stdout.splitlines() if PYTEST.search(line)]
@@ -45,17 +47,20 @@ def collects(command: str) -> subprocess.CompletedProcess[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--make", default="make")
+    parser.add_argument("--makefile", type=Path, default=ROOT / "Makefile", help="read from the repository root")
     args = parser.parse_args()
+    makefile = args.makefile.resolve()
     by_command: dict[str, list[str]] = {}
-    for target in targets(ROOT / "Makefile"):
-        for command in pytest_commands(args.make, target):
+    for target in targets(makefile):
+        for command in pytest_commands(args.make, makefile, target):
             by_command.setdefault(command, []).append(target)
     if not by_command:
         print("no target runs pytest: the Makefile or this script's reading of it changed", file=sys.stderr)
         return 1
     failed = 0
-    for command, names in by_command.items():
-        result = collects(command)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # each collection is mostly imports
+        results = list(pool.map(collects, by_command))
+    for (command, names), result in zip(by_command.items(), results, strict=True):
         # 5 is "no tests collected": a target whose paths or markers select nothing is broken too.
         ok = result.returncode == 0
         print(f"{'ok  ' if ok else 'FAIL'} {', '.join(names)}: {command}")
