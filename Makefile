@@ -1,24 +1,34 @@
 # Two commands on a fresh machine: `make run` (the local stack) and `make test` (every test).
 # Both install what they need first: a virtualenv with the project, Node's `ws` for the second
 # test target, Debian's Chromium for the browser tests, and LocalStack and Let's Encrypt's
-# test CA pebble (Debian) for the AWS tests.
+# test CA pebble (Debian) for the AWS tests. While working, `make unit` is the quick loop: it
+# needs the virtualenv only. `make help` lists every target; tests/README.md says where tests live.
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test deps lint typecheck pytest faults faults-full clean
+.PHONY: help run test unit deps lint fmt typecheck check-targets pytest faults faults-full clean
 
-run: deps
+run: deps ## the whole stack on loopback (polysocket dev)
 	$(VENV)/bin/polysocket dev
 
-test: deps lint typecheck pytest
+test: deps lint typecheck check-targets pytest ## everything CI runs (.ci/run): installs, lint, types, every test
+
+# The quick loop: pure and in-process tests (tests/unit), nothing installed beyond the virtualenv.
+unit: $(STAMP) ## pure and in-process tests only (tests/unit), under a minute
+	$(PY) -m pytest tests/unit
+
+help: ## this list
+	@grep -E '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /\1\t/' | expand -t 16
 
 LOCALSTACK_VENV ?= localstack/.venv
 
-deps: $(STAMP) tests/targets/node_modules/.package-lock.json client/node_modules/.package-lock.json /usr/bin/chromium \
-      /usr/bin/pebble $(LOCALSTACK_VENV)/bin/localstack node_modules/.package-lock.json localstack/.tools/.installed \
-      bench/node/node_modules/.package-lock.json
+DEPS := $(STAMP) tests/targets/node_modules/.package-lock.json client/node_modules/.package-lock.json /usr/bin/chromium \
+        /usr/bin/pebble $(LOCALSTACK_VENV)/bin/localstack node_modules/.package-lock.json localstack/.tools/.installed \
+        bench/node/node_modules/.package-lock.json
+
+deps: $(DEPS) ## install everything the tests need (venv, npm trees, Chromium, pebble, LocalStack, tools)
 
 # LocalStack (no Docker) in a venv of its own, pinned: the AWS half's tests run against it.
 $(LOCALSTACK_VENV)/bin/localstack: localstack/install.sh
@@ -53,26 +63,36 @@ bench/node/node_modules/.package-lock.json: bench/node/package-lock.json
 	@if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(notdir $@); \
 	else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(notdir $@); fi
 
-lint:
+lint: ## ruff check
 	$(PY) -m ruff check .
 
-typecheck:
+# Not `ruff format`: the code base keeps its own layout (aligned continuations, 120 columns), which
+# `ruff format` would rewrite in most files. This applies ruff's safe fixes, import order included.
+fmt: $(STAMP) ## apply ruff's safe fixes, import sorting included
+	$(PY) -m ruff check --fix .
+
+typecheck: ## mypy --strict over the packages, tests/support, bench, deploy and scripts
 	$(PY) -m mypy
+
+# Every pytest command of every target must collect (a flag pytest refuses, a marker or path gone):
+# scripts/check_make_targets.py runs each with --collect-only, so a broken target cannot land.
+check-targets: $(STAMP) ## every target's pytest command collects
+	$(PY) scripts/check_make_targets.py
 
 # Two runs: Playwright's sync API keeps an event loop alive in the main thread while its browser
 # is open, which would break every asyncio test that runs after it in the same process.
-pytest:
+pytest: ## the test runs of `make test` (no installs)
 	$(PY) -m pytest --ignore=tests/browser --ignore=tests/cloud
 	PSTEST_LOCALSTACK_VENV=$(abspath $(LOCALSTACK_VENV)) $(PY) -m pytest tests/cloud
 	$(PY) -m pytest tests/browser
 
 # The fault campaign alone (also part of `make test`, in its CI profile): tests/faults/README.md.
-faults: deps
+faults: deps ## the fault campaign, CI profile (tests/faults/README.md)
 	$(PY) -m pytest -m faults tests/faults tests/fuzz
 
-faults-full: deps
+faults-full: deps ## the fault campaign, long profile
 	PSTEST_FAULTS=full $(PY) -m pytest -m faults tests/faults tests/fuzz -p no:timeout
 
-clean:
+clean: ## remove the venvs and the npm trees
 	rm -rf $(VENV) node_modules tests/targets/node_modules client/node_modules bench/node/node_modules \
 	       $(LOCALSTACK_VENV) localstack/.tools

@@ -158,7 +158,7 @@ class PolysocketSession(Session):
         if seq <= self.ack:
             return False  # redelivered (by a poll whose answer was lost, or a new stream): processed
         self.ack = seq
-        kind = m["type"]
+        kind: str = m["type"]
         if kind == "text":
             fut = self.pending
             if fut is not None and not fut.done():

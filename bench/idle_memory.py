@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import gc
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -30,24 +29,9 @@ from pathlib import Path
 
 import orjson
 
+from polysocket_cli.processes import free_port, wait_port
+
 CLIENT_CONCURRENCY = 64
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on port {port}")
 
 
 # the polling clients (a child process)

@@ -171,7 +171,7 @@ def main() -> None:
     ap.add_argument("--profile", type=Path, default=None)
     args = ap.parse_args()
     trees = [tuple(t.split("=", 1)) for t in args.tree]
-    asyncio.run(run(trees, args.sessions, args.messages, args.rounds, args.profile))  # type: ignore[arg-type]
+    asyncio.run(run(trees, args.sessions, args.messages, args.rounds, args.profile))
 
 
 if __name__ == "__main__":

@@ -40,13 +40,13 @@ locals {
 
   # SIGTERM starts the drain (serve for the grace period, close with 1001, deregister, remove the DNS
   # records); ECS sends SIGKILL stopTimeout seconds later. Measured: a relay with a live socket exits
-  # about grace + 2 s after SIGTERM (tests/test_deploy_artifacts.py); 30 s covers closing handshakes,
+  # about grace + 2 s after SIGTERM (tests/stack/test_deploy_artifacts.py); 30 s covers closing handshakes,
   # the 5 s graceful close of answers in progress and a slow Route 53 DELETE.
   relay_stop_timeout = min(var.relay_drain_grace + 30, 120)
 
   # The relay's settings (`polysocket relay --help`; every flag is a POLYSOCKET_* variable). The image
   # sets POLYSOCKET_HOST=0.0.0.0. RELAY_DOMAIN is read by the image's entrypoint, which names the node
-  # {ecs-task-id}.{relay_domain}. tests/test_deploy_artifacts.py checks every name here is a setting.
+  # {ecs-task-id}.{relay_domain}. tests/stack/test_deploy_artifacts.py checks every name here is a setting.
   relay_environment = merge({
     POLYSOCKET_PORT                       = tostring(var.relay_port)
     RELAY_DOMAIN                          = var.relay_domain

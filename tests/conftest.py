@@ -6,16 +6,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from polysocket_cli.processes import Proc, Stack, free_port, wait_port
-
-from .wire_client import Conn, connect
+from tests.support.stack import RunningStack
 
 TARGETS_DIR = Path(__file__).parent / "targets"
 
@@ -31,22 +28,6 @@ def start_node_echo(stack: Stack) -> Proc:
     stack.procs.append(proc)
     wait_port(port, proc=popen)
     return proc
-
-
-@dataclass
-class RunningStack:
-    stack: Stack
-    router_url: str
-    relays: dict[str, Proc]
-    token: str  # any origin, loopback targets (the router allowlists 127.0.0.0/8 and ::1)
-    targets: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def redis_url(self) -> str:
-        return self.stack.redis_url
-
-    async def connect(self, http: httpx.AsyncClient, target: str, **kw: Any) -> Conn:
-        return await connect(http, self.router_url, target, token=self.token, **kw)
 
 
 @pytest.fixture(scope="session")

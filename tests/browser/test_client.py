@@ -21,6 +21,8 @@ import pytest
 from loopback import LoopbackServer
 from psbrowser import BrowserStack, PageFactory
 
+from tests.support.ports import free_port
+
 pytestmark = [pytest.mark.browser, pytest.mark.stack]
 
 MODES = ["websocket", "xhr", "jsonp"]
@@ -87,12 +89,6 @@ def fetch_via_loopback(route: Any) -> Any:
         url = urlunsplit((parts.scheme, f"127.0.0.1:{parts.port}", parts.path, parts.query, ""))
         return route.fetch(url=url)
     return route.fetch()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ------------------------------------------------------------------------------------------ basics

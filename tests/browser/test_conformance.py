@@ -9,22 +9,17 @@ EventTarget, no Event constructors, no URL API, as in IE 9-11) and with the mini
 from __future__ import annotations
 
 import json
-import socket
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 from psbrowser import BrowserStack
 
+from tests.support.ports import free_port
+
 pytestmark = [pytest.mark.browser, pytest.mark.stack]
 
 FALLBACKS = "EventTarget,Event,MessageEvent,CloseEvent,URL,Reflect"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_page(context: Any, stack: BrowserStack, init_script: str = "", **params: str) -> dict[str, Any]:

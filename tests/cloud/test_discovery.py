@@ -11,9 +11,9 @@ import pytest
 from relay_node.aws.discovery import DiscoveryError, discover_public_ip, imds_get
 from relay_node.aws.node import NodeCloud
 from relay_node.aws.settings import CloudSettings
+from tests.support.imds_standin import metadata_standin
 
 from .conftest import a_records
-from .imds_standin import metadata_standin
 
 pytestmark = pytest.mark.cloud
 

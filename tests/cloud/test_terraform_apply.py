@@ -49,9 +49,9 @@ import pytest
 import redis
 
 from polysocket_cli.processes import Stack, free_port
+from tests.support.imds_standin import metadata_standin
 
 from .conftest import _harness, a_records
-from .imds_standin import metadata_standin
 
 pytestmark = pytest.mark.cloud
 
@@ -244,7 +244,7 @@ def container_environment(task_def: dict[str, Any], ssm: Any) -> dict[str, str]:
 
 def image_entrypoint() -> list[str]:
     """The Dockerfile's ENTRYPOINT + CMD, with the image's script mapped to its file here."""
-    from tests.test_deploy_artifacts import dockerfile_instructions, image_command
+    from tests.support.dockerfile import dockerfile_instructions, image_command
 
     return image_command(dockerfile_instructions((ROOT / "Dockerfile").read_text()))
 

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from tests.wire_client import decode_jsonp
+from tests.support.wire_client import decode_jsonp
 
 from .rawhttp import RawHTTP
 

@@ -15,7 +15,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from polysocket_cli.processes import Stack, free_port
-from tests.wire_client import connect
+from tests.support.wire_client import connect
 
 from .conftest import Profile, current_profile, seed_for
 from .proxy import FaultProxy, FaultRates

@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from websockets.asyncio.server import serve
 
 from polysocket_cli.processes import Proc, Stack, free_port, valkey_binary
-from tests.wire_client import Conn, connect, connect_raw
+from tests.support.wire_client import Conn, connect, connect_raw
 
 from .conftest import Profile, alive
 from .rawhttp import RawHTTP

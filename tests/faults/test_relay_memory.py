@@ -19,7 +19,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from polysocket_cli.processes import Proc, Stack, free_port
-from tests.wire_client import Conn, connect
+from tests.support.wire_client import Conn, connect
 
 from .conftest import MiB, Profile, rss_bytes, wait_until
 

@@ -21,7 +21,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from polysocket_cli.processes import Proc, Stack, free_port
-from tests.wire_client import Conn, connect, connect_raw
+from tests.support.wire_client import Conn, connect, connect_raw
 
 from .conftest import MiB, Profile, alive, rss_bytes, wait_until
 from .rawhttp import RawHTTP

@@ -242,7 +242,7 @@ def clean_log(text: str, name: str) -> None:
 async def test_relay_survives_hostile_requests_and_raw_bytes(fz: FuzzStack, profile: Profile) -> None:
     from websockets.asyncio.server import serve
 
-    from tests.wire_client import connect
+    from tests.support.wire_client import connect
 
     seed = seed_for("PSTEST_FUZZ_SEED")
     n = profile.http_fuzz_requests

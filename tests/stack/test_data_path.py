@@ -9,7 +9,7 @@ import os
 import httpx
 import pytest
 
-from .conftest import RunningStack
+from tests.support.stack import RunningStack
 
 pytestmark = pytest.mark.stack
 
@@ -162,8 +162,7 @@ async def test_slow_poller_with_fast_target_loses_nothing(stack: RunningStack, h
 
 async def test_target_refusing_is_upstream_failed(stack: RunningStack, http: httpx.AsyncClient) -> None:
     from polysocket_cli.processes import free_port
-
-    from .wire_client import connect_raw
+    from tests.support.wire_client import connect_raw
 
     answer = await connect_raw(http, stack.router_url,
                                {"from": "t", "token": stack.token, "target": f"ws://127.0.0.1:{free_port()}/"})

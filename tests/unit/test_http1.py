@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from typing import Any
 
 import orjson
@@ -19,7 +18,6 @@ from relay_node.endpoints import RelayEndpoints
 from relay_node.http1 import (
     Answer,
     BadTarget,
-    Connections,
     Limits,
     ProtocolRequest,
     RelayHTTPProtocol,
@@ -27,92 +25,9 @@ from relay_node.http1 import (
 )
 from relay_node.metrics import RelayMetrics
 from relay_node.table import SocketTable
+from tests.support.http1 import GET, OK, Answerer, MockTransport, make, settle
 
-OK: Answer = (200, [(b"content-type", b"application/json")], b'{"ok":true}')
 SOCKET_ID = "NlXHq0vw3AbCdEfGhIjKlMnOpQrStUvW"  # the shape of a socket id: 32 URL-safe base64 chars
-
-
-class MockTransport:
-    """Records writes; ``close`` only marks (the test decides when ``connection_lost`` comes)."""
-
-    def __init__(self) -> None:
-        self.buffer = b""
-        self.closed = False
-        self.read_paused = False
-
-    def write(self, data: bytes) -> None:
-        assert not self.closed, "write after close"
-        self.buffer += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def abort(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def get_write_buffer_size(self) -> int:
-        return 0  # the client reads everything at once
-
-    def pause_reading(self) -> None:
-        self.read_paused = True
-
-    def resume_reading(self) -> None:
-        self.read_paused = False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return default
-
-    def statuses(self) -> list[int]:
-        return [int(s) for s in re.findall(rb"HTTP/1\.1 (\d{3}) ", self.buffer)]
-
-
-class Answerer:
-    """The ``answer`` seam double: records calls; ``hold`` makes answers wait for ``release``."""
-
-    def __init__(self, answer: Answer = OK) -> None:
-        self.calls: list[tuple[str, bytes, str, bytes]] = []
-        self.answer_value = answer
-        self.gate: asyncio.Event | None = None
-        self.running = 0
-        self.max_running = 0
-
-    def hold(self) -> None:
-        self.gate = asyncio.Event()
-
-    def release(self) -> None:
-        assert self.gate is not None
-        self.gate.set()
-
-    async def __call__(self, path: str, query: bytes, req: ProtocolRequest) -> Answer:
-        self.calls.append((path, query, req.method, await req.body()))
-        self.running += 1
-        self.max_running = max(self.max_running, self.running)
-        try:
-            if self.gate is not None:
-                await self.gate.wait()
-        finally:
-            self.running -= 1
-        return self.answer_value
-
-
-def make(answer: Any = None, **limits: Any) -> tuple[RelayHTTPProtocol, MockTransport, Answerer, Connections]:
-    answerer = answer if answer is not None else Answerer()
-    conns = Connections()
-    proto = RelayHTTPProtocol(answerer, Limits(**limits), conns)
-    transport = MockTransport()
-    proto.connection_made(transport)  # type: ignore[arg-type]
-    return proto, transport, answerer, conns
-
-
-async def settle() -> None:
-    for _ in range(10):
-        await asyncio.sleep(0)
-
-
-GET = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
 async def test_simple_get_keeps_the_connection() -> None:

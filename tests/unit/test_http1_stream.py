@@ -1,5 +1,5 @@
 """Streamed answers of relay_node.http1 (what ``GET /stream`` rides on), over the transport double of
-tests/test_http1.py: chunked framing, the connection after a stream, pipelining behind it, the
+tests/support/http1.py: chunked framing, the connection after a stream, pipelining behind it, the
 keep-alive timer, disconnects, half-close, shutdown and HTTP/1.0."""
 
 from __future__ import annotations
@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from relay_node.http1 import Answer, Connections, Limits, ProtocolRequest, RelayHTTPProtocol, StreamSink
-
-from .test_http1 import GET, OK, MockTransport, make, settle
+from tests.support.http1 import GET, OK, MockTransport, make, settle
 
 STREAM_REQ = b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n"
 

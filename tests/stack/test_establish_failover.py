@@ -25,8 +25,7 @@ from polysocket_cli.processes import Proc, Stack
 from polysocket_core.control import EstablishReply, EstablishRequest, Keys, decode_inbox
 from router_fn.admission import Admitted
 from router_fn.establish import Establisher
-
-from .wire_client import connect_raw
+from tests.support.wire_client import connect_raw
 
 pytestmark = pytest.mark.stack
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-CLIENT = Path(__file__).resolve().parent.parent / "client"
+CLIENT = Path(__file__).resolve().parents[2] / "client"
 
 
 def _need(condition: bool, why: str) -> None:
@@ -74,7 +74,7 @@ def test_pure_helpers_under_node(node: str) -> None:
     """UTF-8 lengths, URL/body budgets, base64, batch frames and the ES3 URL parser, checked on seeded
     random inputs against Node's Buffer, JSON and WHATWG URL, and the text/event-stream reader on
     stream bodies cut at random (tests/client_units/helpers.test.js)."""
-    script = Path(__file__).resolve().parent / "client_units" / "helpers.test.js"
+    script = Path(__file__).resolve().parents[1] / "client_units" / "helpers.test.js"
     proc = subprocess.run([node, str(script)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.startswith("ok "), proc.stdout

@@ -6,74 +6,16 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
 
 import pytest
 
 from polysocket_cli.processes import REPO_ROOT, free_port
+from tests.support.ports import free_port_block
+from tests.support.processes import Output, curl
 
 pytestmark = pytest.mark.stack
-
-
-def curl(url: str) -> str:
-    """curl resolves *.localhost to loopback itself, as browsers do."""
-    return subprocess.run(["curl", "-sS", "--max-time", "20", url], capture_output=True, text=True,
-                          check=True, timeout=30).stdout
-
-
-def free_port_block(n: int) -> int:
-    """A base port such that base .. base+n-1 are all free right now."""
-    for _ in range(50):
-        base = free_port()
-        if base + n >= 65536:
-            continue
-        socks = []
-        try:
-            for port in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
-                s.bind(("127.0.0.1", port))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no block of free ports")
-
-
-class Output:
-    """Collects a process's output on a thread, so the test can wait for a line with a deadline."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.text = ""
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
-        self._thread.start()
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            with self._lock:
-                self.text += line
-
-    def wait_for(self, needle: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if needle in self.text:
-                    return self.text
-            time.sleep(0.1)
-        raise AssertionError(f"{needle!r} not printed within {timeout}s; output:\n{self.text}")
-
-    def finish(self) -> str:
-        self._thread.join(10)
-        return self.text
 
 
 def test_dev_stack_with_curl_then_ctrl_c() -> None:
@@ -114,8 +56,7 @@ async def test_key_prefix_reaches_every_process() -> None:
     import httpx
 
     from polysocket_cli.processes import Stack
-
-    from .wire_client import connect
+    from tests.support.wire_client import connect
 
     stack = Stack(key_prefix="kp:")
     try:

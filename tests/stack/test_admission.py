@@ -19,8 +19,7 @@ import redis.asyncio as aioredis
 
 from polysocket_cli.processes import REPO_ROOT, Proc, Stack
 from router_fn.tokens import digest
-
-from .wire_client import connect, connect_raw
+from tests.support.wire_client import connect, connect_raw
 
 pytestmark = pytest.mark.stack
 

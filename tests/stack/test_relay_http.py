@@ -9,7 +9,7 @@ import socket
 import httpx
 import pytest
 
-from .conftest import RunningStack
+from tests.support.stack import RunningStack
 
 pytestmark = pytest.mark.stack
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from polysocket_cli.processes import REPO_ROOT
-
-from .test_cli import Output, curl, free_port_block
+from tests.support.ports import free_port_block
+from tests.support.processes import Output, curl
 
 # Building the wheel and installing its dependencies into a fresh venv takes minutes on a busy machine.
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(900)]

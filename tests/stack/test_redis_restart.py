@@ -16,8 +16,7 @@ from websockets.exceptions import ConnectionClosed
 
 from polysocket_cli.processes import Proc, Stack, free_port
 from router_fn.tokens import token_id_of
-
-from .wire_client import Conn, connect, connect_raw
+from tests.support.wire_client import Conn, connect, connect_raw
 
 pytestmark = pytest.mark.stack
 

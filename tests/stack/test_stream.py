@@ -1,5 +1,5 @@
 """``GET /stream`` end to end (docs/protocol.md): a real Valkey, router, relay and echo target, the
-stream read over raw connections (tests/sse_client.py) so every byte of the body is checked.
+stream read over raw connections (tests/support/sse_client.py) so every byte of the body is checked.
 
 The relay here has small bounds (``--stream-bytes 32768``, ``--buffer-bytes 8192``) so that a
 stream ends by its byte budget, and the reader parks on the buffer bound, within a few messages."""
@@ -17,9 +17,8 @@ import pytest
 
 from polysocket_cli.processes import Proc, Stack
 from polysocket_core.errors import ErrorCode, PolysocketError
-
-from .sse_client import SSEStream, StreamEnded
-from .wire_client import Conn, connect
+from tests.support.sse_client import SSEStream, StreamEnded
+from tests.support.wire_client import Conn, connect
 
 pytestmark = pytest.mark.stack
 

@@ -23,7 +23,16 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.dockerfile import (
+    DOCKERFILE,
+    IMAGE_SCRIPTS,
+    dockerfile_instructions,
+    global_args,
+    image_command,
+    stages,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
 EVENTS = ROOT / "localstack" / "events"
 
 
@@ -237,54 +246,7 @@ def test_localstack_compose_file_parses() -> None:
 # built from exactly those files, and the image's ENTRYPOINT/CMD runs as a process the way the
 # orchestrator starts it (tests further down).
 
-DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
-IMAGE_SCRIPTS = {  # where the image puts them -> the file in this repository
-    "/usr/local/bin/polysocket-relay-entrypoint": ROOT / "deploy" / "relay" / "entrypoint.py",
-    "/usr/local/bin/polysocket-relay-healthcheck": ROOT / "deploy" / "relay" / "healthcheck.py",
-}
-
-
-def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) in order; continuation lines joined, comments and the parser directive dropped."""
-    out: list[tuple[str, str]] = []
-    pending = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not pending and (not line or line.startswith("#")):
-            continue
-        if line.startswith("#"):
-            continue  # a comment inside a continued instruction
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        full = (pending + line).strip()
-        pending = ""
-        word, _, rest = full.partition(" ")
-        out.append((word.upper(), rest.strip()))
-    assert not pending, "dangling line continuation"
-    return out
-
-
-def stages(instructions: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
-    result: list[list[tuple[str, str]]] = []
-    for ins in instructions:
-        if ins[0] == "FROM":
-            result.append([])
-        if result:
-            result[-1].append(ins)
-    return result
-
-
-def global_args(instructions: list[tuple[str, str]]) -> dict[str, str]:
-    args = {}
-    for word, rest in instructions:
-        if word == "FROM":
-            break
-        if word == "ARG" and "=" in rest:
-            name, _, value = rest.partition("=")
-            args[name] = value
-    return args
 
 
 @pytest.fixture(scope="module")
@@ -432,13 +394,6 @@ def test_wheel_builds_from_the_build_context(tmp_path: Path, dockerfile: list[tu
 RELAY_STOP_MARGIN_S = 30  # infra/ecs.tf: stopTimeout = drain grace + 30 s (the image docs say the same)
 
 
-def image_command(dockerfile: list[tuple[str, str]]) -> list[str]:
-    final = {w: r for w, r in stages(dockerfile)[-1]}
-    argv = [*json.loads(final["ENTRYPOINT"]), *json.loads(final["CMD"])]
-    scripts = {Path(k).name: v for k, v in IMAGE_SCRIPTS.items()}
-    return [sys.executable, str(scripts[argv[0]]), *argv[1:]]
-
-
 def relay_env(**settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("POLYSOCKET_", "AWS_", "ECS_"))}
     env.update({"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"})
@@ -483,7 +438,7 @@ async def drain_with_a_live_socket(router_url: str, target: str, token: str, rel
 
     import httpx
 
-    from tests.wire_client import Conn, connect
+    from tests.support.wire_client import Conn, connect
 
     async with httpx.AsyncClient(timeout=15) as http:
         first = await connect(http, router_url, target, token=token)
@@ -512,7 +467,7 @@ def test_entrypoint_serves_names_itself_and_drains_on_sigterm(dockerfile: list[t
     import redis
 
     from polysocket_cli.processes import Stack, free_port
-    from tests.cloud.imds_standin import metadata_standin
+    from tests.support.imds_standin import metadata_standin
 
     task_id = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
     ecs_task = {"TaskARN": f"arn:aws:ecs:us-east-1:000000000000:task/polysocket-prod/{task_id}",

@@ -16,9 +16,8 @@ from websockets.exceptions import ConnectionClosed
 
 from polysocket_cli.processes import Stack, free_port
 from router_fn.tokens import token_id_of
-
-from .conftest import RunningStack
-from .wire_client import connect, connect_raw
+from tests.support.stack import RunningStack
+from tests.support.wire_client import connect, connect_raw
 
 pytestmark = pytest.mark.stack
 

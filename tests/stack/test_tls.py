@@ -12,8 +12,7 @@ import pytest
 import trustme
 
 from polysocket_cli.processes import Stack, free_port
-
-from .wire_client import connect
+from tests.support.wire_client import connect
 
 pytestmark = pytest.mark.stack
 

@@ -20,7 +20,7 @@ from polysocket_cli.processes import REPO_ROOT, Stack
 
 pytestmark = pytest.mark.stack
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).parent.parent / "fixtures"
 ORIGIN = "https://app.example.com"
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]

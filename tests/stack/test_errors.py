@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from .conftest import RunningStack
-from .wire_client import Conn, connect_raw, decode_jsonp
+from tests.support.stack import RunningStack
+from tests.support.wire_client import Conn, connect_raw, decode_jsonp
 
 pytestmark = pytest.mark.stack
 

@@ -12,9 +12,8 @@ import pytest
 
 from polysocket_core import wire
 from polysocket_core.errors import ErrorCode, PolysocketError
-
-from .conftest import RunningStack
-from .wire_client import Conn, decode_jsonp
+from tests.support.stack import RunningStack
+from tests.support.wire_client import Conn, decode_jsonp
 
 pytestmark = pytest.mark.stack
 
