@@ -15,9 +15,11 @@ from websockets.exceptions import ConnectionClosed
 from polysocket_cli.processes import free_port
 from polysocket_core.control import EstablishRequest
 from polysocket_core.lifecycle import SocketState
+from polysocket_core.sequencing import poll_answer
 from polysocket_core.wire import SendParams, StreamParams
 from relay_node.metrics import RelayMetrics
 from relay_node.settings import RelayConfig
+from relay_node.sockets.receivers import PollReceiver
 from relay_node.sockets.socket import RelaySocket
 from relay_node.sockets.stream import open_stream
 from relay_node.sockets.table import SocketTable
@@ -128,6 +130,32 @@ async def test_a_newer_stream_replaces_the_current_one(sock: RelaySocket) -> Non
     await until(lambda: new_sink.chunks, "the newer stream got nothing")
     assert old_sink.chunks == []
     new.end()
+
+
+async def test_a_poll_takes_the_socket_over_from_an_open_stream(sock: RelaySocket) -> None:
+    """One receiver per socket, the newest request wins: the stream ends, the poll waits and is
+    the one that gets the next message."""
+    stream, sink = open_stream(sock, params()), Sink()
+    stream.start(sink)
+    polling = asyncio.create_task(sock.poll(-1, 60_000))
+    await until(lambda: isinstance(sock.receiver, PollReceiver), "the poll did not become the receiver")
+    assert sink.ended == 1 and sock.metrics.streams_open.value == 0
+    await send(sock, 0, "x")
+    answer = await asyncio.wait_for(polling, 5)
+    assert b'"data":"x"' in answer and sink.chunks == [] and sock.receiver is None
+
+
+async def test_a_stream_or_a_newer_poll_answers_a_waiting_poll_at_once(sock: RelaySocket) -> None:
+    first = asyncio.create_task(sock.poll(-1, 60_000))
+    await until(lambda: sock.receiver is not None, "the poll did not wait")
+    second = asyncio.create_task(sock.poll(-1, 60_000))
+    assert await asyncio.wait_for(first, 5) == poll_answer([])  # superseded: answered at once
+    assert not second.done()
+    stream, sink = open_stream(sock, params()), Sink()
+    stream.start(sink)
+    assert await asyncio.wait_for(second, 5) == poll_answer([])
+    assert sock.receiver is stream
+    stream.end()
 
 
 class BrokenSink(Sink):
