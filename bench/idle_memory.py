@@ -78,11 +78,11 @@ def top_sites(diff: list[tracemalloc.StatisticDiff], n: int, k: int) -> list[str
 
 async def measure(args: argparse.Namespace, echo_port: int) -> None:
     from polysocket_core.control import EstablishRequest
-    from relay_node.config import RelayConfig
-    from relay_node.endpoints import CONSTANT_HEADERS, RelayEndpoints
-    from relay_node.http1 import Connections, Limits, RelayHTTPProtocol, register_constant_headers
+    from relay_node.edge.endpoints import CONSTANT_HEADERS, RelayEndpoints
+    from relay_node.edge.http1 import Connections, Limits, RelayHTTPProtocol, register_constant_headers
     from relay_node.metrics import RelayMetrics
-    from relay_node.table import SocketTable
+    from relay_node.settings import RelayConfig
+    from relay_node.sockets.table import SocketTable
 
     relay_port = free_port()
     clients: list[asyncio.subprocess.Process] = []
@@ -91,7 +91,7 @@ async def measure(args: argparse.Namespace, echo_port: int) -> None:
         cfg = RelayConfig(fqdn=f"127.0.0.1:{relay_port}", capacity=total + 10, idle_timeout_s=3600.0)
         metrics = RelayMetrics()
         table = SocketTable(cfg, metrics)
-        endpoints = RelayEndpoints(table, metrics)
+        endpoints = RelayEndpoints(cfg, table, metrics)
         register_constant_headers(*CONSTANT_HEADERS)
         limits, conns = Limits(max_body_bytes=endpoints.max_body), Connections()
         server = await asyncio.get_running_loop().create_server(

@@ -25,13 +25,13 @@ from websockets.uri import parse_uri
 
 from polysocket_core.ids import new_socket_id
 from polysocket_core.reservations import Reservation
-from relay_node.config import RelayConfig
-from relay_node.endpoints import CONSTANT_HEADERS, RelayEndpoints
-from relay_node.http1 import Connections, Limits, RelayHTTPProtocol, register_constant_headers
+from relay_node.edge.endpoints import CONSTANT_HEADERS, RelayEndpoints
+from relay_node.edge.http1 import Connections, Limits, RelayHTTPProtocol, register_constant_headers
 from relay_node.metrics import RelayMetrics
-from relay_node.session import RelaySocket
-from relay_node.table import SocketTable
-from relay_node.upstream import Upstream
+from relay_node.settings import RelayConfig
+from relay_node.sockets.socket import RelaySocket
+from relay_node.sockets.table import SocketTable
+from relay_node.sockets.upstream import Upstream
 
 
 class CountingTransport:
@@ -70,7 +70,7 @@ async def run(n: int, repeat: int) -> None:
     config = RelayConfig(node_id="bench", fqdn="n1.localhost:1", stream_bytes=1 << 50)  # one stream throughout
     metrics = RelayMetrics()
     table = SocketTable(config, metrics)
-    endpoints = RelayEndpoints(table, metrics)
+    endpoints = RelayEndpoints(config, table, metrics)
     register_constant_headers(*CONSTANT_HEADERS)
     proto = ClientProtocol(parse_uri("ws://target/"), state=State.OPEN, max_size=config.max_message_bytes)
     up = Upstream(proto, config.close_timeout_s)

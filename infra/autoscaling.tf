@@ -21,7 +21,7 @@ resource "aws_appautoscaling_target" "relays" {
 }
 
 # The relays' own load: Polysocket/Utilization (open sockets / capacity, %) with dimension
-# ServiceName = the service, which every relay publishes each minute (relay_node/aws/metrics.py,
+# ServiceName = the service, which every relay publishes each minute (relay_node/control/aws/metrics.py,
 # settings POLYSOCKET_CLOUDWATCH_* in ecs.tf). Average over all datapoints of a minute = the average
 # relay, since each relay sends one datapoint a minute.
 resource "aws_appautoscaling_policy" "utilization" {

@@ -2,7 +2,7 @@
 # own public IPv4 address (awsvpc networking). There is no load balancer in front: the router sends a
 # client to one particular node ({uniq}.{node}.{relay_domain}) and the client keeps talking to that
 # node, so every node is addressable on its own. Each relay registers its own Route 53 records before
-# it takes sockets and removes them after it has drained (relay_node/aws/). Why Fargate and not an EC2
+# it takes sockets and removes them after it has drained (relay_node/control/aws/). Why Fargate and not an EC2
 # Auto Scaling group running the container: docs/deploy.md.
 
 resource "aws_ecr_repository" "relay" {
@@ -29,7 +29,7 @@ resource "aws_ecs_cluster" "relays" {
 }
 
 resource "aws_cloudwatch_log_group" "relay" {
-  # checkov:skip=CKV_AWS_158:encrypted by CloudWatch Logs' own key; relay logs carry no secrets (relay_node/logsafe.py bounds and strips them)
+  # checkov:skip=CKV_AWS_158:encrypted by CloudWatch Logs' own key; relay logs carry no secrets (relay_node/edge/logsafe.py bounds and strips them)
   # checkov:skip=CKV_AWS_338:retention is relay_log_retention_days (30 by default), a cost decision left to the operator
   name              = "/polysocket/${var.stage}/relay"
   retention_in_days = var.relay_log_retention_days

@@ -6,10 +6,10 @@
 # Task role (the relay process, through the SDK's container credentials):
 #  * Route 53, in the given zone only: UPSERT/DELETE A records of names under relay_domain (its own
 #    {node} and *.{node}), wait for the change (GetChange), list the zone's records (the sweep of
-#    records left by relays that died without removing theirs: relay_node/aws/route53.py);
+#    records left by relays that died without removing theirs: relay_node/control/aws/route53.py);
 #  * CloudWatch: PutMetricData into the Polysocket namespace only;
 #  * EC2: DescribeNetworkInterfaces, to learn the task's public address from its network interface
-#    (relay_node/aws/discovery.py); it has no resource-level permissions, hence "*".
+#    (relay_node/control/aws/discovery.py); it has no resource-level permissions, hence "*".
 # Nothing else: no SSM, no S3, no IAM, no shell (no ECS Exec).
 
 data "aws_iam_policy_document" "ecs_tasks_assume" {

@@ -53,7 +53,7 @@ locals {
     aws_elasticache_replication_group.control[0].port,
   )
 
-  # CloudWatch: what every relay publishes (relay_node/aws/metrics.py) and what autoscaling tracks.
+  # CloudWatch: what every relay publishes (relay_node/control/aws/metrics.py) and what autoscaling tracks.
   metrics_namespace      = "Polysocket"
   metrics_dimension_name = "ServiceName"
 }

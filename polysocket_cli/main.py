@@ -35,7 +35,7 @@ def _router_settings() -> type:
 
 
 def _relay_settings() -> type:
-    from relay_node.config import RelayConfig
+    from relay_node.settings import RelayConfig
 
     return RelayConfig
 
@@ -84,7 +84,7 @@ def run_router(settings: Any, args: argparse.Namespace, log: LogSettings) -> int
 
 
 def run_relay(settings: Any, args: argparse.Namespace, log: LogSettings) -> int:
-    from relay_node.server import run_relay as serve
+    from relay_node.node import run_relay as serve
 
     serve(settings)
     return 0

@@ -1,6 +1,6 @@
 """A relayed socket's lifecycle and every close-code decision, as pure data and functions (no I/O).
 
-States (``relay_node.session.RelaySocket`` holds one and moves only along ``TRANSITIONS``)::
+States (``relay_node.sockets.socket.RelaySocket`` holds one and moves only along ``TRANSITIONS``)::
 
     OPEN ──close started──▶ CLOSING ──upstream ended──▶ CLOSED ──close acked / linger over──▶ FREED
       │                                                   ▲

@@ -56,7 +56,7 @@ def setting(default: Any = dataclasses.MISSING, parse: Callable[[str], Any] = st
 
 def group(cls: type) -> Any:
     """A field holding another settings class whose settings are flat flags of this one (the relay's
-    AWS settings live in ``relay_node.aws`` but are flags of ``polysocket relay``)."""
+    AWS settings live in ``relay_node.control.aws`` but are flags of ``polysocket relay``)."""
     return dataclasses.field(default_factory=cls, metadata={_GROUP: cls})
 
 

@@ -1,7 +1,7 @@
 """The ``GET /stream`` body (docs/protocol.md): text/event-stream framing and a stream's budgets.
 
 Pure: bytes in, bytes out, and the clock is passed in (as in ``sequencing``), so the relay's
-stream (``relay_node.stream``) only moves bytes and arms one timer.
+stream (``relay_node.sockets.stream``) only moves bytes and arms one timer.
 
 A message is the JSON fragment a poll answer carries, already encoded once by the relay; an event
 adds ``id: <seq>`` so EventSource reports it as ``Last-Event-ID`` when it reconnects. Fragments

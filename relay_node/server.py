@@ -1,10 +1,13 @@
-"""Run a relay node: its own lifecycle on asyncio, no ASGI server underneath.
+"""Serve a relay node: its own lifecycle on asyncio, no ASGI server underneath.
 
-The relay serves one protocol (``relay_node.http1``) and needs four things from a server: listen
+The relay serves one protocol (``relay_node.edge.http1``) and needs four things from a server: listen
 (optionally TLS), start and stop the node, drain on the first SIGTERM/SIGINT, and shut connections
 down gracefully. That is done here with ``loop.create_server`` instead of through uvicorn, whose
 protocol constructor, ``ServerState`` and ``Config.loaded_app`` are internals that change between
 releases.
+
+The server hosts an already built node through ``HostedNode`` (``relay_node.node`` builds one and
+calls ``serve``), so it knows neither the node's parts nor its settings.
 """
 
 from __future__ import annotations
@@ -15,13 +18,10 @@ import gc
 import logging
 import signal
 import ssl
-import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
-from .app import RelayNode
-from .config import RelayConfig
-from .endpoints import CONSTANT_HEADERS
-from .http1 import Connections, Limits, RelayHTTPProtocol, register_constant_headers
+from .edge.http1 import AnswerFn, Connections, Headers, Limits, RelayHTTPProtocol, register_constant_headers
 
 log = logging.getLogger("polysocket.relay")
 
@@ -42,24 +42,56 @@ def ssl_context(certfile: str, keyfile: str | None) -> ssl.SSLContext:
     return ctx
 
 
+class HostedNode(Protocol):
+    """What the server needs of the node it serves (``relay_node.node.RelayNode`` is one)."""
+
+    request_drain: Callable[[], None] | None  # the server sets it: drain as on SIGTERM
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def max_body(self) -> int:
+        """The largest request body the node's endpoints accept, bytes."""
+
+    @property
+    def answer(self) -> AnswerFn:
+        """The endpoints' seam, served by the HTTP/1.1 protocol."""
+
+    @property
+    def constant_headers(self) -> Sequence[Headers]:
+        """Header lists the node answers with again and again (formatted once by the protocol)."""
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A certificate the node obtained while starting (a slot's), if any."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def drain(self) -> None:
+        """Refuse new sockets, serve out the grace period, close the rest, deregister."""
+
+
 class RelayServer:
     """The node, its listening socket and its connections; ``serve`` runs until stopped or drained."""
 
-    def __init__(self, node: RelayNode, host: str, port: int, ssl_ctx: ssl.SSLContext | None = None,
+    def __init__(self, node: HostedNode, host: str, port: int, ssl_ctx: ssl.SSLContext | None = None,
                  limits: Limits | None = None) -> None:
         self.node = node
         self.host = host
         self.port = port
         self.ssl_ctx = ssl_ctx
-        self.limits = limits or Limits(max_body_bytes=node.endpoints.max_body, keep_alive_s=KEEP_ALIVE_S)
+        self.limits = limits or Limits(max_body_bytes=node.max_body, keep_alive_s=KEEP_ALIVE_S)
         self.connections = Connections()
         self.stopping = asyncio.Event()
         self._drain_task: asyncio.Task[None] | None = None
         node.request_drain = self.on_signal
-        register_constant_headers(*CONSTANT_HEADERS)
+        register_constant_headers(*node.constant_headers)
 
     def protocol(self) -> RelayHTTPProtocol:
-        return RelayHTTPProtocol(self.node.endpoints.answer, self.limits, self.connections)
+        return RelayHTTPProtocol(self.node.answer, self.limits, self.connections)
 
     def on_signal(self) -> None:
         """First signal: drain (keep serving polls so clients collect their close), then stop.
@@ -71,7 +103,7 @@ class RelayServer:
 
     async def _drain(self) -> None:
         try:
-            await self.node.agent.drain()
+            await self.node.drain()
         finally:
             self.stopping.set()
 
@@ -97,7 +129,7 @@ class RelayServer:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.on_signal)
         scheme = "https" if self.ssl_ctx else "http"
-        log.info("relay %s serving on %s://%s:%d", self.node.config.node_id, scheme, self.host, self.port)
+        log.info("relay %s serving on %s://%s:%d", self.node.node_id, scheme, self.host, self.port)
         try:
             await self.stopping.wait()
         finally:
@@ -125,13 +157,8 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     return factory
 
 
-def run_relay(config: RelayConfig) -> None:
-    """Serve until drained. With a certificate the relay speaks HTTPS: pages served over HTTPS can
-    only load scripts and make XHRs to HTTPS relays (mixed content is blocked)."""
+def serve(node: HostedNode, host: str, port: int, ssl_ctx: ssl.SSLContext | None) -> int:
+    """Serve ``node`` on its own event loop (uvloop where built) until stopped; the exit status."""
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
-    ssl_ctx = ssl_context(config.ssl_certfile, config.ssl_keyfile) if config.ssl_certfile else None
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        status = runner.run(RelayServer(RelayNode(config), config.host, config.port, ssl_ctx).serve())
-    log.info("relay %s stopped", config.node_id)
-    if status:
-        sys.exit(status)
+        return runner.run(RelayServer(node, host, port, ssl_ctx).serve())

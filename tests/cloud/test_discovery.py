@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from relay_node.aws.discovery import DiscoveryError, discover_public_ip, imds_get
-from relay_node.aws.node import NodeCloud
-from relay_node.aws.settings import CloudSettings
+from relay_node.control.aws.discovery import DiscoveryError, discover_public_ip, imds_get
+from relay_node.control.aws.node import NodeCloud
+from relay_node.control.aws.settings import CloudSettings
 from tests.support.imds_standin import metadata_standin
 
 from .conftest import a_records

@@ -19,7 +19,7 @@ resolve through Route 53, to relays that got their certificates from an ACME CA 
   is not installed here. That pin does not check names, so the names and the issuer of the relay
   certificate are checked separately, from Python, against pebble's root.
 - Then scale-in: SIGTERM one relay (its records go, its lease is released), SIGKILL the other (its
-  lease runs out, its records stay until ``python -m relay_node.aws.sweep`` removes them).
+  lease runs out, its records stay until ``python -m relay_node.control.aws.sweep`` removes them).
 """
 
 from __future__ import annotations
@@ -278,8 +278,8 @@ def test_chromium_echoes_over_https_through_route53_names_then_the_fleet_scales_
     records = a_records(route53, fleet.zone_id)
     assert records[host["n2"]] == records[f"*.{host['n2']}"] == (60, ["127.0.0.1"])
     sweep = subprocess.run(
-        [sys.executable, "-m", "relay_node.aws.sweep", "--zone-id", fleet.zone_id, "--relay-domain", fleet.domain,
-         "--redis-url", e2e_stack.redis_url, "--key-prefix", e2e_stack.key_prefix],
+        [sys.executable, "-m", "relay_node.control.aws.sweep", "--zone-id", fleet.zone_id,
+         "--relay-domain", fleet.domain, "--redis-url", e2e_stack.redis_url, "--key-prefix", e2e_stack.key_prefix],
         capture_output=True, timeout=60, cwd=e2e_dir, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     assert sweep.returncode == 0, sweep.stderr.decode(errors="replace")
     assert sorted(sweep.stdout.decode().split()) == sorted(

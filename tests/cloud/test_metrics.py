@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from relay_node.aws.metrics import metric_data
-from relay_node.aws.node import NodeCloud
-from relay_node.aws.settings import CloudSettings
+from relay_node.control.aws.metrics import metric_data
+from relay_node.control.aws.node import NodeCloud
+from relay_node.control.aws.settings import CloudSettings
 
 pytestmark = pytest.mark.cloud
 

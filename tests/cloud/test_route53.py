@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from relay_node.aws.node import NodeCloud
-from relay_node.aws.route53 import delete_node_records, node_record_names
-from relay_node.aws.settings import CloudSettings
+from relay_node.control.aws.node import NodeCloud
+from relay_node.control.aws.route53 import delete_node_records, node_record_names
+from relay_node.control.aws.settings import CloudSettings
 
 from .conftest import a_records
 

@@ -24,11 +24,11 @@ import pytest
 import redis.asyncio as aioredis
 from cryptography import x509
 
-from relay_node.aws.certs import AcmeDns01, Route53Dns01, SlotCertificates, utcnow
-from relay_node.aws.certstore import S3Store, SecretsManagerStore
-from relay_node.aws.settings import CloudSettings
-from relay_node.aws.slotnode import SlotNode
-from relay_node.aws.slots import SlotKeys
+from relay_node.control.aws.certs import AcmeDns01, Route53Dns01, SlotCertificates, utcnow
+from relay_node.control.aws.certstore import S3Store, SecretsManagerStore
+from relay_node.control.aws.settings import CloudSettings
+from relay_node.control.aws.slotnode import SlotNode
+from relay_node.control.aws.slots import SlotKeys
 
 from .pebble import Pebble
 from .route53_dns import Route53DNS

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from relay_node.aws.leases import LockTimeout, NoFreeSlot, RedisLock, SlotLease
-from relay_node.aws.slots import SlotKeys, slot_names
+from relay_node.control.aws.leases import LockTimeout, NoFreeSlot, RedisLock, SlotLease
+from relay_node.control.aws.slots import SlotKeys, slot_names
 
 KEYS = SlotKeys("lt:")
 

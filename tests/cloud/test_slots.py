@@ -7,8 +7,8 @@ import datetime as dt
 import pytest
 
 from polysocket_core.settings import SettingError, resolve
-from relay_node.aws.settings import CloudSettings, duration, show_duration
-from relay_node.aws.slots import (
+from relay_node.control.aws.settings import CloudSettings, duration, show_duration
+from relay_node.control.aws.slots import (
     CertAction,
     CertFacts,
     SlotKeys,
@@ -20,7 +20,7 @@ from relay_node.aws.slots import (
     slot_fqdn,
     slot_names,
 )
-from relay_node.config import RelayConfig
+from relay_node.settings import RelayConfig
 
 NOW = dt.datetime(2026, 12, 2, 12, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)

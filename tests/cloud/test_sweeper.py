@@ -10,9 +10,9 @@ import redis.asyncio as aioredis
 
 from polysocket_cli.processes import Stack
 from polysocket_core.control import Keys
-from relay_node.aws.route53 import RecordSweeper, sweep_records
-from relay_node.aws.sweep import live_fqdns_from_redis
-from relay_node.aws.sweep import main as sweep_main
+from relay_node.control.aws.route53 import RecordSweeper, sweep_records
+from relay_node.control.aws.sweep import live_fqdns_from_redis
+from relay_node.control.aws.sweep import main as sweep_main
 
 from .conftest import a_records
 

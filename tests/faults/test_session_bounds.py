@@ -20,12 +20,12 @@ from polysocket_cli.processes import free_port
 from polysocket_core.control import EstablishRequest
 from polysocket_core.lifecycle import CloseCause, SocketState
 from polysocket_core.wire import SendParams
-from relay_node import memory
-from relay_node.config import RelayConfig
 from relay_node.metrics import RelayMetrics
-from relay_node.session import RelaySocket
-from relay_node.table import SocketTable
-from relay_node.upstream import Upstream
+from relay_node.settings import RelayConfig
+from relay_node.sockets import memory
+from relay_node.sockets.socket import RelaySocket
+from relay_node.sockets.table import SocketTable
+from relay_node.sockets.upstream import Upstream
 
 pytestmark = pytest.mark.faults
 

@@ -212,7 +212,7 @@ def test_task_definition_environment_is_read_by_the_relay() -> None:
     """Every variable infra/ecs.tf gives the relay container is a setting of `polysocket relay` (or the
     entrypoint's RELAY_DOMAIN, or the SDK's region), so a typo cannot silently drop a setting."""
     from polysocket_core.settings import env_names
-    from relay_node.config import RelayConfig
+    from relay_node.settings import RelayConfig
 
     ecs = (ROOT / "infra" / "ecs.tf").read_text()
     environment = hcl_map_keys(ecs, "relay_environment")
@@ -378,10 +378,10 @@ def test_wheel_builds_from_the_build_context(tmp_path: Path, dockerfile: list[tu
     [wheel] = (tmp_path / "wheels").glob("polysocket-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
-    for needed in ("relay_node/server.py", "relay_node/aws/route53.py", "polysocket_cli/main.py",
+    for needed in ("relay_node/server.py", "relay_node/control/aws/route53.py", "polysocket_cli/main.py",
                    "polysocket_core/control.py", "polysocket_client/polysocket.js"):
-        # relay_node/aws is a subpackage: pyproject.toml's [tool.setuptools] packages must name it
-        # ("relay_node.aws"), or the relay in the image fails at import (relay_node.config imports it)
+        # relay_node/control/aws is a subpackage: pyproject.toml's [tool.setuptools] packages must name it
+        # ("relay_node.control.aws"), or the relay in the image fails at import (relay_node.settings imports it)
         assert needed in names, needed
 
 

@@ -1,4 +1,4 @@
-"""The relay's own HTTP/1.1 layer (relay_node.http1.RelayHTTPProtocol) spoken to over raw sockets:
+"""The relay's own HTTP/1.1 layer (relay_node.edge.http1.RelayHTTPProtocol) spoken to over raw sockets:
 pipelining, chunked bodies, 100-continue, HTTP/1.0, and refusal of malformed or oversized requests."""
 
 from __future__ import annotations

@@ -5,15 +5,16 @@ stub node on a loopback port."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import subprocess
 import sys
-from types import SimpleNamespace
+from collections.abc import Callable
 
 import pytest
 
 import relay_node.server as server_mod
 from polysocket_cli.processes import REPO_ROOT, free_port
-from relay_node.http1 import Answer, ProtocolRequest
+from relay_node.edge.http1 import Answer, Headers, ProtocolRequest
 from relay_node.server import RelayServer
 
 
@@ -28,32 +29,29 @@ def test_startup_failure_exits_3_without_listening() -> None:
     assert "relay startup failed" in proc.stderr
 
 
-class StubAgent:
-    def __init__(self) -> None:
-        self.drained = asyncio.Event()  # set to let the drain finish
-
-    async def drain(self) -> None:
-        await self.drained.wait()
-
-
 class StubNode:
-    """What RelayServer uses of a RelayNode; its one endpoint holds every answer until released."""
+    """A ``HostedNode`` (what RelayServer uses of a RelayNode); its one endpoint holds every answer
+    until released, its drain lasts until ``drained`` is set."""
+
+    constant_headers: list[Headers] = []
 
     def __init__(self) -> None:
-        self.agent = StubAgent()
-        self.config = SimpleNamespace(node_id="stub")
-        self.endpoints = self
+        self.node_id = "stub"
         self.max_body = 1024
         self.events: list[str] = []
         self.release = asyncio.Event()
-        self.ssl_context = None  # a slot certificate's context, when the node obtained one
-        self.request_drain: object = None  # set by the server
+        self.drained = asyncio.Event()
+        self.ssl_context: ssl.SSLContext | None = None  # a slot certificate's context, when the node obtained one
+        self.request_drain: Callable[[], None] | None = None  # set by the server
 
     async def start(self) -> None:
         self.events.append("start")
 
     async def stop(self) -> None:
         self.events.append("stop")
+
+    async def drain(self) -> None:
+        await self.drained.wait()
 
     async def answer(self, path: str, query: bytes, req: ProtocolRequest) -> Answer:
         await self.release.wait()
@@ -70,7 +68,7 @@ async def get(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
 async def test_first_signal_drains_while_serving_then_stops() -> None:
     node = StubNode()
     port = free_port()
-    server = RelayServer(node, "127.0.0.1", port)  # type: ignore[arg-type]
+    server = RelayServer(node, "127.0.0.1", port)
     serving = asyncio.create_task(server.serve(install_signals=False))
     await asyncio.sleep(0.2)
     reader, writer = await get(port)
@@ -79,7 +77,7 @@ async def test_first_signal_drains_while_serving_then_stops() -> None:
     assert not serving.done()
     node.release.set()
     assert (await reader.read(4096)).endswith(b"done")  # answered during the drain
-    node.agent.drained.set()  # drain over: the server stops by itself
+    node.drained.set()  # drain over: the server stops by itself
     assert await asyncio.wait_for(serving, 10) == 0
     assert node.events == ["start", "stop"]
     writer.close()
@@ -89,7 +87,7 @@ async def test_second_signal_stops_with_a_graceful_period_for_answers(monkeypatc
     monkeypatch.setattr(server_mod, "GRACEFUL_SHUTDOWN_S", 0.3)
     node = StubNode()
     port = free_port()
-    server = RelayServer(node, "127.0.0.1", port)  # type: ignore[arg-type]
+    server = RelayServer(node, "127.0.0.1", port)
     serving = asyncio.create_task(server.serve(install_signals=False))
     await asyncio.sleep(0.2)
     _, idle_writer = await asyncio.open_connection("127.0.0.1", port)

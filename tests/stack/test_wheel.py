@@ -55,7 +55,7 @@ def test_wheel_carries_client_and_no_checkout_paths(wheel_venv: Path) -> None:
 
 def test_every_command_imports_from_the_wheel(wheel_venv: Path, tmp_path: Path) -> None:
     """Each command's --help loads its settings (and their modules): a subpackage the wheel forgot
-    fails here (relay_node.aws once did)."""
+    fails here (relay_node.control.aws once did)."""
     for command in ("router", "relay", "dev", "token", "echo"):
         out = subprocess.run([str(wheel_venv / "bin" / "polysocket"), command, "--help"], capture_output=True,
                              text=True, cwd=tmp_path, env=clean_env(), timeout=60)

@@ -8,7 +8,7 @@ import asyncio
 import re
 from typing import Any
 
-from relay_node.http1 import Answer, Connections, Limits, ProtocolRequest, RelayHTTPProtocol
+from relay_node.edge.http1 import Answer, Connections, Limits, ProtocolRequest, RelayHTTPProtocol
 
 OK: Answer = (200, [(b"content-type", b"application/json")], b'{"ok":true}')
 

@@ -1,4 +1,4 @@
-"""relay_node.http1 in process, in the style of uvicorn's protocol tests: a transport double records
+"""relay_node.edge.http1 in process, in the style of uvicorn's protocol tests: a transport double records
 what the protocol writes, the test feeds bytes into ``data_received``. No sockets, no servers, so
 every edge (a request split byte by byte, a client that stops reading, a connection lost while an
 answer is pending) is exact and fast."""
@@ -13,9 +13,8 @@ import orjson
 import pytest
 
 from polysocket_core.errors import ErrorCode, PolysocketError
-from relay_node.config import RelayConfig
-from relay_node.endpoints import RelayEndpoints
-from relay_node.http1 import (
+from relay_node.edge.endpoints import RelayEndpoints
+from relay_node.edge.http1 import (
     Answer,
     BadTarget,
     Limits,
@@ -24,7 +23,8 @@ from relay_node.http1 import (
     split_target,
 )
 from relay_node.metrics import RelayMetrics
-from relay_node.table import SocketTable
+from relay_node.settings import RelayConfig
+from relay_node.sockets.table import SocketTable
 from tests.support.http1 import GET, OK, Answerer, MockTransport, make, settle
 
 SOCKET_ID = "NlXHq0vw3AbCdEfGhIjKlMnOpQrStUvW"  # the shape of a socket id: 32 URL-safe base64 chars
@@ -343,13 +343,14 @@ async def test_an_answer_that_fails_while_being_written_is_a_500_not_a_hung_conn
 
 async def test_endpoint_internal_error_log_never_holds_the_socket_id(caplog: pytest.LogCaptureFixture) -> None:
     """D5: the endpoint's own catch-all logs neither the URL nor a socket id in full."""
-    table = SocketTable(RelayConfig(fqdn="n.localhost"), RelayMetrics())
+    cfg = RelayConfig(fqdn="n.localhost")
+    table = SocketTable(cfg, RelayMetrics())
 
     def broken_get(sid: str) -> Any:
         raise KeyError(sid)
 
     table.get = broken_get  # type: ignore[method-assign]
-    endpoints = RelayEndpoints(table, table.metrics)
+    endpoints = RelayEndpoints(cfg, table, table.metrics)
     proto, tr, _, _ = make(answer=endpoints.answer)
     with caplog.at_level(logging.ERROR, logger="polysocket.relay"):
         proto.data_received(b"GET /close?socket=" + SOCKET_ID.encode() + b"&pad=" + b"p" * 70_000
@@ -360,8 +361,9 @@ async def test_endpoint_internal_error_log_never_holds_the_socket_id(caplog: pyt
 
 
 async def test_endpoint_errors_stay_typed() -> None:
-    table = SocketTable(RelayConfig(fqdn="n.localhost"), RelayMetrics())
-    proto, tr, _, _ = make(answer=RelayEndpoints(table, table.metrics).answer)
+    cfg = RelayConfig(fqdn="n.localhost")
+    table = SocketTable(cfg, RelayMetrics())
+    proto, tr, _, _ = make(answer=RelayEndpoints(cfg, table, table.metrics).answer)
     proto.data_received(b"GET /poll?socket=" + SOCKET_ID.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n"
                         b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
     await settle()

@@ -1,4 +1,4 @@
-"""Streamed answers of relay_node.http1 (what ``GET /stream`` rides on), over the transport double of
+"""Streamed answers of relay_node.edge.http1 (what ``GET /stream`` rides on), over the transport double of
 tests/support/http1.py: chunked framing, the connection after a stream, pipelining behind it, the
 keep-alive timer, disconnects, half-close, shutdown and HTTP/1.0."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from relay_node.http1 import Answer, Connections, Limits, ProtocolRequest, RelayHTTPProtocol, StreamSink
+from relay_node.edge.http1 import Answer, Connections, Limits, ProtocolRequest, RelayHTTPProtocol, StreamSink
 from tests.support.http1 import GET, OK, MockTransport, make, settle
 
 STREAM_REQ = b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n"

@@ -18,10 +18,10 @@ from polysocket_core.errors import ErrorCode, PolysocketError
 from polysocket_core.lifecycle import CLOSED_LINGER_S, CloseCause, SocketState
 from polysocket_core.reservations import TokenLedger
 from polysocket_core.wire import SendParams
-from relay_node.config import RelayConfig
 from relay_node.metrics import RelayMetrics
-from relay_node.session import RelaySocket
-from relay_node.table import SocketTable
+from relay_node.settings import RelayConfig
+from relay_node.sockets.socket import RelaySocket
+from relay_node.sockets.table import SocketTable
 
 
 @dataclass

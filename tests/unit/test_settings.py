@@ -19,7 +19,7 @@ import pytest
 from polysocket_cli.main import COMMANDS, build_parser
 from polysocket_cli.processes import REPO_ROOT
 from polysocket_core.settings import SettingError, declared, env_names, resolve, to_argv, to_env
-from relay_node.config import RelayConfig
+from relay_node.settings import RelayConfig
 from router_fn.ratelimit import Rate
 from router_fn.settings import RouterSettings
 

@@ -1,4 +1,4 @@
-"""The lean upstream (relay_node.upstream) in process against real ``websockets`` targets: the
+"""The lean upstream (relay_node.sockets.upstream) in process against real ``websockets`` targets: the
 keepalive the table's sweep drives, the closing handshake's timeout, back-pressure, message
 assembly, the opening handshake's subprotocol, Origin, redirects and TLS on a pinned address."""
 
@@ -23,11 +23,11 @@ from polysocket_core.control import EstablishRequest
 from polysocket_core.errors import ErrorCode, PolysocketError
 from polysocket_core.lifecycle import SocketState
 from polysocket_core.wire import SendParams
-from relay_node import upstream
-from relay_node.config import RelayConfig
 from relay_node.metrics import RelayMetrics
-from relay_node.session import RelaySocket
-from relay_node.table import USER_AGENT, SocketTable
+from relay_node.settings import RelayConfig
+from relay_node.sockets import upstream
+from relay_node.sockets.socket import RelaySocket
+from relay_node.sockets.table import USER_AGENT, SocketTable
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
 

@@ -16,8 +16,8 @@ from polysocket_core.errors import ErrorCode, PolysocketError
 from polysocket_core.lifecycle import CloseCause
 from polysocket_core.wire import CLOSE_GOING_AWAY
 
-from .config import RelayConfig
-from .table import SocketTable
+from ..settings import RelayConfig
+from ..sockets.table import SocketTable
 
 log = logging.getLogger("polysocket.relay")
 
@@ -31,10 +31,14 @@ class NodeAgent:
         self.redis = redis
         self.keys = Keys(config.key_prefix)
         self.draining = False
+        self.fqdn = config.fqdn  # the name it registers under: the node's, decided when it starts
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> None:
+    async def start(self, fqdn: str | None = None) -> None:
+        """Register as ``fqdn`` (the node's effective name; default: the configured one) and run."""
+        if fqdn is not None:
+            self.fqdn = fqdn
         await self._register()
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -42,13 +46,13 @@ class NodeAgent:
             loop.create_task(self._inbox_loop()),
             loop.create_task(self.table.run_sweeper()),
         ]
-        log.info("node %s registered as %s (capacity %d)", self.config.node_id, self.config.fqdn,
+        log.info("node %s registered as %s (capacity %d)", self.config.node_id, self.fqdn,
                  self.config.capacity)
 
     def _record(self) -> dict[FieldT, EncodableT]:
         """The node's changing fields, written at registration and by every heartbeat."""
         cfg = self.config
-        return {"fqdn": cfg.fqdn, "capacity": cfg.capacity, "sockets": self.table.load,
+        return {"fqdn": self.fqdn, "capacity": cfg.capacity, "sockets": self.table.load,
                 "draining": "1" if self.draining else "0"}
 
     async def _register(self) -> None:

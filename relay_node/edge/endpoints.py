@@ -1,8 +1,8 @@
 """The relay's endpoints: /send, /poll, /stream, /close, /healthz, /metrics, behind one ``answer`` seam.
 
 ``RelayEndpoints.answer(path, query, request)`` turns a request into (status, headers, body) and
-knows nothing of sockets or HTTP framing: ``relay_node.http1`` serves it, tests can call it
-directly. A ``/stream`` answer's body is a ``SocketStream`` (``relay_node.stream``), which the HTTP
+knows nothing of HTTP framing: ``relay_node.edge.http1`` serves it, tests can call it
+directly. A ``/stream`` answer's body is a ``SocketStream`` (``relay_node.sockets.stream``), which the HTTP
 layer starts once the headers are out. No framework on the hot path: one dict lookup for the route,
 the pure core for parsing and encoding, and the socket table for state. Every failure becomes a typed answer.
 """
@@ -17,11 +17,11 @@ from typing import Protocol
 from polysocket_core import jsonp, wire
 from polysocket_core.errors import ErrorCode, PolysocketError
 
-from .agent import NodeAgent
+from ..metrics import RelayMetrics
+from ..settings import RelayConfig
+from ..sockets.stream import SocketStream, open_stream
+from ..sockets.table import SocketTable
 from .logsafe import describe_target, log_internal
-from .metrics import RelayMetrics
-from .stream import SocketStream
-from .table import SocketTable
 
 log = logging.getLogger("polysocket.relay")
 
@@ -52,15 +52,25 @@ AnswerFn = Callable[[str, bytes, Request], Awaitable[Answer]]  # what the HTTP/1
 Handler = Callable[[Request, dict[str, str]], Awaitable[bytes | SocketStream]]
 
 
-class RelayEndpoints:
-    """The endpoints, independent of the server: ``answer`` turns a request into (status, headers, body)."""
+def _not_draining() -> bool:
+    return False
 
-    def __init__(self, table: SocketTable, metrics: RelayMetrics, agent: NodeAgent | None = None) -> None:
+
+class RelayEndpoints:
+    """The endpoints, independent of the server: ``answer`` turns a request into (status, headers, body).
+
+    ``draining`` and ``fqdn`` are asked of the node when ``/healthz`` answers: whether it drains
+    (the control plane decides) and the name it runs under (a slot's, decided when it started)."""
+
+    def __init__(self, settings: RelayConfig, table: SocketTable, metrics: RelayMetrics,
+                 draining: Callable[[], bool] = _not_draining, fqdn: Callable[[], str] | None = None) -> None:
+        self.settings = settings
         self.table = table
         self.metrics = metrics
-        self.agent = agent
+        self.draining = draining
+        self.fqdn = fqdn or (lambda: settings.fqdn)
         # a base64-encoded message of the largest size plus its parameters
-        self.max_body = table.config.max_message_bytes * 4 // 3 + 4096
+        self.max_body = settings.max_message_bytes * 4 // 3 + 4096
         self.routes: dict[str, Handler] = {
             "/send": self.send,
             "/poll": self.poll,
@@ -72,7 +82,7 @@ class RelayEndpoints:
 
     def _metrics_allowed(self, headers: list[tuple[bytes, bytes]]) -> bool:
         """``/metrics`` is open unless the node has a metrics token (it answers on the public port)."""
-        token = self.table.config.metrics_token
+        token = self.settings.metrics_token
         if not token:
             return True
         expected = b"bearer " + token.encode()
@@ -112,7 +122,7 @@ class RelayEndpoints:
             log_internal(log, describe_target(path, self.known_paths), exc)
             self.metrics.errors.labels(ErrorCode.INTERNAL.value).inc()
             return jsonp.render_error(cb, PolysocketError(ErrorCode.INTERNAL, "internal error"))
-        if isinstance(body, SocketStream):
+        if not isinstance(body, bytes):  # a /stream answer: the HTTP layer starts it
             return 200, STREAM_HEADERS, body
         if cb is not None:
             return 200, JS_HEADERS, b"/**/%b(%b);" % (cb.encode("ascii"), body)
@@ -137,7 +147,7 @@ class RelayEndpoints:
 
     def poll(self, req: Request, params: dict[str, str]) -> Awaitable[bytes]:
         # not a coroutine itself: a waiting poll then holds one frame less (memory per idle socket)
-        p = wire.parse_poll(params, self.table.config.max_poll_ttl_ms)
+        p = wire.parse_poll(params, self.settings.max_poll_ttl_ms)
         req.headers = []  # nor its headers, which it no longer needs (a browser's are about 1 KiB)
         return self.table.get(p.socket).poll(p.ack, p.ttl_ms)
 
@@ -148,8 +158,8 @@ class RelayEndpoints:
         for name, value in req.headers:
             if name == b"last-event-id":
                 last_event_id = value.strip()
-        p = wire.parse_stream(params, self.table.config.max_poll_ttl_ms, last_event_id)
-        return self.table.get(p.socket).open_stream(p)
+        p = wire.parse_stream(params, self.settings.max_poll_ttl_ms, last_event_id)
+        return open_stream(self.table.get(p.socket), p)
 
     async def close(self, req: Request, params: dict[str, str]) -> bytes:
         p = wire.parse_close(params)
@@ -157,7 +167,6 @@ class RelayEndpoints:
         return OK_BODY
 
     async def healthz(self, req: Request, params: dict[str, str]) -> bytes:
-        cfg = self.table.config
-        draining = self.agent.draining if self.agent else False
-        return jsonp.dumps({"ok": True, "node": cfg.node_id, "fqdn": cfg.fqdn, "sockets": len(self.table),
-                            "capacity": cfg.capacity, "draining": draining})
+        cfg = self.settings
+        return jsonp.dumps({"ok": True, "node": cfg.node_id, "fqdn": self.fqdn(), "sockets": len(self.table),
+                            "capacity": cfg.capacity, "draining": self.draining()})

@@ -1,8 +1,10 @@
 """One relayed socket: the upstream WebSocket plus the sequencing state of both directions.
 
-A socket has no task of its own: the upstream (``relay_node.upstream``, an asyncio protocol) hands
+A socket has no task of its own: the upstream (``relay_node.sockets.upstream``, an asyncio protocol) hands
 it each message from the target by a plain call, the table's sweep drives the keepalive, polls
 wait on a plain future and sends write under a FIFO lock, so a message costs no task creation.
+Whoever collects the messages (a waiting poll or an open stream) is the socket's ``receiver``
+(``relay_node.sockets.receivers``): the socket wakes it or replaces it, never asks what it is.
 
 The socket's lifecycle is ``self.state`` (``polysocket_core.lifecycle.SocketState``); it changes
 only in ``_move``, which also performs what entering each state means. Which close code goes to
@@ -46,10 +48,10 @@ from polysocket_core.reservations import Reservation
 from polysocket_core.sequencing import Frame, InboundSequencer, OutboundBuffer, poll_answer
 from polysocket_core.wire import CLOSE_TOO_BIG, binary_fragment, text_fragment
 
-from .config import RelayConfig
+from ..metrics import RelayMetrics
+from .limits import SocketLimits
 from .memory import trimmer
-from .metrics import RelayMetrics
-from .stream import SocketStream
+from .receivers import PollReceiver, Receiver
 from .upstream import Upstream
 
 log = logging.getLogger("polysocket.relay")
@@ -63,13 +65,13 @@ UPSTREAM_OPEN = State.OPEN
 class RelaySocket:
     __slots__ = ("_close_seq", "_dropped", "_imposed", "_room", "_sent_through", "_stall", "_write_lock",
                  "_writers", "config", "conn", "id", "inbound", "last_seen", "meta", "metrics", "on_gone", "outbound",
-                 "protocol", "reservation", "state", "waiter")
+                 "protocol", "receiver", "reservation", "state")
 
     def __init__(
         self,
         sid: str,
         conn: Upstream,
-        config: RelayConfig,
+        config: SocketLimits,
         metrics: RelayMetrics,
         on_gone: Callable[[RelaySocket], None],
         reservation: Reservation,
@@ -87,7 +89,7 @@ class RelaySocket:
         self.outbound = OutboundBuffer()
         self.state = OPEN
         # The receiver: the poll waiting for messages or the open /stream, if any (one at a time).
-        self.waiter: asyncio.Future[None] | SocketStream | None = None
+        self.receiver: Receiver | None = None
         self.last_seen = time.monotonic()
         self._close_seq = -1  # seq of the final close message (CLOSED)
         self._imposed: tuple[int, str] | None = None  # close code/reason the relay imposes on the client
@@ -157,7 +159,7 @@ class RelaySocket:
 
     def sweep(self, now: float) -> SweepVerdict | None:
         """Free the socket if it has been left alone too long; say why (None: kept)."""
-        verdict = sweep_verdict(self.state, now - self.last_seen, self.waiter is not None,
+        verdict = sweep_verdict(self.state, now - self.last_seen, self.receiver is not None,
                                 self.config.idle_timeout_s)
         if verdict is SweepVerdict.IDLE:
             self.close(CloseCause.IDLE)
@@ -241,13 +243,9 @@ class RelaySocket:
 
     def _wake(self) -> None:
         """Messages were queued (or the socket closed or was freed): the receiver gets them now."""
-        w = self.waiter
-        if w is None:
-            return
-        if isinstance(w, SocketStream):
-            w.push()
-        elif not w.done():
-            w.set_result(None)
+        r = self.receiver
+        if r is not None:
+            r.wake()
 
     def _free_room(self) -> None:
         if self._room is not None:
@@ -344,29 +342,20 @@ class RelaySocket:
             return True
         return False
 
-    # streaming
+    # the receiver (relay_node.sockets.receivers)
 
-    def open_stream(self, p: wire.StreamParams) -> SocketStream:
-        """A ``/stream`` request: its ack applies now; it becomes the receiver when it starts."""
-        self.last_seen = time.monotonic()
-        self.acknowledge(p.ack)
-        return SocketStream(self, p)
+    def take_receiver(self, receiver: Receiver) -> None:
+        """``receiver`` is the receiver now: the previous one is replaced (a stream ends, a waiting
+        poll answers at once)."""
+        previous = self.receiver
+        self.receiver = receiver
+        if previous is not None:
+            previous.replaced()
 
-    def take_receiver(self, stream: SocketStream) -> None:
-        """``stream`` is the receiver now: a previous stream ends, a waiting poll answers at once."""
-        w = self.waiter
-        self.waiter = stream
-        if w is None:
-            return
-        if isinstance(w, SocketStream):
-            w.end()
-        elif not w.done():
-            w.set_result(None)
-
-    def release_receiver(self, stream: SocketStream) -> None:
-        """``stream`` ended: the socket counts as idle from now."""
-        if self.waiter is stream:
-            self.waiter = None
+    def release_receiver(self, receiver: Receiver) -> None:
+        """``receiver`` ended: the socket counts as idle from now."""
+        if self.receiver is receiver:
+            self.receiver = None
         self.last_seen = time.monotonic()
 
     # polling
@@ -376,27 +365,21 @@ class RelaySocket:
         out = self.outbound
         if self.acknowledge(ack):
             return poll_answer([])
-        w = self.waiter
-        if isinstance(w, SocketStream):
-            w.end()  # one receiver per socket: this poll replaces the stream
+        previous = self.receiver
+        if previous is not None:
+            previous.replaced()  # one receiver per socket: a stream ends, a waiting poll answers now
         if not len(out) and ttl_ms > 0:
-            self._wake()  # only one poll waits: the previous one answers now
             loop = asyncio.get_running_loop()
             fut: asyncio.Future[None] = loop.create_future()
-            self.waiter = fut
-            timer = loop.call_later(ttl_ms / 1000, _resolve, fut)
+            receiver = self.receiver = PollReceiver(fut)
+            timer = loop.call_later(ttl_ms / 1000, PollReceiver.wake, receiver)
             started = self.last_seen
             try:
                 await fut
             finally:
                 timer.cancel()
-                if self.waiter is fut:
-                    self.waiter = None
+                if self.receiver is receiver:
+                    self.receiver = None
                 self.last_seen = time.monotonic()
                 self.metrics.poll_waits.observe(self.last_seen - started)
         return poll_answer(out.take(self.config.poll_batch_bytes))
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)

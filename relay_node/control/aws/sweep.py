@@ -1,5 +1,5 @@
-"""``python -m relay_node.aws.sweep``: delete Route 53 A records of relay nodes that are no longer
-registered in the control plane (see :func:`relay_node.aws.route53.sweep_records` for who runs it).
+"""``python -m relay_node.control.aws.sweep``: delete Route 53 A records of relay nodes that are no longer
+registered in the control plane (see :func:`relay_node.control.aws.route53.sweep_records` for who runs it).
 
 The live set comes from Redis (``--redis-url``: the ``fqdn`` of every node in the node set) or is
 given explicitly (``--live NAME``, repeatable; ``--live`` alone with no Redis means "none live").
@@ -44,7 +44,7 @@ async def live_fqdns_from_redis(redis_url: str, key_prefix: str = "ps:") -> set[
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m relay_node.aws.sweep", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m relay_node.control.aws.sweep", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--zone-id", default=os.environ.get("POLYSOCKET_ROUTE53_ZONE_ID"), required=False)
     p.add_argument("--relay-domain", required=True, help="e.g. relay.example.com")

@@ -140,7 +140,7 @@ def sweep_records(zone_id: str, relay_domain: str, live_node_fqdns: Iterable[str
     field of every node in Redis, ports allowed); Redis is the caller's business, so this is pure
     Route 53. It deletes at once: a node that has UPSERTed its records but not yet registered in
     Redis (the few seconds of its start) would lose them. Run it by hand (``python -m
-    relay_node.aws.sweep``) after an incident, or use :class:`RecordSweeper`, which waits for a grace
+    relay_node.control.aws.sweep``) after an incident, or use :class:`RecordSweeper`, which waits for a grace
     period before deleting, for a periodic job.
 
     **Who runs it**: every relay, on a slow timer (minutes), under a Redis lock (``SET ... NX EX``)

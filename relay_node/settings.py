@@ -23,7 +23,7 @@ from polysocket_core.settings import (
 from polysocket_core.sse import DEFAULT_STREAM_BYTES, DEFAULT_STREAM_SECONDS
 from polysocket_core.wire import MAX_POLL_TTL_MS
 
-from .aws.settings import CloudSettings
+from .control.aws.settings import CloudSettings
 
 
 def default_node_id() -> str:
@@ -50,8 +50,11 @@ def _fqdn(raw: str) -> str:
     return raw
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class RelayConfig:
+    """Frozen: what was configured. What a node decides at run time (a slot's name as its fqdn) it
+    holds itself (``relay_node.node.RelayNode.fqdn``)."""
+
     fqdn: str = setting("", _fqdn, "public name of this node, clients use {uniq}.FQDN (may carry :port); "
                         "default: HOST:PORT")
     node_id: str = setting(parse=_node_id, help="unique node id, shown in metrics and logs",
@@ -97,7 +100,7 @@ class RelayConfig:
 
     def __post_init__(self) -> None:
         if not self.fqdn:
-            self.fqdn = f"{self.host}:{self.port}"
+            object.__setattr__(self, "fqdn", f"{self.host}:{self.port}")  # the default, derived once
         if self.heartbeat_ttl_s <= 0:
             raise SettingError("--heartbeat-ttl must be above 0 seconds")
         if self.stream_seconds <= 0:

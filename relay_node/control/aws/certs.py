@@ -10,7 +10,7 @@ The ACME protocol is the ``acme`` package's (certbot's library); this module onl
    ``_acme-challenge.{slot}.{domain}`` (both names validate there), UPSERTed into the hosted zone;
    once Route 53 says INSYNC the challenges are answered, the order is polled and finalized, and the
    TXT record is deleted again;
-4. the chain and key are stored (``relay_node.aws.certstore``) as one JSON entry.
+4. the chain and key are stored (``relay_node.control.aws.certstore``) as one JSON entry.
 
 :class:`SlotCertificates` decides (``slots.cert_action``) whether a stored certificate is served as
 is, served while a successor is ordered, or must be ordered first, and orders only under the slot's

@@ -1,9 +1,9 @@
 """Slots and their certificates: the decisions, without I/O.
 
 A fleet's node names come from a fixed pool of **slots** ``s00 … sNN`` under the relay domain
-(``s03.relay.example.com``), leased in Redis while a node lives (``relay_node.aws.leases``). Each
+(``s03.relay.example.com``), leased in Redis while a node lives (``relay_node.control.aws.leases``). Each
 slot has one certificate for ``{slot}.{domain}`` and ``*.{slot}.{domain}``, obtained once by ACME
-and reused by every node that later holds the slot (``relay_node.aws.certs``). This module decides:
+and reused by every node that later holds the slot (``relay_node.control.aws.certs``). This module decides:
 which slot a node takes, what its Redis keys are, and whether a stored certificate can be served,
 should be renewed, or must be ordered before the node serves.
 

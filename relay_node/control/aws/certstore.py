@@ -10,7 +10,7 @@ Two stores, one interface (``get(name) -> text | None``, ``put(name, text)``), c
 
 Entry names: ``cert/{slot}.{relay domain}`` for a slot's certificate and private key, and
 ``acme-account/{directory}`` for the ACME account key (one account per ACME directory, shared by the
-fleet). Values are JSON text (``relay_node.aws.certs`` defines them). Blocking boto3; endpoints from
+fleet). Values are JSON text (``relay_node.control.aws.certs`` defines them). Blocking boto3; endpoints from
 the SDK's configuration (``AWS_ENDPOINT_URL[_SECRETS_MANAGER|_S3]``).
 """
 

@@ -13,10 +13,10 @@ from polysocket_core.errors import ErrorCode, PolysocketError
 from polysocket_core.lifecycle import CloseCause, SweepVerdict
 from polysocket_core.reservations import Reservation, TokenLedger
 
+from ..metrics import RelayMetrics
 from . import memory
-from .config import RelayConfig
-from .metrics import RelayMetrics
-from .session import RelaySocket, SocketState
+from .limits import SocketLimits
+from .socket import RelaySocket, SocketState
 from .upstream import Upstream, open_upstream
 
 log = logging.getLogger("polysocket.relay")
@@ -25,7 +25,7 @@ USER_AGENT = "polysocket-relay/0.1 (+https://github.com/polysocket)"
 
 
 class SocketTable:
-    def __init__(self, config: RelayConfig, metrics: RelayMetrics) -> None:
+    def __init__(self, config: SocketLimits, metrics: RelayMetrics) -> None:
         self.config = config
         self.metrics = metrics
         self.sockets: dict[str, RelaySocket] = {}

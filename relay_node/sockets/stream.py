@@ -1,9 +1,9 @@
 """``GET /stream``: one socket's messages as a text/event-stream answer (docs/protocol.md).
 
-A ``SocketStream`` is the socket's receiver while it is open (``RelaySocket.waiter``, the slot a
-waiting poll uses: one receiver per socket, the newer wins, and the idle sweep spares it). It is
-driven by callbacks only, no task: the socket calls ``push`` whenever it queued a message (or
-closed, or was freed), and the stream writes what it has not written yet, at once; one timer
+A ``SocketStream`` is the socket's receiver while it is open (``relay_node.sockets.receivers``:
+one receiver per socket, the newer wins, and the idle sweep spares it). It is driven by callbacks
+only, no task: the socket calls ``wake`` (``push``) whenever it queued a message (or closed, or was
+freed), and the stream writes what it has not written yet, at once; one timer
 writes heartbeats and ends the stream when its time budget is spent. Framing and budgets are the
 pure ``polysocket_core.sse``.
 
@@ -13,7 +13,7 @@ the middle of an event, loses nothing; the next stream writes every unacked mess
 bytes a stream leaves queued in a slow client's transport are bounded by its byte budget
 (``--stream-bytes``, plus the message that crossed it, and heartbeats at most one a second): acks
 on sends can free the socket's buffer without the stream having been read, so ``--buffer-bytes``
-alone does not bound them. ``relay_node.http1`` lets go of a connection whose client reads nothing.
+alone does not bound them. ``relay_node.edge.http1`` lets go of a connection whose client reads nothing.
 """
 
 from __future__ import annotations
@@ -21,20 +21,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Protocol
 
 from polysocket_core import sse
 from polysocket_core.lifecycle import SocketState
 from polysocket_core.wire import StreamParams
 
-from .http1 import StreamSink
-
 if TYPE_CHECKING:
-    from .session import RelaySocket
+    from .socket import RelaySocket
 
 log = logging.getLogger("polysocket.relay")
 
 CLOSED, FREED = SocketState.CLOSED, SocketState.FREED
+
+
+class StreamSink(Protocol):
+    """Where a stream writes: the open answer of the HTTP layer (``relay_node.edge.http1``)."""
+
+    def write_chunk(self, data: bytes) -> None: ...
+
+    def end_stream(self) -> None: ...
+
+
+def open_stream(sock: RelaySocket, p: StreamParams) -> SocketStream:
+    """A ``/stream`` request for ``sock``: its ack applies now; the stream becomes the socket's
+    receiver when it starts (``SocketStream.start``)."""
+    sock.last_seen = time.monotonic()
+    sock.acknowledge(p.ack)
+    return SocketStream(sock, p)
 
 
 class SocketStream(sse.StreamClock):
@@ -53,7 +68,7 @@ class SocketStream(sse.StreamClock):
         self.sink: StreamSink | None = None
         self.timer: asyncio.TimerHandle | None = None
 
-    # http1.StreamBody
+    # the HTTP layer's StreamBody (relay_node.edge.http1)
 
     def start(self, sink: StreamSink) -> tuple[bytes, bool]:
         """The opening comment and every unacked message (up to the byte budget); the stream stays
@@ -105,6 +120,10 @@ class SocketStream(sse.StreamClock):
         self._detach()
         if sink is not None:
             sink.end_stream()
+
+    # the socket's Receiver (relay_node.sockets.receivers): aliases, no call in between
+    wake = push
+    replaced = end  # a newer /stream or a /poll took the socket over
 
     def _pending(self) -> tuple[bytes, bool]:
         """Events not yet written on this stream, and whether the stream ends after them."""

@@ -1,14 +1,18 @@
-"""A relay node's parts wired together: socket table, control-plane agent, endpoints.
+"""A relay node's parts wired together: socket table, control-plane agent, endpoints; and
+``run_relay``, which serves one.
 
-Not an ASGI app any more: the relay serves HTTP with its own protocol (``relay_node.http1``) and
-runs its own lifecycle (``relay_node.server``), so ``start``/``stop`` are plain coroutines.
+Not an ASGI app: the relay serves HTTP with its own protocol (``relay_node.edge.http1``) and runs
+its own lifecycle (``relay_node.server``, which hosts the node as a ``HostedNode``), so
+``start``/``stop`` are plain coroutines. The settings are frozen; what the node decides while it
+starts (a slot's name as its fqdn, the slot's certificate) it holds itself.
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
@@ -17,15 +21,17 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .agent import NodeAgent
-from .config import RelayConfig
-from .endpoints import RelayEndpoints
+from . import server
+from .control.agent import NodeAgent
+from .edge.endpoints import CONSTANT_HEADERS, RelayEndpoints
+from .edge.http1 import AnswerFn, Headers
 from .metrics import RelayMetrics
-from .table import SocketTable
+from .settings import RelayConfig
+from .sockets.table import SocketTable
 
 if TYPE_CHECKING:
-    from .aws.node import NodeCloud
-    from .aws.slotnode import SlotNode
+    from .control.aws.node import NodeCloud
+    from .control.aws.slotnode import SlotNode
 
 log = logging.getLogger("polysocket.relay")
 
@@ -49,8 +55,13 @@ def redis_client(url: str) -> aioredis.Redis:
 
 
 class RelayNode:
+    """One relay node (a ``relay_node.server.HostedNode``)."""
+
+    constant_headers: Sequence[Headers] = CONSTANT_HEADERS
+
     def __init__(self, config: RelayConfig) -> None:
         self.config = config
+        self.fqdn = config.fqdn  # its public name: a slot's, when it leases one while starting
         self.metrics = RelayMetrics()
         self.table = SocketTable(config, self.metrics)
         # A read timeout far above any pause the node may suffer: a node that wakes up must still read
@@ -58,11 +69,27 @@ class RelayNode:
         # would be lost with the connection). Keepalive finds dead peers instead.
         self.redis = redis_client(config.redis_url)
         self.agent = NodeAgent(config, self.table, self.redis)
-        self.endpoints = RelayEndpoints(self.table, self.metrics, self.agent)
+        self.endpoints = RelayEndpoints(config, self.table, self.metrics, draining=lambda: self.agent.draining,
+                                        fqdn=lambda: self.fqdn)
         self.cloud: NodeCloud | None = None
         self.slot: SlotNode | None = None
         self.ssl_context: ssl.SSLContext | None = None  # the slot certificate's, when it has one
         self.request_drain: Callable[[], None] | None = None  # set by the server: drain as on SIGTERM
+
+    @property
+    def node_id(self) -> str:
+        return self.config.node_id
+
+    @property
+    def max_body(self) -> int:
+        return self.endpoints.max_body
+
+    @property
+    def answer(self) -> AnswerFn:
+        return self.endpoints.answer
+
+    async def drain(self) -> None:
+        await self.agent.drain()
 
     def _slot_lost(self) -> None:
         """Another node holds our slot now (our lease expired): its name is no longer ours, so its
@@ -78,21 +105,21 @@ class RelayNode:
         configured) before registering with the control plane, so the router never hands out a name
         that does not resolve yet; then take establish requests."""
         if self.config.cloud.slots_enabled:
-            from .aws.slotnode import SlotNode  # boto3 and acme only where slots are used
+            from .control.aws.slotnode import SlotNode  # boto3 and acme only where slots are used
 
             self.slot = SlotNode(self.config.cloud, self.redis, key_prefix=self.config.key_prefix,
                                  node_id=self.config.node_id, on_lost=self._slot_lost)
-            self.config.fqdn = await self.slot.start()
+            self.fqdn = await self.slot.start()
             self.ssl_context = self.slot.ssl_context
             self._check_slot("its certificate was ready")
         if self.config.cloud.enabled:
-            from .aws.node import NodeCloud  # boto3 only where AWS is used
+            from .control.aws.node import NodeCloud  # boto3 only where AWS is used
 
-            self.cloud = NodeCloud(self.config.cloud, self.config.fqdn,
+            self.cloud = NodeCloud(self.config.cloud, self.fqdn,
                                    lambda: (self.table.load, self.config.capacity))
             await self.cloud.start()
             self._check_slot("its records were written")
-        await self.agent.start()
+        await self.agent.start(self.fqdn)
 
     def _check_slot(self, when: str) -> None:
         """A lease can lapse during a slow start (a certificate order, Route 53 INSYNC): the slot's
@@ -118,3 +145,13 @@ class RelayNode:
                         await self.slot.stop()
                 finally:
                     await self.redis.aclose()
+
+
+def run_relay(config: RelayConfig) -> None:
+    """Serve until drained. With a certificate the relay speaks HTTPS: pages served over HTTPS can
+    only load scripts and make XHRs to HTTPS relays (mixed content is blocked)."""
+    ssl_ctx = server.ssl_context(config.ssl_certfile, config.ssl_keyfile) if config.ssl_certfile else None
+    status = server.serve(RelayNode(config), config.host, config.port, ssl_ctx)
+    log.info("relay %s stopped", config.node_id)
+    if status:
+        sys.exit(status)
