@@ -38,12 +38,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
 from email.utils import formatdate
-from http import HTTPStatus
 from typing import Protocol
 
 import httptools
 
-from polysocket_core import jsonp
+from polysocket_core import edge
+from polysocket_core.edge import header_block, status_line
 from polysocket_core.errors import ErrorCode, PolysocketError
 
 from .logsafe import log_internal
@@ -128,24 +128,6 @@ class Connections:
 
 # --- response bytes -----------------------------------------------------------------------------
 
-_STATUS_LINES: dict[int, bytes] = {}
-
-
-def status_line(status: int) -> bytes:
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        try:
-            phrase = HTTPStatus(status).phrase.encode()
-        except ValueError:
-            phrase = b""
-        line = _STATUS_LINES[status] = b"HTTP/1.1 %d %s\r\n" % (status, phrase)
-    return line
-
-
-def header_block(headers: Headers) -> bytes:
-    return b"".join(b"%s: %s\r\n" % (name, value) for name, value in headers)
-
-
 _date_second = -1
 _date_line = b""
 
@@ -178,12 +160,9 @@ def register_constant_headers(*lists: Headers) -> None:
         _block_cache[id(h)] = (h, header_block(h))
 
 
-def error_answer(code: ErrorCode, message: str, status: int | None = None) -> tuple[int, Headers, bytes]:
-    """A typed error in the protocol doc's shape, readable by CORS clients; ``status`` overrides the code's."""
-    default, headers, body = jsonp.render_error(None, PolysocketError(code, message))
-    return status or default, headers, body
-
-
+def error_answer(code: ErrorCode, message: str) -> tuple[int, Headers, bytes]:
+    """A typed error in the protocol doc's shape, readable by CORS clients."""
+    return edge.render_error(None, PolysocketError(code, message))
 
 
 # --- request-target -----------------------------------------------------------------------------
@@ -648,11 +627,7 @@ class RelayHTTPProtocol(asyncio.Protocol):
             return
         self.refused = True
         self.queue = None
-        code = ErrorCode.BAD_REQUEST if status == 400 else (
-            ErrorCode.RATE_LIMITED if status == 429 else ErrorCode.PAYLOAD_TOO_LARGE)
-        _, headers, body = error_answer(code, message)
-        refusal = b"%b%b%bcontent-length: %d\r\nconnection: close\r\n\r\n%b" % (
-            status_line(status), date_line(), header_block(headers), len(body), body)
+        refusal = edge.closing_refusal(status, message, date_line())
         if self.busy:
             self.refusal = refusal
             if self.stream is not None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
+import orjson
 import pytest
 
 from .conftest import RunningStack
@@ -147,3 +150,33 @@ async def test_broken_chunk_sequence_fails_the_socket(conn: Conn) -> None:
     got = await conn.receive(1)
     assert got[0]["type"] == "close" and got[0]["code"] == 1002
     assert "changes the frame type" in got[0]["reason"]
+
+
+async def refusal_of(port: int, request: bytes) -> tuple[int, dict[str, str], dict[str, object]]:
+    """Send raw bytes, read to the server's close: status, headers and JSON body of its one answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value for name, _, value in (line.partition(": ") for line in lines)}
+    return int(status_line.split(" ")[1]), headers, orjson.loads(body)
+
+
+async def test_oversized_head_gets_the_same_answer_from_router_and_relay(stack: RunningStack) -> None:
+    """Over 64 KiB of headers, sent whole in one write: 431 payload_too_large, plain JSON with CORS,
+    connection closed, from `polysocket router` (uvicorn behind its head guard) and a relay alike.
+    (A head cut before its end: the router's guard answers the same, tests/test_header_guard.py; the
+    relay only counts a header once httptools completes it.)"""
+    request = b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: " + b"h" * 70_000 + b"\r\n\r\n"
+    ports = {"router": int(stack.router_url.rsplit(":", 1)[1]), "relay": stack.relays["node1"].port}
+    for name, port in ports.items():
+        status, headers, body = await refusal_of(port, request)
+        assert (status, body["ok"], body["error"]) == (431, False, "payload_too_large"), (name, body)
+        assert headers["connection"] == "close", name
+        assert headers["content-type"] == "application/json", name
+        assert headers["access-control-allow-origin"] == "*", name
