@@ -16,16 +16,13 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 
 from polysocket_core import edge, wire
 from polysocket_core.control import Keys
 from polysocket_core.errors import ErrorCode, PolysocketError
+from polysocket_core.redis_client import ANSWER_SOON, redis_client
 
 from .admission import Admission, ConnectContext, OpenAdmission, TokenAdmission
 from .client_address import client_address
@@ -67,13 +64,9 @@ class Router:
 
     def _connect_redis(self) -> aioredis.Redis:
         if self._redis is None:
-            # After Redis restarts every pooled connection is dead: PING the ones idle for 5 s before
-            # use, and retry a command that meets a dead connection on a fresh one (D3).
-            self._redis = aioredis.Redis.from_url(
-                self.settings.redis_url, socket_connect_timeout=3, health_check_interval=5,
-                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
-                retry_on_error=[RedisConnectionError, RedisTimeoutError],
-            )
+            # A browser waits on /connect: a Redis restart is waited out briefly (D3), then no_relay.
+            self._redis = redis_client(self.settings.redis_url, patience=ANSWER_SOON,
+                                       ca_file=self.settings.redis_ca_file)
         return self._redis
 
     @property
