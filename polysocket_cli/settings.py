@@ -10,6 +10,7 @@ from polysocket_core.settings import (
     key_prefix_setting,
     port,
     positive_int,
+    redis_ca_file_setting,
     redis_url_setting,
     setting,
     text,
@@ -41,6 +42,7 @@ class DevSettings:
 @dataclass(frozen=True)
 class TokenSettings:
     redis_url: str = redis_url_setting()
+    redis_ca_file: str = redis_ca_file_setting()
     key_prefix: str = key_prefix_setting()
 
 

@@ -8,9 +8,8 @@ import datetime
 import json
 import sys
 
-import redis.asyncio as aioredis
-
 from polysocket_core.control import Keys
+from polysocket_core.redis_client import ANSWER_SOON, redis_client
 from polysocket_core.settings import add_arguments
 from router_fn.policy import PatternError
 from router_fn.tokens import TokenRecord, TokenStore, parse_duration
@@ -69,7 +68,7 @@ def _table(records: list[TokenRecord]) -> str:
 
 
 async def _run(settings: TokenSettings, args: argparse.Namespace) -> int:
-    redis = aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
+    redis = redis_client(settings.redis_url, patience=ANSWER_SOON, ca_file=settings.redis_ca_file)
     store = TokenStore(redis, Keys(settings.key_prefix))
     try:
         cmd = args.token_command

@@ -1,4 +1,5 @@
-"""Pure core shared by the router and the relay: wire protocol, JSONP, sequencing, control-plane schema.
+"""Pure core shared by the router and the relay: wire protocol, the HTTP edge (JSON/JSONP answers),
+sequencing, control-plane schema.
 
 Nothing in this package performs I/O, so all of it is unit-tested without servers.
 """

@@ -229,6 +229,11 @@ def redis_url_setting() -> Any:
     return setting(DEFAULT_REDIS_URL, text, "Redis / Valkey URL of the control plane")
 
 
+def redis_ca_file_setting() -> Any:
+    return setting("", text, "CA bundle (PEM) that verifies a rediss:// control plane, for a certificate from "
+                   "a private CA (default: the system's trust store, which SSL_CERT_FILE replaces)")
+
+
 def key_prefix_setting() -> Any:
     return setting(DEFAULT_KEY_PREFIX, text,
                    "prefix of every control-plane key; routers, relays and `polysocket token` must agree")

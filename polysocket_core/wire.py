@@ -15,8 +15,8 @@ from urllib.parse import unquote, urlsplit
 
 import orjson
 
+from .edge import dumps
 from .errors import ErrorCode, PolysocketError
-from .jsonp import dumps
 
 FrameType = Literal["t", "b"]
 

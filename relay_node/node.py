@@ -15,11 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from polysocket_core.redis_client import RIDE_OUT, redis_client
 
 from . import server
 from .control.agent import NodeAgent
@@ -36,24 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("polysocket.relay")
 
 
-# After Redis restarts (or fails over) every pooled connection is dead. A connection idle for longer
-# than the health-check interval is PINGed before use, and a command that meets a dead connection
-# (ConnectionError) or times out is retried on a fresh one with exponential backoff (about 3 s in
-# all), so a restart costs a short wait instead of one failed operation per pooled connection.
-REDIS_RETRIES = 6
-REDIS_BACKOFF = ExponentialBackoff(cap=1.0, base=0.05)
-REDIS_HEALTH_CHECK_S = 5
-
-
-def redis_client(url: str) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
-        url, socket_connect_timeout=5, socket_timeout=60, socket_keepalive=True,
-        health_check_interval=REDIS_HEALTH_CHECK_S,
-        retry=Retry(REDIS_BACKOFF, REDIS_RETRIES),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-    )
-
-
 class RelayNode:
     """One relay node (a ``relay_node.server.HostedNode``)."""
 
@@ -64,10 +42,11 @@ class RelayNode:
         self.fqdn = config.fqdn  # its public name: a slot's, when it leases one while starting
         self.metrics = RelayMetrics()
         self.table = SocketTable(config, self.metrics)
-        # A read timeout far above any pause the node may suffer: a node that wakes up must still read
-        # the establish request its BLPOP was handed (else the request, and its token reservation,
-        # would be lost with the connection). Keepalive finds dead peers instead.
-        self.redis = redis_client(config.redis_url)
+        # A Redis restart is ridden out (polysocket_core.redis_client), and the read timeout is far
+        # above any pause the node may suffer: a node that wakes up must still read the establish
+        # request its BLPOP was handed (else the request, and its token reservation, would be lost
+        # with the connection). Keepalive finds dead peers instead.
+        self.redis = redis_client(config.redis_url, patience=RIDE_OUT, ca_file=config.redis_ca_file)
         self.agent = NodeAgent(config, self.table, self.redis)
         self.endpoints = RelayEndpoints(config, self.table, self.metrics, draining=lambda: self.agent.draining,
                                         fqdn=lambda: self.fqdn)

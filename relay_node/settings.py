@@ -14,6 +14,7 @@ from polysocket_core.settings import (
     optional_seconds,
     port,
     positive_int,
+    redis_ca_file_setting,
     redis_url_setting,
     seconds,
     setting,
@@ -61,6 +62,7 @@ class RelayConfig:
                            factory=default_node_id)
     capacity: int = setting(10_000, positive_int, "most sockets this node holds")
     redis_url: str = redis_url_setting()
+    redis_ca_file: str = redis_ca_file_setting()
     key_prefix: str = key_prefix_setting()
     max_message_bytes: int = setting(4 * 1024 * 1024, positive_int, "largest message, bytes", name="max-message")
     buffer_high_bytes: int = setting(1024 * 1024, positive_int,

@@ -16,16 +16,13 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 
-from polysocket_core import jsonp, wire
+from polysocket_core import edge, wire
 from polysocket_core.control import Keys
 from polysocket_core.errors import ErrorCode, PolysocketError
+from polysocket_core.redis_client import ANSWER_SOON, redis_client
 
 from .admission import Admission, ConnectContext, OpenAdmission, TokenAdmission
 from .client_address import client_address
@@ -67,13 +64,9 @@ class Router:
 
     def _connect_redis(self) -> aioredis.Redis:
         if self._redis is None:
-            # After Redis restarts every pooled connection is dead: PING the ones idle for 5 s before
-            # use, and retry a command that meets a dead connection on a fresh one (D3).
-            self._redis = aioredis.Redis.from_url(
-                self.settings.redis_url, socket_connect_timeout=3, health_check_interval=5,
-                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 3),
-                retry_on_error=[RedisConnectionError, RedisTimeoutError],
-            )
+            # A browser waits on /connect: a Redis restart is waited out briefly (D3), then no_relay.
+            self._redis = redis_client(self.settings.redis_url, patience=ANSWER_SOON,
+                                       ca_file=self.settings.redis_ca_file)
         return self._redis
 
     @property
@@ -112,8 +105,7 @@ class Router:
         cb: str | None = None
         try:
             params = wire.parse_query(request.scope["query_string"])
-            if params.get("cb") is not None:
-                cb = jsonp.validate_callback(params["cb"])
+            cb = edge.callback(params)
             connect = wire.parse_connect(params)
             client_ip = client_address(request.scope, self.trusted_proxies)
             ctx = ConnectContext(client_ip=client_ip, origin=request_origin(request),
@@ -122,20 +114,18 @@ class Router:
             est = await self.establisher.establish(connect.target, connect.protocols, connect.caller,
                                                    admitted)
         except PolysocketError as exc:
-            if exc.code is ErrorCode.BAD_CALLBACK:
-                cb = None
-            return to_response(*jsonp.render_error(cb, exc))
+            return to_response(*edge.render_error(cb, exc))
         except RedisError as exc:
             log.error("control plane unavailable: %s", exc)
-            return to_response(*jsonp.render_error(
+            return to_response(*edge.render_error(
                 cb, PolysocketError(ErrorCode.NO_RELAY, "control plane unavailable")))
         except Exception:
             log.exception("internal error in /connect")
-            return to_response(*jsonp.render_error(cb, PolysocketError(ErrorCode.INTERNAL, "internal error")))
+            return to_response(*edge.render_error(cb, PolysocketError(ErrorCode.INTERNAL, "internal error")))
         answer: dict[str, object] = {"ok": True, "fqdn": est.fqdn, "socket": est.socket, "protocol": est.protocol}
         if est.idle_ms:
             answer["idle"] = est.idle_ms  # ms without a poll after which the relay frees the socket
-        return to_response(*jsonp.render(cb, answer))
+        return to_response(*edge.render(cb, answer))
 
 
 def to_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> Response:
@@ -145,31 +135,35 @@ def to_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) ->
     return resp
 
 
+def request_callback(request: Request) -> str | None:
+    """The request's valid ``cb`` for an error answer, else None: the error being answered matters
+    more than a broken query string."""
+    try:
+        return edge.callback(wire.parse_query(request.scope.get("query_string", b"")))
+    except PolysocketError:
+        return None
+
+
 def error_response(request: Request, error: PolysocketError) -> Response:
     """An error in the protocol's shape, as JSONP when the request carries a valid ``cb``."""
-    cb: str | None = None
-    try:
-        raw_cb = wire.parse_query(request.scope.get("query_string", b"")).get("cb")
-        if raw_cb is not None:
-            cb = jsonp.validate_callback(raw_cb)
-    except PolysocketError:
-        cb = None  # the error being answered matters more than a broken query string
-    return to_response(*jsonp.render_error(cb, error))
+    return to_response(*edge.render_error(request_callback(request), error))
+
+
+REFUSAL_MESSAGES = {
+    ErrorCode.NOT_FOUND: "no such endpoint: {path}",
+    ErrorCode.METHOD_NOT_ALLOWED: "{method} not allowed on {path}",
+    ErrorCode.INTERNAL: "internal error",
+}
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
-    """Starlette's own refusals (no route, wrong method) in the protocol's shape and headers."""
+    """Starlette's own refusals (no route, wrong method) in the protocol's shape and headers; the
+    code of the status is the relay's for it (``edge.code_for_status``)."""
     status = exc.status_code if isinstance(exc, HTTPException) else 500
-    path = request.scope.get("path", "")[:200]
-    if status == 404:
-        error = PolysocketError(ErrorCode.NOT_FOUND, f"no such endpoint: {path}")
-    elif status == 405:
-        error = PolysocketError(ErrorCode.METHOD_NOT_ALLOWED, f"{request.method[:16]} not allowed on {path}")
-    elif 400 <= status < 500:
-        error = PolysocketError(ErrorCode.BAD_REQUEST, "bad request")
-    else:
-        error = PolysocketError(ErrorCode.INTERNAL, "internal error")
-    resp = error_response(request, error)
+    code = edge.code_for_status(status)
+    message = REFUSAL_MESSAGES.get(code, "bad request").format(
+        path=request.scope.get("path", "")[:200], method=request.method[:16])
+    resp = to_response(*edge.refusal(status, message, request_callback(request)))
     allow = {k.lower(): v for k, v in (getattr(exc, "headers", None) or {}).items()}.get("allow")
     if allow:
         resp.headers["allow"] = allow
@@ -209,12 +203,11 @@ def create_app(settings: RouterSettings | None = None, admission: Admission | No
 
     @app.options("/connect")
     async def preflight() -> Response:
-        return Response(status_code=204, headers={k.decode(): v.decode() for k, v in
-                                                  [*jsonp.COMMON_HEADERS, *jsonp.CORS_HEADERS]})
+        return to_response(edge.PREFLIGHT_STATUS, edge.PREFLIGHT_HEADERS, b"")
 
     @app.get("/healthz")
     async def healthz() -> Response:
-        return to_response(*jsonp.render(None, {"ok": True, "service": "router"}))
+        return to_response(*edge.render(None, {"ok": True, "service": "router"}))
 
     if settings.static_dir and Path(settings.static_dir).is_dir():
         # Imported here: only `polysocket dev` serves files, and the Lambda never pays for it.

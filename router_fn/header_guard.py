@@ -12,7 +12,9 @@ adds what Go calls ``ReadHeaderTimeout`` and nginx ``client_header_timeout``:
 * from the moment a connection opens, and from the first byte of every later request, the whole
   request head (up to the blank line) must arrive within ``header_timeout_s``, however it is
   trickled; else the connection is closed;
-* a head larger than ``max_head_bytes`` is answered ``431`` and the connection closed.
+* a head larger than ``max_head_bytes`` is answered ``431 payload_too_large`` (the relay's answer
+  to headers over its limit, from the same ``polysocket_core.edge.closing_refusal``) and the
+  connection closed.
 
 Between the end of a head and the first byte of the next request nothing is timed here: the app
 is working (a ``/connect`` may take the whole establish budget), then uvicorn's own
@@ -33,13 +35,11 @@ import asyncio
 import logging
 from typing import Any, cast
 
+from polysocket_core.edge import closing_refusal
+
 log = logging.getLogger("polysocket.router")
 
 HEAD_END = b"\r\n\r\n"
-_BODY_431 = b'{"ok":false,"error":"bad_request","message":"request head over the limit"}'
-RESPONSE_431 = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
-                b"x-content-type-options: nosniff\r\ncache-control: no-store\r\nreferrer-policy: no-referrer\r\n"
-                b"connection: close\r\ncontent-length: %d\r\n\r\n%b" % (len(_BODY_431), _BODY_431))
 
 
 class _HeadGuard(asyncio.Protocol):
@@ -72,7 +72,10 @@ class _HeadGuard(asyncio.Protocol):
             self.transport.close()
 
     def _track(self, data: bytes) -> bool:
-        """Follow head boundaries in ``data``; False if the connection was closed for a huge head."""
+        """Follow head boundaries in ``data``; False if the connection was closed for a huge head
+        (one still arriving, or complete in this read: then nothing of this read reaches the app)."""
+        if self.transport is None or self.transport.is_closing():
+            return False
         pos = 0
         while pos < len(data):
             if not self.in_head:  # the first byte of the next request starts its deadline
@@ -86,12 +89,14 @@ class _HeadGuard(asyncio.Protocol):
                 break
             consumed = end + len(HEAD_END) - len(self.tail)
             self.head_bytes += consumed
+            if self.head_bytes > self.max_head_bytes:
+                break
             pos += consumed
             self.in_head, self.tail = False, b""
             self._disarm()
-        if self.in_head and self.head_bytes > self.max_head_bytes and self.transport is not None:
+        if self.head_bytes > self.max_head_bytes:
             self._disarm()
-            self.transport.write(RESPONSE_431)
+            self.transport.write(closing_refusal(431, f"request head over {self.max_head_bytes} bytes"))
             self.transport.close()
             return False
         return True

@@ -6,11 +6,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from polysocket_core.redis_client import check_tls
 from polysocket_core.settings import (
     SettingError,
     key_prefix_setting,
     port,
     positive_int,
+    redis_ca_file_setting,
     redis_url_setting,
     resolve,
     seconds,
@@ -30,6 +32,7 @@ DEFAULT_REQUEST_TIMEOUT_S = 29.0
 @dataclass(frozen=True)
 class RouterSettings:
     redis_url: str = redis_url_setting()
+    redis_ca_file: str = redis_ca_file_setting()
     key_prefix: str = key_prefix_setting()
     ack_timeout_s: float = setting(2.0, seconds, "a node that has not taken a connect by then is skipped (once)",
                                    name="ack-timeout")
@@ -75,6 +78,7 @@ class RouterSettings:
                                f"({self.ack_timeout_s:g})")
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise SettingError("--ssl-certfile and --ssl-keyfile go together")
+        check_tls(self.redis_url, self.redis_ca_file)  # here too: under Lambda the client is built late
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RouterSettings:

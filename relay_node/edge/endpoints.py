@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from polysocket_core import jsonp, wire
+from polysocket_core import edge, wire
 from polysocket_core.errors import ErrorCode, PolysocketError
 
 from ..metrics import RelayMetrics
@@ -26,15 +26,10 @@ from .logsafe import describe_target, log_internal
 log = logging.getLogger("polysocket.relay")
 
 OK_BODY = b'{"ok":true}'
-JS_HEADERS = [(b"content-type", jsonp.JS_CONTENT_TYPE), *jsonp.COMMON_HEADERS]
-JSON_HEADERS = [(b"content-type", jsonp.JSON_CONTENT_TYPE), *jsonp.COMMON_HEADERS, *jsonp.CORS_HEADERS]
-# A client that sets Last-Event-ID itself (an EventSource polyfill) is preflighted; EventSource is not.
-PREFLIGHT_HEADERS = [*jsonp.COMMON_HEADERS, *((n, b"content-type, last-event-id" if n == b"access-control-allow-headers"
-                                               else v) for n, v in jsonp.CORS_HEADERS)]
 METRICS_HEADERS = [(b"content-type", b"text/plain; version=0.0.4")]
-STREAM_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), *jsonp.COMMON_HEADERS,
-                  (b"x-accel-buffering", b"no"), *jsonp.CORS_HEADERS]  # no-store is among the common ones
-CONSTANT_HEADERS = (JS_HEADERS, JSON_HEADERS, PREFLIGHT_HEADERS, METRICS_HEADERS, STREAM_HEADERS)  # formatted once
+STREAM_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), *edge.COMMON_HEADERS,
+                  (b"x-accel-buffering", b"no"), *edge.CORS_HEADERS]  # no-store is among the common ones
+CONSTANT_HEADERS = (*edge.CONSTANT_HEADERS, METRICS_HEADERS, STREAM_HEADERS)  # formatted once
 
 
 class Request(Protocol):
@@ -93,18 +88,16 @@ class RelayEndpoints:
         """The seam: ``path`` is decoded, ``query`` raw; never raises (an unexpected error is a 500)."""
         method = req.method
         if method == "OPTIONS":
-            return 204, PREFLIGHT_HEADERS, b""
+            return edge.PREFLIGHT_STATUS, edge.PREFLIGHT_HEADERS, b""
         if path == "/metrics" and method == "GET":
             if not self._metrics_allowed(req.headers):
-                return jsonp.render_error(None, PolysocketError(
+                return edge.render_error(None, PolysocketError(
                     ErrorCode.UNAUTHORIZED, "metrics need Authorization: Bearer <metrics token>"))
             return 200, METRICS_HEADERS, self.metrics.render()
         cb: str | None = None
         try:
             params = wire.parse_query(query)
-            raw_cb = params.get("cb")
-            if raw_cb is not None:
-                cb = jsonp.validate_callback(raw_cb)
+            cb = edge.callback(params)
             handler = self.routes.get(path)
             if handler is None:
                 raise PolysocketError(ErrorCode.NOT_FOUND, f"no such endpoint: {path[:100]}")
@@ -115,18 +108,16 @@ class RelayEndpoints:
             body = await pending
         except PolysocketError as exc:
             self.metrics.errors.labels(exc.code.value).inc()
-            if exc.code is ErrorCode.BAD_CALLBACK or path == "/stream":
+            if path == "/stream":
                 cb = None  # a stream's errors are JSON: it has no JSONP form
-            return jsonp.render_error(cb, exc)
+            return edge.render_error(cb, exc)
         except Exception as exc:
             log_internal(log, describe_target(path, self.known_paths), exc)
             self.metrics.errors.labels(ErrorCode.INTERNAL.value).inc()
-            return jsonp.render_error(cb, PolysocketError(ErrorCode.INTERNAL, "internal error"))
+            return edge.render_error(cb, PolysocketError(ErrorCode.INTERNAL, "internal error"))
         if not isinstance(body, bytes):  # a /stream answer: the HTTP layer starts it
             return 200, STREAM_HEADERS, body
-        if cb is not None:
-            return 200, JS_HEADERS, b"/**/%b(%b);" % (cb.encode("ascii"), body)
-        return 200, JSON_HEADERS, body
+        return edge.answer(cb, body)
 
     async def send(self, req: Request, params: dict[str, str]) -> bytes:
         if "batch" in params:  # several frames in one request, accepted in order
@@ -168,5 +159,5 @@ class RelayEndpoints:
 
     async def healthz(self, req: Request, params: dict[str, str]) -> bytes:
         cfg = self.settings
-        return jsonp.dumps({"ok": True, "node": cfg.node_id, "fqdn": self.fqdn(), "sockets": len(self.table),
-                            "capacity": cfg.capacity, "draining": self.draining()})
+        return edge.dumps({"ok": True, "node": cfg.node_id, "fqdn": self.fqdn(), "sockets": len(self.table),
+                          "capacity": cfg.capacity, "draining": self.draining()})

@@ -38,12 +38,12 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
 from email.utils import formatdate
-from http import HTTPStatus
 from typing import Protocol
 
 import httptools
 
-from polysocket_core import jsonp
+from polysocket_core import edge
+from polysocket_core.edge import header_block, status_line
 from polysocket_core.errors import ErrorCode, PolysocketError
 
 from .logsafe import log_internal
@@ -128,24 +128,6 @@ class Connections:
 
 # --- response bytes -----------------------------------------------------------------------------
 
-_STATUS_LINES: dict[int, bytes] = {}
-
-
-def status_line(status: int) -> bytes:
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        try:
-            phrase = HTTPStatus(status).phrase.encode()
-        except ValueError:
-            phrase = b""
-        line = _STATUS_LINES[status] = b"HTTP/1.1 %d %s\r\n" % (status, phrase)
-    return line
-
-
-def header_block(headers: Headers) -> bytes:
-    return b"".join(b"%s: %s\r\n" % (name, value) for name, value in headers)
-
-
 _date_second = -1
 _date_line = b""
 
@@ -178,12 +160,9 @@ def register_constant_headers(*lists: Headers) -> None:
         _block_cache[id(h)] = (h, header_block(h))
 
 
-def error_answer(code: ErrorCode, message: str, status: int | None = None) -> tuple[int, Headers, bytes]:
-    """A typed error in the protocol doc's shape, readable by CORS clients; ``status`` overrides the code's."""
-    default, headers, body = jsonp.render_error(None, PolysocketError(code, message))
-    return status or default, headers, body
-
-
+def error_answer(code: ErrorCode, message: str) -> tuple[int, Headers, bytes]:
+    """A typed error in the protocol doc's shape, readable by CORS clients."""
+    return edge.render_error(None, PolysocketError(code, message))
 
 
 # --- request-target -----------------------------------------------------------------------------
@@ -288,7 +267,7 @@ class RelayHTTPProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection. Requests on a connection are answered in order, one at a time."""
 
     __slots__ = ("answer", "busy", "chunked", "closing", "connections", "eof", "idle_timer", "limits", "loop",
-                 "parser", "queue", "refusal", "refused", "req", "stream", "transport", "write_paused")
+                 "parser", "queue", "refusal", "refused", "req", "stream", "transport", "unfinished", "write_paused")
 
     def __init__(self, answer: AnswerFn, limits: Limits, connections: Connections,
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -309,6 +288,7 @@ class RelayHTTPProtocol(asyncio.Protocol):
         self.idle_timer: asyncio.TimerHandle | None = None
         self.stream: StreamBody | None = None  # the streamed answer being written, if any
         self.chunked = True  # the stream in progress uses the chunked transfer coding (HTTP/1.1)
+        self.unfinished = 0  # bytes of reads that only grew an unfinished header (_head_arriving)
 
     # asyncio.Protocol
 
@@ -332,6 +312,8 @@ class RelayHTTPProtocol(asyncio.Protocol):
         # timeout of the connection opening or the previous answer (no trickling slowloris).
         if self.refused:
             return
+        req = self.req  # a head still arriving (rare: a head mostly comes whole) is followed below
+        mark = (req.header_bytes, len(req.url)) if req is not _NO_REQUEST and not req.method else None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -339,6 +321,21 @@ class RelayHTTPProtocol(asyncio.Protocol):
         except httptools.HttpParserError:
             if not self.refused:  # else a callback refused and stopped the parser (_Refused)
                 self._refuse(400, "malformed HTTP request")
+        if mark is not None and not self.refused:
+            self._head_arriving(req, mark, len(data))
+
+    def _head_arriving(self, req: ProtocolRequest, mark: tuple[int, int], size: int) -> None:
+        """httptools reports a header only once it is complete and holds an unfinished one, growing
+        it read by read: without this, a header that never ends is held until the keep-alive
+        timeout, however large. A read that completed nothing of the head (no header, no URL
+        bytes) only grew the unfinished header: counted, it is refused as headers over the limit,
+        at most one read late (the read the header began in is not counted)."""
+        if self.req is req and not req.method and mark == (req.header_bytes, len(req.url)):
+            self.unfinished += size
+            if req.header_bytes + self.unfinished > self.limits.max_header_bytes:
+                self._refuse(431, f"request headers over {self.limits.max_header_bytes} bytes")
+        else:
+            self.unfinished = 0
 
     def eof_received(self) -> bool | None:
         if self.busy:
@@ -648,11 +645,7 @@ class RelayHTTPProtocol(asyncio.Protocol):
             return
         self.refused = True
         self.queue = None
-        code = ErrorCode.BAD_REQUEST if status == 400 else (
-            ErrorCode.RATE_LIMITED if status == 429 else ErrorCode.PAYLOAD_TOO_LARGE)
-        _, headers, body = error_answer(code, message)
-        refusal = b"%b%b%bcontent-length: %d\r\nconnection: close\r\n\r\n%b" % (
-            status_line(status), date_line(), header_block(headers), len(body), body)
+        refusal = edge.closing_refusal(status, message, date_line())
         if self.busy:
             self.refusal = refusal
             if self.stream is not None:

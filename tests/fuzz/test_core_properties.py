@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from polysocket_core import jsonp, wire
+from polysocket_core import edge, wire
 from polysocket_core.errors import ErrorCode, PolysocketError
 from polysocket_core.lifecycle import MAX_CLOSE_REASON_BYTES, TRANSITIONS, SocketState, can_move, clip_reason
 from polysocket_core.sequencing import Frame, InboundSequencer, OutboundBuffer, poll_answer
@@ -200,9 +200,9 @@ CALLBACK = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*(\.[A-Za-z_$][A-Za-z0-9_$]*)*")
 @fuzz
 @given(cb=st.one_of(st.text(max_size=140), st.from_regex(CALLBACK, fullmatch=True)))
 def test_a_callback_is_accepted_only_if_it_is_a_dotted_identifier(cb: str) -> None:
-    ok = CALLBACK.fullmatch(cb) is not None and len(cb) <= jsonp.MAX_CALLBACK_LENGTH and cb.isascii()
+    ok = CALLBACK.fullmatch(cb) is not None and len(cb) <= edge.MAX_CALLBACK_LENGTH and cb.isascii()
     try:
-        assert jsonp.validate_callback(cb) == cb
+        assert edge.validate_callback(cb) == cb
     except PolysocketError as exc:
         assert exc.code is ErrorCode.BAD_CALLBACK and exc.status == 400
         assert not ok
@@ -220,8 +220,8 @@ json_values = st.recursive(
 @given(cb=st.from_regex(CALLBACK, fullmatch=True).filter(lambda c: len(c) <= 128), payload=json_values)
 def test_a_jsonp_answer_is_the_callback_around_json_that_round_trips(cb: str, payload: Any) -> None:
     assume(cb.isascii())
-    status, headers, body = jsonp.render(cb, payload)
-    assert status == 200 and (b"content-type", jsonp.JS_CONTENT_TYPE) in headers
+    status, headers, body = edge.render(cb, payload)
+    assert status == 200 and (b"content-type", edge.JS_CONTENT_TYPE) in headers
     assert (b"x-content-type-options", b"nosniff") in headers
     prefix = b"/**/" + cb.encode() + b"("
     assert body.startswith(prefix) and body.endswith(b");")

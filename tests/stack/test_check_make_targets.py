@@ -11,7 +11,7 @@ from pathlib import Path
 from polysocket_cli.processes import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "scripts" / "check_make_targets.py"
-ONE_FILE = "tests/unit/test_core_jsonp.py"  # small, so each collection is quick
+ONE_FILE = "tests/unit/test_core_edge.py"  # small, so each collection is quick
 
 
 def check(tmp_path: Path, makefile: str) -> subprocess.CompletedProcess[str]:

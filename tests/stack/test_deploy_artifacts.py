@@ -108,7 +108,7 @@ def test_package_contents(package: tuple[Path, dict[str, Any]]) -> None:
         names = zf.namelist()
     tops = {n.split("/")[0] for n in names}
     for needed in ("router_fn/handler.py", "router_fn/app.py", "polysocket_core/__init__.py",
-                   "polysocket_core/jsonp.py", "mangum/__init__.py", "fastapi/__init__.py",
+                   "polysocket_core/edge.py", "mangum/__init__.py", "fastapi/__init__.py",
                    "starlette/__init__.py", "redis/__init__.py", "orjson/__init__.py"):
         assert needed in names, needed
     # Compiled dependencies are Linux builds for CPython 3.11 (what the Lambda runtime loads).

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import httpx
+import orjson
 import pytest
 
 from tests.support.stack import RunningStack
@@ -147,3 +151,50 @@ async def test_broken_chunk_sequence_fails_the_socket(conn: Conn) -> None:
     got = await conn.receive(1)
     assert got[0]["type"] == "close" and got[0]["code"] == 1002
     assert "changes the frame type" in got[0]["reason"]
+
+
+async def refusal_of(port: int, request: bytes, more: bytes = b"") -> tuple[int, dict[str, str], dict[str, object]]:
+    """Send ``request``, then ``more`` every 10 ms (at most 64 times) until the server answers; read to
+    the server's close: status, headers and JSON body of its one answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def read_all() -> bytes:
+        got = b""
+        with contextlib.suppress(ConnectionError):  # a close with our bytes unread is a reset after the answer
+            while chunk := await reader.read(65536):
+                got += chunk
+        return got
+
+    answer = asyncio.create_task(read_all())
+    try:
+        writer.write(request)
+        for _ in range(64 if more else 0):
+            await asyncio.sleep(0.01)
+            if answer.done():
+                break
+            with contextlib.suppress(ConnectionError):
+                writer.write(more)
+                await writer.drain()
+        raw = await asyncio.wait_for(answer, 10)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value for name, _, value in (line.partition(": ") for line in lines)}
+    return int(status_line.split(" ")[1]), headers, orjson.loads(body)
+
+
+@pytest.mark.parametrize("arrival", ["whole", "still-arriving"])
+async def test_oversized_head_gets_the_same_answer_from_router_and_relay(stack: RunningStack, arrival: str) -> None:
+    """Over 64 KiB of headers: 431 payload_too_large, plain JSON with CORS, connection closed, from
+    `polysocket router` (uvicorn behind its head guard) and a relay alike; the head sent whole in one
+    write, or a header that never ends, 8 KiB at a time."""
+    start = b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: "
+    request, more = (start + b"h" * 70_000 + b"\r\n\r\n", b"") if arrival == "whole" else (start, b"h" * 8192)
+    ports = {"router": int(stack.router_url.rsplit(":", 1)[1]), "relay": stack.relays["node1"].port}
+    for name, port in ports.items():
+        status, headers, body = await refusal_of(port, request, more)
+        assert (status, body["ok"], body["error"]) == (431, False, "payload_too_large"), (name, body)
+        assert headers["connection"] == "close", name
+        assert headers["content-type"] == "application/json", name
+        assert headers["access-control-allow-origin"] == "*", name

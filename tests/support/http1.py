@@ -1,4 +1,4 @@
-"""The in-process doubles for relay_node.http1's protocol, in the style of uvicorn's protocol tests:
+"""The in-process doubles for relay_node.edge.http1's protocol, in the style of uvicorn's protocol tests:
 a transport that records what the protocol writes and an ``answer`` seam that records the calls, so a
 test feeds bytes into ``data_received`` and reads exact bytes back, with no sockets and no servers."""
 

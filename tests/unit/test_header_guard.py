@@ -116,12 +116,14 @@ async def test_trickling_client_is_cut(guarded: int) -> None:
     writer.close()
 
 
-async def test_oversized_head_is_431(guarded: int) -> None:
+@pytest.mark.parametrize("end", [b"", b"\r\n\r\n"], ids=["still-arriving", "complete-in-one-read"])
+async def test_oversized_head_is_431_payload_too_large(guarded: int, end: bytes) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", guarded)
-    writer.write(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 9000)
+    writer.write(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 9000 + end)
     await writer.drain()
     answer = await asyncio.wait_for(reader.read(), 5)
-    assert answer.startswith(b"HTTP/1.1 431 ") and b'"ok":false' in answer
+    assert answer.startswith(b"HTTP/1.1 431 ") and b"\r\nconnection: close\r\n" in answer
+    assert answer.endswith(b'{"ok":false,"error":"payload_too_large","message":"request head over 8192 bytes"}')
     writer.close()
 
 

@@ -120,6 +120,38 @@ async def test_oversized_headers_split_across_reads_are_not_executed() -> None:
     assert tr.statuses() == [431] and ans.calls == []
 
 
+@pytest.mark.parametrize("unfinished", [b"X-Big: ", b"X-Big-"], ids=["value", "name"])
+async def test_a_header_that_never_ends_is_refused_at_the_limit(unfinished: bytes) -> None:
+    """httptools holds an unfinished header without reporting it: the reads that only grow it are
+    counted, so it is refused once over the limit (at most one read late), not held until the
+    keep-alive timeout however large it grows."""
+    proto, tr, ans, _ = make(max_header_bytes=1000)
+    proto.data_received(b"GET /send?d=leaked HTTP/1.1\r\nHost: x\r\n" + unfinished + b"b" * 300)
+    sent = 0
+    while not tr.closed:
+        assert sent <= 1000, "not refused at the limit"
+        proto.data_received(b"b" * 100)
+        sent += 100
+    assert sent > 1000 - 300 - 100  # not before the limit either (the first read is not counted)
+    assert tr.statuses() == [431] and ans.calls == []
+    assert orjson.loads(tr.buffer.split(b"\r\n\r\n", 1)[1])["error"] == "payload_too_large"
+
+
+async def test_headers_arriving_slowly_under_the_limit_are_served() -> None:
+    """A read that completes a header starts the count again: many small headers, each split over
+    reads, add up only through the completed ones."""
+    proto, tr, ans, _ = make(max_header_bytes=1000)
+    proto.data_received(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    for i in range(9):  # 9 x ~100 bytes of headers, each value in three reads
+        proto.data_received(b"X-H%d: " % i + b"a" * 30)
+        proto.data_received(b"a" * 30)
+        proto.data_received(b"a" * 30 + b"\r\n")
+    proto.data_received(b"\r\n" + GET)
+    await settle()
+    assert tr.statuses() == [200, 200] and not tr.closed
+    assert [c[0] for c in ans.calls] == ["/healthz", "/healthz"]
+
+
 async def test_body_over_the_limit_is_413_before_the_endpoint() -> None:
     proto, tr, ans, _ = make(max_body_bytes=10)
     proto.data_received(b"GET /send?d=x HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello world" + GET)

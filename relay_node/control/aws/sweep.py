@@ -16,18 +16,17 @@ import sys
 from .route53 import sweep_records
 
 
-async def live_fqdns_from_redis(redis_url: str, key_prefix: str = "ps:") -> set[str]:
+async def live_fqdns_from_redis(redis_url: str, key_prefix: str = "ps:", ca_file: str = "") -> set[str]:
     """The fqdn of every node that is alive in the control plane (its heartbeat key is set).
 
     A node's record outlives it (up to an hour), its alive key only by the heartbeat TTL, so the
     alive key is what says "live"; a node that is draining still heart-beats and counts as live.
     """
-    import redis.asyncio as aioredis
-
     from polysocket_core.control import Keys
+    from polysocket_core.redis_client import ANSWER_SOON, redis_client
 
     keys = Keys(key_prefix)
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    client = redis_client(redis_url, patience=ANSWER_SOON, ca_file=ca_file, decode_responses=True)
     try:
         ids = sorted(str(i) for i in await client.smembers(keys.nodes))
         fqdns: set[str] = set()
@@ -49,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--zone-id", default=os.environ.get("POLYSOCKET_ROUTE53_ZONE_ID"), required=False)
     p.add_argument("--relay-domain", required=True, help="e.g. relay.example.com")
     p.add_argument("--redis-url", default=os.environ.get("POLYSOCKET_REDIS_URL"))
+    p.add_argument("--redis-ca-file", default=os.environ.get("POLYSOCKET_REDIS_CA_FILE", ""),
+                   help="CA bundle (PEM) that verifies a rediss:// URL (default: the system's)")
     p.add_argument("--key-prefix", default=os.environ.get("POLYSOCKET_KEY_PREFIX", "ps:"))
     p.add_argument("--live", action="append", default=None, metavar="FQDN",
                    help="a live node name (instead of Redis); repeatable")
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.live is not None:
         live = set(args.live)
     elif args.redis_url:
-        live = asyncio.run(live_fqdns_from_redis(args.redis_url, args.key_prefix))
+        live = asyncio.run(live_fqdns_from_redis(args.redis_url, args.key_prefix, args.redis_ca_file))
     else:
         p.error("give --redis-url (or POLYSOCKET_REDIS_URL) or --live")
     deleted = sweep_records(args.zone_id, args.relay_domain, live, dry_run=args.dry_run)
