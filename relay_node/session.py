@@ -349,8 +349,13 @@ class RelaySocket:
     def open_stream(self, p: wire.StreamParams) -> SocketStream:
         """A ``/stream`` request: its ack applies now; it becomes the receiver when it starts."""
         self.last_seen = time.monotonic()
-        self.acknowledge(p.ack)
+        self.acknowledge(max(p.ack, self._known_event_id(p.last_event_id)))
         return SocketStream(self, p)
+
+    def _known_event_id(self, last_event_id: int) -> int:
+        """``Last-Event-ID`` acks like ``ack`` but is ignored above the last seq queued: the client
+        does not choose what EventSource sends, so it is not refused either."""
+        return last_event_id if last_event_id < self.outbound.next_seq else -1
 
     def take_receiver(self, stream: SocketStream) -> None:
         """``stream`` is the receiver now: a previous stream ends, a waiting poll answers at once."""
