@@ -130,7 +130,9 @@ class EchoProtocol(asyncio.Protocol):
         for event in proto.events_received():
             if isinstance(event, Frame):
                 self._frame(event)
-            elif isinstance(event, Request):
+            elif isinstance(event, Request) and not proto.eof_sent:
+                # No answer once websockets itself ended the connection: bytes after the request
+                # that are no frame (pipelined requests) fail it before the request is seen here.
                 proto.send_response(proto.accept(event))
                 self._handshake_done()
         self._flush()

@@ -10,7 +10,9 @@ import contextlib
 import resource
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
+from typing import IO
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -19,7 +21,8 @@ from websockets.frames import Frame, Opcode
 
 from polysocket_cli.processes import free_port, wait_port
 
-from .conftest import MiB, rss_bytes
+from ..fuzz.test_http_fuzz import raw_run
+from .conftest import MiB, Profile, rss_bytes, seed_for
 
 pytestmark = [pytest.mark.faults]
 
@@ -27,7 +30,8 @@ FD_LIMIT = 200
 
 
 @contextlib.contextmanager
-def echo_process(fd_limit: int | None = None) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+def echo_process(fd_limit: int | None = None,
+                 log: IO[bytes] | None = None) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     """``polysocket echo`` in its own process, optionally under a descriptor limit; ended by its handle."""
     port = free_port()
 
@@ -36,7 +40,8 @@ def echo_process(fd_limit: int | None = None) -> Iterator[tuple[int, subprocess.
             resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
 
     proc = subprocess.Popen([sys.executable, "-m", "polysocket_cli", "echo", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=limit)
+                            stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
+                            preexec_fn=limit)
     try:
         wait_port(port, proc=proc)
         yield port, proc
@@ -111,3 +116,22 @@ async def test_silent_clients_with_unfinished_fragmented_messages_are_bounded() 
         finally:
             for ws in clients:
                 await ws.close()
+
+
+async def test_raw_bytes_leave_the_echo_serving_without_a_traceback(profile: Profile) -> None:
+    """The fault campaign's raw-bytes client (tests/fuzz/test_http_fuzz.py) against the echo: it
+    found pipelined handshake requests answered twice (websockets' AssertionError, a fatal error
+    on the transport, logged with its traceback)."""
+    seed = seed_for("PSTEST_FUZZ_SEED")
+    n = profile.http_fuzz_requests // 3
+    with tempfile.TemporaryFile() as log:
+        with echo_process(log=log) as (port, proc):
+            start = rss_bytes(proc.pid)
+            answered = await raw_run(port, n, seed, allowed={})
+            grown = (rss_bytes(proc.pid) - start) / MiB
+            print(f"echo: {answered}/{n} raw byte strings got an HTTP answer; RSS +{grown:.0f} MiB")
+            assert proc.poll() is None and await echoes(f"ws://127.0.0.1:{port}/")
+            assert grown < 48, grown
+        log.seek(0)
+        text = log.read().decode(errors="replace")
+    assert "Traceback" not in text, text[-3000:]
