@@ -11,7 +11,7 @@ Nothing is acknowledged by writing: messages stay in the socket's buffer until t
 them (on the next ``/stream`` or ``/poll``, or on a ``/send``), so a stream cut anywhere, even in
 the middle of an event, loses nothing; the next stream writes every unacked message again. The
 bytes a stream leaves queued in a slow client's transport are bounded by its byte budget
-(``--stream-bytes``, plus the message that crossed it, and heartbeats at most one a second): acks
+(``--stream-bytes``, heartbeats included, plus the message that crossed it): acks
 on sends can free the socket's buffer without the stream having been read, so ``--buffer-bytes``
 alone does not bound them. ``relay_node.http1`` lets go of a connection whose client reads nothing.
 """
