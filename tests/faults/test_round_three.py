@@ -6,8 +6,11 @@ figure docs/guarantees.md states for its fix.
   ``--max-poll-ttl 0`` is refused at start-up (it made every stream heartbeat in a busy loop).
 * D3 after receiver abuse (stalled streams each holding a large, encoding-inflated message in its
   connection's write buffer) an idle relay gives its memory back.
-* D5 ``100 Continue`` is not written inside an open stream's chunked body; an ``ack`` above the last
-  seq queued is refused and loses nothing, a ``Last-Event-ID`` above it is ignored.
+* D5 ``100 Continue`` is not written inside an open stream's chunked body.
+* D6 an ``ack`` above the last seq queued is refused and loses nothing, a ``Last-Event-ID`` above it
+  is ignored.
+
+(D1, the per-socket receive-side bound, comes with the reshaped receivers.)
 
 The echo's defects (D4) are in test_echo_faults.py.
 """
@@ -198,7 +201,7 @@ def test_d3_the_trimmer_also_trims_on_a_timer_while_rss_stands_above_the_start()
     assert t.maybe_trim(60.5) and t.trims == 4
 
 
-# D5: 100 Continue in turn; acks above the last seq queued
+# D5: 100 Continue in turn; D6: acks above the last seq queued
 
 
 async def test_d5_100_continue_is_not_written_inside_an_open_stream(relay: Relay, http: httpx.AsyncClient) -> None:
@@ -221,7 +224,7 @@ async def test_d5_100_continue_is_not_written_inside_an_open_stream(relay: Relay
     assert [m["data"] for m in await c.receive(1)] == ["hello"]  # the echo of that send
 
 
-async def test_d5_an_ack_above_the_last_seq_queued_is_refused_and_loses_nothing(relay: Relay,
+async def test_d6_an_ack_above_the_last_seq_queued_is_refused_and_loses_nothing(relay: Relay,
                                                                                http: httpx.AsyncClient) -> None:
     c = await relay.connect(http)
     assert (await c.send_text("kept"))["ok"]
