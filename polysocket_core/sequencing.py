@@ -131,7 +131,12 @@ class OutboundBuffer:
         self.unacked_bytes += len(fragment)
 
     def ack(self, upto: int) -> None:
-        """Forget every message with ``seq <= upto``."""
+        """Forget every message with ``seq <= upto``. An ack above the last seq ever queued is
+        refused (``bad_request``), changing nothing: no receiver can have delivered that message,
+        and accepting it would free messages the client never got."""
+        if upto >= self.next_seq:
+            raise PolysocketError(ErrorCode.BAD_REQUEST, f"ack {upto} is above the last message seq "
+                                  f"{self.next_seq - 1}")
         items = self._items
         i, n = self._head, len(items)
         while i < n and items[i][0] <= upto:

@@ -42,13 +42,15 @@ class Spec:
     show: Callable[[Any], str] = str  # the default as a user would type it (and the round trip back)
     choices: tuple[str, ...] = ()
     secret: bool = False  # never echoed in errors or help
+    floor: Any = None  # the least value that works (an interval below it spins); checked by check_floors
 
 
 def setting(default: Any = dataclasses.MISSING, parse: Callable[[str], Any] = str, help: str = "", *,
             name: str = "", show: Callable[[Any], str] = str, choices: Sequence[str] = (),
-            secret: bool = False, factory: Callable[[], Any] | None = None) -> Any:
-    """A dataclass field that is also a flag and a ``POLYSOCKET_*`` variable."""
-    spec = Spec(parse, help, name, show, tuple(choices), secret)
+            secret: bool = False, factory: Callable[[], Any] | None = None, floor: Any = None) -> Any:
+    """A dataclass field that is also a flag and a ``POLYSOCKET_*`` variable. ``floor``: the least
+    value that works, in the field's own unit (see :func:`check_floors`)."""
+    spec = Spec(parse, help, name, show, tuple(choices), secret, floor)
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata={_SPEC: spec})
     return dataclasses.field(default=default, metadata={_SPEC: spec})
@@ -148,6 +150,18 @@ def resolve(cls: type[T], env: Mapping[str, str], args: argparse.Namespace | Non
         raise
     except (ValueError, TypeError) as exc:
         raise SettingError(str(exc)) from None
+
+
+def check_floors(settings: object) -> None:
+    """Refuse a setting below its declared floor, one line naming the flag (called from each
+    class's ``__post_init__``, so a value built in code is checked like a flag). An interval below
+    its floor would not fail, it would spin: ``--max-poll-ttl 0`` once made every stream heartbeat
+    in a busy loop. ``None`` (an interval turned off) has no floor."""
+    for d in declared(type(settings)):
+        floor = d.spec.floor
+        value = d.value(settings)
+        if floor is not None and value is not None and value < floor:
+            raise SettingError(f"{d.flag} {d.spec.show(value)}: must be at least {d.spec.show(floor)}")
 
 
 def to_env(settings: object) -> dict[str, str]:

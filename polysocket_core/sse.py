@@ -105,7 +105,10 @@ class StreamClock:
             return Tick.END
         if now - self.last_write >= self.heartbeat_s:
             self.last_write = now
-            return Tick.HEARTBEAT
+            # A heartbeat counts in the byte budget like an event: the bytes a stream can leave
+            # queued for a client that reads nothing are then bounded whatever the heartbeat interval.
+            self.written += len(HEARTBEAT)
+            return Tick.END if self.written > self.max_bytes else Tick.HEARTBEAT
         return Tick.WAIT
 
     def next_due(self) -> float:

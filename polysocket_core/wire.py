@@ -275,9 +275,10 @@ def parse_poll(params: dict[str, str], max_ttl_ms: int = MAX_POLL_TTL_MS) -> Pol
 @dataclass(frozen=True, slots=True)
 class StreamParams:
     socket: str
-    ack: int  # max(``ack``, a valid ``Last-Event-ID``); -1 for none
+    ack: int  # ``ack``; -1 for none
     ttl_ms: int  # heartbeat interval
     pad: bool  # open with the 2 KiB prelude old IE's XHR / XDomainRequest needs
+    last_event_id: int = -1  # a valid ``Last-Event-ID``: acks like ``ack``, ignored above the last seq queued
 
 
 def parse_last_event_id(raw: bytes | None) -> int:
@@ -293,7 +294,7 @@ def parse_stream(params: dict[str, str], max_ttl_ms: int = MAX_POLL_TTL_MS,
                  last_event_id: bytes | None = None) -> StreamParams:
     """``GET /stream``: ``cb`` is refused (a stream is text/event-stream, JSONP clients poll); a
     ``ttl`` of 0 is refused (it is the heartbeat interval, not a wait); below ``MIN_STREAM_TTL_MS``
-    it is raised to it, above ``max_ttl_ms`` lowered to that (which wins if it is the smaller)."""
+    it is raised to it, above ``max_ttl_ms`` lowered to that (the floor wins if it is the greater)."""
     if "cb" in params:
         raise bad("/stream answers text/event-stream; use /poll for JSONP")
     sid = parse_socket_id(params)
@@ -301,8 +302,15 @@ def parse_stream(params: dict[str, str], max_ttl_ms: int = MAX_POLL_TTL_MS,
     pad = params.get("pad", "0")
     if pad not in ("0", "1", ""):
         raise bad("pad must be 0 or 1")
-    ack = max(parse_ack(params), parse_last_event_id(last_event_id))
-    return StreamParams(socket=sid, ack=ack, ttl_ms=min(max(ttl, MIN_STREAM_TTL_MS), max_ttl_ms), pad=pad == "1")
+    return StreamParams(socket=sid, ack=parse_ack(params), ttl_ms=heartbeat_interval_ms(ttl, max_ttl_ms),
+                        pad=pad == "1", last_event_id=parse_last_event_id(last_event_id))
+
+
+def heartbeat_interval_ms(ttl_ms: int, max_ttl_ms: int) -> int:
+    """A stream's heartbeat interval: its ``ttl`` lowered to the relay's cap, then raised to the
+    floor, which is applied last so that no cap (not even ``--max-poll-ttl 0``) can make a stream
+    heartbeat in a busy loop."""
+    return max(min(ttl_ms, max_ttl_ms), MIN_STREAM_TTL_MS)
 
 
 @dataclass(frozen=True, slots=True)

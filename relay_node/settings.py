@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from polysocket_core.control import NODE_ID_RE
 from polysocket_core.settings import (
     SettingError,
+    check_floors,
     group,
     key_prefix_setting,
     optional_seconds,
@@ -22,9 +23,13 @@ from polysocket_core.settings import (
     text,
 )
 from polysocket_core.sse import DEFAULT_STREAM_BYTES, DEFAULT_STREAM_SECONDS
-from polysocket_core.wire import MAX_POLL_TTL_MS
+from polysocket_core.wire import MAX_POLL_TTL_MS, MIN_STREAM_TTL_MS
 
 from .control.aws.settings import CloudSettings
+
+# The floor of the relay's repeating intervals: each tick costs a pass (over every socket, for the
+# sweep) or a request, so below this they would spin rather than fail.
+MIN_INTERVAL_S = 0.1
 
 
 def default_node_id() -> str:
@@ -70,28 +75,31 @@ class RelayConfig:
                                      name="buffer-bytes")
     poll_batch_bytes: int = setting(512 * 1024, positive_int, "soft size of one poll answer, bytes")
     max_poll_ttl_ms: int = setting(MAX_POLL_TTL_MS, _ms, "longest a poll may wait for data, seconds "
-                                   "(a waiting poll keeps its socket alive)", name="max-poll-ttl", show=_show_ms)
+                                   "(a waiting poll keeps its socket alive)", name="max-poll-ttl", show=_show_ms,
+                                   floor=MIN_STREAM_TTL_MS)  # it caps the stream heartbeat interval
     stream_bytes: int = setting(DEFAULT_STREAM_BYTES, positive_int, "bytes of messages one GET /stream answer "
                                 "carries before it ends (the client resumes with a new one)")
     stream_seconds: float = setting(DEFAULT_STREAM_SECONDS, seconds, "longest one GET /stream answer stays open, "
-                                    "seconds")
+                                    "seconds", floor=MIN_INTERVAL_S)  # clients reconnect this often
     idle_timeout_s: float = setting(60.0, seconds, "close sockets with no poll or send for this long",
                                     name="idle-timeout")
     gap_hold_s: float = setting(10.0, seconds, "how long a send waits for a missing seq", name="gap-hold")
     open_timeout_s: float = setting(10.0, seconds, "TCP + TLS + WebSocket handshake to the target",
                                     name="open-timeout")
     ping_interval_s: float | None = setting(20.0, optional_seconds, "WebSocket ping to the target every "
-                                            "this long, or 'off'", name="ping-interval", show=show_optional_seconds)
+                                            "this long, or 'off'", name="ping-interval", show=show_optional_seconds,
+                                            floor=MIN_INTERVAL_S)
     ping_timeout_s: float | None = setting(20.0, optional_seconds, "drop the target when a ping is not "
                                            "answered this fast, or 'off'", name="ping-timeout",
                                            show=show_optional_seconds)
     close_timeout_s: float = setting(5.0, seconds, "wait this long for the target's closing handshake",
                                      name="close-timeout")
     heartbeat_ttl_s: float = setting(5.0, seconds, "node counts as dead this long after its last heartbeat",
-                                     name="heartbeat-ttl")
+                                     name="heartbeat-ttl", floor=0.3)  # a beat every TTL / 3: MIN_INTERVAL_S
     drain_grace_s: float = setting(10.0, seconds, "on SIGTERM, serve this long before closing sockets",
                                    name="drain-grace")
-    sweep_interval_s: float = setting(1.0, seconds, "how often idle sockets are looked for", name="sweep-interval")
+    sweep_interval_s: float = setting(1.0, seconds, "how often idle sockets are looked for", name="sweep-interval",
+                                      floor=MIN_INTERVAL_S)
     metrics_token: str = setting("", text, "require 'Authorization: Bearer TOKEN' for /metrics "
                                  "(it is served on the public port)", secret=True)
     host: str = setting("127.0.0.1", text, "address to listen on")
@@ -103,12 +111,7 @@ class RelayConfig:
     def __post_init__(self) -> None:
         if not self.fqdn:
             object.__setattr__(self, "fqdn", f"{self.host}:{self.port}")  # the default, derived once
-        if self.heartbeat_ttl_s <= 0:
-            raise SettingError("--heartbeat-ttl must be above 0 seconds")
-        if self.stream_seconds <= 0:
-            raise SettingError("--stream-seconds must be above 0 seconds")
-        if self.sweep_interval_s <= 0:
-            raise SettingError("--sweep-interval must be above 0 seconds")
+        check_floors(self)
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise SettingError("--ssl-certfile and --ssl-keyfile go together")
         if self.ssl_certfile and self.cloud.certs_enabled:

@@ -398,8 +398,20 @@ class RelayHTTPProtocol(asyncio.Protocol):
         for name, value in req.headers:
             if name == b"content-length" and value.isdigit() and int(value) > max_body:
                 req.too_large = True
-        if req.expect_continue and not req.too_large and self.transport is not None:
-            self.transport.write(_CONTINUE)
+        self._continue_if_next()
+
+    def _continue_if_next(self) -> None:
+        """``100 Continue`` for the request being read, once it is the next to be answered: while
+        another answer is in progress (an open stream's chunks, or requests queued before it), it
+        would land inside that answer and break its framing. ``_next`` writes it when its turn
+        comes; a client that does not wait sends the body anyway."""
+        req = self.req
+        transport = self.transport
+        if (not req.expect_continue or req.too_large or self.busy or self.queue or transport is None
+                or transport.is_closing()):
+            return
+        req.expect_continue = False  # written once
+        transport.write(_CONTINUE)
 
     def on_body(self, body: bytes) -> None:
         req = self.req
@@ -623,7 +635,9 @@ class RelayHTTPProtocol(asyncio.Protocol):
             if len(self.queue) == self.limits.max_pipelined:
                 transport.resume_reading()
             self._start(self.queue.popleft())
-        elif self.idle_timer is None:
+            return
+        self._continue_if_next()  # the request being read is next now
+        if self.idle_timer is None:
             # Idle, or the client stopped reading its answers: the keep-alive timeout runs from
             # this answer either way, so a client that reads nothing more cannot hold the connection.
             self.idle_timer = self.loop.call_later(self.limits.keep_alive_s, self._idle_close)

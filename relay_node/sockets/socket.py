@@ -356,6 +356,11 @@ class RelaySocket:
         """``receiver`` ended: the socket counts as idle from now."""
         if self.receiver is receiver:
             self.receiver = None
+
+    def known_event_id(self, last_event_id: int) -> int:
+        """``Last-Event-ID`` acks like ``ack`` but is ignored above the last seq queued: the client
+        does not choose what EventSource sends, so it is not refused either."""
+        return last_event_id if last_event_id < self.outbound.next_seq else -1
         self.last_seen = time.monotonic()
 
     # polling

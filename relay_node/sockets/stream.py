@@ -11,7 +11,7 @@ Nothing is acknowledged by writing: messages stay in the socket's buffer until t
 them (on the next ``/stream`` or ``/poll``, or on a ``/send``), so a stream cut anywhere, even in
 the middle of an event, loses nothing; the next stream writes every unacked message again. The
 bytes a stream leaves queued in a slow client's transport are bounded by its byte budget
-(``--stream-bytes``, plus the message that crossed it, and heartbeats at most one a second): acks
+(``--stream-bytes``, heartbeats included, plus the message that crossed it): acks
 on sends can free the socket's buffer without the stream having been read, so ``--buffer-bytes``
 alone does not bound them. ``relay_node.edge.http1`` lets go of a connection whose client reads nothing.
 """
@@ -48,7 +48,7 @@ def open_stream(sock: RelaySocket, p: StreamParams) -> SocketStream:
     """A ``/stream`` request for ``sock``: its ack applies now; the stream becomes the socket's
     receiver when it starts (``SocketStream.start``)."""
     sock.last_seen = time.monotonic()
-    sock.acknowledge(p.ack)
+    sock.acknowledge(max(p.ack, sock.known_event_id(p.last_event_id)))
     return SocketStream(sock, p)
 
 

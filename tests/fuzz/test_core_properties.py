@@ -113,6 +113,10 @@ def test_outbound_buffer_redelivers_exactly_the_unacknowledged(ops: list[tuple[s
             model.append((buf.next_seq, fragment))
             buf.push(fragment)
         elif op == "ack":
+            if arg >= buf.next_seq:  # above the last seq ever queued: refused, nothing changes
+                with pytest.raises(PolysocketError):
+                    buf.ack(arg)
+                continue
             acked = max(acked, arg)
             buf.ack(arg)
             model = [(s, f) for s, f in model if s > arg]

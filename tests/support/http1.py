@@ -8,7 +8,7 @@ import asyncio
 import re
 from typing import Any
 
-from relay_node.edge.http1 import Answer, Connections, Limits, ProtocolRequest, RelayHTTPProtocol
+from relay_node.edge.http1 import Answer, Connections, Limits, ProtocolRequest, RelayHTTPProtocol, StreamSink
 
 OK: Answer = (200, [(b"content-type", b"application/json")], b'{"ok":true}')
 
@@ -94,3 +94,54 @@ async def settle() -> None:
 
 
 GET = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+# Streamed answers (tests/unit/test_http1_stream.py, test_http1_continue.py)
+
+STREAM_REQ = b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+class FakeStream:
+    """A StreamBody that records what the protocol asked of it."""
+
+    def __init__(self, first: bytes = b":ok\n\n", more: bool = True) -> None:
+        self.first = first
+        self.more = more
+        self.sink: StreamSink | None = None
+        self.stops = 0
+        self.was_lost = False
+
+    def start(self, sink: StreamSink) -> tuple[bytes, bool]:
+        self.sink = sink
+        return self.first, self.more
+
+    def stop(self) -> None:
+        self.stops += 1
+        assert self.sink is not None
+        self.sink.end_stream()
+
+    def lost(self) -> None:
+        self.was_lost = True
+        self.sink = None
+
+
+class Streams:
+    """The answer seam: ``/stream`` answers a new FakeStream, anything else ``OK``."""
+
+    def __init__(self, first: bytes = b":ok\n\n", more: bool = True) -> None:
+        self.streams: list[FakeStream] = []
+        self.first = first
+        self.more = more
+
+    async def __call__(self, path: str, query: bytes, req: ProtocolRequest) -> Answer:
+        if path != "/stream":
+            return OK
+        s = FakeStream(self.first, self.more)
+        self.streams.append(s)
+        return 200, [(b"content-type", b"text/event-stream")], s
+
+
+def body_after_head(tr: MockTransport) -> bytes:
+    return tr.buffer.split(b"\r\n\r\n", 1)[1]
+
+

@@ -47,6 +47,15 @@ def test_heartbeat_only_after_a_quiet_interval_and_the_time_budget_ends() -> Non
     assert clock.tick(125.0) is sse.Tick.END
 
 
+def test_heartbeats_count_in_the_byte_budget() -> None:
+    # Issue 21: heartbeats were not counted, so a stream whose client reads nothing queued them
+    # without bound (40 -> 879 MiB in 8 s with a busy-loop heartbeat). Now they spend the budget.
+    beat = len(sse.HEARTBEAT)
+    clock = sse.StreamClock(now=0.0, heartbeat_s=1.0, max_bytes=3 * beat, max_seconds=1e9)
+    assert [clock.tick(float(t)) for t in range(1, 5)] == [sse.Tick.HEARTBEAT] * 3 + [sse.Tick.END]
+    assert clock.written == 4 * beat and clock.over_budget()
+
+
 def test_next_due_never_passes_the_deadline() -> None:
     clock = sse.StreamClock(now=0.0, heartbeat_s=25.0, max_bytes=1, max_seconds=3.0)
     assert clock.next_due() == 3.0
@@ -65,7 +74,16 @@ def test_a_heartbeat_interval_below_the_floor_is_raised_to_it(ttl: str) -> None:
     # heartbeats over a stream's 120 s for a client that does not read: clamped like the cap.
     p = wire.parse_stream({"socket": SID, "ttl": ttl})
     assert p.ttl_ms == wire.MIN_STREAM_TTL_MS == 1000
-    assert wire.parse_stream({"socket": SID, "ttl": "1000"}, max_ttl_ms=500).ttl_ms == 500  # the cap wins
+
+@pytest.mark.parametrize(("ttl", "cap", "expected"), [
+    ("1000", 500, 1000), ("5000", 0, 1000), ("5000", 1, 1000), ("1", 0, 1000), ("5000", 2000, 2000),
+    ("999999", wire.MAX_POLL_TTL_MS, wire.MAX_POLL_TTL_MS),
+])
+def test_the_heartbeat_floor_is_applied_after_the_cap(ttl: str, cap: int, expected: int) -> None:
+    # Issue 21: with the cap applied last, `--max-poll-ttl 0` made every stream heartbeat in a busy
+    # loop (125,371 heartbeats a second on one stream). The floor now wins over every cap.
+    assert wire.parse_stream({"socket": SID, "ttl": ttl}, max_ttl_ms=cap).ttl_ms == expected
+    assert wire.heartbeat_interval_ms(int(ttl), cap) == expected
 
 
 @pytest.mark.parametrize(("header", "ack", "expected"), [
@@ -74,7 +92,9 @@ def test_a_heartbeat_interval_below_the_floor_is_raised_to_it(ttl: str) -> None:
     (str(wire.MAX_SEQ + 1).encode(), "-1", -1),
 ])
 def test_last_event_id_raises_the_ack_when_valid(header: bytes | None, ack: str, expected: int) -> None:
-    assert wire.parse_stream({"socket": SID, "ack": ack}, last_event_id=header).ack == expected
+    # parsed apart from ``ack``: the socket ignores one above its last seq queued (it refuses such an ack)
+    p = wire.parse_stream({"socket": SID, "ack": ack}, last_event_id=header)
+    assert max(p.ack, p.last_event_id) == expected and p.ack == int(ack)
 
 
 @pytest.mark.parametrize(("params", "code"), [

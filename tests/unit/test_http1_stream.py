@@ -6,54 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
-from relay_node.edge.http1 import Answer, Connections, Limits, ProtocolRequest, RelayHTTPProtocol, StreamSink
-from tests.support.http1 import GET, OK, MockTransport, make, settle
-
-STREAM_REQ = b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n"
-
-
-class FakeStream:
-    """A StreamBody that records what the protocol asked of it."""
-
-    def __init__(self, first: bytes = b":ok\n\n", more: bool = True) -> None:
-        self.first = first
-        self.more = more
-        self.sink: StreamSink | None = None
-        self.stops = 0
-        self.was_lost = False
-
-    def start(self, sink: StreamSink) -> tuple[bytes, bool]:
-        self.sink = sink
-        return self.first, self.more
-
-    def stop(self) -> None:
-        self.stops += 1
-        assert self.sink is not None
-        self.sink.end_stream()
-
-    def lost(self) -> None:
-        self.was_lost = True
-        self.sink = None
-
-
-class Streams:
-    """The answer seam: ``/stream`` answers a new FakeStream, anything else ``OK``."""
-
-    def __init__(self, first: bytes = b":ok\n\n", more: bool = True) -> None:
-        self.streams: list[FakeStream] = []
-        self.first = first
-        self.more = more
-
-    async def __call__(self, path: str, query: bytes, req: ProtocolRequest) -> Answer:
-        if path != "/stream":
-            return OK
-        s = FakeStream(self.first, self.more)
-        self.streams.append(s)
-        return 200, [(b"content-type", b"text/event-stream")], s
-
-
-def body_after_head(tr: MockTransport) -> bytes:
-    return tr.buffer.split(b"\r\n\r\n", 1)[1]
+from relay_node.edge.http1 import Connections, Limits, RelayHTTPProtocol
+from tests.support.http1 import GET, STREAM_REQ, Streams, body_after_head, make, settle
 
 
 async def test_headers_and_first_chunk_at_once_then_chunks_then_the_terminal_chunk() -> None:

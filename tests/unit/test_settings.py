@@ -18,7 +18,7 @@ import pytest
 
 from polysocket_cli.main import COMMANDS, build_parser
 from polysocket_cli.processes import REPO_ROOT
-from polysocket_core.settings import SettingError, declared, env_names, resolve, to_argv, to_env
+from polysocket_core.settings import Declared, SettingError, declared, env_names, resolve, to_argv, to_env
 from relay_node.settings import RelayConfig
 from router_fn.ratelimit import Rate
 from router_fn.settings import RouterSettings
@@ -112,7 +112,7 @@ def test_flag_wins_over_environment_which_wins_over_default() -> None:
     ({"POLYSOCKET_IDLE_TIMEOUT": "abc"}, "POLYSOCKET_IDLE_TIMEOUT 'abc': not a number of seconds"),
     ({"POLYSOCKET_CAPACITY": "0"}, "POLYSOCKET_CAPACITY '0': must be a positive integer"),
     ({"POLYSOCKET_NODE_ID": "bad id!"}, "POLYSOCKET_NODE_ID 'bad id!': must be 1-64"),
-    ({"POLYSOCKET_METRICS_TOKEN": "x", "POLYSOCKET_HEARTBEAT_TTL": "0"}, "--heartbeat-ttl must be above 0"),
+    ({"POLYSOCKET_METRICS_TOKEN": "x", "POLYSOCKET_HEARTBEAT_TTL": "0"}, "--heartbeat-ttl 0.0: must be at least 0.3"),
     ({"POLYSOCKET_SSL_CERTFILE": "/x.pem"}, "go together"),
 ])
 def test_bad_relay_values_are_one_line_errors(env: dict[str, str], message: str) -> None:
@@ -201,3 +201,40 @@ def test_bad_settings_exit_2_with_one_line(argv: list[str], env: dict[str, str],
     assert out.returncode == 2, out
     assert message in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+# Floors (issue 21, D2): declared on the setting, the check derived from the declaration.
+
+FLOORED = [(cls, d) for cls in SETTINGS_CLASSES for d in declared(cls) if d.spec.floor is not None]
+# Every setting that says how often something repeats: below a floor it would spin, not fail.
+INTERVALS = {"--max-poll-ttl", "--stream-seconds", "--ping-interval", "--heartbeat-ttl", "--sweep-interval"}
+
+
+def test_every_interval_setting_declares_a_floor() -> None:
+    assert {d.flag for _, d in FLOORED} >= INTERVALS
+
+
+@pytest.mark.parametrize(("cls", "d"), FLOORED, ids=lambda v: getattr(v, "flag", getattr(v, "__name__", "")))
+def test_a_value_below_its_floor_is_refused_naming_the_flag(cls: type, d: Declared) -> None:
+    floor = d.spec.floor
+    below = floor // 2 if isinstance(floor, int) else floor / 2
+    raw = d.spec.show(below)
+    with pytest.raises(SettingError) as err:
+        resolve(cls, {d.env: raw})
+    message = str(err.value)
+    assert message.startswith(f"{d.flag} ") and "at least" in message and "\n" not in message, message
+    with pytest.raises(SettingError):
+        resolve(cls, {}, build_parser().parse_args([_command(cls), d.flag, raw]))
+    assert d.value(resolve(cls, {d.env: d.spec.show(floor)})) == floor  # the floor itself is fine
+
+
+def _command(cls: type) -> str:
+    return next(name for name, c in COMMANDS.items() if c.settings() is cls)
+
+
+def test_max_poll_ttl_0_is_refused_at_start_up_with_one_line() -> None:
+    # Issue 21: `--max-poll-ttl 0` was accepted and made every stream heartbeat in a busy loop.
+    out = run_cli("relay", "--max-poll-ttl", "0")
+    assert out.returncode == 2, out
+    assert "polysocket relay: --max-poll-ttl 0: must be at least 1" in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr
