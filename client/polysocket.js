@@ -31,11 +31,19 @@
     var CLOSING = 2;
     var CLOSED = 3;
 
+    // Shared with the relay, from src/relay-constants.json (tests/test_client_constants.py): sends in
+    // flight span fewer seqs than the relay holds ahead of a missing one (MAX_SEQ_SPAN); the relay's
+    // default poll wait and idle timeout (when its connect answer does not say); close codes.
+    var MAX_SEQ_SPAN = 1000;
+    var DEFAULT_POLL_TTL_MS = 25000;
+    var DEFAULT_IDLE_MS = 60000;
+    var CLOSE_GOING_AWAY = 1001;
+    var CLOSE_NO_STATUS = 1005;
+    var CLOSE_ABNORMAL = 1006;
+
     var MAX_URL = 2000;        // total URL length for GET requests (old IE: 2083)
     var URL_SLACK = 24;        // room for the longest seq number and rounding
     var MAX_SEND_ATTEMPTS = 8; // per request, then the socket fails
-    var MAX_SEQ_SPAN = 1000;   // sends in flight span fewer seqs than the relay holds ahead (1024)
-    var DEFAULT_IDLE = 60000;  // the relay's idle timeout when its connect answer does not say
     var PRELOAD_POLL_GAP = 250; // JSONP before the page's load event: short polls this far apart
     var STREAM_ACK_CHARS = 32768; // messages a stream delivers unacknowledged before it is renewed
 
@@ -1584,7 +1592,7 @@
         nativeTimeout: 8000,     // ms for a native WebSocket to open before falling back
         connectTimeout: 30000,
         sendTimeout: 15000,
-        pollTtl: 25000,          // the relay holds a poll this long (ms)
+        pollTtl: DEFAULT_POLL_TTL_MS, // the relay holds a poll this long (ms)
         pollSlack: 15000,        // extra wait for a poll answer before giving up on it
         receive: "auto",         // "auto" | "eventsource" | "xhr-streaming" | "poll" (xhr transport)
         streamTimeout: 5000,     // ms for a stream's first byte before the socket polls instead
@@ -1831,13 +1839,13 @@
     // A connection that could not be established: error, then close 1006.
     proto._fail = function (message) {
         this.lastError = message || "connection failed";
-        this._closed(1006, "", false, true);
+        this._closed(CLOSE_ABNORMAL, "", false, true);
     };
 
     // A connection lost after it opened: close 1006 alone, as a browser reports a dropped socket.
     proto._lost = function (message) {
         this.lastError = message || "connection lost";
-        this._closed(1006, "", false, false);
+        this._closed(CLOSE_ABNORMAL, "", false, false);
     };
 
     proto.send = function (data) {
@@ -2080,7 +2088,7 @@
         this.abandoned = false;
         this.requests = {};   // in-flight request handles, for stop()
         this.reqCounter = 0;
-        this.idle = DEFAULT_IDLE;
+        this.idle = DEFAULT_IDLE_MS;
         this.ttl = this.opts.pollTtl;
         this.lastAlive = 0;   // when the relay last answered
         this.aliveTimer = null;
@@ -2183,7 +2191,7 @@
             return;
         }
         unwatch(this);
-        url = this.base + "/close?" + buildQuery({ socket: this.id, code: 1001 });
+        url = this.base + "/close?" + buildQuery({ socket: this.id, code: CLOSE_GOING_AWAY });
         try {
             if (typeof win.fetch === "function") {
                 var pending = win.fetch(url, { keepalive: true, mode: "no-cors", credentials: "omit" });
@@ -2536,9 +2544,9 @@
         this.stop();
         // Acknowledge the close so the relay frees the socket at once; the answer does not matter.
         this.transport.request(this.base + "/poll", ack, this.opts.sendTimeout, noop);
-        code = typeof code === "number" ? code : 1005;
+        code = typeof code === "number" ? code : CLOSE_NO_STATUS;
         // 1006: the target's connection ended without a closing handshake; a browser fires close alone.
-        this.socket._closed(code, reason || "", code !== 1006, false);
+        this.socket._closed(code, reason || "", code !== CLOSE_ABNORMAL, false);
     };
 
     // -------------- sending

@@ -273,7 +273,7 @@ Relay.prototype.finish = function (code, reason) {
     this.stop();
     // Acknowledge the close so the relay frees the socket at once; the answer does not matter.
     this.transport.request(this.base + "/poll", ack, this.opts.sendTimeout, noop);
-    code = typeof code === "number" ? code : 1005;
+    code = typeof code === "number" ? code : CLOSE_NO_STATUS;
     // 1006: the target's connection ended without a closing handshake; a browser fires close alone.
-    this.socket._closed(code, reason || "", code !== 1006, false);
+    this.socket._closed(code, reason || "", code !== CLOSE_ABNORMAL, false);
 };

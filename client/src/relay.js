@@ -49,7 +49,7 @@ function Relay(socket, transport, router) {
     this.abandoned = false;
     this.requests = {};   // in-flight request handles, for stop()
     this.reqCounter = 0;
-    this.idle = DEFAULT_IDLE;
+    this.idle = DEFAULT_IDLE_MS;
     this.ttl = this.opts.pollTtl;
     this.lastAlive = 0;   // when the relay last answered
     this.aliveTimer = null;
@@ -152,7 +152,7 @@ Relay.prototype.beacon = function () {
         return;
     }
     unwatch(this);
-    url = this.base + "/close?" + buildQuery({ socket: this.id, code: 1001 });
+    url = this.base + "/close?" + buildQuery({ socket: this.id, code: CLOSE_GOING_AWAY });
     try {
         if (typeof win.fetch === "function") {
             var pending = win.fetch(url, { keepalive: true, mode: "no-cors", credentials: "omit" });

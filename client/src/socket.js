@@ -86,7 +86,7 @@ PolySocket.defaults = {
     nativeTimeout: 8000,     // ms for a native WebSocket to open before falling back
     connectTimeout: 30000,
     sendTimeout: 15000,
-    pollTtl: 25000,          // the relay holds a poll this long (ms)
+    pollTtl: DEFAULT_POLL_TTL_MS, // the relay holds a poll this long (ms)
     pollSlack: 15000,        // extra wait for a poll answer before giving up on it
     receive: "auto",         // "auto" | "eventsource" | "xhr-streaming" | "poll" (xhr transport)
     streamTimeout: 5000,     // ms for a stream's first byte before the socket polls instead
@@ -333,13 +333,13 @@ proto._closed = function (code, reason, wasClean, failed) {
 // A connection that could not be established: error, then close 1006.
 proto._fail = function (message) {
     this.lastError = message || "connection failed";
-    this._closed(1006, "", false, true);
+    this._closed(CLOSE_ABNORMAL, "", false, true);
 };
 
 // A connection lost after it opened: close 1006 alone, as a browser reports a dropped socket.
 proto._lost = function (message) {
     this.lastError = message || "connection lost";
-    this._closed(1006, "", false, false);
+    this._closed(CLOSE_ABNORMAL, "", false, false);
 };
 
 proto.send = function (data) {
