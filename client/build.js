@@ -27,11 +27,12 @@ var PARTS = [
     "requests",    // one JSONP or CORS XHR request
     "streams",     // text/event-stream: parser, xhr-streaming, EventSource
     "transports",  // the ordered transport candidates: native, XHR, JSONP
+    "receivers",   // the ordered receivers of a relay socket: EventSource, xhr-streaming, poll
     "socket",      // the WebSocket facade (PolySocket), install()
     "native",      // the native WebSocket candidate
     "relay",       // a socket carried by the relay: connect, lifecycle
-    "receive",     // a relay socket's receiving: streams and polls
-    "send",        // a relay socket's sending: frames, batches, retries, close
+    "receiving",   // a relay socket's receiving: streams (with their renewals and fallback) and polls
+    "sending",     // a relay socket's sending: frames, batches, retries, close
     "exports"      // the helpers for the unit tests; auto-install
 ];
 

@@ -80,11 +80,15 @@ def test_type_declarations_compile(node: str) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_pure_helpers_under_node(node: str) -> None:
-    """UTF-8 lengths, URL/body budgets, base64, batch frames and the ES3 URL parser, checked on seeded
-    random inputs against Node's Buffer, JSON and WHATWG URL, and the text/event-stream reader on
-    stream bodies cut at random (tests/client_units/helpers.test.js)."""
-    script = Path(__file__).resolve().parent / "client_units" / "helpers.test.js"
+UNITS = sorted((Path(__file__).resolve().parent / "client_units").glob("*.test.js"))
+
+
+@pytest.mark.parametrize("script", UNITS, ids=[u.name for u in UNITS])
+def test_client_units_under_node(node: str, script: Path) -> None:
+    """helpers.test.js: UTF-8 lengths, URL/body budgets, base64, batch frames and the ES3 URL parser,
+    checked on seeded random inputs against Node's Buffer, JSON and WHATWG URL, and the
+    text/event-stream reader on stream bodies cut at random. relay_choices.test.js: the transport
+    and receiver lists, and a relay socket's lifecycle states and the moves between them."""
     proc = subprocess.run([node, str(script)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.startswith("ok "), proc.stdout

@@ -36,6 +36,55 @@ function unwatch(relay) {
     }
 }
 
+// A relay transport's start: the socket is carried by a relay socket that the router admits. Fails the
+// socket (and returns true: no other candidate is tried) where the relay cannot carry it.
+function startRelay(sock, transport) {
+    var router = sock._opts.router;
+    if (!router) {
+        sock._fail("no polysocket router configured (options.router)");
+        return true;
+    }
+    if (/^[a-z]+:\/\/[^\/?#]*@/i.test(sock._url)) {
+        sock._fail("a URL with credentials cannot be carried by the relay");
+        return true;
+    }
+    sock._carrier = new Relay(sock, transport, String(router).replace(/\/+$/, ""));
+    sock._carrier.connect();
+    return true;
+}
+
+// A relay socket's lifecycle, one named state that moves only along RELAY_TRANSITIONS, through
+// Relay.prototype.enter:
+//
+//   CONNECTING ──connect answer──▶ OPEN ──close()──▶ CLOSING ──sends drained──▶ CLOSE_SENT
+//       │                            │                  │                          ▲
+//       │                            └──send refused──▶ REFUSED ──close()─────────┘
+//       └──close()──▶ ABANDONED                 (CLOSING ──send refused──▶ REFUSED: /close at once)
+//   any ──stop()──▶ STOPPED: the socket closed or failed, or the next transport has it.
+//
+// OPEN and CLOSING send; REFUSED sends nothing more (the relay refused a send: the socket is closing
+// or failed there) but a close() still reaches the relay; after CLOSE_SENT the final close arrives
+// by the receiver. ABANDONED: close() before the connect answer, which then frees the relay socket.
+var RelayState = {
+    CONNECTING: "connecting",
+    ABANDONED: "abandoned",
+    OPEN: "open",
+    CLOSING: "closing",
+    REFUSED: "refused",
+    CLOSE_SENT: "close-sent",
+    STOPPED: "stopped"
+};
+
+var RELAY_TRANSITIONS = {
+    connecting: { open: 1, abandoned: 1, stopped: 1 },
+    abandoned: { stopped: 1 },
+    open: { closing: 1, refused: 1, stopped: 1 },
+    closing: { refused: 1, "close-sent": 1, stopped: 1 },
+    refused: { "close-sent": 1, stopped: 1 },
+    "close-sent": { stopped: 1 },
+    stopped: { stopped: 1 }
+};
+
 function Relay(socket, transport, router) {
     this.key = "s" + (relayCounter++);
     this.socket = socket;
@@ -45,8 +94,7 @@ function Relay(socket, transport, router) {
     this.scheme = /^https:/i.test(router) ? "https://" : "http://";
     this.base = "";
     this.id = "";
-    this.stopped = false;
-    this.abandoned = false;
+    this.state = RelayState.CONNECTING;
     this.requests = {};   // in-flight request handles, for stop()
     this.reqCounter = 0;
     this.idle = DEFAULT_IDLE_MS;
@@ -58,15 +106,13 @@ function Relay(socket, transport, router) {
     this.pending = [];    // frames waiting for a request, in seq order
     this.inflight = [];   // requests under way: {frames, attempts}
     this.nextSeq = 0;
-    this.sendBroken = false;
     this.closeReq = null; // {code, reason} once close() was called
-    this.closeSent = false;
     this.reading = false; // a Blob is being read
     // receiving
     this.lastSeq = -1;
     this.pollFailures = 0;
     this.polling = false;
-    this.streamKind = ""; // "eventsource" | "xhr" while receiving by stream, "" when polling
+    this.receiver = POLL_RECEIVER; // chosen from RECEIVE_MODES when the socket opens
     this.stream = null;   // the open stream's state
     this.streamSilent = 0; // streams in a row that fell silent (no heartbeat in time)
     this.streamEmpty = 0;  // streams in a row that ended with nothing but their opening
@@ -74,6 +120,20 @@ function Relay(socket, transport, router) {
     this.streamWorked = false; // a stream of this socket got a byte
     this.unacked = 0;     // characters of messages processed since the relay was last told
 }
+
+// The one door for state changes: false (and no change) where RELAY_TRANSITIONS has no such move.
+Relay.prototype.enter = function (next) {
+    if (!hasOwn.call(RELAY_TRANSITIONS[this.state], next)) {
+        return false;
+    }
+    this.state = next;
+    return true;
+};
+
+// The socket has it: as the native WebSocket, a carrier buffers nothing of its own.
+Relay.prototype.buffered = function () {
+    return 0;
+};
 
 // query: an already encoded query string to append (a JSONP batch)
 Relay.prototype.request = function (url, params, timeoutMs, result, body, contentType, query) {
@@ -84,7 +144,7 @@ Relay.prototype.request = function (url, params, timeoutMs, result, body, conten
     function done(err, data) {
         finished = true;
         delete self.requests[key];
-        if (self.stopped) {
+        if (self.state === RelayState.STOPPED) {
             return;
         }
         if (!err && (!data || typeof data !== "object")) {
@@ -104,7 +164,7 @@ Relay.prototype.request = function (url, params, timeoutMs, result, body, conten
 
 Relay.prototype.stop = function () {
     var k;
-    this.stopped = true;
+    this.enter(RelayState.STOPPED);
     unwatch(this);
     if (this.aliveTimer !== null) {
         clearTimeout(this.aliveTimer);
@@ -132,7 +192,7 @@ Relay.prototype.alive = function () {
     function check() {
         var quiet = now() - self.lastAlive;
         self.aliveTimer = null;
-        if (self.stopped) {
+        if (self.state === RelayState.STOPPED) {
             return;
         }
         if (quiet >= self.idle) {
@@ -148,7 +208,7 @@ Relay.prototype.alive = function () {
 Relay.prototype.beacon = function () {
     var url;
     var img;
-    if (this.stopped || !this.id) {
+    if (this.state === RelayState.STOPPED || !this.id) {
         return;
     }
     unwatch(this);
@@ -168,7 +228,7 @@ Relay.prototype.beacon = function () {
 
 // close() while connecting: when the connect answer comes, free the relay socket.
 Relay.prototype.abandon = function () {
-    this.abandoned = true;
+    this.enter(RelayState.ABANDONED);
 };
 
 Relay.prototype.connect = function () {
@@ -185,15 +245,16 @@ Relay.prototype.connect = function () {
         params.protocols = sock._protocols.join(",");
     }
     this.request(this.router + "/connect", params, this.opts.connectTimeout, function (err, data) {
-        if (self.abandoned && (err || !data.ok)) {
-            self.stopped = true;
+        if (self.state === RelayState.ABANDONED && (err || !data.ok)) {
+            self.enter(RelayState.STOPPED);
             return;
         }
-        if (err && err.error === "network" && self.transport === XHR && !self.abandoned &&
+        if (err && err.error === "network" && self.transport === XHR &&
+                self.state === RelayState.CONNECTING &&
                 sock._readyState === CONNECTING) {
             // CORS refused (a proxy stripping headers...) or the request failed: JSONP may get through.
             self.stop();
-            sock._relay = null;
+            sock._carrier = null;
             sock._tryNext(err.error + ": " + err.message);
             return;
         }
@@ -209,23 +270,19 @@ Relay.prototype.connect = function () {
         }
         // A waiting poll must be answered before the idle watchdog gives up on the relay.
         self.ttl = Math.max(0, Math.min(self.opts.pollTtl, Math.floor(self.idle / 2)));
-        if (self.abandoned) {
+        if (self.state === RelayState.ABANDONED) {
             // Free the socket on the relay; nobody listens any more.
             self.request(self.base + "/close", { socket: self.id, code: 1000 }, self.opts.sendTimeout, noop);
-            self.stopped = true;
+            self.enter(RelayState.STOPPED);
             return;
         }
-        if (sock._readyState !== CONNECTING) {
+        if (sock._readyState !== CONNECTING || !self.enter(RelayState.OPEN)) {
             return;
         }
         watch(self);
         self.alive();
         self.chooseReceive();
         sock._opened(self.transport.name, data.protocol, "");
-        if (self.streamKind) {
-            self.openStream();
-        } else {
-            self.poll();
-        }
+        self.receiver.start(self);
     });
 };

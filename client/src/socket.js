@@ -26,7 +26,7 @@ function PolySocket(url, protocols, options) {
     if (!hasOwn.call(MODES, mode)) {
         throw makeError("SyntaxError", "Failed to construct 'PolySocket': unknown transport '" + mode + "'.");
     }
-    if (!hasOwn.call(RECEIVE, opts.receive || "auto")) {
+    if (!hasOwn.call(RECEIVE_MODES, opts.receive || "auto")) {
         throw makeError("SyntaxError", "Failed to construct 'PolySocket': unknown receive mode '" +
             opts.receive + "'.");
     }
@@ -48,8 +48,7 @@ function PolySocket(url, protocols, options) {
     }
     self._protocols = list;
     self._opts = opts;
-    self._native = null;
-    self._relay = null;
+    self._carrier = null;      // the started candidate's connection: a NativeCarrier or a Relay
     self._candidates = MODES[mode];
     self._next = 0;
     self.lastError = "";
@@ -213,7 +212,7 @@ if (hasGetters) {
         }
         Object.defineProperty(proto, "bufferedAmount", {
             get: function () {
-                return this._buffered + (this._native ? this._native.bufferedAmount : 0);
+                return this._buffered + (this._carrier ? this._carrier.buffered() : 0);
             },
             enumerable: true,
             configurable: true
@@ -245,29 +244,11 @@ proto._binaryTypeNow = function () {
 // Start the next candidate transport (after `failure`, a message, when one gave up).
 proto._tryNext = function (failure) {
     var t;
-    var opts = this._opts;
     while (this._next < this._candidates.length) {
         t = this._candidates[this._next++];
-        if (!t.usable()) {
-            continue;
+        if (t.usable() && t.start(this, this._next < this._candidates.length)) {
+            return;
         }
-        if (!t.relay) {
-            if (this._startNative(this._next < this._candidates.length)) {
-                return;
-            }
-            continue;
-        }
-        if (!opts.router) {
-            failure = "no polysocket router configured (options.router)";
-            break;
-        }
-        if (/^[a-z]+:\/\/[^\/?#]*@/i.test(this._url)) {
-            failure = "a URL with credentials cannot be carried by the relay";
-            break;
-        }
-        this._relay = new Relay(this, t, String(opts.router).replace(/\/+$/, ""));
-        this._relay.connect();
-        return;
     }
     this._fail(failure || "no transport: this browser has no " +
         (this._candidates.length === 1 ? this._candidates[0].name : "usable transport"));
@@ -320,8 +301,8 @@ proto._closed = function (code, reason, wasClean, failed) {
         return;
     }
     put(this, "readyState", CLOSED);
-    if (this._relay) {
-        this._relay.stop();
+    if (this._carrier) {
+        this._carrier.stop();
     }
     this._syncBuffered();
     if (failed) {
@@ -364,12 +345,7 @@ proto.send = function (data) {
         this._addBuffered(item.size);
         return;
     }
-    if (this._native) {
-        this._native.send(data);
-        this._syncBuffered();
-        return;
-    }
-    this._relay.enqueue(item);
+    this._carrier.send(item, data);
 };
 
 proto.close = function (code, reason) {
@@ -393,11 +369,8 @@ proto.close = function (code, reason) {
     if (this._readyState === CONNECTING) {
         // "Fail the WebSocket connection": error, then close 1006.
         put(this, "readyState", CLOSING);
-        if (this._native) {
-            this._dropNative();
-        }
-        if (this._relay) {
-            this._relay.abandon();
+        if (this._carrier) {
+            this._carrier.abandon();
         }
         var self = this;
         later(function () {
@@ -406,17 +379,7 @@ proto.close = function (code, reason) {
         return;
     }
     put(this, "readyState", CLOSING);
-    if (this._native) {
-        if (code === undefined && reason === undefined) {
-            this._native.close();
-        } else {
-            // (a reason without a code is sent with 1000, which Chromium would not do itself)
-            this._native.close(code === undefined ? 1000 : code, reason === undefined ? "" : reason);
-        }
-        return;
-    }
-    // A reason without a code is sent with 1000; neither: a close frame with no status.
-    this._relay.close(code === undefined && reason !== undefined ? 1000 : code, reason || "");
+    this._carrier.close(code, reason);
 };
 
 // Where getters exist bufferedAmount is live; elsewhere it is refreshed at each change we see.
@@ -427,6 +390,6 @@ proto._addBuffered = function (delta) {
 
 proto._syncBuffered = function () {
     if (!hasGetters) {
-        this.bufferedAmount = this._buffered + (this._native ? this._native.bufferedAmount : 0);
+        this.bufferedAmount = this._buffered + (this._carrier ? this._carrier.buffered() : 0);
     }
 };

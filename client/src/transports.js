@@ -1,10 +1,13 @@
 // ------------------------------------------------------------------ transports
 //
 // One object per way of reaching the target, tried in TRANSPORTS order (filtered by the
-// `transport` option). A relay transport says how a request travels (`request`), how a message
-// is cut into frames (`split`) and how many pending frames the next send request carries and
-// how it is sent (`sendFrames`). A transport can hand the socket to the next one before it
-// opens (native: the upgrade failed; XHR: CORS failed).
+// `transport` option): the browser's own WebSocket first, then the relay over CORS XHR, then over
+// JSONP. Each says whether this browser has it (`usable`) and starts it for a socket (`start`,
+// false: it could not, try the next); the socket then holds what it started as its carrier
+// (a NativeCarrier or a Relay: send, close, abandon, stop, buffered). A relay transport also says
+// how a request travels (`request`), how a message is cut into frames (`split`) and how many
+// pending frames the next send request carries and how it is sent (`sendFrames`). A transport can
+// hand the socket to the next one before it opens (native: the upgrade failed; XHR: CORS failed).
 
 // A frame: {seq, t: "t"|"b", fin: 0|1, d: text or base64 string, raw: Uint8Array (XHR binary
 // chunks), size: bytes of the message it completes (0 for fin=0)}. In a batch a frame is
@@ -19,18 +22,22 @@ function frameJson(f) {
 
 var NATIVE = {
     name: "websocket",
-    relay: false,
     usable: function () {
         return !!NativeWebSocket;
+    },
+    start: function (sock, mayFallBack) {
+        return startNative(sock, mayFallBack);
     }
 };
 
 var XHR = {
     name: "xhr",
-    relay: true,
-    streams: true,  // can receive by /stream (EventSource or xhr-streaming)
+    streams: true,  // can receive by /stream (EventSource or xhr-streaming): see RECEIVERS
     usable: function () {
         return PolySocket.supports.xhr;
+    },
+    start: function (sock) {
+        return startRelay(sock, XHR);
     },
     request: function (url, params, timeoutMs, result, body, contentType) {
         return xhrRequest(url, params, timeoutMs, result, body, contentType);
@@ -113,9 +120,11 @@ function pageLoading() {
 
 var JSONP = {
     name: "jsonp",
-    relay: true,
     usable: function () {
         return PolySocket.supports.jsonp;
+    },
+    start: function (sock) {
+        return startRelay(sock, JSONP);
     },
     request: function (url, params, timeoutMs, result, body, contentType, query) {
         return jsonpRequest(url, params, timeoutMs, result, query);
@@ -173,9 +182,6 @@ var JSONP = {
 };
 
 var TRANSPORTS = [NATIVE, XHR, JSONP];
-
-// The `receive` option: how a relay socket whose transport can stream receives.
-var RECEIVE = { auto: 1, eventsource: 1, "xhr-streaming": 1, poll: 1 };
 
 var MODES = {
     auto: TRANSPORTS,

@@ -1,13 +1,20 @@
 // -------------- sending
 
-Relay.prototype.enqueue = function (item) {
+// OPEN and CLOSING send; other states send nothing (more).
+Relay.prototype.sending = function () {
+    return this.state === RelayState.OPEN || this.state === RelayState.CLOSING;
+};
+
+Relay.prototype.send = function (item) {
     this.socket._addBuffered(item.size);
     this.queue.push(item);
     this.pump();
 };
 
+// A reason without a code is sent with 1000; neither: a close frame with no status.
 Relay.prototype.close = function (code, reason) {
-    this.closeReq = { code: code, reason: reason };
+    this.closeReq = { code: code === undefined && reason !== undefined ? 1000 : code, reason: reason || "" };
+    this.enter(RelayState.CLOSING);
     this.pump();
 };
 
@@ -19,10 +26,10 @@ Relay.prototype.pump = function () {
     var frames;
     var n;
     var oldest;
-    if (this.stopped) {
+    if (this.state === RelayState.STOPPED) {
         return;
     }
-    while (this.inflight.length < this.opts.maxInflight && !this.sendBroken) {
+    while (this.inflight.length < this.opts.maxInflight && this.sending()) {
         while (this.queue.length && !this.reading && this.pending.length < this.opts.maxBatch) {
             item = this.queue[0];
             if (item.blob) {
@@ -49,9 +56,9 @@ Relay.prototype.pump = function () {
         }
         this.start({ frames: frames, attempts: 0, count: 0 });
     }
-    if (this.closeReq && !this.closeSent && (this.sendBroken || (!this.queue.length &&
-            !this.pending.length && !this.inflight.length && !this.reading))) {
-        this.closeSent = true;
+    if (this.closeReq && (this.state === RelayState.REFUSED || (this.state === RelayState.CLOSING &&
+            !this.queue.length && !this.pending.length && !this.inflight.length && !this.reading))) {
+        this.enter(RelayState.CLOSE_SENT);
         this.sendClose(0);
     }
 };
@@ -74,7 +81,6 @@ Relay.prototype.readBlob = function (item) {
     };
     reader.onerror = function () {
         self.reading = false;
-        self.sendBroken = true;
         self.stop();
         // As a browser that cannot read a Blob it was given: fail the connection.
         self.socket._fail("could not read a Blob to send");
@@ -110,7 +116,7 @@ Relay.prototype.start = function (req) {
             }
             // Retry with the same seqs: the relay drops what got through the first time.
             later(function () {
-                if (!self.stopped && !self.sendBroken) {
+                if (self.sending()) {
                     self.removeInflight(req);
                     self.start(req);
                 }
@@ -150,9 +156,9 @@ Relay.prototype.removeInflight = function (req) {
     }
 };
 
-// The relay refused a send: the socket is closing or failed. The final close arrives by poll.
+// The relay refused a send: the socket is closing or failed. The final close arrives by the receiver.
 Relay.prototype.sendRefused = function (data) {
-    this.sendBroken = true;
+    this.enter(RelayState.REFUSED);
     this.queue = [];
     this.pending = [];
     if (data.error === "unknown_socket") {

@@ -1,23 +1,14 @@
 // -------------- receiving
 
-// Streams where the transport can and the `receive` option lets it; else polls.
+// The first receiver the `receive` option lists that this transport and browser can use.
 Relay.prototype.chooseReceive = function () {
-    var want = this.opts.receive || "auto";
-    this.streamKind = "";
-    if (this.transport.streams && this.ttl > 0 && want !== "poll") {
-        if (NativeEventSource && want !== "xhr-streaming") {
-            this.streamKind = "eventsource";
-        } else if (want !== "eventsource") {
-            this.streamKind = "xhr";
-        }
-    }
-    put(this.socket, "receiving", this.streamKind ? "stream" : "poll");
+    this.receiver = chooseReceiver(this);
+    put(this.socket, "receiving", this.receiver.kind);
 };
 
-// With a stream, every send carries the highest seq processed, so that a long stream frees the
-// relay's buffer (and its back-pressure bound) without reconnecting.
+// The ack a send carries (undefined: none), where the receiver wants sends to carry it.
 Relay.prototype.sendAck = function () {
-    if (!this.streamKind || this.lastSeq < 0) {
+    if (!this.receiver.acksBySend || this.lastSeq < 0) {
         return undefined;
     }
     this.unacked = 0;
@@ -28,22 +19,20 @@ Relay.prototype.sendAck = function () {
 // only a poll's answer shows (EventSource sees an error answer as a bare error event).
 Relay.prototype.fallBack = function () {
     this.dropStream();
-    this.streamKind = "";
-    put(this.socket, "receiving", "poll");
-    this.poll();
+    this.receiver = POLL_RECEIVER;
+    put(this.socket, "receiving", POLL_RECEIVER.kind);
+    POLL_RECEIVER.start(this);
 };
 
 // One GET /stream at a time. Its timer: before the first byte, streamTimeout (then fall back);
-// after it, the silence limit (xhr: ttl + pollSlack without a heartbeat, the stream is dead;
-// EventSource does not show the heartbeat comments, so a stream quiet for ttl is renewed, as a
-// poll would be).
-Relay.prototype.openStream = function () {
+// after it, the receiver's quiet limit. A stream that is no longer the socket's receiver (it fell
+// back to polling meanwhile) is not reopened.
+Relay.prototype.openStream = function (receiver) {
     var self = this;
-    var st = { got: false, beats: 0, timer: null, handle: null, done: false, last: now() };
+    var st = { receiver: receiver, got: false, beats: 0, timer: null, handle: null, done: false, last: now() };
     var url = this.base + "/stream";
     var params = { socket: this.id, ack: this.lastSeq, ttl: this.ttl };
-    var parser;
-    if (this.stopped || this.stream || !this.streamKind) {
+    if (this.state === RelayState.STOPPED || this.stream || this.receiver !== receiver) {
         return;
     }
     this.stream = st;
@@ -52,24 +41,19 @@ Relay.prototype.openStream = function () {
     // One timer, not one per message: it checks the time since the stream's last byte
     // (st.last) against the limit that applies now, and re-arms itself for the rest.
     function check() {
-        var why = "silent";
-        var ms = self.ttl + self.opts.pollSlack;
+        var limit = { why: "timeout", ms: self.opts.streamTimeout };
         var quiet = now() - st.last;
         st.timer = null;
         if (st.done) {
             return;
         }
-        if (!st.got) {
-            why = "timeout";
-            ms = self.opts.streamTimeout;
-        } else if (self.streamKind === "eventsource") {
-            why = "renew";
-            ms = self.ttl;
+        if (st.got) {
+            limit = receiver.quiet(self);
         }
-        if (quiet >= ms) {
-            self.endStream(st, why);
+        if (quiet >= limit.ms) {
+            self.endStream(st, limit.why);
         } else {
-            st.timer = later(check, ms - quiet);
+            st.timer = later(check, limit.ms - quiet);
         }
     }
 
@@ -114,18 +98,7 @@ Relay.prototype.openStream = function () {
     }
 
     st.timer = later(check, Math.min(this.opts.streamTimeout, this.ttl));
-    if (this.streamKind === "eventsource") {
-        st.handle = eventSourceStream(url, params, function () { bytes(false); }, message, ended);
-    } else {
-        params.pad = 1;
-        parser = new SseParser(message, function (text) {
-            bytes(text === "hb");
-        });
-        st.handle = xhrStream(url, params, function (text) {
-            bytes(false);
-            parser.feed(text);
-        }, ended);
-    }
+    st.handle = receiver.open(url, params, { bytes: bytes, message: message, ended: ended });
 };
 
 Relay.prototype.dropStream = function () {
@@ -154,7 +127,7 @@ Relay.prototype.endStream = function (st, why) {
         return;
     }
     this.dropStream();
-    if (this.stopped) {
+    if (this.state === RelayState.STOPPED) {
         return;
     }
     if (!st.got) {
@@ -166,7 +139,7 @@ Relay.prototype.endStream = function (st, why) {
             return;
         }
         later(function () {
-            self.openStream();
+            self.openStream(st.receiver);
         }, 100 * Math.pow(2, this.streamFailed - 1));
         return;
     }
@@ -183,17 +156,17 @@ Relay.prototype.endStream = function (st, why) {
     }
     if (delay) {
         later(function () {
-            self.openStream();
+            self.openStream(st.receiver);
         }, delay);
     } else {
-        this.openStream();
+        this.openStream(st.receiver);
     }
 };
 
 Relay.prototype.poll = function () {
     var self = this;
     var ttl = this.transport.pollTtl(this);
-    if (this.stopped || this.polling) {
+    if (this.state === RelayState.STOPPED || this.polling) {
         return;
     }
     this.polling = true;
@@ -214,7 +187,7 @@ Relay.prototype.poll = function () {
             }
             self.pollFailures = 0;
             self.deliver(data.messages || []);
-            if (!self.stopped) {
+            if (!self.state === RelayState.STOPPED) {
                 var gap = self.transport.pollGap ? self.transport.pollGap() : 0;
                 if (gap) {
                     later(function () { self.poll(); }, gap);
@@ -246,7 +219,7 @@ Relay.prototype.deliver = function (messages) {
     var m;
     for (i = 0; i < messages.length; i++) {
         m = messages[i];
-        if (this.stopped) {
+        if (this.state === RelayState.STOPPED) {
             return;
         }
         if (!m || m.type === "heartbeat" || typeof m.seq !== "number" || m.seq <= this.lastSeq) {
