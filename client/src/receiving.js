@@ -187,7 +187,7 @@ Relay.prototype.poll = function () {
             }
             self.pollFailures = 0;
             self.deliver(data.messages || []);
-            if (!self.state === RelayState.STOPPED) {
+            if (self.state !== RelayState.STOPPED) {
                 var gap = self.transport.pollGap ? self.transport.pollGap() : 0;
                 if (gap) {
                     later(function () { self.poll(); }, gap);

@@ -135,6 +135,19 @@ const S = I.RelayState;
   checks++;
 }
 {
+  // a poll answered: the next poll goes at once; stopped: no more polls
+  const { relay, sent } = openRelay();
+  relay.poll();
+  assert.ok(sent[0].url.endsWith("/poll"));
+  sent[0].done(null, { ok: true, messages: [] });
+  assert.strictEqual(sent.length, 2);
+  assert.ok(sent[1].url.endsWith("/poll"));
+  relay.stop();
+  sent[1].done(null, { ok: true, messages: [] });
+  assert.strictEqual(sent.length, 2);
+  checks++;
+}
+{
   // stop() from any state, and requests answered afterwards are ignored
   const { relay, sent } = openRelay();
   relay.send({ kind: "t", text: "a", size: 1 });
