@@ -31,7 +31,7 @@
     var CLOSING = 2;
     var CLOSED = 3;
 
-    // Shared with the relay, from src/relay-constants.json (tests/test_client_constants.py): sends in
+    // Shared with the relay, from src/relay-constants.json (tests/unit/test_client_constants.py): sends in
     // flight span fewer seqs than the relay holds ahead of a missing one (MAX_SEQ_SPAN); the relay's
     // default poll wait and idle timeout (when its connect answer does not say); close codes.
     var MAX_SEQ_SPAN = 1000;
@@ -2863,7 +2863,7 @@
         });
     };
 
-    // The pure helpers, for the unit tests under Node (tests/client_units/, run by tests/test_es3.py); not an API.
+    // The pure helpers, for the unit tests under Node (tests/client_units/, run by test_es3.py); not an API.
     PolySocket._util = {
         charBytes: charBytes, utf8Length: utf8Length, urlCost: urlCost, toUSV: toUSV,
         splitText: splitText, splitBase64: splitBase64, base64Encode: base64Encode,

@@ -80,7 +80,7 @@ def test_type_declarations_compile(node: str) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-UNITS = sorted((Path(__file__).resolve().parent / "client_units").glob("*.test.js"))
+UNITS = sorted((CLIENT.parent / "tests" / "client_units").glob("*.test.js"))
 
 
 @pytest.mark.parametrize("script", UNITS, ids=[u.name for u in UNITS])

@@ -6,7 +6,7 @@ var OPEN = 1;
 var CLOSING = 2;
 var CLOSED = 3;
 
-// Shared with the relay, from src/relay-constants.json (tests/test_client_constants.py): sends in
+// Shared with the relay, from src/relay-constants.json (tests/unit/test_client_constants.py): sends in
 // flight span fewer seqs than the relay holds ahead of a missing one (MAX_SEQ_SPAN); the relay's
 // default poll wait and idle timeout (when its connect answer does not say); close codes.
 //@relay-constants

@@ -1,4 +1,4 @@
-// The pure helpers, for the unit tests under Node (tests/client_units/, run by tests/test_es3.py); not an API.
+// The pure helpers, for the unit tests under Node (tests/client_units/, run by test_es3.py); not an API.
 PolySocket._util = {
     charBytes: charBytes, utf8Length: utf8Length, urlCost: urlCost, toUSV: toUSV,
     splitText: splitText, splitBase64: splitBase64, base64Encode: base64Encode,

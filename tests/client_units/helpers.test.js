@@ -1,4 +1,4 @@
-// Unit tests of polysocket.js's pure helpers under Node (run by tests/test_es3.py):
+// Unit tests of polysocket.js's pure helpers under Node (run by tests/test_client_units.py):
 // properties checked on seeded random inputs against Node's own Buffer, JSON and WHATWG URL.
 "use strict";
 const assert = require("assert");

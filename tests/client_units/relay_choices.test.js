@@ -1,5 +1,5 @@
 // Unit tests under Node of the choices a socket makes and of a relay socket's named lifecycle
-// (run by tests/test_es3.py). Node has no EventSource, XMLHttpRequest or script tags: the relay
+// (run by test_es3.py). Node has no EventSource, XMLHttpRequest or script tags: the relay
 // socket here is given the real XHR transport with its request recorded instead of sent (the
 // browser tests in tests/browser/ run the same code against a real relay).
 "use strict";

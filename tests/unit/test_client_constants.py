@@ -1,7 +1,7 @@
 """The browser client's constants that the relay must agree with are tied to polysocket_core here.
 
 They are declared once, in client/src/relay-constants.json; client/build.js writes them into
-client/polysocket.js (tests/test_es3.py fails when the committed file is stale). This test reads the
+client/polysocket.js (tests/stack/test_es3.py fails when the committed file is stale). This test reads the
 values back from the delivered file, so a hand edit of either file or a change on the relay side
 that the client does not follow fails here rather than in a browser.
 """
@@ -16,7 +16,7 @@ from polysocket_core import wire
 from polysocket_core.sequencing import InboundSequencer
 from relay_node.config import RelayConfig
 
-CLIENT = Path(__file__).resolve().parent.parent / "client"
+CLIENT = Path(__file__).resolve().parents[2] / "client"
 DECLARED: dict[str, int] = {k: v for k, v in json.loads((CLIENT / "src" / "relay-constants.json").read_text()).items()
                             if not k.startswith("_")}
 
