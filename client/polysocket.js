@@ -31,11 +31,19 @@
     var CLOSING = 2;
     var CLOSED = 3;
 
+    // Shared with the relay, from src/relay-constants.json (tests/unit/test_client_constants.py): sends in
+    // flight span fewer seqs than the relay holds ahead of a missing one (MAX_SEQ_SPAN); the relay's
+    // default poll wait and idle timeout (when its connect answer does not say); close codes.
+    var MAX_SEQ_SPAN = 1000;
+    var DEFAULT_POLL_TTL_MS = 25000;
+    var DEFAULT_IDLE_MS = 60000;
+    var CLOSE_GOING_AWAY = 1001;
+    var CLOSE_NO_STATUS = 1005;
+    var CLOSE_ABNORMAL = 1006;
+
     var MAX_URL = 2000;        // total URL length for GET requests (old IE: 2083)
     var URL_SLACK = 24;        // room for the longest seq number and rounding
     var MAX_SEND_ATTEMPTS = 8; // per request, then the socket fails
-    var MAX_SEQ_SPAN = 1000;   // sends in flight span fewer seqs than the relay holds ahead (1024)
-    var DEFAULT_IDLE = 60000;  // the relay's idle timeout when its connect answer does not say
     var PRELOAD_POLL_GAP = 250; // JSONP before the page's load event: short polls this far apart
     var STREAM_ACK_CHARS = 32768; // messages a stream delivers unacknowledged before it is renewed
 
@@ -1312,10 +1320,13 @@
     // ------------------------------------------------------------------ transports
     //
     // One object per way of reaching the target, tried in TRANSPORTS order (filtered by the
-    // `transport` option). A relay transport says how a request travels (`request`), how a message
-    // is cut into frames (`split`) and how many pending frames the next send request carries and
-    // how it is sent (`sendFrames`). A transport can hand the socket to the next one before it
-    // opens (native: the upgrade failed; XHR: CORS failed).
+    // `transport` option): the browser's own WebSocket first, then the relay over CORS XHR, then over
+    // JSONP. Each says whether this browser has it (`usable`) and starts it for a socket (`start`,
+    // false: it could not, try the next); the socket then holds what it started as its carrier
+    // (a NativeCarrier or a Relay: send, close, abandon, stop, buffered). A relay transport also says
+    // how a request travels (`request`), how a message is cut into frames (`split`) and how many
+    // pending frames the next send request carries and how it is sent (`sendFrames`). A transport can
+    // hand the socket to the next one before it opens (native: the upgrade failed; XHR: CORS failed).
 
     // A frame: {seq, t: "t"|"b", fin: 0|1, d: text or base64 string, raw: Uint8Array (XHR binary
     // chunks), size: bytes of the message it completes (0 for fin=0)}. In a batch a frame is
@@ -1330,18 +1341,22 @@
 
     var NATIVE = {
         name: "websocket",
-        relay: false,
         usable: function () {
             return !!NativeWebSocket;
+        },
+        start: function (sock, mayFallBack) {
+            return startNative(sock, mayFallBack);
         }
     };
 
     var XHR = {
         name: "xhr",
-        relay: true,
-        streams: true,  // can receive by /stream (EventSource or xhr-streaming)
+        streams: true,  // can receive by /stream (EventSource or xhr-streaming): see RECEIVERS
         usable: function () {
             return PolySocket.supports.xhr;
+        },
+        start: function (sock) {
+            return startRelay(sock, XHR);
         },
         request: function (url, params, timeoutMs, result, body, contentType) {
             return xhrRequest(url, params, timeoutMs, result, body, contentType);
@@ -1424,9 +1439,11 @@
 
     var JSONP = {
         name: "jsonp",
-        relay: true,
         usable: function () {
             return PolySocket.supports.jsonp;
+        },
+        start: function (sock) {
+            return startRelay(sock, JSONP);
         },
         request: function (url, params, timeoutMs, result, body, contentType, query) {
             return jsonpRequest(url, params, timeoutMs, result, query);
@@ -1485,9 +1502,6 @@
 
     var TRANSPORTS = [NATIVE, XHR, JSONP];
 
-    // The `receive` option: how a relay socket whose transport can stream receives.
-    var RECEIVE = { auto: 1, eventsource: 1, "xhr-streaming": 1, poll: 1 };
-
     var MODES = {
         auto: TRANSPORTS,
         websocket: [NATIVE],
@@ -1495,6 +1509,99 @@
         xhr: [XHR],
         jsonp: [JSONP]
     };
+
+    // ------------------------------------------------------------------ receivers
+
+    // One object per way a relay socket receives, the first usable one in the `receive` option's list
+    // chosen when the socket opens (RECEIVE_MODES; "auto": RECEIVERS order). A stream receiver holds
+    // one GET /stream open (`open`: it reports to `sink` as the stream's bytes arrive) and says how
+    // long an open stream may stay quiet and what that means (`quiet`); the poll receiver, last, works
+    // everywhere and is where a socket falls back to for the rest of its life. `kind` is what the
+    // socket's `receiving` attribute shows; `acksBySend`: sends carry the highest seq processed, so
+    // that a long stream frees the relay's buffer (and its back-pressure bound) without reconnecting.
+
+    // A stream is usable where the relay transport can make the cross-origin GET it needs and the
+    // relay may hold it (a ttl of 0 means "do not wait": polls only).
+    function streamUsable(relay) {
+        return !!relay.transport.streams && relay.ttl > 0;
+    }
+
+    var EVENTSOURCE_RECEIVER = {
+        name: "eventsource",
+        kind: "stream",
+        acksBySend: true,
+        usable: function (relay) {
+            return streamUsable(relay) && !!NativeEventSource;
+        },
+        // EventSource does not show the heartbeat comments: a stream quiet for ttl is renewed, as a
+        // poll would be.
+        quiet: function (relay) {
+            return { why: "renew", ms: relay.ttl };
+        },
+        open: function (url, params, sink) {
+            return eventSourceStream(url, params, function () { sink.bytes(false); }, sink.message, sink.ended);
+        },
+        start: function (relay) {
+            relay.openStream(this);
+        }
+    };
+
+    var XHR_STREAMING_RECEIVER = {
+        name: "xhr-streaming",
+        kind: "stream",
+        acksBySend: true,
+        usable: streamUsable,
+        // Heartbeats show: without one for ttl + pollSlack, the stream is dead.
+        quiet: function (relay) {
+            return { why: "silent", ms: relay.ttl + relay.opts.pollSlack };
+        },
+        open: function (url, params, sink) {
+            var parser = new SseParser(sink.message, function (text) {
+                sink.bytes(text === "hb");
+            });
+            params.pad = 1;
+            return xhrStream(url, params, function (text) {
+                sink.bytes(false);
+                parser.feed(text);
+            }, sink.ended);
+        },
+        start: function (relay) {
+            relay.openStream(this);
+        }
+    };
+
+    var POLL_RECEIVER = {
+        name: "poll",
+        kind: "poll",
+        acksBySend: false,
+        usable: function () {
+            return true;
+        },
+        start: function (relay) {
+            relay.poll();
+        }
+    };
+
+    var RECEIVERS = [EVENTSOURCE_RECEIVER, XHR_STREAMING_RECEIVER, POLL_RECEIVER];
+
+    // The `receive` option: the receivers a relay socket may use, in order.
+    var RECEIVE_MODES = {
+        auto: RECEIVERS,
+        eventsource: [EVENTSOURCE_RECEIVER, POLL_RECEIVER],
+        "xhr-streaming": [XHR_STREAMING_RECEIVER, POLL_RECEIVER],
+        poll: [POLL_RECEIVER]
+    };
+
+    function chooseReceiver(relay) {
+        var list = RECEIVE_MODES[relay.opts.receive || "auto"];
+        var i;
+        for (i = 0; i < list.length; i++) {
+            if (list[i].usable(relay)) {
+                return list[i];
+            }
+        }
+        return POLL_RECEIVER;
+    }
 
     // ------------------------------------------------------------------ the socket
 
@@ -1524,7 +1631,7 @@
         if (!hasOwn.call(MODES, mode)) {
             throw makeError("SyntaxError", "Failed to construct 'PolySocket': unknown transport '" + mode + "'.");
         }
-        if (!hasOwn.call(RECEIVE, opts.receive || "auto")) {
+        if (!hasOwn.call(RECEIVE_MODES, opts.receive || "auto")) {
             throw makeError("SyntaxError", "Failed to construct 'PolySocket': unknown receive mode '" +
                 opts.receive + "'.");
         }
@@ -1546,8 +1653,7 @@
         }
         self._protocols = list;
         self._opts = opts;
-        self._native = null;
-        self._relay = null;
+        self._carrier = null;      // the started candidate's connection: a NativeCarrier or a Relay
         self._candidates = MODES[mode];
         self._next = 0;
         self.lastError = "";
@@ -1584,7 +1690,7 @@
         nativeTimeout: 8000,     // ms for a native WebSocket to open before falling back
         connectTimeout: 30000,
         sendTimeout: 15000,
-        pollTtl: 25000,          // the relay holds a poll this long (ms)
+        pollTtl: DEFAULT_POLL_TTL_MS, // the relay holds a poll this long (ms)
         pollSlack: 15000,        // extra wait for a poll answer before giving up on it
         receive: "auto",         // "auto" | "eventsource" | "xhr-streaming" | "poll" (xhr transport)
         streamTimeout: 5000,     // ms for a stream's first byte before the socket polls instead
@@ -1711,7 +1817,7 @@
             }
             Object.defineProperty(proto, "bufferedAmount", {
                 get: function () {
-                    return this._buffered + (this._native ? this._native.bufferedAmount : 0);
+                    return this._buffered + (this._carrier ? this._carrier.buffered() : 0);
                 },
                 enumerable: true,
                 configurable: true
@@ -1743,29 +1849,11 @@
     // Start the next candidate transport (after `failure`, a message, when one gave up).
     proto._tryNext = function (failure) {
         var t;
-        var opts = this._opts;
         while (this._next < this._candidates.length) {
             t = this._candidates[this._next++];
-            if (!t.usable()) {
-                continue;
+            if (t.usable() && t.start(this, this._next < this._candidates.length)) {
+                return;
             }
-            if (!t.relay) {
-                if (this._startNative(this._next < this._candidates.length)) {
-                    return;
-                }
-                continue;
-            }
-            if (!opts.router) {
-                failure = "no polysocket router configured (options.router)";
-                break;
-            }
-            if (/^[a-z]+:\/\/[^\/?#]*@/i.test(this._url)) {
-                failure = "a URL with credentials cannot be carried by the relay";
-                break;
-            }
-            this._relay = new Relay(this, t, String(opts.router).replace(/\/+$/, ""));
-            this._relay.connect();
-            return;
         }
         this._fail(failure || "no transport: this browser has no " +
             (this._candidates.length === 1 ? this._candidates[0].name : "usable transport"));
@@ -1818,8 +1906,8 @@
             return;
         }
         put(this, "readyState", CLOSED);
-        if (this._relay) {
-            this._relay.stop();
+        if (this._carrier) {
+            this._carrier.stop();
         }
         this._syncBuffered();
         if (failed) {
@@ -1831,13 +1919,13 @@
     // A connection that could not be established: error, then close 1006.
     proto._fail = function (message) {
         this.lastError = message || "connection failed";
-        this._closed(1006, "", false, true);
+        this._closed(CLOSE_ABNORMAL, "", false, true);
     };
 
     // A connection lost after it opened: close 1006 alone, as a browser reports a dropped socket.
     proto._lost = function (message) {
         this.lastError = message || "connection lost";
-        this._closed(1006, "", false, false);
+        this._closed(CLOSE_ABNORMAL, "", false, false);
     };
 
     proto.send = function (data) {
@@ -1862,12 +1950,7 @@
             this._addBuffered(item.size);
             return;
         }
-        if (this._native) {
-            this._native.send(data);
-            this._syncBuffered();
-            return;
-        }
-        this._relay.enqueue(item);
+        this._carrier.send(item, data);
     };
 
     proto.close = function (code, reason) {
@@ -1891,11 +1974,8 @@
         if (this._readyState === CONNECTING) {
             // "Fail the WebSocket connection": error, then close 1006.
             put(this, "readyState", CLOSING);
-            if (this._native) {
-                this._dropNative();
-            }
-            if (this._relay) {
-                this._relay.abandon();
+            if (this._carrier) {
+                this._carrier.abandon();
             }
             var self = this;
             later(function () {
@@ -1904,17 +1984,7 @@
             return;
         }
         put(this, "readyState", CLOSING);
-        if (this._native) {
-            if (code === undefined && reason === undefined) {
-                this._native.close();
-            } else {
-                // (a reason without a code is sent with 1000, which Chromium would not do itself)
-                this._native.close(code === undefined ? 1000 : code, reason === undefined ? "" : reason);
-            }
-            return;
-        }
-        // A reason without a code is sent with 1000; neither: a close frame with no status.
-        this._relay.close(code === undefined && reason !== undefined ? 1000 : code, reason || "");
+        this._carrier.close(code, reason);
     };
 
     // Where getters exist bufferedAmount is live; elsewhere it is refreshed at each change we see.
@@ -1925,48 +1995,91 @@
 
     proto._syncBuffered = function () {
         if (!hasGetters) {
-            this.bufferedAmount = this._buffered + (this._native ? this._native.bufferedAmount : 0);
+            this.bufferedAmount = this._buffered + (this._carrier ? this._carrier.buffered() : 0);
         }
     };
 
     // ------------------------------------------------------------------ native transport
 
+    // The browser's own WebSocket, straight to the target: the socket's carrier (as a Relay is) from
+    // NATIVE.start() until it closes or hands the socket to the next candidate.
+    function NativeCarrier(socket, ws) {
+        this.socket = socket;
+        this.ws = ws;
+    }
+
+    NativeCarrier.prototype.buffered = function () {
+        return this.ws.bufferedAmount;
+    };
+
+    // item: the message as the relay would carry it; the browser's socket takes the data itself.
+    NativeCarrier.prototype.send = function (item, data) {
+        this.ws.send(data);
+        this.socket._syncBuffered();
+    };
+
+    NativeCarrier.prototype.close = function (code, reason) {
+        if (code === undefined && reason === undefined) {
+            this.ws.close();
+        } else {
+            // (a reason without a code is sent with 1000, which Chromium would not do itself)
+            this.ws.close(code === undefined ? 1000 : code, reason === undefined ? "" : reason);
+        }
+    };
+
+    // Let go of the browser's socket: its events no longer reach ours.
+    NativeCarrier.prototype.stop = function () {
+        var ws = this.ws;
+        if (this.socket._carrier === this) {
+            this.socket._carrier = null;
+        }
+        ws.onopen = ws.onmessage = ws.onerror = null;
+        ws.onclose = null;
+        try {
+            ws.close();
+        } catch (e) {}
+    };
+
+    // close() while connecting.
+    NativeCarrier.prototype.abandon = NativeCarrier.prototype.stop;
+
     // Returns false when the native constructor threw and the next transport should be tried.
-    proto._startNative = function (mayFallBack) {
-        var self = this;
+    function startNative(sock, mayFallBack) {
         var ws;
+        var carrier;
         var opened = false;
         var errored = false;
         var timer = null;
         try {
-            ws = this._protocols.length ? new NativeWebSocket(this._url, this._protocols) :
-                new NativeWebSocket(this._url);
+            ws = sock._protocols.length ? new NativeWebSocket(sock._url, sock._protocols) :
+                new NativeWebSocket(sock._url);
         } catch (e) {
             if (!mayFallBack) {
-                this._fail("WebSocket: " + e.message);
+                sock._fail("WebSocket: " + e.message);
                 return true;
             }
             return false;
         }
-        this._native = ws;
+        carrier = new NativeCarrier(sock, ws);
+        sock._carrier = carrier;
         try {
             ws.binaryType = "arraybuffer";
         } catch (eType) {}
 
         function fallBack() {
-            self._dropNative();
-            if (self._readyState === CONNECTING) {
-                self._tryNext(null);
+            carrier.stop();
+            if (sock._readyState === CONNECTING) {
+                sock._tryNext(null);
             }
         }
 
-        if (mayFallBack && this._opts.nativeTimeout > 0) {
+        if (mayFallBack && sock._opts.nativeTimeout > 0) {
             timer = later(function () {
                 timer = null;
                 if (!opened) {
                     fallBack();
                 }
-            }, this._opts.nativeTimeout);
+            }, sock._opts.nativeTimeout);
         }
         ws.onopen = function () {
             if (timer !== null) {
@@ -1974,24 +2087,24 @@
                 timer = null;
             }
             opened = true;
-            if (self._native !== ws) {
+            if (sock._carrier !== carrier) {
                 return;
             }
-            self._opened("websocket", ws.protocol, ws.extensions);
+            sock._opened(NATIVE.name, ws.protocol, ws.extensions);
         };
         ws.onmessage = function (ev) {
-            if (self._native !== ws || self._readyState !== OPEN) {
+            if (sock._carrier !== carrier || sock._readyState !== OPEN) {
                 return;
             }
-            self._syncBuffered();
+            sock._syncBuffered();
             if (typeof ev.data === "string" || isBlob(ev.data)) {
-                self._emitMessage(ev.data, ev.origin);
+                sock._emitMessage(ev.data, ev.origin);
             } else {
-                self._emitMessage(self._binary(ev.data), ev.origin);
+                sock._emitMessage(sock._binary(ev.data), ev.origin);
             }
         };
         ws.onerror = function () {
-            if (self._native !== ws) {
+            if (sock._carrier !== carrier) {
                 return;
             }
             // The browser fires close right after; both go out then, with readyState CLOSED as
@@ -2003,31 +2116,19 @@
                 clearTimeout(timer);
                 timer = null;
             }
-            if (self._native !== ws) {
+            if (sock._carrier !== carrier) {
                 return;
             }
             if (!opened && mayFallBack) {
                 fallBack();
                 return;
             }
-            self._syncBuffered();
-            self._native = null;
-            self._closed(ev.code, ev.reason, ev.wasClean, errored);
+            sock._syncBuffered();
+            sock._carrier = null;
+            sock._closed(ev.code, ev.reason, ev.wasClean, errored);
         };
         return true;
-    };
-
-    proto._dropNative = function () {
-        var ws = this._native;
-        this._native = null;
-        if (ws) {
-            ws.onopen = ws.onmessage = ws.onerror = null;
-            ws.onclose = null;
-            try {
-                ws.close();
-            } catch (e) {}
-        }
-    };
+    }
 
     // ------------------------------------------------------------------ relay transport
 
@@ -2067,6 +2168,55 @@
         }
     }
 
+    // A relay transport's start: the socket is carried by a relay socket that the router admits. Fails the
+    // socket (and returns true: no other candidate is tried) where the relay cannot carry it.
+    function startRelay(sock, transport) {
+        var router = sock._opts.router;
+        if (!router) {
+            sock._fail("no polysocket router configured (options.router)");
+            return true;
+        }
+        if (/^[a-z]+:\/\/[^\/?#]*@/i.test(sock._url)) {
+            sock._fail("a URL with credentials cannot be carried by the relay");
+            return true;
+        }
+        sock._carrier = new Relay(sock, transport, String(router).replace(/\/+$/, ""));
+        sock._carrier.connect();
+        return true;
+    }
+
+    // A relay socket's lifecycle, one named state that moves only along RELAY_TRANSITIONS, through
+    // Relay.prototype.enter:
+    //
+    //   CONNECTING ──connect answer──▶ OPEN ──close()──▶ CLOSING ──sends drained──▶ CLOSE_SENT
+    //       │                            │                  │                          ▲
+    //       │                            └──send refused──▶ REFUSED ──close()─────────┘
+    //       └──close()──▶ ABANDONED                 (CLOSING ──send refused──▶ REFUSED: /close at once)
+    //   any ──stop()──▶ STOPPED: the socket closed or failed, or the next transport has it.
+    //
+    // OPEN and CLOSING send; REFUSED sends nothing more (the relay refused a send: the socket is closing
+    // or failed there) but a close() still reaches the relay; after CLOSE_SENT the final close arrives
+    // by the receiver. ABANDONED: close() before the connect answer, which then frees the relay socket.
+    var RelayState = {
+        CONNECTING: "connecting",
+        ABANDONED: "abandoned",
+        OPEN: "open",
+        CLOSING: "closing",
+        REFUSED: "refused",
+        CLOSE_SENT: "close-sent",
+        STOPPED: "stopped"
+    };
+
+    var RELAY_TRANSITIONS = {
+        connecting: { open: 1, abandoned: 1, stopped: 1 },
+        abandoned: { stopped: 1 },
+        open: { closing: 1, refused: 1, stopped: 1 },
+        closing: { refused: 1, "close-sent": 1, stopped: 1 },
+        refused: { "close-sent": 1, stopped: 1 },
+        "close-sent": { stopped: 1 },
+        stopped: { stopped: 1 }
+    };
+
     function Relay(socket, transport, router) {
         this.key = "s" + (relayCounter++);
         this.socket = socket;
@@ -2076,11 +2226,10 @@
         this.scheme = /^https:/i.test(router) ? "https://" : "http://";
         this.base = "";
         this.id = "";
-        this.stopped = false;
-        this.abandoned = false;
+        this.state = RelayState.CONNECTING;
         this.requests = {};   // in-flight request handles, for stop()
         this.reqCounter = 0;
-        this.idle = DEFAULT_IDLE;
+        this.idle = DEFAULT_IDLE_MS;
         this.ttl = this.opts.pollTtl;
         this.lastAlive = 0;   // when the relay last answered
         this.aliveTimer = null;
@@ -2089,15 +2238,13 @@
         this.pending = [];    // frames waiting for a request, in seq order
         this.inflight = [];   // requests under way: {frames, attempts}
         this.nextSeq = 0;
-        this.sendBroken = false;
         this.closeReq = null; // {code, reason} once close() was called
-        this.closeSent = false;
         this.reading = false; // a Blob is being read
         // receiving
         this.lastSeq = -1;
         this.pollFailures = 0;
         this.polling = false;
-        this.streamKind = ""; // "eventsource" | "xhr" while receiving by stream, "" when polling
+        this.receiver = POLL_RECEIVER; // chosen from RECEIVE_MODES when the socket opens
         this.stream = null;   // the open stream's state
         this.streamSilent = 0; // streams in a row that fell silent (no heartbeat in time)
         this.streamEmpty = 0;  // streams in a row that ended with nothing but their opening
@@ -2105,6 +2252,20 @@
         this.streamWorked = false; // a stream of this socket got a byte
         this.unacked = 0;     // characters of messages processed since the relay was last told
     }
+
+    // The one door for state changes: false (and no change) where RELAY_TRANSITIONS has no such move.
+    Relay.prototype.enter = function (next) {
+        if (!hasOwn.call(RELAY_TRANSITIONS[this.state], next)) {
+            return false;
+        }
+        this.state = next;
+        return true;
+    };
+
+    // The socket has it: as the native WebSocket, a carrier buffers nothing of its own.
+    Relay.prototype.buffered = function () {
+        return 0;
+    };
 
     // query: an already encoded query string to append (a JSONP batch)
     Relay.prototype.request = function (url, params, timeoutMs, result, body, contentType, query) {
@@ -2115,7 +2276,7 @@
         function done(err, data) {
             finished = true;
             delete self.requests[key];
-            if (self.stopped) {
+            if (self.state === RelayState.STOPPED) {
                 return;
             }
             if (!err && (!data || typeof data !== "object")) {
@@ -2135,7 +2296,7 @@
 
     Relay.prototype.stop = function () {
         var k;
-        this.stopped = true;
+        this.enter(RelayState.STOPPED);
         unwatch(this);
         if (this.aliveTimer !== null) {
             clearTimeout(this.aliveTimer);
@@ -2163,7 +2324,7 @@
         function check() {
             var quiet = now() - self.lastAlive;
             self.aliveTimer = null;
-            if (self.stopped) {
+            if (self.state === RelayState.STOPPED) {
                 return;
             }
             if (quiet >= self.idle) {
@@ -2179,11 +2340,11 @@
     Relay.prototype.beacon = function () {
         var url;
         var img;
-        if (this.stopped || !this.id) {
+        if (this.state === RelayState.STOPPED || !this.id) {
             return;
         }
         unwatch(this);
-        url = this.base + "/close?" + buildQuery({ socket: this.id, code: 1001 });
+        url = this.base + "/close?" + buildQuery({ socket: this.id, code: CLOSE_GOING_AWAY });
         try {
             if (typeof win.fetch === "function") {
                 var pending = win.fetch(url, { keepalive: true, mode: "no-cors", credentials: "omit" });
@@ -2199,7 +2360,7 @@
 
     // close() while connecting: when the connect answer comes, free the relay socket.
     Relay.prototype.abandon = function () {
-        this.abandoned = true;
+        this.enter(RelayState.ABANDONED);
     };
 
     Relay.prototype.connect = function () {
@@ -2216,15 +2377,16 @@
             params.protocols = sock._protocols.join(",");
         }
         this.request(this.router + "/connect", params, this.opts.connectTimeout, function (err, data) {
-            if (self.abandoned && (err || !data.ok)) {
-                self.stopped = true;
+            if (self.state === RelayState.ABANDONED && (err || !data.ok)) {
+                self.enter(RelayState.STOPPED);
                 return;
             }
-            if (err && err.error === "network" && self.transport === XHR && !self.abandoned &&
+            if (err && err.error === "network" && self.transport === XHR &&
+                    self.state === RelayState.CONNECTING &&
                     sock._readyState === CONNECTING) {
                 // CORS refused (a proxy stripping headers...) or the request failed: JSONP may get through.
                 self.stop();
-                sock._relay = null;
+                sock._carrier = null;
                 sock._tryNext(err.error + ": " + err.message);
                 return;
             }
@@ -2240,47 +2402,34 @@
             }
             // A waiting poll must be answered before the idle watchdog gives up on the relay.
             self.ttl = Math.max(0, Math.min(self.opts.pollTtl, Math.floor(self.idle / 2)));
-            if (self.abandoned) {
+            if (self.state === RelayState.ABANDONED) {
                 // Free the socket on the relay; nobody listens any more.
                 self.request(self.base + "/close", { socket: self.id, code: 1000 }, self.opts.sendTimeout, noop);
-                self.stopped = true;
+                self.enter(RelayState.STOPPED);
                 return;
             }
-            if (sock._readyState !== CONNECTING) {
+            if (sock._readyState !== CONNECTING || !self.enter(RelayState.OPEN)) {
                 return;
             }
             watch(self);
             self.alive();
             self.chooseReceive();
             sock._opened(self.transport.name, data.protocol, "");
-            if (self.streamKind) {
-                self.openStream();
-            } else {
-                self.poll();
-            }
+            self.receiver.start(self);
         });
     };
 
     // -------------- receiving
 
-    // Streams where the transport can and the `receive` option lets it; else polls.
+    // The first receiver the `receive` option lists that this transport and browser can use.
     Relay.prototype.chooseReceive = function () {
-        var want = this.opts.receive || "auto";
-        this.streamKind = "";
-        if (this.transport.streams && this.ttl > 0 && want !== "poll") {
-            if (NativeEventSource && want !== "xhr-streaming") {
-                this.streamKind = "eventsource";
-            } else if (want !== "eventsource") {
-                this.streamKind = "xhr";
-            }
-        }
-        put(this.socket, "receiving", this.streamKind ? "stream" : "poll");
+        this.receiver = chooseReceiver(this);
+        put(this.socket, "receiving", this.receiver.kind);
     };
 
-    // With a stream, every send carries the highest seq processed, so that a long stream frees the
-    // relay's buffer (and its back-pressure bound) without reconnecting.
+    // The ack a send carries (undefined: none), where the receiver wants sends to carry it.
     Relay.prototype.sendAck = function () {
-        if (!this.streamKind || this.lastSeq < 0) {
+        if (!this.receiver.acksBySend || this.lastSeq < 0) {
             return undefined;
         }
         this.unacked = 0;
@@ -2291,22 +2440,20 @@
     // only a poll's answer shows (EventSource sees an error answer as a bare error event).
     Relay.prototype.fallBack = function () {
         this.dropStream();
-        this.streamKind = "";
-        put(this.socket, "receiving", "poll");
-        this.poll();
+        this.receiver = POLL_RECEIVER;
+        put(this.socket, "receiving", POLL_RECEIVER.kind);
+        POLL_RECEIVER.start(this);
     };
 
     // One GET /stream at a time. Its timer: before the first byte, streamTimeout (then fall back);
-    // after it, the silence limit (xhr: ttl + pollSlack without a heartbeat, the stream is dead;
-    // EventSource does not show the heartbeat comments, so a stream quiet for ttl is renewed, as a
-    // poll would be).
-    Relay.prototype.openStream = function () {
+    // after it, the receiver's quiet limit. A stream that is no longer the socket's receiver (it fell
+    // back to polling meanwhile) is not reopened.
+    Relay.prototype.openStream = function (receiver) {
         var self = this;
-        var st = { got: false, beats: 0, timer: null, handle: null, done: false, last: now() };
+        var st = { receiver: receiver, got: false, beats: 0, timer: null, handle: null, done: false, last: now() };
         var url = this.base + "/stream";
         var params = { socket: this.id, ack: this.lastSeq, ttl: this.ttl };
-        var parser;
-        if (this.stopped || this.stream || !this.streamKind) {
+        if (this.state === RelayState.STOPPED || this.stream || this.receiver !== receiver) {
             return;
         }
         this.stream = st;
@@ -2315,24 +2462,19 @@
         // One timer, not one per message: it checks the time since the stream's last byte
         // (st.last) against the limit that applies now, and re-arms itself for the rest.
         function check() {
-            var why = "silent";
-            var ms = self.ttl + self.opts.pollSlack;
+            var limit = { why: "timeout", ms: self.opts.streamTimeout };
             var quiet = now() - st.last;
             st.timer = null;
             if (st.done) {
                 return;
             }
-            if (!st.got) {
-                why = "timeout";
-                ms = self.opts.streamTimeout;
-            } else if (self.streamKind === "eventsource") {
-                why = "renew";
-                ms = self.ttl;
+            if (st.got) {
+                limit = receiver.quiet(self);
             }
-            if (quiet >= ms) {
-                self.endStream(st, why);
+            if (quiet >= limit.ms) {
+                self.endStream(st, limit.why);
             } else {
-                st.timer = later(check, ms - quiet);
+                st.timer = later(check, limit.ms - quiet);
             }
         }
 
@@ -2377,18 +2519,7 @@
         }
 
         st.timer = later(check, Math.min(this.opts.streamTimeout, this.ttl));
-        if (this.streamKind === "eventsource") {
-            st.handle = eventSourceStream(url, params, function () { bytes(false); }, message, ended);
-        } else {
-            params.pad = 1;
-            parser = new SseParser(message, function (text) {
-                bytes(text === "hb");
-            });
-            st.handle = xhrStream(url, params, function (text) {
-                bytes(false);
-                parser.feed(text);
-            }, ended);
-        }
+        st.handle = receiver.open(url, params, { bytes: bytes, message: message, ended: ended });
     };
 
     Relay.prototype.dropStream = function () {
@@ -2417,7 +2548,7 @@
             return;
         }
         this.dropStream();
-        if (this.stopped) {
+        if (this.state === RelayState.STOPPED) {
             return;
         }
         if (!st.got) {
@@ -2429,7 +2560,7 @@
                 return;
             }
             later(function () {
-                self.openStream();
+                self.openStream(st.receiver);
             }, 100 * Math.pow(2, this.streamFailed - 1));
             return;
         }
@@ -2446,17 +2577,17 @@
         }
         if (delay) {
             later(function () {
-                self.openStream();
+                self.openStream(st.receiver);
             }, delay);
         } else {
-            this.openStream();
+            this.openStream(st.receiver);
         }
     };
 
     Relay.prototype.poll = function () {
         var self = this;
         var ttl = this.transport.pollTtl(this);
-        if (this.stopped || this.polling) {
+        if (this.state === RelayState.STOPPED || this.polling) {
             return;
         }
         this.polling = true;
@@ -2477,7 +2608,7 @@
                 }
                 self.pollFailures = 0;
                 self.deliver(data.messages || []);
-                if (!self.stopped) {
+                if (self.state !== RelayState.STOPPED) {
                     var gap = self.transport.pollGap ? self.transport.pollGap() : 0;
                     if (gap) {
                         later(function () { self.poll(); }, gap);
@@ -2509,7 +2640,7 @@
         var m;
         for (i = 0; i < messages.length; i++) {
             m = messages[i];
-            if (this.stopped) {
+            if (this.state === RelayState.STOPPED) {
                 return;
             }
             if (!m || m.type === "heartbeat" || typeof m.seq !== "number" || m.seq <= this.lastSeq) {
@@ -2536,21 +2667,28 @@
         this.stop();
         // Acknowledge the close so the relay frees the socket at once; the answer does not matter.
         this.transport.request(this.base + "/poll", ack, this.opts.sendTimeout, noop);
-        code = typeof code === "number" ? code : 1005;
+        code = typeof code === "number" ? code : CLOSE_NO_STATUS;
         // 1006: the target's connection ended without a closing handshake; a browser fires close alone.
-        this.socket._closed(code, reason || "", code !== 1006, false);
+        this.socket._closed(code, reason || "", code !== CLOSE_ABNORMAL, false);
     };
 
     // -------------- sending
 
-    Relay.prototype.enqueue = function (item) {
+    // OPEN and CLOSING send; other states send nothing (more).
+    Relay.prototype.sending = function () {
+        return this.state === RelayState.OPEN || this.state === RelayState.CLOSING;
+    };
+
+    Relay.prototype.send = function (item) {
         this.socket._addBuffered(item.size);
         this.queue.push(item);
         this.pump();
     };
 
+    // A reason without a code is sent with 1000; neither: a close frame with no status.
     Relay.prototype.close = function (code, reason) {
-        this.closeReq = { code: code, reason: reason };
+        this.closeReq = { code: code === undefined && reason !== undefined ? 1000 : code, reason: reason || "" };
+        this.enter(RelayState.CLOSING);
         this.pump();
     };
 
@@ -2562,10 +2700,10 @@
         var frames;
         var n;
         var oldest;
-        if (this.stopped) {
+        if (this.state === RelayState.STOPPED) {
             return;
         }
-        while (this.inflight.length < this.opts.maxInflight && !this.sendBroken) {
+        while (this.inflight.length < this.opts.maxInflight && this.sending()) {
             while (this.queue.length && !this.reading && this.pending.length < this.opts.maxBatch) {
                 item = this.queue[0];
                 if (item.blob) {
@@ -2592,9 +2730,9 @@
             }
             this.start({ frames: frames, attempts: 0, count: 0 });
         }
-        if (this.closeReq && !this.closeSent && (this.sendBroken || (!this.queue.length &&
-                !this.pending.length && !this.inflight.length && !this.reading))) {
-            this.closeSent = true;
+        if (this.closeReq && (this.state === RelayState.REFUSED || (this.state === RelayState.CLOSING &&
+                !this.queue.length && !this.pending.length && !this.inflight.length && !this.reading))) {
+            this.enter(RelayState.CLOSE_SENT);
             this.sendClose(0);
         }
     };
@@ -2617,7 +2755,6 @@
         };
         reader.onerror = function () {
             self.reading = false;
-            self.sendBroken = true;
             self.stop();
             // As a browser that cannot read a Blob it was given: fail the connection.
             self.socket._fail("could not read a Blob to send");
@@ -2653,7 +2790,7 @@
                 }
                 // Retry with the same seqs: the relay drops what got through the first time.
                 later(function () {
-                    if (!self.stopped && !self.sendBroken) {
+                    if (self.sending()) {
                         self.removeInflight(req);
                         self.start(req);
                     }
@@ -2693,9 +2830,9 @@
         }
     };
 
-    // The relay refused a send: the socket is closing or failed. The final close arrives by poll.
+    // The relay refused a send: the socket is closing or failed. The final close arrives by the receiver.
     Relay.prototype.sendRefused = function (data) {
-        this.sendBroken = true;
+        this.enter(RelayState.REFUSED);
         this.queue = [];
         this.pending = [];
         if (data.error === "unknown_socket") {
@@ -2726,12 +2863,18 @@
         });
     };
 
-    // The pure helpers, for the unit tests under Node (tests/test_client_units.py); not an API.
+    // The pure helpers, for the unit tests under Node (tests/client_units/, run by test_es3.py); not an API.
     PolySocket._util = {
         charBytes: charBytes, utf8Length: utf8Length, urlCost: urlCost, toUSV: toUSV,
         splitText: splitText, splitBase64: splitBase64, base64Encode: base64Encode,
         base64Decode: base64Decode, jsonString: jsonString, parseUrlByHand: parseUrlByHand,
         clampCode: clampCode, frameJson: frameJson, SseParser: SseParser
+    };
+
+    // The choices and the relay socket's lifecycle, for the unit tests under Node; not an API.
+    PolySocket._internals = {
+        TRANSPORTS: TRANSPORTS, RECEIVERS: RECEIVERS, RECEIVE_MODES: RECEIVE_MODES, chooseReceiver: chooseReceiver,
+        RelayState: RelayState, RELAY_TRANSITIONS: RELAY_TRANSITIONS, Relay: Relay
     };
 
     PolySocket._autoInstall();

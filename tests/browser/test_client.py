@@ -354,7 +354,7 @@ def test_target_aborts_connection(pages: PageFactory, browser_stack: BrowserStac
 def test_several_sockets_on_their_own_subdomains(pages: PageFactory, browser_stack: BrowserStack, mode: str) -> None:
     page = open_page(pages, mode)
     ids = [connect(page, browser_stack.target, mode) for _ in range(6)]
-    hosts = page.evaluate("(ids) => ids.map((id) => psSocks[id].s._relay.base)", ids)
+    hosts = page.evaluate("(ids) => ids.map((id) => psSocks[id].s._carrier.base)", ids)
     assert len(set(hosts)) == len(ids), hosts
     page.evaluate(
         "(ids) => { for (let k = 0; k < 20; k++) ids.forEach((id) => psSocks[id].s.send(id + ':' + k)); }",
@@ -462,7 +462,7 @@ def test_jsonp_leaves_no_script_tags_or_callbacks(pages: PageFactory, browser_st
 def test_leaving_the_page_closes_relay_sockets(pages: PageFactory, browser_stack: BrowserStack, mode: str) -> None:
     page = open_page(pages, mode)
     sid = connect(page, browser_stack.target, mode)
-    base, socket_id = page.evaluate("(id) => [psSocks[id].s._relay.base, psSocks[id].s._relay.id]", sid)
+    base, socket_id = page.evaluate("(id) => [psSocks[id].s._carrier.base, psSocks[id].s._carrier.id]", sid)
     page.goto("about:blank")
     # The relay got a /close as the page went: the next poll (made here, as the page is gone)
     # carries the final close instead of waiting for the relay's idle timeout.
@@ -896,7 +896,7 @@ def test_dead_relay_is_a_close_1006_within_its_idle_timeout(
     page.route("**/connect?**", short_idle)
     # polls (routes cannot end a stream already open; test_stream.py kills a relay under one)
     sid = connect(page, browser_stack.target, mode, options={"receive": "poll"})
-    assert page.evaluate("(id) => psSocks[id].s._relay.idle", sid) == idle
+    assert page.evaluate("(id) => psSocks[id].s._carrier.idle", sid) == idle
     send(page, sid, "s.send('alive')")
     wait_messages(page, sid, 1)
     # The relay dies (SIGKILL): from now on every request to it fails at the network level.

@@ -1,7 +1,8 @@
 """client/polysocket.js (and its minified build) must parse as ES3, as IE6-8 do; the .d.ts must compile.
 
 Runs client/check-es3.js under node with acorn (``ecmaVersion: 3, allowReserved: "never"``) and also
-checks that client/polysocket.min.js is what client/build.js makes from the current source.
+checks that the committed client/polysocket.js and polysocket.min.js are what client/build.js makes
+from client/src/ (the one delivered file is built, never edited by hand).
 Needs ``npm ci --prefix client`` (``make deps``); without node or node_modules the tests fail.
 """
 
@@ -53,12 +54,21 @@ def test_checker_rejects_what_ie_rejects(node: str, tmp_path: Path) -> None:
         assert proc.returncode == 1, f"accepted: {bad}"
 
 
-def test_minified_build_is_current(node: str, tmp_path: Path) -> None:
-    out = tmp_path / "polysocket.min.js"
-    proc = subprocess.run([node, str(CLIENT / "build.js"), str(out)], capture_output=True, text=True, timeout=120)
+@pytest.mark.parametrize("name", ["polysocket.js", "polysocket.min.js"])
+def test_committed_build_is_current(node: str, tmp_path: Path, name: str) -> None:
+    proc = subprocess.run([node, str(CLIENT / "build.js"), str(tmp_path)], capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    committed = (CLIENT / "polysocket.min.js").read_text()
-    assert out.read_text() == committed, "stale client/polysocket.min.js: run `npm run build --prefix client`"
+    committed = (CLIENT / name).read_text()
+    assert (tmp_path / name).read_text() == committed, f"stale client/{name}: run `npm run build --prefix client`"
+
+
+def test_every_source_part_is_built(node: str) -> None:
+    """A file in client/src/ that build.js does not list would be silently left out of the client."""
+    build = (CLIENT / "build.js").read_text()
+    for part in (CLIENT / "src").glob("*.js"):
+        if not part.name.startswith("_"):
+            assert f'"{part.stem}"' in build, f"client/src/{part.name} is not in build.js PARTS"
 
 
 def test_type_declarations_compile(node: str) -> None:
@@ -70,11 +80,15 @@ def test_type_declarations_compile(node: str) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_pure_helpers_under_node(node: str) -> None:
-    """UTF-8 lengths, URL/body budgets, base64, batch frames and the ES3 URL parser, checked on seeded
-    random inputs against Node's Buffer, JSON and WHATWG URL, and the text/event-stream reader on
-    stream bodies cut at random (tests/client_units/helpers.test.js)."""
-    script = Path(__file__).resolve().parents[1] / "client_units" / "helpers.test.js"
+UNITS = sorted((CLIENT.parent / "tests" / "client_units").glob("*.test.js"))
+
+
+@pytest.mark.parametrize("script", UNITS, ids=[u.name for u in UNITS])
+def test_client_units_under_node(node: str, script: Path) -> None:
+    """helpers.test.js: UTF-8 lengths, URL/body budgets, base64, batch frames and the ES3 URL parser,
+    checked on seeded random inputs against Node's Buffer, JSON and WHATWG URL, and the
+    text/event-stream reader on stream bodies cut at random. relay_choices.test.js: the transport
+    and receiver lists, and a relay socket's lifecycle states and the moves between them."""
     proc = subprocess.run([node, str(script)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.startswith("ok "), proc.stdout
