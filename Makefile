@@ -71,7 +71,7 @@ faults: deps
 	$(PY) -m pytest -m faults tests/faults tests/fuzz
 
 faults-full: deps
-	PSTEST_FAULTS=full $(PY) -m pytest -m faults tests/faults tests/fuzz -p no:timeout
+	PSTEST_FAULTS=full $(PY) -m pytest -m faults --timeout 1800 tests/faults tests/fuzz
 
 clean:
 	rm -rf $(VENV) node_modules tests/targets/node_modules client/node_modules bench/node/node_modules \
