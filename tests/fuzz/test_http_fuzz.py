@@ -293,8 +293,8 @@ async def test_relay_survives_hostile_requests_and_raw_bytes(fz: FuzzStack, prof
         grown = (rss_bytes(fz.relay.popen.pid) - start) / MiB
     sent = n // 8 * 8
     print(f"relay: {tally.answered}/{sent} hostile requests answered {tally.statuses}; {tally.well_formed} "
-          f"well-formed, {len(tally.cut_well_formed)} of them cut; {tally.cut_malformed} malformed ones cut; {raw_answered}/{n // 3} raw "
-          f"byte strings got an HTTP answer (the rest were cut); RSS +{grown:.0f} MiB")
+          f"well-formed, {len(tally.cut_well_formed)} of them cut; {tally.cut_malformed} malformed ones cut; "
+          f"{raw_answered}/{n // 3} raw byte strings got an HTTP answer (the rest were cut); RSS +{grown:.0f} MiB")
     assert alive(fz.relay)
     healthy = await RawHTTP(fz.relay.port).call("/healthz", {})
     assert healthy["ok"] is True
@@ -323,8 +323,8 @@ async def test_router_survives_hostile_requests_and_raw_bytes(fz: FuzzStack, pro
         raw_answered = await raw_run(fz.router.port, n // 3, seed, allowed=ROUTER_5XX)
     sent = n // 8 * 8
     print(f"router: {tally.answered}/{sent} hostile requests answered {tally.statuses}; {tally.well_formed} "
-          f"well-formed, {len(tally.cut_well_formed)} of them cut; {tally.cut_malformed} malformed ones cut; {raw_answered}/{n // 3} raw "
-          f"byte strings got an HTTP answer")
+          f"well-formed, {len(tally.cut_well_formed)} of them cut; {tally.cut_malformed} malformed ones cut; "
+          f"{raw_answered}/{n // 3} raw byte strings got an HTTP answer")
     assert alive(fz.router)
     assert (await RawHTTP(fz.router.port).call("/healthz", {}))["ok"] is True
     assert tally.cut_well_formed == [], tally.cut_well_formed[:5]  # every request that frames is answered
