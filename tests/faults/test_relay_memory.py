@@ -30,7 +30,9 @@ BUFFER = 1024 * 1024  # the relay's default --buffer-bytes
 # What one parked socket may hold: the buffer, plus the message that crossed it (base64, 4/3), plus
 # one raw message and a read chunk on the WebSocket side, plus allocator slack.
 PER_SOCKET_BOUND = BUFFER + MESSAGE * 4 // 3 + MESSAGE + 2 * MiB
-RETURN_SLACK = 48 * MiB  # RSS after a round, above the RSS before the first round
+# RSS after a round, above the RSS before the first round: measured +0 (CI) to +3 MiB (full); less
+# than two parked sockets' worth, where glibc left to itself kept +70-80 MiB (docs/guarantees.md).
+RETURN_SLACK = 16 * MiB
 
 
 class Flood:
