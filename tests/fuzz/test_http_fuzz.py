@@ -307,7 +307,7 @@ async def test_relay_survives_hostile_requests_and_raw_bytes(fz: FuzzStack, prof
     # The check above has reach: about a third of the requests frame (the rest carry raw bytes,
     # spaces or control characters the fuzzer put in); a fifth is far outside chance for 1,496 draws.
     assert tally.well_formed > sent // 5, tally.well_formed
-    assert grown < 48, grown
+    assert grown < 24, grown  # seen: +3 to +10 MiB, CI and full (docs/guarantees.md)
     clean_log(log_text(fz.stack, "relay-fz"), "relay")
 
 
