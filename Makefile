@@ -91,7 +91,7 @@ faults: deps ## the fault campaign, CI profile (tests/faults/README.md)
 	$(PY) -m pytest -m faults tests/faults tests/fuzz
 
 faults-full: deps ## the fault campaign, long profile
-	PSTEST_FAULTS=full $(PY) -m pytest -m faults tests/faults tests/fuzz -p no:timeout
+	PSTEST_FAULTS=full $(PY) -m pytest -m faults --timeout 1800 tests/faults tests/fuzz
 
 clean: ## remove the venvs and the npm trees
 	rm -rf $(VENV) node_modules tests/targets/node_modules client/node_modules bench/node/node_modules \

@@ -40,6 +40,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,9 @@ TERRAFORM_HINT = ("terraform >= 1.5 and the hashicorp/aws 5.x provider as a file
                   "(this machine image ships terraform 1.11.4 and /opt/tf-plugins; set TF_PROVIDER_MIRROR to "
                   "the folder that holds registry.terraform.io/)")
 MOTO_HINT = "moto's server is not installed: run `localstack/install-tools.sh moto`"
+# What this test's variables create (external control plane, two zones): infra/README.md and
+# localstack/README.md cite the figure, so a configuration change that adds or drops one shows here.
+APPLIED_RESOURCES = 36
 # Attributes an emulator answers incompletely, so that a plan right after the apply wants to change them
 # (measured, see the test's output), by resource type; any other drift (a bug in the configuration) fails.
 EMULATOR_PLAN_DRIFT: dict[str, set[str]] = {
@@ -288,7 +292,9 @@ def test_terraform_apply_against_localstack_and_moto(emulators: tuple[Any, Moto]
         outputs = {k: v["value"] for k, v in json.loads(tf("output", "-json").stdout).items()}
         state = json.loads(tf("show", "-json").stdout)
         resources = [r for r in state["values"]["root_module"]["resources"] if r["mode"] == "managed"]
-        print(f"\nterraform apply: {len(resources)} resources in {tf.times['apply']:.1f} s")
+        by_type = dict(sorted(Counter(r["type"] for r in resources).items()))
+        print(f"\nterraform apply: {len(resources)} resources in {tf.times['apply']:.1f} s: {by_type}")
+        assert len(resources) == APPLIED_RESOURCES, by_type  # the figure infra/README.md gives
 
         # --- the network, in LocalStack
         assert outputs["control_plane"] == "external" and outputs.get("redis_primary_endpoint") is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import gc
 import time
 from collections.abc import AsyncIterator
@@ -33,6 +34,7 @@ MESSAGE = 300_000
 HIGH = 64 * 1024
 ENCODED = len(b'{"seq":0,"type":"binary","data":""}') + (MESSAGE + 2) // 3 * 4
 READ_CHUNK = 256 * 1024  # asyncio's largest read
+MiB = 1024 * 1024
 
 
 class Flood:
@@ -207,3 +209,52 @@ async def test_a_slow_target_is_not_taken_for_a_stalled_one() -> None:
         await sends
         await wait_for(lambda: len(received) == 40)
         sock.close_upstream(1000, "")
+
+
+MAX_MESSAGE = RelayConfig(fqdn="n.localhost").max_message_bytes  # the default --max-message (4 MiB)
+
+
+@pytest.mark.parametrize("fragmented", [False, True], ids=["one-frame", "fragments"])
+async def test_a_target_message_over_the_limit_is_never_held_whole(fragmented: bool,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 16 MiB message from the target is refused from its frame header (one frame) or at the
+    fragment that crosses ``--max-message`` (fragments): after every read, what the upstream holds
+    of it, raw in websockets' parser plus the fragments collected so far, stays below the limit
+    plus one read. The client gets the message before it, then close 1009."""
+    port = free_port()
+    big = b"\x00" * (16 * MiB)
+    held: list[int] = []
+    receive = Upstream.data_received
+
+    def measured(self: Upstream, data: bytes) -> None:
+        receive(self, data)
+        held.append(raw_in_parser(self) + sum(len(p) for p in self._parts or ()))
+
+    monkeypatch.setattr(Upstream, "data_received", measured)
+
+    async def handler(conn: ServerConnection) -> None:
+        await conn.send("before")
+        with contextlib.suppress(ConnectionClosed):
+            if fragmented:
+                await conn.send(big[i:i + MiB] for i in range(0, len(big), MiB))
+            else:
+                await conn.send(big)
+            await conn.wait_closed()
+
+    async with serve(handler, "127.0.0.1", port, max_size=None, compression=None):
+        table = SocketTable(RelayConfig(fqdn="n.localhost"), RelayMetrics())
+        req = EstablishRequest(id="r", socket="s" * 32, target=f"ws://127.0.0.1:{port}/", protocols=[],
+                               expires_at_ms=int(time.time() * 1000) + 10_000, token_id="tok")
+        sock = await table.open(req, table.ledger.take(req.id, req.token_id))
+        got = messages(await sock.poll(-1, 5000))
+        while got[-1]["type"] != "close":
+            got += messages(await sock.poll(int(str(got[-1]["seq"])), 5000))
+    print(f"16 MiB message ({'fragments' if fragmented else 'one frame'}): {len(held)} reads, the upstream held "
+          f"at most {max(held) / MiB:.2f} MiB of it")
+    assert [m.get("data") for m in got[:-1]] == ["before"]
+    assert (got[-1]["code"], got[-1]["reason"]) == (1009, "message from the target is too big"), got[-1]
+    if fragmented:
+        # Fragments are collected up to the limit (the measurement reaches it), never beyond.
+        assert MAX_MESSAGE - MiB <= max(held) < MAX_MESSAGE + READ_CHUNK, max(held)
+    else:
+        assert max(held) < READ_CHUNK, max(held)  # refused from the frame's header: nothing of it kept

@@ -116,9 +116,12 @@ async def test_target_that_never_finishes_the_handshake(ts: TargetStack, http: h
         for w in accepted:
             w.close()
         server.close()
+    print(f"target never finished the handshake: {answer['error']} after {took:.2f}s")
     assert (answer["status"], answer["error"]) == (502, "upstream_failed"), answer
     assert "timed out" in str(answer["message"])
-    assert took < 2 + 3, took  # --open-timeout plus the establish round trip
+    # Not before --open-timeout (2 s, exact: the relay gives up only then), and within it plus the
+    # establish round trip (router -> Valkey -> relay and back: tens of ms; 3 s for a shared machine).
+    assert 2 <= took < 2 + 3, took
     assert await relay_sockets(http, ts) == 0
     assert growth(rss_watch) < 16
 
@@ -247,6 +250,10 @@ async def test_target_that_stops_reading_while_the_client_sends(ts: TargetStack,
     print(f"target stopped reading: {len(outcomes) - 1} sends of 256 KiB accepted, then {outcomes[-1]} "
           f"after {took:.1f}s; close {close['code']} {close['reason']!r}; relay RSS +{growth(rss_watch):.0f} MiB")
     assert outcomes[-1] != "ok" and '"socket_closed"' in outcomes[-1], outcomes[-3:]  # typed, not a hang
-    assert took < 15, took  # no write progress for --ping-timeout (1 s), found by the next sweep
+    # No write progress for --ping-timeout (1 s: the earliest it can fail, exact), found by the sweep
+    # (every second) that comes a ping-timeout after the one that saw the stall begin: by design
+    # within about 3.5 s of the first send (the kernel buffers fill in well under 0.5 s); the rest
+    # is for a shared machine. Before the fix the sends hung until the client gave up.
+    assert 1 <= took < 6, took
     assert got == [] and (close["code"], close["reason"]) == (1011, "target stopped reading"), close
     assert growth(rss_watch) < 24, growth(rss_watch)

@@ -390,7 +390,10 @@ async def test_streams_cut_mid_event_resume_with_every_message_once_in_order(
     finally:
         await proxy.stop()
     assert got == [str(i) for i in range(n)]
-    assert proxy.cuts >= 20 and mid_event >= 10, (proxy.cuts, mid_event)
+    print(f"{n} messages across {streams} streams, {proxy.cuts} cut by the proxy, {mid_event} of them mid-event")
+    # docs/guarantees.md: "about 80 cuts, most mid-event". The budgets are seeded, so the count is
+    # the same every run (80, 78 mid-event, here); the margin is for where the relay's writes split.
+    assert 70 <= proxy.cuts <= 90 and mid_event * 2 > proxy.cuts, (proxy.cuts, mid_event)
     await eventually_open_streams(http, sstack, 0)
     await c.close()
 
