@@ -94,7 +94,7 @@ def _select_subprotocol(protocol: ServerProtocol, offered: Sequence[Subprotocol]
     return offered[0] if offered else None
 
 
-class EchoProtocol(asyncio.Protocol):
+class EchoProtocol(asyncio.Protocol):  # perf: echo-sans-io
     """One connection."""
 
     def __init__(self, server: EchoServer | None = None) -> None:
@@ -305,7 +305,7 @@ class EchoProtocol(asyncio.Protocol):
             self._arm_close_timer()
 
 
-def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:  # perf: echo-uvloop
     """uvloop where it is built (as the relay and the router): asyncio's own loop costs the
     target about a fifth more CPU per message."""
     try:

@@ -120,7 +120,7 @@ class OutboundBuffer:
 
     def __init__(self) -> None:
         self.next_seq = 0
-        self._items: list[tuple[int, bytes]] = []
+        self._items: list[tuple[int, bytes]] = []  # perf: list-not-deque
         self._head = 0  # items before it are acknowledged
         self.unacked_bytes = 0
 

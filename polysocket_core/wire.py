@@ -50,7 +50,7 @@ def bad(message: str) -> PolysocketError:
 MAX_QUERY_FIELDS = 16
 
 
-def parse_query(raw: bytes) -> dict[str, str]:
+def parse_query(raw: bytes) -> dict[str, str]:  # perf: lean-query-parse
     """Decode a raw query string strictly: ASCII on the wire, percent-escapes must be valid UTF-8.
 
     The result of ``dict(parse_qsl(qs, keep_blank_values=True, errors="strict"))`` (last value of a
@@ -166,7 +166,7 @@ def parse_connect(params: dict[str, str]) -> ConnectParams:
     )
 
 
-class SendParams(NamedTuple):
+class SendParams(NamedTuple):  # perf: sendparams-namedtuple
     """One send, as parsed (immutable). A named tuple, not a frozen dataclass: it is built for
     every message, and a frozen dataclass's ``__init__`` costs a third of ``parse_send``."""
 
@@ -344,7 +344,7 @@ def parse_close(params: dict[str, str]) -> CloseParams:
 # a poll answer is the concatenation of fragments.
 
 
-def text_fragment(seq: int, data: str) -> bytes:
+def text_fragment(seq: int, data: str) -> bytes:  # perf: direct-fragments
     return b'{"seq":%d,"type":"text","data":%b}' % (seq, dumps(data))
 
 

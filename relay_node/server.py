@@ -159,6 +159,6 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
 
 def serve(node: HostedNode, host: str, port: int, ssl_ctx: ssl.SSLContext | None) -> int:
     """Serve ``node`` on its own event loop (uvloop where built) until stopped; the exit status."""
-    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])  # perf: gc-gen0
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(RelayServer(node, host, port, ssl_ctx).serve())

@@ -278,7 +278,7 @@ class RelaySocket:
             return
         conn = self.conn
         lock = self._write_lock
-        if (not self._writers and (lock is None or not lock.locked()) and len(frames) == 1
+        if (not self._writers and (lock is None or not lock.locked()) and len(frames) == 1  # perf: lockless-send
                 and not conn.write_paused):
             # The common case: no send is writing or waiting, and the transport takes the frame
             # now. Nothing awaits before it is written, so the order is the lock's; only a drain

@@ -52,7 +52,7 @@ def open_stream(sock: RelaySocket, p: StreamParams) -> SocketStream:
     return SocketStream(sock, p)
 
 
-class SocketStream(sse.StreamClock):
+class SocketStream(sse.StreamClock):  # perf: stream-no-task
     """One open ``/stream`` answer; ``cursor`` is the last seq written on it."""
 
     __slots__ = ("cursor", "loop", "pad", "sink", "sock", "timer")

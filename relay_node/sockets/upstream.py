@@ -26,10 +26,12 @@ import os
 import ssl
 import struct
 import urllib.parse
+from collections.abc import Callable
 from typing import Protocol as TypingProtocol
 from typing import cast
 
 from websockets.client import ClientProtocol
+from websockets.datastructures import Headers
 from websockets.exceptions import InvalidStatus, SecurityError
 from websockets.frames import CloseCode, Frame, Opcode
 from websockets.http11 import Response
@@ -37,10 +39,14 @@ from websockets.protocol import State
 from websockets.typing import Origin, Subprotocol
 from websockets.uri import WebSocketURI, parse_uri
 
+apply_mask: Callable[[bytes, bytes], bytes] | None
 try:
     from websockets.speedups import apply_mask
 except ImportError:  # websockets without its C extension
-    from websockets.utils import apply_mask
+    try:
+        from websockets.utils import apply_mask
+    except ImportError:  # a release that moved it: websockets frames the messages (OWN_FRAMES)
+        apply_mask = None
 
 log = logging.getLogger("polysocket.relay")
 
@@ -52,7 +58,42 @@ _ws_log = logging.getLogger("websockets.client")
 _tls: ssl.SSLContext | None = None
 
 
-def tls_context() -> ssl.SSLContext:
+# websockets internals the relay leans on for speed (bench/PERF_LEDGER.md), looked up once here;
+# tests/unit/test_websockets_contract.py asserts them for the installed release. A release without
+# one gets the public path, slower but correct: ``data_to_send()`` after every read, websockets'
+# own framing, the handshake's answer kept, the parser left to the cycle collector.
+
+
+def _probe() -> tuple[bool, bool]:
+    """(``writes`` is the list ``data_to_send`` drains, with ``extensions`` and ``debug`` beside
+    it; ``parser`` is a generator that can be closed)."""
+    proto = ClientProtocol(parse_uri("ws://localhost/"))
+    writes = (isinstance(getattr(proto, "writes", None), list) and isinstance(getattr(proto, "extensions", None), list)
+              and isinstance(getattr(proto, "debug", None), bool))
+    parser = getattr(proto, "parser", None)
+    closable = callable(getattr(parser, "close", None))
+    if closable:
+        parser.close()  # type: ignore[union-attr]
+    return writes, closable
+
+
+def _trimmable_response() -> bool:
+    """A handshake answer's headers and body can be emptied in place."""
+    try:
+        response = Response(101, "Switching Protocols", Headers(Upgrade="websocket"), b"x")
+        response.headers.clear()
+        response.body = b""
+    except Exception:  # e.g. a frozen dataclass
+        return False
+    return not response.headers and response.body == b""
+
+
+QUEUED_WRITES, CLOSABLE_PARSER = _probe()
+OWN_FRAMES = QUEUED_WRITES and apply_mask is not None
+TRIMMABLE_RESPONSE = _trimmable_response()
+
+
+def tls_context() -> ssl.SSLContext:  # perf: tls-context-shared
     """One verifying client context for every wss upstream: a context per connection costs
     memory and a certificate store load each."""
     global _tls
@@ -65,7 +106,7 @@ _masks = b""
 _mask_at = 0
 
 
-def _mask_key() -> bytes:
+def _mask_key() -> bytes:  # perf: mask-key-pool (one os.urandom per 1,024 frames)
     """A fresh masking key (RFC 6455 5.3: from a strong source of entropy), taken from a pool of
     ``os.urandom`` bytes so that one system call serves a thousand frames; no key is used twice."""
     global _masks, _mask_at
@@ -91,6 +132,7 @@ def client_frame(data: bytes, text: bool) -> bytes:
     head = 0x81 if text else 0x82
     size = len(data)
     key = _mask_key()
+    assert apply_mask is not None, "OWN_FRAMES is off without apply_mask"
     if size < 126:
         header = struct.pack("!BB", head, 0x80 | size)
     elif size < 65536:
@@ -108,7 +150,7 @@ class UpstreamSink(TypingProtocol):
         """The connection ended (``Upstream.proto`` tells how)."""
 
 
-class Upstream(asyncio.Protocol):
+class Upstream(asyncio.Protocol):  # perf: lean-upstream (no task per socket)
     __slots__ = ("_close_timer", "_early", "_lost", "_next_ping", "_opened", "_parts", "_ping_sent",
                  "_read_paused", "_text", "_waiter", "_write_paused", "close_timeout", "proto", "sink", "transport")
 
@@ -181,7 +223,7 @@ class Upstream(asyncio.Protocol):
         proto = self.proto
         proto.receive_data(data)
         events = proto.events_received()
-        if proto.writes:  # pongs, the echo of a close (most reads owe nothing)
+        if not QUEUED_WRITES or proto.writes:  # perf: no-empty-flush (pongs and close echoes owe; most reads not)
             self._flush()
         if self._close_timer is None and proto.close_expected():
             self._arm_close_timer()
@@ -189,10 +231,10 @@ class Upstream(asyncio.Protocol):
             if isinstance(event, Frame):
                 if self._frame(event):
                     break  # the connection failed: nothing after it is delivered
-            elif isinstance(event, Response) and proto.handshake_exc is None:
+            elif TRIMMABLE_RESPONSE and isinstance(event, Response) and proto.handshake_exc is None:
                 # The parser's generator keeps the handshake's answer for the connection's life:
                 # its headers (~2 KiB per idle socket) are not needed once it was accepted.
-                event.headers.clear()
+                event.headers.clear()  # perf: drop-handshake-answer (~2 KiB per idle socket)
                 event.body = b""
         opened = self._opened
         if opened is not None and not opened.done() and (proto.state is not State.CONNECTING
@@ -216,7 +258,8 @@ class Upstream(asyncio.Protocol):
         self._wake_writer()
         # The parser generator refers to the protocol: closing it breaks that cycle, so the
         # connection's buffers go with the last reference rather than with the cycle collector.
-        proto.parser.close()
+        if CLOSABLE_PARSER:
+            proto.parser.close()  # perf: parser-close (freed by refcount, not by the cycle collector)
         sink, self.sink = self.sink, None  # and the socket <-> upstream cycle
         if sink is not None:
             sink.upstream_lost()
@@ -289,11 +332,11 @@ class Upstream(asyncio.Protocol):
         if proto.state is not _OPEN or self._lost:
             return False
         transport = self.transport
-        if transport is not None and not proto.writes and not proto.extensions and not proto.debug:
+        if OWN_FRAMES and transport is not None and not proto.writes and not proto.extensions and not proto.debug:
             # What ``send_text``/``send_binary`` would queue (one unfragmented frame, masked: the
             # relay is the client), written at once: websockets builds it through a Frame, a
             # BytesIO and a getrandom call per frame: ~7 % of the relay's Python per round trip.
-            transport.write(client_frame(data, text))
+            transport.write(client_frame(data, text))  # perf: own-client-frame (no Frame, BytesIO, getrandom)
             return True
         if text:
             proto.send_text(data)
