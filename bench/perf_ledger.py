@@ -33,9 +33,8 @@ from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
 from polysocket_core import wire
-from polysocket_core.jsonp import dumps
+from polysocket_core.edge import JSON_HEADERS, dumps, header_block
 from relay_node.edge import http1
-from relay_node.edge.endpoints import JSON_HEADERS
 from relay_node.metrics import Count
 from relay_node.sockets import upstream
 
@@ -134,7 +133,7 @@ def cpu_rows(n: int) -> list[tuple[str, str, Callable[[], object], str, Callable
         ("direct-fragments", "`wire.text_fragment`", lambda: wire.text_fragment(1234, "hello world"),
          "`dumps({seq, type, data})`", lambda: dumps({"seq": 1234, "type": "text", "data": "hello world"})),
         ("header-block-cache", "`cached_block` (registered list)", lambda: http1.cached_block(JSON_HEADERS),
-         "`header_block`", lambda: http1.header_block(JSON_HEADERS)),
+         "`header_block`", lambda: header_block(JSON_HEADERS)),
         ("date-line-cache", "`date_line()`", http1.date_line,
          "`formatdate` per answer", lambda: b"date: %s\r\n" % formatdate(time.time(), usegmt=True).encode()),
         ("plain-metrics", "`Count.value += 1`", bump_count, "`prometheus_client.Counter.inc()`", counter.inc),
