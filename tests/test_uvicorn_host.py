@@ -1,4 +1,4 @@
-"""The relay's protocol under uvicorn's server (relay_node.uvicorn_host, a trial of issue 16): the
+"""The relay's protocol under uvicorn's server (bench/uvicorn_relay.py, the trial of issue 16): the
 same lifecycle as relay_node.server's (test_relay_server.py), driven in process with a stub node on a
 loopback port: a signal drains while serving, a second one stops with a graceful period, the signal
 is not re-raised after the drain, a slot certificate is what it listens with, a busy port is exit 3."""
@@ -15,10 +15,10 @@ from types import FrameType, SimpleNamespace
 import pytest
 import trustme
 
-import relay_node.uvicorn_host as host_mod
+import bench.uvicorn_relay as host_mod
+from bench.uvicorn_relay import DrainingUvicornServer, serve_under_uvicorn
 from polysocket_cli.processes import free_port
 from relay_node.http1 import Answer, ProtocolRequest
-from relay_node.uvicorn_host import DrainingUvicornServer, serve_under_uvicorn
 
 
 class StubAgent:

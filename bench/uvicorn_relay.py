@@ -1,4 +1,4 @@
-"""The relay's own protocol hosted by uvicorn's server, instead of ``relay_node.server`` (issue 16).
+"""The relay's own protocol hosted by uvicorn's server, instead of ``relay_node.server`` (issue 16, a trial).
 
 uvicorn serves any ``asyncio.Protocol`` class given as ``Config(http=cls)``: it builds one per
 connection as ``cls(config=, server_state=, app_state=, _loop=)`` (uvicorn 0.55). Here that class
@@ -23,7 +23,9 @@ What maps onto what (``relay_node.server.RelayServer`` -> here):
   connections left (a long poll whose task was cancelled) are aborted and the node stops.
 * listen failure: uvicorn logs it and raises ``SystemExit(3)``; the node is stopped, status 3.
 
-A trial: ``polysocket relay`` runs ``relay_node.server``. ``bench/uvicorn_host.py`` measures both.
+Bench only: ``polysocket relay`` runs ``relay_node.server``. ``bench/uvicorn_host.py`` measures both, and
+what it found (a fixed cost, nothing gained) is why this is not in the product: docs/deploy.md,
+"Why the relay runs its own server, not uvicorn's".
 """
 
 from __future__ import annotations
@@ -41,11 +43,11 @@ from typing import Any, cast
 import uvicorn
 from uvicorn.server import ServerState
 
-from .app import RelayNode
-from .config import RelayConfig
-from .endpoints import CONSTANT_HEADERS
-from .http1 import AnswerFn, Connections, Limits, RelayHTTPProtocol, register_constant_headers
-from .server import (
+from relay_node.app import RelayNode
+from relay_node.config import RelayConfig
+from relay_node.endpoints import CONSTANT_HEADERS
+from relay_node.http1 import AnswerFn, Connections, Limits, RelayHTTPProtocol, register_constant_headers
+from relay_node.server import (
     BACKLOG,
     GC_GEN0_THRESHOLD,
     GRACEFUL_SHUTDOWN_S,
