@@ -25,6 +25,7 @@ import asyncio
 import os
 import signal
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -42,6 +43,18 @@ from .stream_cpu import Http, open_stream
 MODES = ("own", "uvicorn", "own2")  # own2: the same server as own, for the noise between identical relays
 
 
+def dump_tasks(signum: int, frame: object) -> None:
+    """SIGUSR2: print the running loop's tasks and where each waits (a relay that does not stop)."""
+    try:
+        tasks = asyncio.all_tasks()
+    except RuntimeError:
+        print("SIGUSR2: no running loop", file=sys.stderr, flush=True)
+        return
+    for task in tasks:
+        print(f"SIGUSR2 task {task!r}", file=sys.stderr, flush=True)
+        task.print_stack(file=sys.stderr)
+
+
 def run_child(mode: str) -> int:
     """One relay from POLYSOCKET_* variables, hosted as ``mode`` says."""
     import logging
@@ -49,6 +62,7 @@ def run_child(mode: str) -> int:
     from relay_node.config import RelayConfig
 
     logging.basicConfig(level=os.environ.get("POLYSOCKET_LOG_LEVEL", "warning").upper())
+    signal.signal(signal.SIGUSR2, dump_tasks)
     config = resolve(RelayConfig, os.environ)
     if mode == "uvicorn":
         from .uvicorn_relay import run_relay_under_uvicorn
@@ -85,6 +99,7 @@ class Side:
     stack: Stack
     token: str
     router: Proc
+    log_level: str = "warning"
     relay: Proc | None = None
     results: list[dict[str, float]] = field(default_factory=list)
 
@@ -97,7 +112,7 @@ class Side:
         config = RelayConfig(fqdn=f"n{self.mode}.localhost:{port}", node_id=f"n{self.mode}", capacity=capacity,
                              redis_url=self.stack.redis_url, port=port, drain_grace_s=drain_grace)
         env = {k: v for k, v in to_env(config).items() if v != ""}
-        env["POLYSOCKET_LOG_LEVEL"] = "warning"
+        env["POLYSOCKET_LOG_LEVEL"] = self.log_level
         started = time.monotonic()
         child = "uvicorn" if self.mode == "uvicorn" else "own"
         self.relay = self.stack._spawn(f"relay-{self.mode}", [sys.executable, "-m", "bench.uvicorn_host",
@@ -106,13 +121,24 @@ class Side:
         pid = self.relay.popen.pid
         return time.monotonic() - started, cpu_ns(pid) / 1e6, memory_kib(pid)["rss"]
 
-    def stop_relay(self) -> tuple[float, int | None]:
+    def stop_relay(self, limit: float = 30.0) -> tuple[float, int | None]:
+        """SIGTERM until exit: seconds and status. Past ``limit`` the relay is hung: its tasks go to its
+        log (SIGUSR2), it is killed, and the stop counts as ``limit`` with status -1."""
         assert self.relay is not None
-        started = time.monotonic()
-        self.relay.signal(signal.SIGTERM)
-        status = self.relay.popen.wait(60)
-        self.stack.procs.remove(self.relay)
+        relay, started = self.relay, time.monotonic()
+        self.stack.procs.remove(relay)
         self.relay = None
+        relay.signal(signal.SIGTERM)
+        try:
+            status: int | None = relay.popen.wait(limit)
+        except subprocess.TimeoutExpired:
+            relay.signal(signal.SIGUSR2)
+            time.sleep(1.0)
+            relay.popen.kill()
+            relay.popen.wait(10)
+            print(f"{relay.name} did not stop within {limit:g} s; its tasks: {self.stack.log_dir / relay.name}.log",
+                  flush=True)
+            return limit, -1
         return time.monotonic() - started, status
 
 
@@ -206,14 +232,14 @@ async def one_round(side: Side, target: str, args: argparse.Namespace) -> dict[s
     return out
 
 
-def make_side(mode: str) -> Side:
+def make_side(mode: str, log_level: str) -> Side:
     stack = Stack(cwd=REPO_ROOT)  # the relay child runs this module
     try:
         stack.start_valkey()
         quiet = {"POLYSOCKET_LOG_LEVEL": "warning", "POLYSOCKET_RATE_PER_IP": "0/1",
                  "POLYSOCKET_RATE_PER_TOKEN": "0/1"}
         router = stack.start_router(env=quiet)
-        return Side(mode, stack, stack.create_token(max_sockets=100_000), router)
+        return Side(mode, stack, stack.create_token(max_sockets=100_000), router, log_level)
     except BaseException:
         stack.stop()
         raise
@@ -251,6 +277,9 @@ def report(sides: list[Side], args: argparse.Namespace, load_before: str, load_a
         med = {m: statistics.median(r[key] for r in by_mode[m].results) for m in MODES}
         lines.append(f"| {key} | {med['own']:.3f} | {med['uvicorn']:.3f} | {med['own2']:.3f} | "
                      f"{ratio(med['uvicorn'], med['own'])} | {ratio(med['own2'], med['own'])} |")
+    failed = {m: sum(r["exit_status"] != 0 for r in by_mode[m].results) for m in MODES}
+    lines += ["", "Stops that did not end with exit status 0 within 30 s of SIGTERM (killed, status -1): "
+              + ", ".join(f"{m} {failed[m]} of {args.rounds}" for m in MODES) + "."]
     lines += ["", "All rounds (own / uvicorn / own2):", "", "| measure | " +
               " | ".join(f"round {i + 1}" for i in range(args.rounds)) + " |",
               "|---|" + "---:|" * args.rounds]
@@ -264,8 +293,8 @@ async def run(args: argparse.Namespace) -> str:
     load_before, started = loadavg(), time.monotonic()
     sides: list[Side] = []
     try:
-        for mode in MODES:
-            sides.append(make_side(mode))
+        for mode in args.modes:
+            sides.append(make_side(mode, args.child_log_level))
         echo = sides[0].stack.start_echo()
         target = f"ws://127.0.0.1:{echo.port}/"
         for r in range(args.rounds):
@@ -278,6 +307,8 @@ async def run(args: argparse.Namespace) -> str:
     finally:
         for side in sides:
             side.stack.stop()
+    if [s.mode for s in sides] != list(MODES):
+        return ""
     return report(sides, args, load_before, loadavg(), time.monotonic() - started)
 
 
@@ -290,6 +321,10 @@ def main() -> None:
     ap.add_argument("--idle", type=int, default=1000, help="idle keep-alive connections")
     ap.add_argument("--idle-window", type=float, default=5.0, help="seconds of idle CPU measured")
     ap.add_argument("--drain-grace", type=float, default=0.5)
+    ap.add_argument("--modes", type=lambda s: s.split(","), default=list(MODES),
+                    help="a subset of own,uvicorn,own2 (the report needs all three)")
+    ap.add_argument("--child-log-level", default="warning",
+                    help="the relays' log level (their logs: the stack's log_dir)")
     ap.add_argument("--out", type=Path, default=None, help="write the markdown report here")
     args = ap.parse_args()
     if args.child:
