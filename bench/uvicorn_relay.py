@@ -20,7 +20,9 @@ What maps onto what (``relay_node.server.RelayServer`` -> here):
   process exits 0 as today's does (uvicorn's own handler would re-raise the signal: exit 143).
 * stop: uvicorn closes the listener, calls ``shutdown()`` on each connection, waits up to
   ``timeout_graceful_shutdown`` for connections and tasks, then cancels the tasks; here the
-  connections left (a long poll whose task was cancelled) are aborted and the node stops.
+  connections left (a long poll whose task was cancelled) are aborted and the node stops. By then
+  uvicorn has put back the signal handlers it found (the defaults): a SIGTERM during the node's stop
+  kills the process, where today's server takes it as "stop now" and still finishes the stop.
 * listen failure: uvicorn logs it and raises ``SystemExit(3)``; the node is stopped, status 3.
 
 Bench only: ``polysocket relay`` runs ``relay_node.server``. ``bench/uvicorn_host.py`` measures both, and
