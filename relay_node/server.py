@@ -4,8 +4,7 @@ The relay serves one protocol (``relay_node.http1``) and needs four things from 
 (optionally TLS), start and stop the node, drain on the first SIGTERM/SIGINT, and shut connections
 down gracefully. That is done here with ``loop.create_server`` instead of through uvicorn, whose
 protocol constructor, ``ServerState`` and ``Config.loaded_app`` are internals that change between
-releases. Hosting this protocol under uvicorn anyway was measured (bench/uvicorn_relay.py): no gain on
-the data path, fixed costs; docs/deploy.md, "Why the relay runs its own server, not uvicorn's".
+releases.
 """
 
 from __future__ import annotations
