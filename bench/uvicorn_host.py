@@ -59,7 +59,7 @@ def run_child(mode: str) -> int:
     """One relay from POLYSOCKET_* variables, hosted as ``mode`` says."""
     import logging
 
-    from relay_node.config import RelayConfig
+    from relay_node.settings import RelayConfig
 
     logging.basicConfig(level=os.environ.get("POLYSOCKET_LOG_LEVEL", "warning").upper())
     signal.signal(signal.SIGUSR2, dump_tasks)
@@ -68,7 +68,7 @@ def run_child(mode: str) -> int:
         from .uvicorn_relay import run_relay_under_uvicorn
 
         return run_relay_under_uvicorn(config)
-    from relay_node.server import run_relay
+    from relay_node.node import run_relay
 
     run_relay(config)
     return 0
@@ -106,7 +106,7 @@ class Side:
     def start_relay(self, capacity: int, drain_grace: float) -> tuple[float, float, int]:
         """Spawn the relay, wait until healthy: seconds taken, its CPU ms until then (less
         sensitive to other work on the machine than the wall time), and its RSS (KiB) then."""
-        from relay_node.config import RelayConfig
+        from relay_node.settings import RelayConfig
 
         port = free_port()
         config = RelayConfig(fqdn=f"n{self.mode}.localhost:{port}", node_id=f"n{self.mode}", capacity=capacity,

@@ -45,19 +45,19 @@ from typing import Any, cast
 import uvicorn
 from uvicorn.server import ServerState
 
-from relay_node.app import RelayNode
-from relay_node.config import RelayConfig
-from relay_node.endpoints import CONSTANT_HEADERS
-from relay_node.http1 import AnswerFn, Connections, Limits, RelayHTTPProtocol, register_constant_headers
+from relay_node.edge.http1 import AnswerFn, Connections, Limits, RelayHTTPProtocol, register_constant_headers
+from relay_node.node import RelayNode
 from relay_node.server import (
     BACKLOG,
     GC_GEN0_THRESHOLD,
     GRACEFUL_SHUTDOWN_S,
     KEEP_ALIVE_S,
     STARTUP_FAILURE,
+    HostedNode,
     _loop_factory,
     ssl_context,
 )
+from relay_node.settings import RelayConfig
 
 log = logging.getLogger("polysocket.relay")
 
@@ -90,13 +90,13 @@ def share_state(connections: Connections, state: ServerState) -> None:
 class DrainingUvicornServer(uvicorn.Server):
     """uvicorn's server for one relay node: first signal drains, a later one stops (as RelayServer)."""
 
-    def __init__(self, node: RelayNode, host: str, port: int, ssl_ctx: ssl.SSLContext | None,
+    def __init__(self, node: HostedNode, host: str, port: int, ssl_ctx: ssl.SSLContext | None,
                  limits: Limits) -> None:
         self.node = node
         self.connections = Connections()
         config = uvicorn.Config(
             no_asgi_app, host=host, port=port,
-            http=hosted_protocol(node.endpoints.answer, limits, self.connections),
+            http=hosted_protocol(node.answer, limits, self.connections),
             ws="none", lifespan="off", interface="asgi3",
             log_config=None,  # the relay's logging stays as configured (uvicorn's default replaces it)
             access_log=False, proxy_headers=False, server_header=False, date_header=False,
@@ -128,7 +128,7 @@ class DrainingUvicornServer(uvicorn.Server):
 
     async def _drain(self) -> None:
         try:
-            await self.node.agent.drain()
+            await self.node.drain()
         finally:
             self.should_exit = True
 
@@ -142,19 +142,19 @@ class DrainingUvicornServer(uvicorn.Server):
         await self.node.stop()
 
 
-async def serve_under_uvicorn(node: RelayNode, host: str, port: int, ssl_ctx: ssl.SSLContext | None = None,
+async def serve_under_uvicorn(node: HostedNode, host: str, port: int, ssl_ctx: ssl.SSLContext | None = None,
                               limits: Limits | None = None,
                               on_server: Callable[[DrainingUvicornServer], None] | None = None) -> int:
     """Start the node, serve under uvicorn until drained or stopped; the exit status (as
     ``RelayServer.serve``). ``on_server`` sees the server once it exists (tests drive its signals)."""
-    register_constant_headers(*CONSTANT_HEADERS)
+    register_constant_headers(*node.constant_headers)
     try:
         await node.start()
     except Exception:
         log.exception("relay startup failed")
         await node.stop()
         return STARTUP_FAILURE
-    limits = limits or Limits(max_body_bytes=node.endpoints.max_body, keep_alive_s=KEEP_ALIVE_S)
+    limits = limits or Limits(max_body_bytes=node.max_body, keep_alive_s=KEEP_ALIVE_S)
     server = DrainingUvicornServer(node, host, port, ssl_ctx or node.ssl_context, limits)
     if on_server is not None:
         on_server(server)

@@ -4,7 +4,9 @@ The relay serves one protocol (``relay_node.edge.http1``) and needs four things 
 (optionally TLS), start and stop the node, drain on the first SIGTERM/SIGINT, and shut connections
 down gracefully. That is done here with ``loop.create_server`` instead of through uvicorn, whose
 protocol constructor, ``ServerState`` and ``Config.loaded_app`` are internals that change between
-releases.
+releases. Hosting this protocol under uvicorn anyway was measured (``bench/uvicorn_relay.py``,
+``bench/results/uvicorn_host.md``): the same cost per request, 2.2x the idle CPU and +1.75 MiB per
+relay; docs/deploy.md, "Why the relay runs its own server, not uvicorn's".
 
 The server hosts an already built node through ``HostedNode`` (``relay_node.node`` builds one and
 calls ``serve``), so it knows neither the node's parts nor its settings.

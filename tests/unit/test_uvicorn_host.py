@@ -10,7 +10,7 @@ import signal
 import socket
 import ssl
 from pathlib import Path
-from types import FrameType, SimpleNamespace
+from types import FrameType
 
 import pytest
 import trustme
@@ -18,7 +18,7 @@ import trustme
 import bench.uvicorn_relay as host_mod
 from bench.uvicorn_relay import DrainingUvicornServer, serve_under_uvicorn
 from polysocket_cli.processes import free_port
-from relay_node.http1 import Answer, ProtocolRequest
+from relay_node.edge.http1 import Answer, Headers, ProtocolRequest
 
 
 class StubAgent:
@@ -32,12 +32,14 @@ class StubAgent:
 
 
 class StubNode:
-    """What the server uses of a RelayNode; its one endpoint holds every answer until released."""
+    """A ``HostedNode`` (what the server uses of a RelayNode); its one endpoint holds every answer
+    until released, its drain lasts until ``agent.drained`` is set."""
+
+    constant_headers: list[Headers] = []
 
     def __init__(self) -> None:
         self.agent = StubAgent()
-        self.config = SimpleNamespace(node_id="stub")
-        self.endpoints = self
+        self.node_id = "stub"
         self.max_body = 1024
         self.events: list[str] = []
         self.release = asyncio.Event()
@@ -49,6 +51,9 @@ class StubNode:
 
     async def stop(self) -> None:
         self.events.append("stop")
+
+    async def drain(self) -> None:
+        await self.agent.drain()
 
     async def answer(self, path: str, query: bytes, req: ProtocolRequest) -> Answer:
         await self.release.wait()
