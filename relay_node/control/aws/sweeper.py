@@ -129,8 +129,9 @@ class RecordSweeper:
         except LockTimeout:
             return None
 
-    async def _live_hosts(self) -> set[str]:
-        live = await live_fqdns(self.redis, self.keys)
+    async def live_hosts(self) -> set[str]:
+        """Names that are not swept: alive nodes', leased slots' (in slot mode) and this node's."""
+        live = {node_host(f) for f in await live_fqdns(self.redis, self.keys)}
         if self.leased_hosts:
             keys = list(self.leased_hosts)
             holders = await self.redis.mget(keys)
@@ -150,7 +151,7 @@ class RecordSweeper:
     async def _sweep(self) -> list[str]:
         seconds, micros = await self.redis.time()
         now = float(seconds) + float(micros) / 1e6  # one clock for the whole fleet
-        live = await self._live_hosts()
+        live = await self.live_hosts()
         ledger = {_text(k): a for k, v in (await self.redis.hgetall(self.keys.sweep_absent)).items()
                   if (a := Absence.decode(_text(v))) is not None}
         apex, records = await asyncio.to_thread(self._list)
