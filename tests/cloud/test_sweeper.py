@@ -9,6 +9,7 @@ import asyncio
 import signal
 import time
 import urllib.request
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -103,10 +104,14 @@ async def test_live_set_from_redis(route53: Any, zone: tuple[str, str]) -> None:
 
 @pytest.fixture
 async def valkey_client(valkey: str) -> AsyncIterator[aioredis.Redis]:
+    """The session's Valkey (other tests' keys stay: each test here uses a key prefix of its own)."""
     client = aioredis.Redis.from_url(valkey)
-    await client.flushall()
     yield client
     await client.aclose()
+
+
+def fresh_keys() -> Keys:
+    return Keys(f"sw{uuid.uuid4().hex[:8]}:")
 
 
 async def _register(r: aioredis.Redis, keys: Keys, node: str, fqdn: str) -> None:
@@ -121,7 +126,7 @@ async def test_the_fleet_shares_one_grace_clock_and_sweeps_one_at_a_time(
     grace, whichever relay saw them first; a node that registered meanwhile (it was starting) keeps
     its own. Ticks at once: one sweeps, the other finds the lock taken or the fleet swept lately."""
     zone_id, relay, untouched = _fleet(route53, zone)
-    keys = Keys("sw:")
+    keys = fresh_keys()
     r = valkey_client
     await _register(r, keys, "n1", f"n1.{relay}:443")
     grace = 1.0
@@ -148,7 +153,7 @@ async def test_the_fleet_shares_one_grace_clock_and_sweeps_one_at_a_time(
 async def test_a_failing_sweep_is_counted_and_the_sweeper_keeps_going(
         route53: Any, valkey_client: aioredis.Redis) -> None:
     """Route 53 refuses every sweep (no such zone): each tick fails, is counted, and the next comes."""
-    s = RecordSweeper(valkey_client, Keys("sf:"), zone_id="ZNOSUCHZONE", own_fqdn="n1.relay.test",
+    s = RecordSweeper(valkey_client, fresh_keys(), zone_id="ZNOSUCHZONE", own_fqdn="n1.relay.test",
                       interval_s=0.2, grace_s=1, route53=route53)
     s.start()
     try:
