@@ -16,6 +16,9 @@ Keys (``P`` is the prefix, ``ps:`` by default):
 - ``P reply:{request_id}`` LIST of replies (JSON) to one request: an ``ack`` then a ``done``
 - ``P token:{sha256}``     HASH of one token (see router_fn.tokens); ``P tokens`` HASH id -> sha256
 - ``P rl:{kind}:{key}:{window}`` connect rate-limit counters
+- ``P sweep:lock``         STRING the relay sweeping stale DNS records holds (a random token, a TTL)
+- ``P sweep:absent``       HASH record name -> when sweeps first/last saw its node missing (the grace clock)
+- ``P sweep:recent``       STRING with a TTL: the fleet swept lately, the next relay's tick skips
 """
 
 from __future__ import annotations
@@ -74,6 +77,19 @@ class Keys:
 
     def rate(self, kind: str, key: str, window: int) -> str:
         return f"{self.prefix}rl:{kind}:{key}:{window}"
+
+    @property
+    def sweep_lock(self) -> str:
+        """One relay at a time sweeps stale DNS records (relay_node.control.aws.sweeper)."""
+        return f"{self.prefix}sweep:lock"
+
+    @property
+    def sweep_absent(self) -> str:
+        return f"{self.prefix}sweep:absent"
+
+    @property
+    def sweep_recent(self) -> str:
+        return f"{self.prefix}sweep:recent"
 
 
 @dataclass(slots=True)

@@ -83,7 +83,8 @@ class Hist:
 
 class RelayMetrics(Collector):
     __slots__ = ("bytes_in", "bytes_out", "errors", "frames_in", "frames_out", "open_sockets",
-                 "poll_waits", "registry", "sockets_total", "streams_open", "streams_total")
+                 "poll_waits", "records_swept", "registry", "sockets_total", "streams_open", "streams_total",
+                 "sweep_failures", "sweeps")
 
     HELP = {
         "open_sockets": ("polysocket_open_sockets", "WebSockets held by this node"),
@@ -96,6 +97,9 @@ class RelayMetrics(Collector):
         "streams_total": ("polysocket_streams", "GET /stream answers started"),
         "poll_waits": ("polysocket_poll_wait_seconds", "How long polls waited before answering"),
         "errors": ("polysocket_errors", "Errors answered, by code"),
+        "sweeps": ("polysocket_dns_sweeps", "Sweeps of stale DNS records this node ran (the fleet runs one at a time)"),
+        "records_swept": ("polysocket_dns_records_swept", "A records of dead nodes this node's sweeps deleted"),
+        "sweep_failures": ("polysocket_dns_sweep_failures", "Sweeps of stale DNS records that failed"),
     }
 
     def __init__(self) -> None:
@@ -109,6 +113,9 @@ class RelayMetrics(Collector):
         self.streams_total = Count()
         self.poll_waits = Hist((0.001, 0.01, 0.1, 0.5, 1, 5, 10, 30, 60))
         self.errors = LabeledCount()
+        self.sweeps = Count()
+        self.records_swept = Count()
+        self.sweep_failures = Count()
         self.registry = CollectorRegistry()
         self.registry.register(self)
 
@@ -117,7 +124,8 @@ class RelayMetrics(Collector):
         yield GaugeMetricFamily(name, doc, value=self.open_sockets.value)
         name, doc = self.HELP["streams_open"]
         yield GaugeMetricFamily(name, doc, value=self.streams_open.value)
-        for attr in ("sockets_total", "streams_total", "frames_in", "frames_out", "bytes_in", "bytes_out"):
+        for attr in ("sockets_total", "streams_total", "frames_in", "frames_out", "bytes_in", "bytes_out",
+                     "sweeps", "records_swept", "sweep_failures"):
             c: Count = getattr(self, attr)
             name, doc = self.HELP[attr]
             yield CounterMetricFamily(name, doc, value=c.value, created=c.created)

@@ -28,6 +28,7 @@ from .sockets.table import SocketTable
 if TYPE_CHECKING:
     from .control.aws.node import NodeCloud
     from .control.aws.slotnode import SlotNode
+    from .control.aws.sweeper import RecordSweeper
 
 log = logging.getLogger("polysocket.relay")
 
@@ -52,6 +53,7 @@ class RelayNode:
                                         fqdn=lambda: self.fqdn)
         self.cloud: NodeCloud | None = None
         self.slot: SlotNode | None = None
+        self.sweeper: RecordSweeper | None = None  # with Route 53 names: this node's share of the sweep
         self.ssl_context: ssl.SSLContext | None = None  # the slot certificate's, when it has one
         self.request_drain: Callable[[], None] | None = None  # set by the server: drain as on SIGTERM
 
@@ -99,6 +101,22 @@ class RelayNode:
             await self.cloud.start()
             self._check_slot("its records were written")
         await self.agent.start(self.fqdn)
+        if self.config.cloud.dns_enabled:
+            self._start_sweeper()
+
+    def _start_sweeper(self) -> None:
+        """Every node with Route 53 names takes part in the fleet's sweep of dead nodes' records
+        (one at a time, under a Redis lock): a SIGKILLed node cannot withdraw its own."""
+        from polysocket_core.control import Keys
+
+        from .control.aws.sweeper import RecordSweeper
+
+        m = self.metrics
+        self.sweeper = RecordSweeper.for_node(
+            self.config.cloud, self.redis, Keys(self.config.key_prefix), fqdn=self.fqdn,
+            heartbeat_ttl_s=self.config.heartbeat_ttl_s, sweeps=m.sweeps, removed=m.records_swept,
+            failures=m.sweep_failures)
+        self.sweeper.start()
 
     def _check_slot(self, when: str) -> None:
         """A lease can lapse during a slow start (a certificate order, Route 53 INSYNC): the slot's
@@ -112,6 +130,8 @@ class RelayNode:
     async def stop(self) -> None:
         """Deregister, drop every socket; withdraw the DNS names; release the slot (after the names,
         so the slot's next holder never loses its records to this clean-up); close Redis."""
+        if self.sweeper is not None:
+            await self.sweeper.stop()  # first: it must not sweep with a half-stopped node
         try:
             await self.agent.stop()
         finally:

@@ -207,7 +207,8 @@ def test_bad_settings_exit_2_with_one_line(argv: list[str], env: dict[str, str],
 
 FLOORED = [(cls, d) for cls in SETTINGS_CLASSES for d in declared(cls) if d.spec.floor is not None]
 # Every setting that says how often something repeats: below a floor it would spin, not fail.
-INTERVALS = {"--max-poll-ttl", "--stream-seconds", "--ping-interval", "--heartbeat-ttl", "--sweep-interval"}
+INTERVALS = {"--max-poll-ttl", "--stream-seconds", "--ping-interval", "--heartbeat-ttl", "--sweep-interval",
+             "--record-sweep-interval"}
 
 
 def test_every_interval_setting_declares_a_floor() -> None:

@@ -1,4 +1,5 @@
-"""A node's A records in Route 53, and the sweeper for records of nodes that are gone.
+"""A node's A records in Route 53, and the Route 53 side of sweeping records of nodes that are gone
+(the periodic sweeper that every relay runs is ``relay_node.control.aws.sweeper``).
 
 Plain blocking boto3 (callers on an event loop run these in ``asyncio.to_thread``). A node named
 ``tom.relay.example.com`` owns exactly two A records: ``tom.relay.example.com`` (its ``--fqdn``
@@ -15,6 +16,8 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
+from .staleness import node_host, node_of_record, normalize_name
+
 log = logging.getLogger("polysocket.relay.aws")
 
 Client = Any  # a boto3 Route 53 client (no stubs are required)
@@ -25,14 +28,9 @@ def route53_client() -> Client:
     return boto3.session.Session().client("route53")
 
 
-def normalize_name(name: str) -> str:
-    """Route 53 answers names lower-case, with a final dot and ``*`` escaped as ``\\052``."""
-    return name.replace("\\052", "*").rstrip(".").lower()
-
-
 def node_record_names(name: str) -> tuple[str, str]:
     """The node's two record names: ``name`` without a port, and its wildcard."""
-    host = normalize_name(name.rsplit(":", 1)[0] if name.count(":") == 1 else name)
+    host = node_host(name)
     if not host or host.startswith("*."):
         raise ValueError(f"not a node name: {name!r}")
     return host, f"*.{host}"
@@ -67,11 +65,14 @@ def wait_insync(client: Client, change_id: str, *, timeout_s: float = 300.0, pol
         sleep(poll_s)
 
 
-def _iter_a_records(client: Client, zone_id: str) -> Iterator[dict[str, Any]]:
+def list_record_sets(client: Client, zone_id: str) -> Iterator[dict[str, Any]]:
+    """Every record set of the zone, as Route 53 lists it (what a DELETE must name exactly)."""
     for page in client.get_paginator("list_resource_record_sets").paginate(HostedZoneId=zone_id):
-        for rrset in page["ResourceRecordSets"]:
-            if rrset["Type"] == "A":
-                yield rrset
+        yield from page["ResourceRecordSets"]
+
+
+def list_a_records(client: Client, zone_id: str) -> Iterator[dict[str, Any]]:
+    return (r for r in list_record_sets(client, zone_id) if r["Type"] == "A")
 
 
 def _delete_rrsets(client: Client, zone_id: str, rrsets: list[dict[str, Any]], comment: str) -> str | None:
@@ -103,12 +104,21 @@ def delete_node_records(client: Client, zone_id: str, name: str, ip: str | None 
             if e.response.get("Error", {}).get("Code") != "InvalidChangeBatch":
                 raise
     # The fallback path only (rare): scan the zone rather than rely on the listing order.
-    found = [r for r in _iter_a_records(client, zone_id) if normalize_name(r["Name"]) in names]
+    found = [r for r in list_a_records(client, zone_id) if normalize_name(r["Name"]) in names]
     if _delete_rrsets(client, zone_id, found, comment) is None:
         log.info("route53: %s has no records left to delete", names[0])
         return False
     log.info("route53: DELETE %s", ", ".join(normalize_name(r["Name"]) for r in found))
     return True
+
+
+def delete_record_sets(client: Client, zone_id: str, rrsets: list[dict[str, Any]],
+                       comment: str = "polysocket sweep of stale relay records") -> None:
+    """DELETE record sets exactly as listed, in batches. One batch is atomic: if a record changed
+    since it was listed, nothing in the batch is deleted and the next sweep sees the new state.
+    Route 53 takes up to 1000 changes per batch."""
+    for i in range(0, len(rrsets), 500):
+        _delete_rrsets(client, zone_id, rrsets[i:i + 500], comment)
 
 
 def stale_records(client: Client, zone_id: str, relay_domain: str,
@@ -118,18 +128,9 @@ def stale_records(client: Client, zone_id: str, relay_domain: str,
     Only names of the node shape are considered, ``{label}.{relay_domain}`` and
     ``*.{label}.{relay_domain}``: the domain's own records, deeper names and other types stay untouched.
     """
-    domain = normalize_name(relay_domain)
-    live = {node_record_names(f)[0] for f in live_node_fqdns}
-    stale = []
-    for rrset in _iter_a_records(client, zone_id):
-        n = normalize_name(rrset["Name"])
-        node = n[2:] if n.startswith("*.") else n
-        label, _, rest = node.partition(".")
-        if rest != domain or not label or label == "*":
-            continue
-        if node not in live:
-            stale.append(rrset)
-    return stale
+    live = {node_host(f) for f in live_node_fqdns}
+    return [r for r in list_a_records(client, zone_id)
+            if (node := node_of_record(r["Name"], relay_domain)) is not None and node not in live]
 
 
 def sweep_records(zone_id: str, relay_domain: str, live_node_fqdns: Iterable[str], *,
@@ -140,63 +141,19 @@ def sweep_records(zone_id: str, relay_domain: str, live_node_fqdns: Iterable[str
     field of every node in Redis, ports allowed); Redis is the caller's business, so this is pure
     Route 53. It deletes at once: a node that has UPSERTed its records but not yet registered in
     Redis (the few seconds of its start) would lose them. Run it by hand (``python -m
-    relay_node.control.aws.sweep``) after an incident, or use :class:`RecordSweeper`, which waits for a grace
-    period before deleting, for a periodic job.
+    relay_node.control.aws.sweep``) after an incident; the periodic sweep that every relay runs
+    (``relay_node.control.aws.sweeper``) waits for a grace period before deleting.
 
-    **Who runs it**: every relay, on a slow timer (minutes), under a Redis lock (``SET ... NX EX``)
-    so one sweeps at a time; the relay's instance role already may change A records under
-    ``relay_domain`` (it also needs ``route53:ListResourceRecordSets`` on the zone). Not the router:
-    the router Lambda lives in private subnets without a route to AWS APIs, and it should hold no
-    Route 53 permission.
+    Not the router: the router Lambda lives in private subnets without a route to AWS APIs, and it
+    should hold no Route 53 permission.
     """
     if client is None:
         client = route53_client()
     stale = stale_records(client, zone_id, relay_domain, live_node_fqdns)
     names = [normalize_name(r["Name"]) for r in stale]
     if stale and not dry_run:
-        # One batch is atomic: if a record changed since it was listed, nothing is deleted and the
-        # next sweep sees the new state. Route 53 takes up to 1000 changes per batch.
-        for i in range(0, len(stale), 500):
-            _delete_rrsets(client, zone_id, stale[i:i + 500], "polysocket sweep of stale relay records")
+        delete_record_sets(client, zone_id, stale)
     if names:
         log.info("route53 sweep%s: %s", " (dry run)" if dry_run else "", ", ".join(names))
     return names
 
-
-class RecordSweeper:
-    """:func:`sweep_records` with a grace period, for a periodic job: a record is deleted only once its
-    node has been missing from the live set for ``grace_s`` (seen missing by two sweeps at least that
-    far apart), so a node between its UPSERT and its Redis registration keeps its records.
-
-    Keep one instance per process and call :meth:`sweep` on each tick (in a thread from async code).
-    """
-
-    def __init__(self, zone_id: str, relay_domain: str, *, grace_s: float = 300.0, client: Client | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.zone_id = zone_id
-        self.relay_domain = relay_domain
-        self.grace_s = grace_s
-        self._client = client
-        self._clock = clock
-        self._missing_since: dict[str, float] = {}
-
-    def sweep(self, live_node_fqdns: Iterable[str]) -> list[str]:
-        if self._client is None:
-            self._client = route53_client()
-        now = self._clock()
-        stale = stale_records(self._client, self.zone_id, self.relay_domain, live_node_fqdns)
-        seen: dict[str, float] = {}
-        due: list[dict[str, Any]] = []
-        for rrset in stale:
-            n = normalize_name(rrset["Name"])
-            since = self._missing_since.get(n, now)
-            seen[n] = since
-            if now - since >= self.grace_s:
-                due.append(rrset)
-        self._missing_since = seen  # a node that came back (or whose record went) is forgotten
-        if due:
-            _delete_rrsets(self._client, self.zone_id, due, "polysocket sweep of stale relay records")
-            for rrset in due:
-                self._missing_since.pop(normalize_name(rrset["Name"]), None)
-            log.info("route53 sweep: %s", ", ".join(normalize_name(r["Name"]) for r in due))
-        return [normalize_name(r["Name"]) for r in due]

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from polysocket_core.settings import positive_int, seconds, setting, text
+from polysocket_core.settings import check_floors, positive_int, seconds, setting, text
 
 from .slots import MAX_SLOTS, parse_relay_domain
+
+# Each record sweep lists the whole zone: Route 53 allows 5 API requests a second per account,
+# shared with every INSYNC poll of the fleet, so a sweep interval below this would eat into it.
+MIN_RECORD_SWEEP_INTERVAL_S = 1.0
 
 # The EC2 instance metadata service. Only ever a default: tests and non-EC2 hosts pass their own.
 EC2_IMDS_URL = "http://169.254.169.254"
@@ -59,6 +63,11 @@ class CloudSettings:
                                       name="route53-insync-timeout")
     insync_poll_s: float = setting(2.0, seconds, "how often Route 53 is asked while waiting for INSYNC",
                                    name="route53-insync-poll")
+    # The sweep: with a zone id, every relay looks for A records of dead nodes this often; the fleet
+    # sweeps about once per interval (a Redis lock, one at a time), after a grace derived below.
+    record_sweep_interval_s: float = setting(60.0, seconds, "how often the fleet deletes A records of "
+                                             "nodes no longer alive (after a grace: see docs/deploy.md)",
+                                             name="record-sweep-interval", floor=MIN_RECORD_SWEEP_INTERVAL_S)
     # CloudWatch: with a namespace, OpenSockets (Count) and Utilization (Percent, open / capacity)
     # every interval, with one dimension (the one the autoscaling policy tracks) when its value is set.
     cloudwatch_namespace: str = setting("", text, "publish OpenSockets and Utilization to this CloudWatch "
@@ -120,7 +129,26 @@ class CloudSettings:
     def enabled(self) -> bool:
         return self.dns_enabled or self.metrics_enabled
 
+    def record_sweep_grace_s(self, heartbeat_ttl_s: float) -> float:
+        """How long a node's records must be seen missing from the live set before the sweep deletes
+        them: longer than a living node can be missing from it -- its heartbeat TTL (a late beat),
+        its slot lease (a node cut off from Redis keeps its name that long), and its start (the
+        records are UPSERTed, then INSYNC is awaited for up to ``insync_timeout_s``, then the node
+        registers) -- plus one sweep interval, since sweeps see the world only that often."""
+        lease = self.slot_lease_ttl_s if self.slots_enabled else 0.0
+        return max(heartbeat_ttl_s, lease, self.insync_timeout_s) + self.record_sweep_interval_s
+
+    def record_sweep_bound_s(self, heartbeat_ttl_s: float) -> float:
+        """The documented bound (docs/deploy.md) from a node's death to its records' deletion, Route 53's
+        own time aside: its name leaves the live set within its heartbeat TTL (slot lease), the
+        first sweep that sees it missing comes within an interval, the grace runs, and the sweep
+        that deletes comes within another interval."""
+        lease = self.slot_lease_ttl_s if self.slots_enabled else 0.0
+        return (max(heartbeat_ttl_s, lease) + self.record_sweep_grace_s(heartbeat_ttl_s)
+                + 2 * self.record_sweep_interval_s)
+
     def __post_init__(self) -> None:
+        check_floors(self)
         if self.record_ttl_s < 0:
             raise ValueError("record_ttl_s must be >= 0")
         if self.metric_interval_s <= 0:

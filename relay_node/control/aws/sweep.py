@@ -1,5 +1,6 @@
 """``python -m relay_node.control.aws.sweep``: delete Route 53 A records of relay nodes that are no longer
-registered in the control plane (see :func:`relay_node.control.aws.route53.sweep_records` for who runs it).
+registered in the control plane, at once, by hand (after an incident). Every relay already runs the
+same sweep periodically, with a grace period (``relay_node.control.aws.sweeper``).
 
 The live set comes from Redis (``--redis-url``: the ``fqdn`` of every node in the node set) or is
 given explicitly (``--live NAME``, repeatable; ``--live`` alone with no Redis means "none live").
@@ -13,31 +14,39 @@ import logging
 import os
 import sys
 
+import redis.asyncio as aioredis
+
+from polysocket_core.control import Keys
+
 from .route53 import sweep_records
 
 
-async def live_fqdns_from_redis(redis_url: str, key_prefix: str = "ps:", ca_file: str = "") -> set[str]:
+async def live_fqdns(client: aioredis.Redis, keys: Keys) -> set[str]:
     """The fqdn of every node that is alive in the control plane (its heartbeat key is set).
 
     A node's record outlives it (up to an hour), its alive key only by the heartbeat TTL, so the
     alive key is what says "live"; a node that is draining still heart-beats and counts as live.
     """
-    from polysocket_core.control import Keys
+    ids = sorted(_text(i) for i in await client.smembers(keys.nodes))
+    async with client.pipeline(transaction=False) as p:  # one round trip, whatever the fleet's size
+        for node_id in ids:
+            p.exists(keys.alive(node_id))
+            p.hget(keys.node(node_id), "fqdn")
+        answers = await p.execute() if ids else []
+    return {_text(fqdn) for alive, fqdn in zip(answers[0::2], answers[1::2], strict=True) if alive and fqdn}
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def live_fqdns_from_redis(redis_url: str, key_prefix: str = "ps:", ca_file: str = "") -> set[str]:
+    """:func:`live_fqdns` through a connection of its own (the command's)."""
     from polysocket_core.redis_client import ANSWER_SOON, redis_client
 
-    keys = Keys(key_prefix)
     client = redis_client(redis_url, patience=ANSWER_SOON, ca_file=ca_file, decode_responses=True)
     try:
-        ids = sorted(str(i) for i in await client.smembers(keys.nodes))
-        fqdns: set[str] = set()
-        for node_id in ids:
-            async with client.pipeline(transaction=False) as p:
-                p.exists(keys.alive(node_id))
-                p.hget(keys.node(node_id), "fqdn")
-                alive, fqdn = await p.execute()
-            if alive and fqdn:
-                fqdns.add(str(fqdn))
-        return fqdns
+        return await live_fqdns(client, Keys(key_prefix))
     finally:
         await client.aclose()
 
