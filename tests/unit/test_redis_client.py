@@ -6,9 +6,17 @@ from __future__ import annotations
 import pytest
 
 from polysocket_cli.settings import TokenSettings
-from polysocket_core.redis_client import ANSWER_SOON, RIDE_OUT, redis_client
+from polysocket_core.redis_client import (
+    ANSWER_SOON,
+    LONGEST_BLOCK_S,
+    RIDE_OUT,
+    Patience,
+    redis_client,
+    without_password,
+)
 from polysocket_core.settings import SettingError, resolve
 from relay_node.settings import RelayConfig
+from router_fn.establish import BLPOP_SLICE_S
 from router_fn.settings import RouterSettings
 
 
@@ -16,9 +24,25 @@ def test_every_role_gets_the_same_options_but_its_patience() -> None:
     prompt, patient = (redis_client("redis://127.0.0.1:1/0", patience=p) for p in (ANSWER_SOON, RIDE_OUT))
     for client in (prompt, patient):  # built without connecting: nothing listens on port 1
         kw = client.connection_pool.connection_kwargs
-        assert (kw["socket_connect_timeout"], kw["socket_timeout"], kw["socket_keepalive"]) == (5.0, 60.0, True)
-        assert kw["health_check_interval"] == 5
+        assert (kw["socket_connect_timeout"], kw["socket_keepalive"], kw["health_check_interval"]) == (5.0, True, 5)
+    # A read: 3 s when someone waits (a silently dropped connection costs that), a minute for a relay.
+    assert prompt.connection_pool.connection_kwargs["socket_timeout"] == 3.0
+    assert patient.connection_pool.connection_kwargs["socket_timeout"] == 60.0
     assert prompt.get_retry().get_retries() == 3 and patient.get_retry().get_retries() == 6  # type: ignore[union-attr]
+
+
+def test_a_read_timeout_is_above_the_longest_block() -> None:
+    """The router's BLPOP slices block this long: a read timeout at or below it would cut them."""
+    assert BLPOP_SLICE_S == LONGEST_BLOCK_S
+    with pytest.raises(ValueError, match="longest blocking command"):
+        Patience(read_timeout_s=LONGEST_BLOCK_S, retries=1, backoff_cap_s=0.1)
+
+
+def test_a_url_is_named_without_its_password() -> None:
+    assert without_password("rediss://:tok3n@cache.example:6379/0") == "rediss://:***@cache.example:6379/0"
+    assert without_password("rediss://app:s3cret@10.0.0.5:6380/2") == "rediss://app:***@10.0.0.5:6380/2"
+    assert without_password("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    assert "p@ss" not in without_password("rediss://u:p@ss@h:1/0")  # an unescaped @ in the password
 
 
 def test_a_ca_file_needs_a_tls_url() -> None:
