@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
+import json
 import signal
 import subprocess
 import sys
@@ -27,6 +29,8 @@ import pytest
 from polysocket_cli.processes import Proc, Stack, free_port
 from polysocket_core.redis_client import ANSWER_SOON, HEALTH_CHECK_S
 from relay_node.server import STARTUP_FAILURE
+from tests.stack.test_lambda_handler import FakeContext
+from tests.stack.test_lambda_handler import event as lambda_event
 from tests.support.redis_tls import AUTH_TOKEN, PASSWORD, TlsRedis, start_tls_redis
 from tests.support.wire_client import connect, connect_raw
 
@@ -88,6 +92,29 @@ async def test_router_relay_and_token_over_tls_with_auth(tls_redis: TlsRedis, st
                        "--redis-ca-file", str(tls_redis.ca_file))
     assert listed.returncode == 0, listed.stderr
     assert "local development" in listed.stdout
+
+
+def test_the_lambda_handler_over_tls_with_auth(tls_redis: TlsRedis, stack: Stack,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Lambda's configuration is its environment (the URL and the CA file as the function's
+    variables): the real Mangum handler answers a JSONP connect through a relay over rediss://."""
+    import router_fn.handler
+
+    ca = {CA_ENV: str(tls_redis.ca_file)}
+    stack.redis_url = tls_redis.url()
+    stack.start_relay("lambda1", env=ca)
+    token = stack.create_token(origins=["https://app.example.com"],
+                               extra=["--redis-ca-file", str(tls_redis.ca_file)])
+    target = f"ws://127.0.0.1:{stack.start_echo().port}/"
+    for name, value in {"POLYSOCKET_REDIS_URL": tls_redis.url(), "POLYSOCKET_ALLOW_TARGET_CIDRS": "127.0.0.0/8",
+                        **ca}.items():
+        monkeypatch.setenv(name, value)
+    handler = importlib.reload(router_fn.handler).handler  # built from this environment, as a cold start
+    params = {"cb": "PolySocket._c.c1", "from": "polysocketjs", "target": target, "token": token}
+    resp = handler(lambda_event("apigw_http_v2", params), FakeContext())
+    assert resp["statusCode"] == 200, resp
+    answer = json.loads(resp["body"][len("/**/PolySocket._c.c1("):-2])
+    assert answer["ok"] is True and ".lambda1.localhost:" in answer["fqdn"], answer
 
 
 # --- one clear line when it cannot work -------------------------------------------------------------
@@ -237,12 +264,14 @@ class IdleDropProxy:
             self._tasks.discard(task)
 
 
+@pytest.mark.parametrize("frozen_s", [HEALTH_CHECK_S + 1.0, 2.0], ids=["health-checked", "not-health-checked"])
 async def test_a_router_frozen_past_an_idle_drop_serves_its_next_connect(
-        tls_redis: TlsRedis, stack: Stack, http: httpx.AsyncClient) -> None:
-    """SIGSTOP stands for Lambda's freeze: longer than the proxy's idle timeout and than the
-    health-check interval, so on thaw the pooled connection is PINGed, the PING is swallowed, the
-    read times out (ANSWER_SOON) and the command runs on a fresh connection. The browser sees only
-    a slower answer; the added time is printed (docs/deploy.md states it)."""
+        tls_redis: TlsRedis, stack: Stack, http: httpx.AsyncClient, frozen_s: float) -> None:
+    """SIGSTOP stands for Lambda's freeze, longer than the proxy's idle timeout. Past the
+    health-check interval the pooled connection is PINGed first; within it (or where a frozen
+    VM's monotonic clock stood still) the command itself goes out. Either way nothing comes back,
+    the read times out (ANSWER_SOON) and the command runs on a fresh connection. The browser sees
+    only a slower answer; the added time is printed (docs/deploy.md states it)."""
     ca = {CA_ENV: str(tls_redis.ca_file)}
     stack.redis_url = tls_redis.url()
     stack.start_relay("fresh", env=ca)  # the relay talks to Redis directly: only the router's path drops
@@ -260,7 +289,7 @@ async def test_a_router_frozen_past_an_idle_drop_serves_its_next_connect(
 
         router.signal(signal.SIGSTOP)
         try:
-            await asyncio.sleep(HEALTH_CHECK_S + 1.0)  # past the idle drop and the health-check interval
+            await asyncio.sleep(frozen_s)
         finally:
             router.signal(signal.SIGCONT)
         assert proxy.forgotten >= before > 0  # every pooled connection of the router is dead now
@@ -271,7 +300,7 @@ async def test_a_router_frozen_past_an_idle_drop_serves_its_next_connect(
         assert proxy.accepted > before  # it got through on a fresh connection, not the dead one
         log = (stack.log_dir / "router.log").read_text(errors="replace")
         assert "control plane unavailable" not in log and "Traceback" not in log, log
-        print(f"\nconnect+echo: warm {warm_s * 1000:.0f} ms, first after the drop {thawed_s * 1000:.0f} ms "
-              f"(read timeout {ANSWER_SOON.read_timeout_s:g} s)")
+        print(f"\nfrozen {frozen_s:g} s, connect+echo: warm {warm_s * 1000:.0f} ms, "
+              f"first after the drop {thawed_s * 1000:.0f} ms (read timeout {ANSWER_SOON.read_timeout_s:g} s)")
     finally:
         await proxy.stop()
