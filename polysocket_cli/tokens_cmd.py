@@ -8,8 +8,10 @@ import datetime
 import json
 import sys
 
+from redis.exceptions import RedisError
+
 from polysocket_core.control import Keys
-from polysocket_core.redis_client import ANSWER_SOON, redis_client
+from polysocket_core.redis_client import ANSWER_SOON, explain, redis_client
 from polysocket_core.settings import add_arguments
 from router_fn.policy import PatternError
 from router_fn.tokens import TokenRecord, TokenStore, parse_duration
@@ -116,11 +118,6 @@ async def _run(settings: TokenSettings, args: argparse.Namespace) -> int:
 def run_token(settings: TokenSettings, args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_run(settings, args))
-    except OSError as exc:
-        print(f"polysocket token: cannot reach Redis at {settings.redis_url}: {exc}", file=sys.stderr)
+    except (RedisError, OSError) as exc:
+        print(f"polysocket token: {explain(settings.redis_url, exc)}", file=sys.stderr)
         return 1
-    except Exception as exc:
-        if type(exc).__module__.startswith("redis"):
-            print(f"polysocket token: Redis error: {exc}", file=sys.stderr)
-            return 1
-        raise

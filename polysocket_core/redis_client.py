@@ -5,52 +5,74 @@ may sit in the pure core (it does no I/O; the services build their client once a
 and why a malformed URL fails here at once while a Redis that is down fails at the first command.
 
 Every client gets the same options, because the failures they guard against are the same for
-every role: a connect timeout, a read timeout above any blocking command polysocket issues (BLPOP
-in slices of at most 2 s), TCP keepalive to find dead peers, and, since after a Redis restart or
-failover every pooled connection is dead, a PING before reusing a connection idle for the
+every role: a connect timeout, TCP keepalive to find dead peers, and, since after a Redis restart
+or failover every pooled connection is dead, a PING before reusing a connection idle for the
 health-check interval and a retry of a command that meets a dead connection or times out, on a
-fresh one with exponential backoff. What differs is how long a command waits out a restart
-(:class:`Patience`): a relay node rides it out; a browser waiting on ``/connect`` or a person at
-``polysocket token`` gets an answer sooner.
+fresh one with exponential backoff. What differs is the role's :class:`Patience`: how long a read
+waits for an answer, and how long a command waits out a restart. A relay node rides both out; a
+browser waiting on ``/connect`` or a person at ``polysocket token`` gets an answer sooner.
+
+A connection can also die in silence: a NAT or a VPC endpoint that forgets a connection idle for
+350 s (a Lambda frozen between invocations) drops its packets, with no FIN or RST. Only a read
+timeout finds it: the health-check PING (or the command) gets no answer, the connection is dropped
+and the command retried on a fresh one. So a prompt role's read timeout is short: the cost of a
+stale connection to the first request after the pause is that timeout plus one reconnect
+(docs/deploy.md gives the number, tests/stack/test_redis_tls_auth.py the proof).
 
 TLS: a ``rediss://`` URL verifies the server's certificate and name against the system's trust
 store, which OpenSSL lets ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` replace; ``ca_file`` (the
 ``--redis-ca-file`` setting, ``POLYSOCKET_REDIS_CA_FILE``) adds a CA bundle of its own, for a
 Redis whose certificate a private CA issued.
+
+When Redis cannot be used, :func:`explain` says why in one line an operator can act on (a wrong
+password, a certificate not trusted, TLS or not on that port), naming the URL without its password:
+the relay and ``polysocket token`` stop with it, the router logs it and answers ``no_relay``.
 """
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 CONNECT_TIMEOUT_S = 5.0
-READ_TIMEOUT_S = 60.0  # far above any blocking command: a node that wakes from a pause still reads its BLPOP
+LONGEST_BLOCK_S = 2.0  # the longest a blocking command polysocket issues blocks (BLPOP slices); reads wait longer
 HEALTH_CHECK_S = 5
 BACKOFF_BASE_S = 0.05
 
 
 @dataclass(frozen=True, slots=True)
 class Patience:
-    """How long one command waits out a Redis restart: ``retries`` on a fresh connection, backing
+    """How long a read waits for its answer (``read_timeout_s``, above :data:`LONGEST_BLOCK_S`),
+    and how long one command waits out a Redis restart: ``retries`` on a fresh connection, backing
     off exponentially from 50 ms up to ``backoff_cap_s`` between them."""
 
+    read_timeout_s: float
     retries: int
     backoff_cap_s: float
 
+    def __post_init__(self) -> None:
+        if self.read_timeout_s <= LONGEST_BLOCK_S:
+            raise ValueError("a read timeout must be above the longest blocking command")
 
-# A relay node: about 3 s in all, so a restart costs a short wait instead of one failed heartbeat,
-# establish or lease renewal per pooled connection.
-RIDE_OUT = Patience(retries=6, backoff_cap_s=1.0)
-# Someone waits for the answer (a browser's /connect, a CLI command): about 0.4 s, then the error.
-ANSWER_SOON = Patience(retries=3, backoff_cap_s=0.5)
+
+# A relay node: a read waits a minute, far above any pause the process may suffer (a node that wakes
+# must still read the establish request its BLPOP was handed); a restart is waited out for about
+# 3 s in all, so it costs a short wait instead of one failed heartbeat, establish or lease renewal.
+RIDE_OUT = Patience(read_timeout_s=60.0, retries=6, backoff_cap_s=1.0)
+# Someone waits for the answer (a browser's /connect, a CLI command): a read gets 1 s beyond the
+# longest block, so a connection that died in silence costs 3 s, not a minute; a restart about
+# 0.4 s, then the error.
+ANSWER_SOON = Patience(read_timeout_s=LONGEST_BLOCK_S + 1.0, retries=3, backoff_cap_s=0.5)
 
 
 def check_tls(url: str, ca_file: str) -> None:
@@ -66,9 +88,69 @@ def redis_client(url: str, *, patience: Patience, ca_file: str = "",
     # Only for rediss:// (check_tls): a plain connection takes no ssl_* argument.
     tls: dict[str, Any] = {"ssl_ca_certs": ca_file} if ca_file else {}
     return aioredis.Redis.from_url(
-        url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=READ_TIMEOUT_S, socket_keepalive=True,
+        url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=patience.read_timeout_s, socket_keepalive=True,
         health_check_interval=HEALTH_CHECK_S,
         retry=Retry(ExponentialBackoff(cap=patience.backoff_cap_s, base=BACKOFF_BASE_S), patience.retries),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         decode_responses=decode_responses, **tls,
     )
+
+
+def without_password(url: str) -> str:
+    """The URL as a log line may show it: its password (an ElastiCache auth token) replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and what it was raised from or during (unless it said ``from None``)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+
+
+def explain(url: str, exc: BaseException) -> str:
+    """Why Redis at ``url`` could not be used, in one line that names the likely fix.
+
+    redis-py wraps the cause (an ``ssl.SSLError``, a reset) in its ``ConnectionError``; the cause
+    says which mistake it was. A plain-text client at a TLS port sees the server hang up on its
+    first command; a TLS client at a plain-text port sees a handshake that is not TLS.
+    """
+    where = without_password(url)
+    tls = urlsplit(url).scheme == "rediss"
+    causes = list(_causes(exc))
+    if any(isinstance(c, AuthenticationError) for c in causes):
+        return f"Redis at {where} refused the credentials (wrong user or password in the URL): {exc}"
+    verify = next((c for c in causes if isinstance(c, ssl.SSLCertVerificationError)), None)
+    if verify is not None:
+        return (f"cannot verify the TLS certificate of Redis at {where}: {verify.verify_message}; give the CA "
+                "that issued it with --redis-ca-file (POLYSOCKET_REDIS_CA_FILE)")
+    tls_error = next((c for c in causes if isinstance(c, ssl.SSLError)), None)
+    if tls_error is not None:
+        return (f"TLS with Redis at {where} failed ({tls_error.reason or tls_error}): if that port speaks "
+                "plain text, the URL starts redis://")
+    if not tls and any(isinstance(c, ConnectionResetError | ConnectionAbortedError) for c in causes):
+        return (f"Redis at {where} hung up on the first command: if that port speaks TLS (ElastiCache with "
+                "transit encryption), the URL starts rediss://")
+    # A plain-text server waits for a command, not a ClientHello: the connect (not a read) times out.
+    connect_timed_out = isinstance(exc, RedisTimeoutError) and any(isinstance(c, TimeoutError) for c in causes)
+    if tls and connect_timed_out:
+        return (f"cannot reach Redis at {where}: {exc} (if that port speaks plain text, the TLS handshake never "
+                "completes: the URL starts redis://)")
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
+        return f"cannot reach Redis at {where}: {exc}"
+    return f"Redis at {where} answered with an error: {exc}"
+
+
+class RedisUnusable(Exception):
+    """Redis could not be used at all (at a service's start): :func:`explain`'s line is the message."""
+
+    def __init__(self, url: str, cause: RedisError | OSError) -> None:
+        super().__init__(explain(url, cause))

