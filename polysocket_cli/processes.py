@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -24,10 +25,25 @@ REPO_ROOT = Path(__file__).resolve().parent.parent  # the checkout, for tests an
 LOOPBACK_CIDRS = "127.0.0.0/8,::1/128"
 
 
+FREE_PORT_RANGE = range(20_000, 32_000)  # below Linux's ephemeral range, which outgoing connections draw from
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free right now, drawn below the ephemeral range (32768+): a port there can be
+    taken at any moment by some process's outgoing connection. Never the same port twice per process."""
+    for _ in range(200):
+        port = random.choice(FREE_PORT_RANGE)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free loopback port in {FREE_PORT_RANGE.start}-{FREE_PORT_RANGE.stop - 1}")
 
 
 def wait_port(port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:

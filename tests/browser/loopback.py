@@ -9,11 +9,13 @@ from __future__ import annotations
 import socket
 import threading
 
+from polysocket_cli.processes import free_port
+
 
 class LoopbackServer:
     def __init__(self, backlog: int = 64) -> None:
         self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind(("127.0.0.1", free_port()))
         self.sock.listen(backlog)
         self.port = int(self.sock.getsockname()[1])
         threading.Thread(target=self._serve, daemon=True).start()

@@ -17,6 +17,8 @@ import socket
 import struct
 from dataclasses import dataclass, field
 
+from polysocket_cli.processes import free_port
+
 
 @dataclass
 class FaultRates:
@@ -71,7 +73,7 @@ class FaultProxy:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> FaultProxy:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", free_port())
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self
 

@@ -105,7 +105,7 @@ async def test_target_that_never_finishes_the_handshake(ts: TargetStack, http: h
         accepted.append(writer)
         await reader.read(65536)  # the upgrade request, never answered
 
-    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    server = await asyncio.start_server(silent, "127.0.0.1", free_port())
     port = server.sockets[0].getsockname()[1]
     try:
         started = time.monotonic()

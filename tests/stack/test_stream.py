@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from polysocket_cli.processes import Proc, Stack
+from polysocket_cli.processes import Proc, Stack, free_port
 from polysocket_core.errors import ErrorCode, PolysocketError
 from tests.support.sse_client import SSEStream, StreamEnded
 from tests.support.wire_client import Conn, connect
@@ -317,7 +317,7 @@ class CuttingProxy:
         self.server: asyncio.Server | None = None
 
     async def start(self) -> int:
-        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", free_port())
         return int(self.server.sockets[0].getsockname()[1])
 
     async def handle(self, creader: asyncio.StreamReader, cwriter: asyncio.StreamWriter) -> None:

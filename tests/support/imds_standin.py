@@ -16,12 +16,14 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from polysocket_cli.processes import free_port
+
 
 class MetadataStandIn(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, metadata: dict[str, str], ecs_task: dict[str, Any] | None = None) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", free_port()), _Handler)
         self.metadata = metadata
         self.ecs_task = ecs_task
         self.tokens: set[str] = set()

@@ -14,7 +14,7 @@ def free_port_block(n: int) -> int:
     """A base port such that base .. base+n-1 are all free right now."""
     for _ in range(50):
         base = free_port()
-        if base + n >= 65536:
+        if base + n >= 32768:
             continue
         socks = []
         try:

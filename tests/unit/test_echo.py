@@ -94,7 +94,7 @@ async def test_a_client_that_sends_without_reading_does_not_grow_the_echos_write
         made.append(EchoProtocol())
         return made[-1]
 
-    server = await loop.create_server(factory, "127.0.0.1", 0)
+    server = await loop.create_server(factory, "127.0.0.1", free_port())
     port = server.sockets[0].getsockname()[1]
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the client reads nothing
@@ -133,7 +133,7 @@ async def test_a_client_that_sends_without_reading_does_not_grow_the_echos_write
 @contextlib.asynccontextmanager
 async def echo_with(limits: EchoLimits) -> AsyncIterator[tuple[str, int, EchoServer]]:
     shared = EchoServer(limits)
-    server = await asyncio.get_running_loop().create_server(shared.protocol, "127.0.0.1", 0)
+    server = await asyncio.get_running_loop().create_server(shared.protocol, "127.0.0.1", free_port())
     port = server.sockets[0].getsockname()[1]
     try:
         yield f"ws://127.0.0.1:{port}/", port, shared

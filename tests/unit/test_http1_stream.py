@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+from polysocket_cli.processes import free_port
 from relay_node.edge.http1 import Connections, Limits, RelayHTTPProtocol
 from tests.support.http1 import GET, STREAM_REQ, Streams, body_after_head, make, settle
 
@@ -138,7 +139,7 @@ async def test_a_client_that_never_reads_its_stream_does_not_hold_the_connection
     conns = Connections()
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: RelayHTTPProtocol(ans, Limits(keep_alive_s=0.2), conns),
-                                      "127.0.0.1", 0)
+                                      "127.0.0.1", free_port())
     port = server.sockets[0].getsockname()[1]
     client = socket.socket()
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)

@@ -146,7 +146,7 @@ async def test_a_slot_certificate_obtained_while_starting_is_served(tmp_path: Pa
 
 async def test_a_port_in_use_is_exit_3_and_the_node_stops() -> None:
     with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
+        busy.bind(("127.0.0.1", free_port()))
         busy.listen()
         node = StubNode()
         status = await serve_under_uvicorn(node, "127.0.0.1", busy.getsockname()[1])  # type: ignore[arg-type]
