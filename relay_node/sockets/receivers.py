@@ -32,7 +32,9 @@ socket, because:
 
 The slack is the transport's usual high-water mark: a client that reads keeps less than that queued,
 so a normal reconnection (an EventSource after its stream ended, the next poll) never cuts a
-connection that is being read.
+connection that is being read. A large answer still being downloaded when a newer request of its
+socket arrives (a client that timed out and asked again, or two receivers racing) is cut: the
+newer request carries the same messages, as it did before, only the copy nobody waits for goes.
 """
 
 from __future__ import annotations
