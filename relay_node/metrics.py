@@ -82,7 +82,7 @@ class Hist:
 
 
 class RelayMetrics(Collector):
-    __slots__ = ("bytes_in", "bytes_out", "errors", "frames_in", "frames_out", "open_sockets",
+    __slots__ = ("answers_cut", "bytes_in", "bytes_out", "errors", "frames_in", "frames_out", "open_sockets",
                  "poll_waits", "records_swept", "registry", "sockets_total", "streams_open", "streams_total",
                  "sweep_failures", "sweeps")
 
@@ -95,6 +95,8 @@ class RelayMetrics(Collector):
         "bytes_out": ("polysocket_bytes_to_client", "Payload bytes from targets"),
         "streams_open": ("polysocket_open_streams", "GET /stream answers being written"),
         "streams_total": ("polysocket_streams", "GET /stream answers started"),
+        "answers_cut": ("polysocket_answers_cut", "Connections cut because a newer stream or poll took their "
+                        "socket over while they still held its messages unsent"),
         "poll_waits": ("polysocket_poll_wait_seconds", "How long polls waited before answering"),
         "errors": ("polysocket_errors", "Errors answered, by code"),
         "sweeps": ("polysocket_dns_sweeps", "Sweeps of stale DNS records this node ran (the fleet runs one at a time)"),
@@ -111,6 +113,7 @@ class RelayMetrics(Collector):
         self.bytes_out = Count()
         self.streams_open = Level()
         self.streams_total = Count()
+        self.answers_cut = Count()
         self.poll_waits = Hist((0.001, 0.01, 0.1, 0.5, 1, 5, 10, 30, 60))
         self.errors = LabeledCount()
         self.sweeps = Count()
@@ -124,8 +127,8 @@ class RelayMetrics(Collector):
         yield GaugeMetricFamily(name, doc, value=self.open_sockets.value)
         name, doc = self.HELP["streams_open"]
         yield GaugeMetricFamily(name, doc, value=self.streams_open.value)
-        for attr in ("sockets_total", "streams_total", "frames_in", "frames_out", "bytes_in", "bytes_out",
-                     "sweeps", "records_swept", "sweep_failures"):
+        for attr in ("sockets_total", "streams_total", "answers_cut", "frames_in", "frames_out", "bytes_in",
+                     "bytes_out", "sweeps", "records_swept", "sweep_failures"):
             c: Count = getattr(self, attr)
             name, doc = self.HELP[attr]
             yield CounterMetricFamily(name, doc, value=c.value, created=c.created)

@@ -19,6 +19,7 @@ from polysocket_core.errors import ErrorCode, PolysocketError
 
 from ..metrics import RelayMetrics
 from ..settings import RelayConfig
+from ..sockets.receivers import Carrier
 from ..sockets.stream import SocketStream, open_stream
 from ..sockets.table import SocketTable
 from .logsafe import describe_target, log_internal
@@ -37,6 +38,11 @@ class Request(Protocol):
 
     method: str
     headers: list[tuple[bytes, bytes]]
+
+    @property
+    def carrier(self) -> Carrier | None:
+        """The connection the answer goes out on (a poll takes its socket over on it)."""
+        ...
 
     async def body(self) -> bytes: ...
 
@@ -140,7 +146,7 @@ class RelayEndpoints:
         # not a coroutine itself: a waiting poll then holds one frame less (memory per idle socket)
         p = wire.parse_poll(params, self.settings.max_poll_ttl_ms)
         req.headers = []  # perf: poll-sheds-request (nor its headers: a browser's are ~1 KiB)
-        return self.table.get(p.socket).poll(p.ack, p.ttl_ms)
+        return self.table.get(p.socket).poll(p.ack, p.ttl_ms, req.carrier)
 
     async def stream(self, req: Request, params: dict[str, str]) -> SocketStream:
         """Validated, acked and ready here; it starts (and takes over as the socket's receiver)

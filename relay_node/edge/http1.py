@@ -16,7 +16,10 @@ ends after its byte budget: at most ``--stream-bytes`` plus one message, and hea
 ``pause_writing``. The keep-alive timeout runs from the end of every answer, a stream's included,
 also while the client is not reading; a close that cannot write what the transport holds because
 the client reads nothing for a keep-alive interval becomes an abort, so such a client holds neither
-the connection nor those bytes for longer.
+the connection nor those bytes for longer. Across connections the answer's owner bounds them: each
+request carries its connection (``ProtocolRequest.carrier``), which tells what it still holds
+unsent (``unsent_bytes``) and can be dropped at once (``cut``); the relay cuts a connection whose
+answer a newer request of the same socket superseded (``relay_node.sockets.receivers``).
 
 It depends on nothing but asyncio and httptools: its arguments are the answer function, the
 ``Limits`` and a ``Connections`` registry (what a server needs for a graceful shutdown), so it
@@ -59,6 +62,10 @@ class StreamSink(Protocol):
     def write_chunk(self, data: bytes) -> None: ...
 
     def end_stream(self) -> None: ...
+
+    def unsent_bytes(self) -> int: ...
+
+    def cut(self) -> None: ...
 
 
 class StreamBody(Protocol):
@@ -235,10 +242,11 @@ async def _finish(coro: Coroutine[object, object, None], waiting: object) -> Non
 class ProtocolRequest:
     """One parsed request; its body is read in full before ``answer`` runs."""
 
-    __slots__ = ("body_chunks", "body_size", "expect_continue", "header_bytes", "headers", "http10", "keep_alive",
-                 "method", "too_large", "url")
+    __slots__ = ("body_chunks", "body_size", "carrier", "expect_continue", "header_bytes", "headers", "http10",
+                 "keep_alive", "method", "too_large", "url")
 
-    def __init__(self) -> None:
+    def __init__(self, carrier: RelayHTTPProtocol | None = None) -> None:
+        self.carrier = carrier  # the connection the answer goes out on
         self.url = b""
         self.header_bytes = 0
         self.method = ""
@@ -357,6 +365,19 @@ class RelayHTTPProtocol(asyncio.Protocol):
             self.transport.resume_reading()
         self._next()
 
+    # the connection as an answer's carrier (StreamSink; relay_node.sockets.receivers.Carrier)
+
+    def unsent_bytes(self) -> int:
+        """Bytes written that the client has not taken yet (what the transport buffers)."""
+        transport = self.transport
+        return 0 if transport is None else transport.get_write_buffer_size()
+
+    def cut(self) -> None:
+        """Drop the connection now, with what it still holds and the requests queued on it (a
+        superseded answer its client left unread)."""
+        if self.transport is not None:
+            self.transport.abort()
+
     def shutdown(self) -> None:
         """Graceful shutdown: close now if idle, else after the answer in progress (a stream ends now)."""
         if self.busy:
@@ -369,7 +390,7 @@ class RelayHTTPProtocol(asyncio.Protocol):
     # httptools callbacks
 
     def on_message_begin(self) -> None:
-        self.req = ProtocolRequest()
+        self.req = ProtocolRequest(self)
 
     def on_url(self, url: bytes) -> None:
         self.req.url += url

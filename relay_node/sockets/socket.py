@@ -4,7 +4,9 @@ A socket has no task of its own: the upstream (``relay_node.sockets.upstream``, 
 it each message from the target by a plain call, the table's sweep drives the keepalive, polls
 wait on a plain future and sends write under a FIFO lock, so a message costs no task creation.
 Whoever collects the messages (a waiting poll or an open stream) is the socket's ``receiver``
-(``relay_node.sockets.receivers``): the socket wakes it or replaces it, never asks what it is.
+(``relay_node.sockets.receivers``): the socket wakes it or replaces it, never asks what it is; the
+connection its messages last went out on is its ``carrier``, and a newer one cuts it if the client
+left the answer there unread (``receivers.supersede``: the receive side is bounded per socket).
 
 The socket's lifecycle is ``self.state`` (``polysocket_core.lifecycle.SocketState``); it changes
 only in ``_move``, which also performs what entering each state means. Which close code goes to
@@ -51,7 +53,7 @@ from polysocket_core.wire import CLOSE_TOO_BIG, binary_fragment, text_fragment
 from ..metrics import RelayMetrics
 from .limits import SocketLimits
 from .memory import trimmer
-from .receivers import PollReceiver, Receiver
+from .receivers import Carrier, PollReceiver, Receiver, supersede
 from .upstream import Upstream
 
 log = logging.getLogger("polysocket.relay")
@@ -63,7 +65,7 @@ UPSTREAM_OPEN = State.OPEN
 
 
 class RelaySocket:
-    __slots__ = ("_close_seq", "_dropped", "_imposed", "_room", "_sent_through", "_stall", "_write_lock",
+    __slots__ = ("_carrier", "_close_seq", "_dropped", "_imposed", "_room", "_sent_through", "_stall", "_write_lock",
                  "_writers", "config", "conn", "id", "inbound", "last_seen", "meta", "metrics", "on_gone", "outbound",
                  "protocol", "receiver", "reservation", "state")
 
@@ -90,6 +92,7 @@ class RelaySocket:
         self.state = OPEN
         # The receiver: the poll waiting for messages or the open /stream, if any (one at a time).
         self.receiver: Receiver | None = None
+        self._carrier: Carrier | None = None  # the connection the last stream or poll answered on
         self.last_seen = time.monotonic()
         self._close_seq = -1  # seq of the final close message (CLOSED)
         self._imposed: tuple[int, str] | None = None  # close code/reason the relay imposes on the client
@@ -124,6 +127,7 @@ class RelaySocket:
             self._free_room()  # the reader must not stay parked once nobody will ack
             self.reservation.release()
             self.on_gone(self)
+            self._carrier = None  # its answers finish (or not) on their own; the socket lets go
             # Nobody will poll again: what was buffered goes now, not when the last reference does.
             trimmer.released += self.outbound.unacked_bytes
             self.outbound = OutboundBuffer()
@@ -344,13 +348,21 @@ class RelaySocket:
 
     # the receiver (relay_node.sockets.receivers)
 
-    def take_receiver(self, receiver: Receiver) -> None:
-        """``receiver`` is the receiver now: the previous one is replaced (a stream ends, a waiting
-        poll answers at once)."""
+    def take_receiver(self, receiver: Receiver, carrier: Carrier | None) -> None:
+        """``receiver`` is the receiver now, answering on ``carrier``: the previous one is replaced
+        (a stream ends, a waiting poll answers at once, empty) and its connection cut if it holds
+        more than the slack unsent."""
         previous = self.receiver
         self.receiver = receiver
         if previous is not None:
             previous.replaced()
+        self._carried_by(carrier)
+
+    def _carried_by(self, carrier: Carrier | None) -> None:
+        """The socket's messages go out on ``carrier`` from now (once per stream or poll)."""
+        previous, self._carrier = self._carrier, carrier
+        if supersede(previous, carrier):
+            self.metrics.answers_cut.value += 1
 
     def release_receiver(self, receiver: Receiver) -> None:
         """``receiver`` ended: the socket counts as idle from now."""
@@ -365,7 +377,9 @@ class RelaySocket:
 
     # polling
 
-    async def poll(self, ack: int, ttl_ms: int) -> bytes:
+    async def poll(self, ack: int, ttl_ms: int, carrier: Carrier | None = None) -> bytes:
+        """Messages not acked after ``ack``, waiting up to ``ttl_ms`` for one; answered on ``carrier``
+        (the poll's connection), which takes the socket over from the previous receiver's."""
         self.last_seen = time.monotonic()
         out = self.outbound
         if self.acknowledge(ack):
@@ -373,6 +387,7 @@ class RelaySocket:
         previous = self.receiver
         if previous is not None:
             previous.replaced()  # one receiver per socket: a stream ends, a waiting poll answers now
+        self._carried_by(carrier)
         if not len(out) and ttl_ms > 0:
             loop = asyncio.get_running_loop()
             fut: asyncio.Future[None] = loop.create_future()
@@ -387,4 +402,6 @@ class RelaySocket:
                     self.receiver = None
                 self.last_seen = time.monotonic()
                 self.metrics.poll_waits.observe(self.last_seen - started)
+            if receiver.superseded:
+                return poll_answer([])  # the messages are the newer receiver's
         return poll_answer(out.take(self.config.poll_batch_bytes))

@@ -13,7 +13,9 @@ the middle of an event, loses nothing; the next stream writes every unacked mess
 bytes a stream leaves queued in a slow client's transport are bounded by its byte budget
 (``--stream-bytes``, heartbeats included, plus the message that crossed it): acks
 on sends can free the socket's buffer without the stream having been read, so ``--buffer-bytes``
-alone does not bound them. ``relay_node.edge.http1`` lets go of a connection whose client reads nothing.
+alone does not bound them. ``relay_node.edge.http1`` lets go of a connection whose client reads nothing,
+and a newer stream or poll cuts this one's connection if it still holds more than a slack unsent
+(``relay_node.sockets.receivers.supersede``): one such budget per socket, not per connection.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from polysocket_core import sse
 from polysocket_core.lifecycle import SocketState
 from polysocket_core.wire import StreamParams
 
+from .receivers import Carrier
+
 if TYPE_CHECKING:
     from .socket import RelaySocket
 
@@ -36,8 +40,9 @@ log = logging.getLogger("polysocket.relay")
 CLOSED, FREED = SocketState.CLOSED, SocketState.FREED
 
 
-class StreamSink(Protocol):
-    """Where a stream writes: the open answer of the HTTP layer (``relay_node.edge.http1``)."""
+class StreamSink(Carrier, Protocol):
+    """Where a stream writes: the open answer of the HTTP layer (``relay_node.edge.http1``), on
+    the connection that carries the socket's messages while the stream is its receiver."""
 
     def write_chunk(self, data: bytes) -> None: ...
 
@@ -78,7 +83,7 @@ class SocketStream(sse.StreamClock):  # perf: stream-no-task
         sock.metrics.streams_total.value += 1  # every answer started, also one that ends at once
         if sock.state is FREED:  # e.g. its close was acked by this very request
             return first, False
-        sock.take_receiver(self)
+        sock.take_receiver(self, sink)
         data, done = self._pending()
         if done:
             sock.release_receiver(self)

@@ -39,6 +39,12 @@ class Sink:
     def end_stream(self) -> None:
         self.ended += 1
 
+    def unsent_bytes(self) -> int:  # a client that reads everything at once
+        return 0
+
+    def cut(self) -> None:
+        raise AssertionError("a connection with nothing unsent is never cut")
+
 
 async def echo(conn: ServerConnection) -> None:
     try:
