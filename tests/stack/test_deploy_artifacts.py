@@ -215,7 +215,11 @@ def test_task_definition_environment_is_read_by_the_relay() -> None:
     from relay_node.settings import RelayConfig
 
     ecs = (ROOT / "infra" / "ecs.tf").read_text()
-    environment = hcl_map_keys(ecs, "relay_environment")
+    common = hcl_map_keys(ecs, "relay_environment")
+    slots = hcl_map_keys(ecs, "relay_slot_environment")  # HTTPS, the default
+    task_names = hcl_map_keys(ecs, "relay_task_name_environment")  # relay_plain_http
+    assert re.search(r"local\.slot_mode \? local\.relay_slot_environment : local\.relay_task_name_environment", ecs)
+    environment = common | slots | task_names
     secrets = hcl_map_keys(ecs, "relay_secrets")
     declared = env_names(RelayConfig) | {"RELAY_DOMAIN", "AWS_DEFAULT_REGION"}
     assert environment and environment <= declared, sorted(environment - declared)
@@ -223,8 +227,12 @@ def test_task_definition_environment_is_read_by_the_relay() -> None:
     assert not environment & secrets
     # what the relay's AWS side needs to be on at all
     for name in ("POLYSOCKET_ROUTE53_ZONE_ID", "POLYSOCKET_CLOUDWATCH_NAMESPACE",
-                 "POLYSOCKET_CLOUDWATCH_DIMENSION_VALUE", "RELAY_DOMAIN", "POLYSOCKET_DRAIN_GRACE"):
-        assert name in environment
+                 "POLYSOCKET_CLOUDWATCH_DIMENSION_VALUE", "POLYSOCKET_DRAIN_GRACE", "POLYSOCKET_PORT"):
+        assert name in common
+    # slot mode: a slot name and its certificate from the store; plain HTTP: the entrypoint names the node
+    assert slots == {"POLYSOCKET_RELAY_DOMAIN", "POLYSOCKET_SLOT_COUNT", "POLYSOCKET_ACME_DIRECTORY",
+                     "POLYSOCKET_ACME_EMAIL", "POLYSOCKET_CERT_STORE", "POLYSOCKET_CERT_PREFIX"}
+    assert task_names == {"RELAY_DOMAIN"}
     # stopTimeout and the drain test agree
     assert re.search(rf"relay_stop_timeout\s*=\s*min\(var\.relay_drain_grace \+ {RELAY_STOP_MARGIN_S}, 120\)", ecs)
     # the task definition's health check is the image's
