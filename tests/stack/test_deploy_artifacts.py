@@ -550,6 +550,36 @@ def test_entrypoint_serves_names_itself_and_drains_on_sigterm(dockerfile: list[t
 
 @pytest.mark.stack
 @pytest.mark.timeout(60)
+def load_entrypoint() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("relay_image_entrypoint", ROOT / "deploy" / "relay" / "entrypoint.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("naming", "expected"), [
+    # plain HTTP (relay_plain_http): the task id names the node and its fqdn
+    ({"RELAY_DOMAIN": "relay.test"}, {"POLYSOCKET_NODE_ID": "0f1e2d3c", "POLYSOCKET_FQDN": "0f1e2d3c.relay.test"}),
+    # HTTPS (the default): the slot gives the name, the task id only the node id the lease is held under
+    ({"POLYSOCKET_RELAY_DOMAIN": "relay.test"}, {"POLYSOCKET_NODE_ID": "0f1e2d3c"}),
+    # an operator's own node id wins
+    ({"POLYSOCKET_RELAY_DOMAIN": "relay.test", "POLYSOCKET_NODE_ID": "mine"}, {"POLYSOCKET_NODE_ID": "mine"}),
+])
+def test_entrypoint_names_the_node_after_its_task(naming: dict[str, str], expected: dict[str, str]) -> None:
+    """The task-definition environment of either mode (infra/ecs.tf), with a stand-in ECS task metadata
+    endpoint (the real one is link-local on Fargate)."""
+    from tests.support.imds_standin import metadata_standin
+
+    task = {"TaskARN": "arn:aws:ecs:us-east-1:123456789012:task/polysocket-prod/0F1E2D3C"}
+    with metadata_standin({}, task) as md:
+        env = {**naming, "ECS_CONTAINER_METADATA_URI_V4": f"{md.url}/ecs"}
+        load_entrypoint().node_name(env)
+    assert {k: v for k, v in env.items() if k in ("POLYSOCKET_NODE_ID", "POLYSOCKET_FQDN")} == expected
+
+
 def test_entrypoint_runs_token_commands_for_one_off_tasks(dockerfile: list[tuple[str, str]], tmp_path: Path) -> None:
     """`aws ecs run-task ... --overrides command=[token, create, ...]`: the image's entrypoint runs
     `polysocket token` (not the relay) with the Redis URL of the task definition."""
