@@ -82,7 +82,10 @@ def test_serverless_handler_exists(serverless: dict[str, Any]) -> None:
 def test_serverless_events_cover_the_router_routes(serverless: dict[str, Any]) -> None:
     routes = {(e["httpApi"]["method"].upper(), e["httpApi"]["path"])
               for e in serverless["functions"]["router"]["events"]}
-    assert routes == {("GET", "/connect"), ("OPTIONS", "/connect"), ("GET", "/healthz")}
+    from router_fn.client_library import LIBRARY_FILES
+
+    assert routes == {("GET", "/connect"), ("OPTIONS", "/connect"), ("GET", "/healthz")} | {
+        ("GET", f"/client/{name}") for name in LIBRARY_FILES}
     # The recorded events in localstack/ are for routes that exist.
     for event_file in EVENTS.glob("*.json"):
         method, path = json.loads(event_file.read_text())["routeKey"].split(" ")
@@ -109,7 +112,9 @@ def test_package_contents(package: tuple[Path, dict[str, Any]]) -> None:
     tops = {n.split("/")[0] for n in names}
     for needed in ("router_fn/handler.py", "router_fn/app.py", "polysocket_core/__init__.py",
                    "polysocket_core/edge.py", "mangum/__init__.py", "fastapi/__init__.py",
-                   "starlette/__init__.py", "redis/__init__.py", "orjson/__init__.py"):
+                   "starlette/__init__.py", "redis/__init__.py", "orjson/__init__.py",
+                   "polysocket_client/__init__.py", "polysocket_client/polysocket.js",
+                   "polysocket_client/polysocket.min.js"):
         assert needed in names, needed
     # Compiled dependencies are Linux builds for CPython 3.11 (what the Lambda runtime loads).
     assert any(re.fullmatch(r"pydantic_core/_pydantic_core\.cpython-311-x86_64-linux-gnu\.so", n) for n in names)
@@ -165,11 +170,13 @@ def test_handler_imports_from_the_package_without_io_and_answers(package: tuple[
     preflight = json.loads(json.dumps(healthz).replace("/healthz", "/connect").replace('"GET', '"OPTIONS'))
     preflight["requestContext"]["http"]["method"] = "OPTIONS"
     (tmp_path / "preflight.json").write_text(json.dumps(preflight))
+    library = json.loads(json.dumps(healthz).replace("/healthz", "/client/polysocket.js"))
+    (tmp_path / "library.json").write_text(json.dumps(library))
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
            "POLYSOCKET_REDIS_URL": "redis://127.0.0.1:1/0"}  # closed port: Redis is unreachable
     done = subprocess.run(
         [sys.executable, "-I", "-S", "-B", "-c", IMPORT_AND_INVOKE, str(unpacked),
-         str(EVENTS / "healthz-httpapi-v2.json"), str(tmp_path / "preflight.json")],
+         str(EVENTS / "healthz-httpapi-v2.json"), str(tmp_path / "preflight.json"), str(tmp_path / "library.json")],
         capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-4000:]
@@ -183,6 +190,13 @@ def test_handler_imports_from_the_package_without_io_and_answers(package: tuple[
     options = answers["OPTIONS /connect"]
     assert options["statusCode"] == 204
     assert options["headers"]["access-control-allow-origin"] == "*"
+
+    # the browser library, from the package's polysocket_client (what `serverless deploy` uploads)
+    library = answers["GET /client/polysocket.js"]
+    assert library["statusCode"] == 200 and not library["isBase64Encoded"]
+    assert library["body"] == (ROOT / "client" / "polysocket.js").read_text()
+    assert library["headers"]["content-type"].startswith("text/javascript")
+    assert library["headers"]["cache-control"] == "public, max-age=3600" and library["headers"]["etag"]
 
 
 # --- infra/ and localstack/ -------------------------------------------------------------------------
@@ -679,7 +693,8 @@ def test_serverless_package_renders_the_router_stack(cloudformation: Path, serve
     [integration] = by_type["AWS::ApiGatewayV2::Integration"]
     assert integration["PayloadFormatVersion"] == "2.0" and integration["IntegrationType"] == "AWS_PROXY"
     assert {r["RouteKey"] for r in by_type["AWS::ApiGatewayV2::Route"]} == {
-        "GET /connect", "OPTIONS /connect", "GET /healthz"}
+        "GET /connect", "OPTIONS /connect", "GET /healthz", "GET /client/polysocket.js",
+        "GET /client/polysocket.min.js"}
     [logs] = by_type["AWS::Logs::LogGroup"]
     assert logs["RetentionInDays"] == 14
 
