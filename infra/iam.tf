@@ -6,7 +6,7 @@
 # Task role (the relay process, through the SDK's container credentials):
 #  * Route 53, in the given zone only: UPSERT/DELETE the relays' A records -- with HTTPS exactly the
 #    slots' {slot} and *.{slot}, and the TXT records _acme-challenge.{slot} of their certificate
-#    orders; with plain HTTP any name under relay_domain ({task} and *.{task}) -- wait for the change
+#    orders, plus DELETE alone of A records under relay_domain (the sweep); with plain HTTP any name under relay_domain ({task} and *.{task}) -- wait for the change
 #    (GetChange), list the zone's records (the sweep of records left by relays that died without
 #    removing theirs: relay_node/control/aws/route53.py);
 #  * with HTTPS, the certificate store (tls.tf): get and put the values of its secrets only, and the
@@ -139,6 +139,35 @@ data "aws_iam_policy_document" "relay_task" {
         test     = "ForAllValues:StringEquals"
         variable = "route53:ChangeResourceRecordSetsActions"
         values   = ["UPSERT", "DELETE"]
+      }
+    }
+  }
+
+  # ... and deletes of stale A records anywhere under relay_domain: the record sweep deletes every
+  # due record in one batch (relay_node/control/aws/sweeper.py), and a leftover name that is no slot
+  # (a task-named node of an earlier plain-HTTP fleet) would otherwise fail that batch for ever.
+  # Pointing a name at an address (UPSERT) stays limited to the slots' names.
+  dynamic "statement" {
+    for_each = local.slot_mode ? [1] : []
+    content {
+      sid       = "SweepStaleRecords"
+      actions   = ["route53:ChangeResourceRecordSets"]
+      resources = [local.zone_arn]
+
+      condition {
+        test     = "ForAllValues:StringLike"
+        variable = "route53:ChangeResourceRecordSetsNormalizedRecordNames"
+        values   = ["*.${var.relay_domain}"]
+      }
+      condition {
+        test     = "ForAllValues:StringEquals"
+        variable = "route53:ChangeResourceRecordSetsRecordTypes"
+        values   = ["A"]
+      }
+      condition {
+        test     = "ForAllValues:StringEquals"
+        variable = "route53:ChangeResourceRecordSetsActions"
+        values   = ["DELETE"]
       }
     }
   }

@@ -555,8 +555,9 @@ def test_https_fleet_by_default_slot_names_store_and_iam(emulators: tuple[Any, M
         doc = iam.get_role_policy(RoleName=role, PolicyName="relay-task")["PolicyDocument"]
         doc = json.loads(doc) if isinstance(doc, str) else doc
         by_sid = {st["Sid"]: st for st in doc["Statement"]}
-        assert set(by_sid) == {"SlotRecords", "AcmeChallengeRecords", "CertificateStore", "CertificateKey",
-                               "ListZoneForSweep", "WaitForChange", "PublishMetrics", "FindOwnPublicAddress"}
+        assert set(by_sid) == {"SlotRecords", "SweepStaleRecords", "AcmeChallengeRecords", "CertificateStore",
+                               "CertificateKey", "ListZoneForSweep", "WaitForChange", "PublishMetrics",
+                               "FindOwnPublicAddress"}
         zone_arn = f"arn:aws:route53:::hostedzone/{zone_id}"
 
         def normalized(name: str) -> str:  # IAM's form of a record name: the wildcard label as \\052
@@ -570,6 +571,12 @@ def test_https_fleet_by_default_slot_names_store_and_iam(emulators: tuple[Any, M
             "route53:ChangeResourceRecordSetsNormalizedRecordNames": a_names,
             "route53:ChangeResourceRecordSetsRecordTypes": "A",
             "route53:ChangeResourceRecordSetsActions": ["UPSERT", "DELETE"]}
+        # the record sweep deletes whatever is stale under the domain in one batch: DELETE of A records only
+        assert by_sid["SweepStaleRecords"]["Resource"] == zone_arn
+        assert by_sid["SweepStaleRecords"]["Condition"] == {
+            "ForAllValues:StringLike": {"route53:ChangeResourceRecordSetsNormalizedRecordNames": f"*.{RELAY_DOMAIN}"},
+            "ForAllValues:StringEquals": {"route53:ChangeResourceRecordSetsRecordTypes": "A",
+                                          "route53:ChangeResourceRecordSetsActions": "DELETE"}}
         # one TXT name per slot validates both names of its certificate (certs.py)
         assert {cert_names(slot, RELAY_DOMAIN) for slot in slots} == {(h, f"*.{h}") for h in hosts}
         challenges = by_sid["AcmeChallengeRecords"]
