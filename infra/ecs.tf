@@ -44,12 +44,13 @@ locals {
   # the 5 s graceful close of answers in progress and a slow Route 53 DELETE.
   relay_stop_timeout = min(var.relay_drain_grace + 30, 120)
 
+  # A deployment starts the new tasks before it stops old ones: up to twice the desired count.
+  deployment_maximum_percent = 200
+
   # The relay's settings (`polysocket relay --help`; every flag is a POLYSOCKET_* variable). The image
-  # sets POLYSOCKET_HOST=0.0.0.0. RELAY_DOMAIN is read by the image's entrypoint, which names the node
-  # {ecs-task-id}.{relay_domain}. tests/stack/test_deploy_artifacts.py checks every name here is a setting.
+  # sets POLYSOCKET_HOST=0.0.0.0. tests/stack/test_deploy_artifacts.py checks every name here is a setting.
   relay_environment = merge({
-    POLYSOCKET_PORT                       = tostring(var.relay_port)
-    RELAY_DOMAIN                          = var.relay_domain
+    POLYSOCKET_PORT                       = tostring(local.relay_port)
     POLYSOCKET_CAPACITY                   = tostring(var.relay_capacity)
     POLYSOCKET_DRAIN_GRACE                = tostring(var.relay_drain_grace)
     POLYSOCKET_ROUTE53_ZONE_ID            = var.route53_zone_id
@@ -59,7 +60,23 @@ locals {
     POLYSOCKET_CLOUDWATCH_DIMENSION_NAME  = local.metrics_dimension_name
     POLYSOCKET_CLOUDWATCH_DIMENSION_VALUE = local.relay_service_name
     AWS_DEFAULT_REGION                    = var.region
-  }, var.relay_environment)
+  }, local.slot_mode ? local.relay_slot_environment : local.relay_task_name_environment, var.relay_environment)
+
+  # HTTPS (tls.tf): the relay leases a slot name under its relay domain (with the public port unless
+  # 443) and serves the slot's certificate, from the secrets tls.tf creates or ordered by ACME.
+  relay_slot_environment = {
+    POLYSOCKET_RELAY_DOMAIN   = local.relay_public_domain
+    POLYSOCKET_SLOT_COUNT     = tostring(var.relay_slot_count)
+    POLYSOCKET_ACME_DIRECTORY = var.acme_directory
+    POLYSOCKET_ACME_EMAIL     = var.acme_email
+    POLYSOCKET_CERT_STORE     = "secretsmanager"
+    POLYSOCKET_CERT_PREFIX    = local.cert_prefix
+  }
+  # Plain HTTP: RELAY_DOMAIN is read by the image's entrypoint, which names the node
+  # {ecs-task-id}.{relay_domain} (deploy/relay/entrypoint.py).
+  relay_task_name_environment = {
+    RELAY_DOMAIN = var.relay_domain
+  }
 
   # Secrets: ECS reads them from SSM with the execution role when it starts the task; they reach the
   # container as environment variables and never appear in the task definition.
@@ -98,14 +115,15 @@ resource "aws_ecs_task_definition" "relay" {
     essential = true
     user      = "10001:10001" # the image's user, stated again so the platform refuses a root override
 
-    portMappings = [{ containerPort = var.relay_port, protocol = "tcp" }]
+    portMappings = [{ containerPort = local.relay_port, protocol = "tcp" }]
     environment  = [for k in sort(keys(local.relay_environment)) : { name = k, value = local.relay_environment[k] }]
     secrets      = [for k in sort(keys(local.relay_secrets)) : { name = k, valueFrom = local.relay_secrets[k] }]
 
     ulimits     = [{ name = "nofile", softLimit = var.relay_nofile, hardLimit = var.relay_nofile }]
     stopTimeout = local.relay_stop_timeout
-    # a non-root process may bind ports below 1024 in this task's network namespace only
-    systemControls = var.relay_port < 1024 ? [{ namespace = "net.ipv4.ip_unprivileged_port_start", value = "0" }] : []
+    # A non-root process may bind ports below 1024 in this task's network namespace only (Fargate
+    # accepts namespaced net.* sysctls in awsvpc mode; no capability is added, all stay dropped).
+    systemControls = local.relay_port < 1024 ? [{ namespace = "net.ipv4.ip_unprivileged_port_start", value = tostring(local.relay_port) }] : []
     linuxParameters = {
       initProcessEnabled = true # an init as PID 1 passes SIGTERM on and reaps
       capabilities       = { drop = ["ALL"] }
@@ -118,11 +136,13 @@ resource "aws_ecs_task_definition" "relay" {
 
     # the image's HEALTHCHECK, stated here because ECS ignores the image's
     healthCheck = {
-      command     = ["CMD", "/usr/local/bin/polysocket-relay-healthcheck"]
-      interval    = 15
-      timeout     = 5
-      retries     = 3
-      startPeriod = 60
+      command  = ["CMD", "/usr/local/bin/polysocket-relay-healthcheck"]
+      interval = 15
+      timeout  = 5
+      retries  = 3
+      # a relay listens once it has its slot's certificate: the first start of a slot orders one
+      # (DNS-01 waits for Route 53 INSYNC and the CA's lookups); 300 s is ECS's most
+      startPeriod = local.slot_mode ? 300 : 60
     }
 
     logConfiguration = {
@@ -151,7 +171,7 @@ resource "aws_ecs_service" "relays" {
   # (each drains; its clients reconnect through the router). A deployment whose tasks keep failing
   # their health check is rolled back.
   deployment_minimum_healthy_percent = 100
-  deployment_maximum_percent         = 200
+  deployment_maximum_percent         = local.deployment_maximum_percent
   deployment_circuit_breaker {
     enable   = true
     rollback = true
@@ -169,6 +189,12 @@ resource "aws_ecs_service" "relays" {
     precondition {
       condition     = var.relay_min_size <= var.relay_desired_capacity && var.relay_desired_capacity <= var.relay_max_size
       error_message = "Need relay_min_size <= relay_desired_capacity <= relay_max_size."
+    }
+    # Every running relay holds a slot, old and new ones side by side during a deployment; a relay
+    # that finds none free fails its start (NoFreeSlot) and the deployment rolls back.
+    precondition {
+      condition     = !local.slot_mode || var.relay_slot_count >= local.deployment_max_tasks
+      error_message = "relay_slot_count must be at least relay_max_size * ${local.deployment_maximum_percent} / 100 = ${local.deployment_max_tasks}: every relay holds a slot, old and new tasks together during a deployment."
     }
   }
 }

@@ -64,8 +64,27 @@ output "relay_stop_timeout" {
 }
 
 output "relay_name_pattern" {
-  description = "Names a relay node answers on; {node} is its ECS task id."
-  value       = "{node}.${var.relay_domain} and *.{node}.${var.relay_domain}"
+  description = "Names a relay node answers on: with HTTPS {slot} is the slot it leases (s00 ...), with plain HTTP {node} is its ECS task id."
+  value       = local.slot_mode ? "{slot}.${var.relay_domain} and *.{slot}.${var.relay_domain}" : "{node}.${var.relay_domain} and *.{node}.${var.relay_domain}"
+}
+
+output "relay_scheme" {
+  description = "https (slot names with certificates) or http (relay_plain_http)."
+  value       = local.slot_mode ? "https" : "http"
+}
+
+output "relay_slot_hosts" {
+  description = "The slot names, one certificate each (empty with plain HTTP)."
+  value       = local.slot_hosts
+}
+
+output "relay_certificate_store" {
+  description = "Secrets Manager secrets of the slot certificates and of the ACME account key, and their KMS key (null with plain HTTP)."
+  value = local.slot_mode ? {
+    slot_certificates = { for h, s in aws_secretsmanager_secret.slot_cert : h => s.name }
+    acme_account      = aws_secretsmanager_secret.acme_account[0].name
+    kms_key_arn       = aws_kms_key.certs[0].arn
+  } : null
 }
 
 output "metrics" {

@@ -15,8 +15,8 @@ resource "aws_vpc_security_group_ingress_rule" "relay_clients" {
   security_group_id = aws_security_group.relay.id
   description       = "client send/poll/close"
   ip_protocol       = "tcp"
-  from_port         = var.relay_port
-  to_port           = var.relay_port
+  from_port         = local.relay_port
+  to_port           = local.relay_port
   cidr_ipv4         = each.value
 }
 

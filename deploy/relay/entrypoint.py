@@ -11,8 +11,11 @@ Before it hands over to the relay (same process, so the relay is what the orches
   node id is the ECS task id (from ``$ECS_CONTAINER_METADATA_URI_V4/task``; unique for ever, as an
   EC2 instance id is), else the host name; the relay's name is ``{node}.{RELAY_DOMAIN}``. Every task
   of a service shares one task definition, so the name cannot be a setting there. An explicit
-  ``POLYSOCKET_FQDN`` / ``POLYSOCKET_NODE_ID`` always wins (and a relay that leases its name from a
-  slot pool sets neither).
+  ``POLYSOCKET_FQDN`` / ``POLYSOCKET_NODE_ID`` always wins.
+* **a node id per container** when the relay leases its name from a slot pool
+  (``POLYSOCKET_RELAY_DOMAIN``, HTTPS as infra/ deploys it): the same task id, as the node id only
+  (the slot gives the name). The slot lease is held under the node id, so it must differ between
+  live tasks; the task id also names the task in logs and metrics as ECS shows it.
 
 Stdlib only; any arguments are passed on (``docker run IMAGE --capacity 500``). One exception:
 arguments starting with ``token`` run ``polysocket token ...`` instead of the relay, so an operator can
@@ -32,6 +35,7 @@ import urllib.request
 from collections.abc import MutableMapping
 
 DOMAIN_ENV = "RELAY_DOMAIN"
+SLOT_DOMAIN_ENV = "POLYSOCKET_RELAY_DOMAIN"
 ECS_METADATA_ENV = "ECS_CONTAINER_METADATA_URI_V4"
 LABEL_RE = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
@@ -53,15 +57,25 @@ def ecs_task_id(metadata_uri: str, timeout_s: float = 2.0) -> str:
     return str(task["TaskARN"]).rsplit("/", 1)[-1].lower()
 
 
+def platform_node_id(env: MutableMapping[str, str]) -> str:
+    """The ECS task id, else the host name; refused unless it is a DNS label."""
+    uri = env.get(ECS_METADATA_ENV, "")
+    node = ecs_task_id(uri) if uri else socket.gethostname().split(".")[0].lower()
+    if LABEL_RE.fullmatch(node) is None:
+        raise SystemExit(f"polysocket-relay-entrypoint: node id {node!r} is not a DNS label; set POLYSOCKET_NODE_ID")
+    return node
+
+
 def node_name(env: MutableMapping[str, str]) -> None:
     """Set POLYSOCKET_NODE_ID and POLYSOCKET_FQDN from the platform (see the module doc)."""
     domain = env.get(DOMAIN_ENV, "").strip().rstrip(".").lower()
-    if not domain or env.get("POLYSOCKET_FQDN"):
+    if not domain:
+        if env.get(SLOT_DOMAIN_ENV, "").strip() and not env.get("POLYSOCKET_NODE_ID"):
+            env["POLYSOCKET_NODE_ID"] = platform_node_id(env)
         return
-    node = env.get("POLYSOCKET_NODE_ID", "").lower()
-    if not node:
-        uri = env.get(ECS_METADATA_ENV, "")
-        node = ecs_task_id(uri) if uri else socket.gethostname().split(".")[0].lower()
+    if env.get("POLYSOCKET_FQDN"):
+        return
+    node = env.get("POLYSOCKET_NODE_ID", "").lower() or platform_node_id(env)
     if LABEL_RE.fullmatch(node) is None:
         raise SystemExit(f"polysocket-relay-entrypoint: node id {node!r} is not a DNS label; set POLYSOCKET_NODE_ID")
     env.setdefault("POLYSOCKET_NODE_ID", node)

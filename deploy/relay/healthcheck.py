@@ -3,8 +3,9 @@
 container answers ``GET /healthz`` with ``{"ok": true}`` within 3 s, else 1.
 
 It asks 127.0.0.1 on ``POLYSOCKET_PORT`` (the image's default 8080), over HTTPS when the relay has a
-certificate (``POLYSOCKET_SSL_CERTFILE``; not verified: the certificate names the relay's public
-name, not the loopback address). A draining relay still answers ok: it must not be replaced while
+certificate: a file (``POLYSOCKET_SSL_CERTFILE``) or its slot's, from ACME
+(``POLYSOCKET_ACME_DIRECTORY``, as infra/ deploys it). Not verified: the certificate names the
+relay's public name, not the loopback address. A draining relay still answers ok: it must not be replaced while
 it finishes its sockets. Stdlib only (the slim image has no curl).
 """
 
@@ -19,7 +20,7 @@ import urllib.request
 
 def main() -> int:
     port = os.environ.get("POLYSOCKET_PORT", "8080")
-    tls = bool(os.environ.get("POLYSOCKET_SSL_CERTFILE"))
+    tls = bool(os.environ.get("POLYSOCKET_SSL_CERTFILE") or os.environ.get("POLYSOCKET_ACME_DIRECTORY"))
     url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/healthz"
     handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
     if tls:

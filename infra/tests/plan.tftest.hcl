@@ -143,9 +143,109 @@ run "applies_with_elasticache" {
     error_message = "file-descriptor limit"
   }
   assert {
-    condition     = length(jsondecode(aws_ecs_task_definition.relay.container_definitions)[0].systemControls) == 1
-    error_message = "port 80 as non-root: unprivileged port start lowered"
+    condition     = jsondecode(aws_ecs_task_definition.relay.container_definitions)[0].systemControls == [{ namespace = "net.ipv4.ip_unprivileged_port_start", value = "443" }]
+    error_message = "port 443 as non-root: unprivileged ports start at 443, no lower"
   }
+  assert {
+    condition     = jsondecode(aws_ecs_task_definition.relay.container_definitions)[0].portMappings == [{ containerPort = 443, protocol = "tcp" }] && aws_vpc_security_group_ingress_rule.relay_clients["0.0.0.0/0"].from_port == 443
+    error_message = "HTTPS by default: relays on 443, open to clients there"
+  }
+  assert {
+    condition     = { for e in jsondecode(aws_ecs_task_definition.relay.container_definitions)[0].environment : e.name => e.value if startswith(e.name, "POLYSOCKET_") && !startswith(e.name, "POLYSOCKET_CLOUDWATCH") && !startswith(e.name, "POLYSOCKET_ROUTE53") } == { POLYSOCKET_PORT = "443", POLYSOCKET_CAPACITY = "10000", POLYSOCKET_DRAIN_GRACE = "10", POLYSOCKET_RELAY_DOMAIN = "relay.example.com", POLYSOCKET_SLOT_COUNT = "20", POLYSOCKET_ACME_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory", POLYSOCKET_ACME_EMAIL = "", POLYSOCKET_CERT_STORE = "secretsmanager", POLYSOCKET_CERT_PREFIX = "polysocket/prod/" }
+    error_message = "slot mode: the relay leases sNN.relay.example.com (443: no port in the name) and serves the slot's certificate from Secrets Manager"
+  }
+  assert {
+    condition     = !contains([for e in jsondecode(aws_ecs_task_definition.relay.container_definitions)[0].environment : e.name], "RELAY_DOMAIN")
+    error_message = "no task-id name in slot mode (the entrypoint would set an fqdn the slot replaces)"
+  }
+  assert {
+    condition     = jsondecode(aws_ecs_task_definition.relay.container_definitions)[0].healthCheck.startPeriod == 300
+    error_message = "a first start orders a certificate: the longest start period ECS allows"
+  }
+  assert {
+    condition     = length(local.slot_hosts) == 20 && local.slot_hosts[0] == "s00.relay.example.com" && local.slot_hosts[19] == "s19.relay.example.com"
+    error_message = "20 slots by default, two digits"
+  }
+  assert {
+    condition     = slice(local.slot_record_names, 0, 4) == ["s00.relay.example.com", "\\052.s00.relay.example.com", "s01.relay.example.com", "\\052.s01.relay.example.com"] && length(local.slot_record_names) == 40
+    error_message = "IAM names each slot's A records, the wildcard in Route 53's normalized form (\\052)"
+  }
+  assert {
+    condition     = local.acme_challenge_names[0] == "_acme-challenge.s00.relay.example.com" && length(local.acme_challenge_names) == 20
+    error_message = "and each slot's DNS-01 TXT record"
+  }
+  assert {
+    condition     = length(aws_secretsmanager_secret.slot_cert) == 20 && aws_secretsmanager_secret.slot_cert["s07.relay.example.com"].name == "polysocket/prod/cert/s07.relay.example.com"
+    error_message = "one secret per slot certificate, named as relay_node/control/aws/certstore.py names it"
+  }
+  assert {
+    condition     = aws_secretsmanager_secret.acme_account[0].name == "polysocket/prod/acme-account/acme-v02.api.letsencrypt.org/directory"
+    error_message = "the ACME account key's secret, named after the directory without its scheme"
+  }
+  assert {
+    condition     = length(aws_kms_key.certs) == 1 && aws_kms_key.certs[0].enable_key_rotation && aws_secretsmanager_secret.acme_account[0].kms_key_id == aws_kms_key.certs[0].arn
+    error_message = "the store is encrypted with the fleet's own key"
+  }
+}
+
+run "plain_http_for_a_private_network" {
+  command = plan
+
+  variables {
+    relay_plain_http = true
+  }
+
+  assert {
+    condition     = local.relay_environment["RELAY_DOMAIN"] == "relay.example.com" && !contains(keys(local.relay_environment), "POLYSOCKET_RELAY_DOMAIN") && local.relay_environment["POLYSOCKET_PORT"] == "80"
+    error_message = "plain HTTP: port 80, nodes named after their task by the entrypoint"
+  }
+  assert {
+    condition     = length(aws_secretsmanager_secret.slot_cert) == 0 && length(aws_secretsmanager_secret.acme_account) == 0 && length(aws_kms_key.certs) == 0 && length(local.slot_record_names) == 0
+    error_message = "no certificate store, no slot names"
+  }
+  assert {
+    condition     = jsondecode(aws_ecs_task_definition.relay.container_definitions)[0].systemControls[0].value == "80" && jsondecode(aws_ecs_task_definition.relay.container_definitions)[0].healthCheck.startPeriod == 60
+    error_message = "port 80 as non-root; no certificate to wait for"
+  }
+}
+
+run "many_slots_take_three_digits" {
+  command = plan
+
+  variables {
+    relay_slot_count = 101
+    relay_max_size   = 50
+    acme_directory   = "https://127.0.0.1:14000/dir/"
+  }
+
+  assert {
+    condition     = local.slot_hosts[0] == "s000.relay.example.com" && local.slot_hosts[100] == "s100.relay.example.com"
+    error_message = "s000 ... s100 past 100 slots (slots.py slot_names)"
+  }
+  assert {
+    condition     = local.acme_account_secret_name == "polysocket/prod/acme-account/127.0.0.1-14000/dir"
+    error_message = "a character a secret name cannot hold becomes -; no trailing slash"
+  }
+}
+
+run "refuses_fewer_slots_than_a_deployment_runs" {
+  command = plan
+
+  variables {
+    relay_slot_count = 19 # relay_max_size 10: a deployment runs up to 20 tasks
+  }
+
+  expect_failures = [aws_ecs_service.relays]
+}
+
+run "refuses_a_slot_count_the_relay_refuses" {
+  command = plan
+
+  variables {
+    relay_slot_count = 1001
+  }
+
+  expect_failures = [var.relay_slot_count]
 }
 
 run "uses_an_existing_redis" {
@@ -185,6 +285,11 @@ run "image_from_another_registry_on_443" {
     relay_image       = "ghcr.io/example/polysocket-relay:0.1.0"
     relay_port        = 8443
     relay_drain_grace = 90
+  }
+
+  assert {
+    condition     = local.relay_environment["POLYSOCKET_RELAY_DOMAIN"] == "relay.example.com:8443"
+    error_message = "a public port other than 443 is part of the slot names clients use"
   }
 
   assert {

@@ -9,8 +9,9 @@ override file of a temporary copy of ``infra/``):
   (cluster, task definition, service), ECR (the repository), Application Auto Scaling (scalable target,
   target-tracking policies) and Auto Scaling; and EC2 (VPC, subnets, route tables, internet and NAT
   gateways, Elastic IP, security groups and their rules), although LocalStack answers it, because
-  moto's ECS refuses a service whose subnets and security groups are not in moto's own EC2. moto
-  stores what it is told: no task ever runs.
+  moto's ECS refuses a service whose subnets and security groups are not in moto's own EC2; KMS and
+  Secrets Manager, the HTTPS test's certificate store (LocalStack 4.13.1's KMS cannot create a key
+  under Python 3.11). moto stores what it is told: no task ever runs.
 * **nothing**: ElastiCache (LocalStack answers 501, moto has no replication groups with the valkey
   engine), so the apply uses the existing-Redis switch (``redis_url``, a real Valkey here) and the
   ElastiCache branch is covered only by ``terraform test`` with a mocked provider (infra/tests/).
@@ -60,7 +61,9 @@ ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 LOCALSTACK_SERVICES = "ssm,iam,sts,logs,cloudwatch,route53"
 # AWS provider endpoint names; ec2 because moto's ECS checks the service's subnets in its own EC2
-MOTO_SERVICES = ("ecs", "ecr", "applicationautoscaling", "autoscaling", "ec2")
+MOTO_SERVICES = ("ecs", "ecr", "applicationautoscaling", "autoscaling", "ec2", "kms", "secretsmanager")
+# kms, secretsmanager: the HTTPS test's certificate store. LocalStack 4.13.1's KMS answers CreateKey with
+# 500 under Python 3.11 ("encoding without a string argument"), and the secrets name that key.
 STAGE = "e2e"
 RELAY_DOMAIN = "relay.polysocket.test"
 TERRAFORM_HINT = ("terraform >= 1.5 and the hashicorp/aws 5.x provider as a filesystem mirror are needed "
@@ -284,6 +287,8 @@ def test_terraform_apply_against_localstack_and_moto(emulators: tuple[Any, Moto]
             "availability_zones": ["us-east-1a", "us-east-1b"],
             "redis_url": stack.redis_url, "relay_metrics_token": metrics_token,
             "relay_drain_grace": 2, "relay_metric_interval": 1,
+            # the explicit opt-out: this test runs a task-named HTTP relay (HTTPS: test_https_fleet_...)
+            "relay_plain_http": True,
         }))
         var_file = f"-var-file={tmp_path / 'e2e.tfvars.json'}"
         tf("init", "-backend=false", "-input=false", "-no-color", timeout=180)
@@ -475,3 +480,141 @@ def test_terraform_apply_against_localstack_and_moto(emulators: tuple[Any, Moto]
             cluster=f"polysocket-{STAGE}", services=[f"polysocket-{STAGE}-relays"])["services"])
     with pytest.raises(ssm.exceptions.ParameterNotFound):
         ssm.get_parameter(Name=f"/polysocket/{STAGE}/redis-url")
+
+
+# --- HTTPS, the default: slots, their certificate store, and IAM for exactly their records -----------------
+
+@pytest.mark.timeout(600)
+def test_https_fleet_by_default_slot_names_store_and_iam(emulators: tuple[Any, Moto], tmp_path: Path) -> None:
+    """``terraform apply`` with the defaults (no relay_plain_http): every name, secret and permission the
+    relays' slot code will use, compared with what that code computes (relay_node/control/aws/slots.py,
+    certs.py, certstore.py, route53.py), so the Terraform and the relay cannot drift apart; then the
+    relay's own certificate store against the secrets Terraform made (moto's Secrets Manager and KMS)."""
+    from polysocket_core.settings import resolve
+    from relay_node.control.aws.certs import account_entry, cert_entry
+    from relay_node.control.aws.certstore import SecretsManagerStore
+    from relay_node.control.aws.route53 import node_record_names
+    from relay_node.control.aws.slots import cert_names, slot_host, slot_names
+    from relay_node.settings import RelayConfig
+
+    ls, moto = emulators
+    stage = "https"
+    tf = Terraform(terraform_workdir(tmp_path, ls.endpoint, moto.endpoint), terraform_env(tmp_path))
+    aws = boto3.session.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
+    route53, iam = (aws.client(s, endpoint_url=ls.endpoint) for s in ("route53", "iam"))
+    ecs, ec2, secrets, kms = (aws.client(s, endpoint_url=moto.endpoint) for s in ("ecs", "ec2", "secretsmanager",
+                                                                                  "kms"))
+    zone_id = route53.create_hosted_zone(Name="polysocket.test", CallerReference=f"https-{time.time()}")[
+        "HostedZone"]["Id"].rsplit("/", 1)[-1]
+    var_file = tmp_path / "https.tfvars.json"
+    var_file.write_text(json.dumps({
+        "stage": stage, "route53_zone_id": zone_id, "relay_domain": RELAY_DOMAIN,
+        "availability_zones": ["us-east-1a", "us-east-1b"], "vpc_cidr": "10.43.0.0/16",
+        # an external Redis only to leave ElastiCache out (no emulator has it); no relay runs here
+        "redis_url": "rediss://:unused@redis.polysocket.test:6380/0",
+        "relay_metrics_token": "https-metrics-0123456789abcdef",
+    }))
+    applied = False
+    try:
+        tf("init", "-backend=false", "-input=false", "-no-color", timeout=180)
+        applied = True
+        tf("apply", "-auto-approve", "-input=false", "-no-color", f"-var-file={var_file}", timeout=420)
+        outputs = {k: v["value"] for k, v in json.loads(tf("output", "-json").stdout).items()}
+        state = json.loads(tf("show", "-json").stdout)
+        managed = [r for r in state["values"]["root_module"]["resources"] if r["mode"] == "managed"]
+        counts = {t: sum(1 for r in managed if r["type"] == t) for t in (
+            "aws_secretsmanager_secret", "aws_kms_key", "aws_kms_alias")}
+        assert counts == {"aws_secretsmanager_secret": 20 + 1, "aws_kms_key": 1, "aws_kms_alias": 1}
+
+        # --- the names: Terraform's slots are the relay's slots
+        slots = slot_names(20)  # relay_slot_count's default; relay_max_size 10, twice that in a deployment
+        hosts = [slot_host(slot, RELAY_DOMAIN) for slot in slots]
+        assert outputs["relay_scheme"] == "https" and outputs["relay_slot_hosts"] == hosts
+
+        # --- the task definition the service runs (moto): HTTPS on 443 as non-root, slot settings
+        [service] = ecs.describe_services(cluster=outputs["relay_cluster_name"],
+                                          services=[outputs["relay_service_name"]])["services"]
+        [container] = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"][
+            "containerDefinitions"]
+        environment = {e["name"]: e["value"] for e in container["environment"]}
+        prefix = f"polysocket/{stage}/"
+        assert {k: v for k, v in environment.items() if k in (
+            "POLYSOCKET_PORT", "POLYSOCKET_RELAY_DOMAIN", "POLYSOCKET_SLOT_COUNT", "POLYSOCKET_ACME_DIRECTORY",
+            "POLYSOCKET_CERT_STORE", "POLYSOCKET_CERT_PREFIX", "RELAY_DOMAIN")} == {
+            "POLYSOCKET_PORT": "443", "POLYSOCKET_RELAY_DOMAIN": RELAY_DOMAIN, "POLYSOCKET_SLOT_COUNT": "20",
+            "POLYSOCKET_ACME_DIRECTORY": "https://acme-v02.api.letsencrypt.org/directory",
+            "POLYSOCKET_CERT_STORE": "secretsmanager", "POLYSOCKET_CERT_PREFIX": prefix}
+        assert container["portMappings"][0]["containerPort"] == 443 and container["user"] == "10001:10001"
+        assert container["systemControls"] == [{"namespace": "net.ipv4.ip_unprivileged_port_start", "value": "443"}]
+        # the relay itself accepts that environment as its configuration (its settings, declared once)
+        config = resolve(RelayConfig, environment)
+        assert config.cloud.slots_enabled and config.cloud.certs_enabled and config.cloud.zone_id == zone_id
+        assert (config.port, config.cloud.slot_count, config.cloud.cert_prefix) == (443, 20, prefix)
+        groups = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [f"polysocket-{stage}-relay"]}])
+        [group] = groups["SecurityGroups"]
+        rules = ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [group["GroupId"]]}])[
+            "SecurityGroupRules"]
+        assert {(r["FromPort"], r["ToPort"]) for r in rules if not r["IsEgress"]} == {(443, 443)}
+
+        # --- IAM: exactly the slots' records, exactly the store's secrets, the key through Secrets Manager
+        role = outputs["relay_task_role_arn"].rsplit("/", 1)[-1]
+        doc = iam.get_role_policy(RoleName=role, PolicyName="relay-task")["PolicyDocument"]
+        doc = json.loads(doc) if isinstance(doc, str) else doc
+        by_sid = {st["Sid"]: st for st in doc["Statement"]}
+        assert set(by_sid) == {"SlotRecords", "SweepStaleRecords", "AcmeChallengeRecords", "CertificateStore",
+                               "CertificateKey", "ListZoneForSweep", "WaitForChange", "PublishMetrics",
+                               "FindOwnPublicAddress"}
+        zone_arn = f"arn:aws:route53:::hostedzone/{zone_id}"
+
+        def normalized(name: str) -> str:  # IAM's form of a record name: the wildcard label as \\052
+            return name.replace("*", "\\052")
+
+        a_names = [normalized(n) for slot in slots for n in node_record_names(f"{slot}.{RELAY_DOMAIN}")]
+        assert a_names[:2] == [f"s00.{RELAY_DOMAIN}", f"\\052.s00.{RELAY_DOMAIN}"] and len(a_names) == 40
+        records = by_sid["SlotRecords"]
+        assert records["Action"] == "route53:ChangeResourceRecordSets" and records["Resource"] == zone_arn
+        assert records["Condition"]["ForAllValues:StringEquals"] == {
+            "route53:ChangeResourceRecordSetsNormalizedRecordNames": a_names,
+            "route53:ChangeResourceRecordSetsRecordTypes": "A",
+            "route53:ChangeResourceRecordSetsActions": ["UPSERT", "DELETE"]}
+        # the record sweep deletes whatever is stale under the domain in one batch: DELETE of A records only
+        assert by_sid["SweepStaleRecords"]["Resource"] == zone_arn
+        assert by_sid["SweepStaleRecords"]["Condition"] == {
+            "ForAllValues:StringLike": {"route53:ChangeResourceRecordSetsNormalizedRecordNames": f"*.{RELAY_DOMAIN}"},
+            "ForAllValues:StringEquals": {"route53:ChangeResourceRecordSetsRecordTypes": "A",
+                                          "route53:ChangeResourceRecordSetsActions": "DELETE"}}
+        # one TXT name per slot validates both names of its certificate (certs.py)
+        assert {cert_names(slot, RELAY_DOMAIN) for slot in slots} == {(h, f"*.{h}") for h in hosts}
+        challenges = by_sid["AcmeChallengeRecords"]
+        assert challenges["Resource"] == zone_arn
+        assert challenges["Condition"]["ForAllValues:StringEquals"] == {
+            "route53:ChangeResourceRecordSetsNormalizedRecordNames": [f"_acme-challenge.{h}" for h in hosts],
+            "route53:ChangeResourceRecordSetsRecordTypes": "TXT",
+            "route53:ChangeResourceRecordSetsActions": ["UPSERT", "DELETE"]}
+        store = SecretsManagerStore(prefix, client=secrets)
+        directory = environment["POLYSOCKET_ACME_DIRECTORY"]
+        wanted = [store.secret_id(cert_entry(h)) for h in hosts] + [store.secret_id(account_entry(directory))]
+        # each exists under the name the relay asks for
+        described = {name: secrets.describe_secret(SecretId=name) for name in wanted}
+        certificate_store = by_sid["CertificateStore"]
+        assert sorted(certificate_store["Action"]) == ["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"]
+        assert sorted(certificate_store["Resource"]) == sorted(d["ARN"] for d in described.values())
+        key_arn = outputs["relay_certificate_store"]["kms_key_arn"]
+        assert {d["KmsKeyId"] for d in described.values()} == {key_arn}
+        assert kms.get_key_rotation_status(KeyId=key_arn)["KeyRotationEnabled"] is True
+        key = by_sid["CertificateKey"]
+        assert key["Resource"] == key_arn and sorted(key["Action"]) == ["kms:Decrypt", "kms:GenerateDataKey"]
+        assert key["Condition"] == {"StringEquals": {"kms:ViaService": "secretsmanager.us-east-1.amazonaws.com"}}
+
+        # --- the relay's own store on those secrets: empty reads as "no certificate yet", then round-trips
+        entry = cert_entry(hosts[0])
+        assert store.get(entry) is None
+        store.put(entry, '{"fullchain": "test"}')
+        assert store.get(entry) == '{"fullchain": "test"}'
+        assert store.get(account_entry(directory)) is None
+    finally:
+        if applied:
+            tf("destroy", "-auto-approve", "-input=false", "-no-color", f"-var-file={var_file}", timeout=420)
+    # destroyed at once (recovery window 0): an apply of the same stage right after meets no leftover name
+    left = secrets.list_secrets(Filters=[{"Key": "name", "Values": [f"polysocket/{stage}/"]}])["SecretList"]
+    assert not [s for s in left if "DeletedDate" not in s], left

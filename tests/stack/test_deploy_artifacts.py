@@ -82,7 +82,10 @@ def test_serverless_handler_exists(serverless: dict[str, Any]) -> None:
 def test_serverless_events_cover_the_router_routes(serverless: dict[str, Any]) -> None:
     routes = {(e["httpApi"]["method"].upper(), e["httpApi"]["path"])
               for e in serverless["functions"]["router"]["events"]}
-    assert routes == {("GET", "/connect"), ("OPTIONS", "/connect"), ("GET", "/healthz")}
+    from router_fn.client_library import LIBRARY_FILES
+
+    assert routes == {("GET", "/connect"), ("OPTIONS", "/connect"), ("GET", "/healthz")} | {
+        ("GET", f"/client/{name}") for name in LIBRARY_FILES}
     # The recorded events in localstack/ are for routes that exist.
     for event_file in EVENTS.glob("*.json"):
         method, path = json.loads(event_file.read_text())["routeKey"].split(" ")
@@ -109,7 +112,9 @@ def test_package_contents(package: tuple[Path, dict[str, Any]]) -> None:
     tops = {n.split("/")[0] for n in names}
     for needed in ("router_fn/handler.py", "router_fn/app.py", "polysocket_core/__init__.py",
                    "polysocket_core/edge.py", "mangum/__init__.py", "fastapi/__init__.py",
-                   "starlette/__init__.py", "redis/__init__.py", "orjson/__init__.py"):
+                   "starlette/__init__.py", "redis/__init__.py", "orjson/__init__.py",
+                   "polysocket_client/__init__.py", "polysocket_client/polysocket.js",
+                   "polysocket_client/polysocket.min.js"):
         assert needed in names, needed
     # Compiled dependencies are Linux builds for CPython 3.11 (what the Lambda runtime loads).
     assert any(re.fullmatch(r"pydantic_core/_pydantic_core\.cpython-311-x86_64-linux-gnu\.so", n) for n in names)
@@ -165,11 +170,13 @@ def test_handler_imports_from_the_package_without_io_and_answers(package: tuple[
     preflight = json.loads(json.dumps(healthz).replace("/healthz", "/connect").replace('"GET', '"OPTIONS'))
     preflight["requestContext"]["http"]["method"] = "OPTIONS"
     (tmp_path / "preflight.json").write_text(json.dumps(preflight))
+    library = json.loads(json.dumps(healthz).replace("/healthz", "/client/polysocket.js"))
+    (tmp_path / "library.json").write_text(json.dumps(library))
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
            "POLYSOCKET_REDIS_URL": "redis://127.0.0.1:1/0"}  # closed port: Redis is unreachable
     done = subprocess.run(
         [sys.executable, "-I", "-S", "-B", "-c", IMPORT_AND_INVOKE, str(unpacked),
-         str(EVENTS / "healthz-httpapi-v2.json"), str(tmp_path / "preflight.json")],
+         str(EVENTS / "healthz-httpapi-v2.json"), str(tmp_path / "preflight.json"), str(tmp_path / "library.json")],
         capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-4000:]
@@ -183,6 +190,13 @@ def test_handler_imports_from_the_package_without_io_and_answers(package: tuple[
     options = answers["OPTIONS /connect"]
     assert options["statusCode"] == 204
     assert options["headers"]["access-control-allow-origin"] == "*"
+
+    # the browser library, from the package's polysocket_client (what `serverless deploy` uploads)
+    library = answers["GET /client/polysocket.js"]
+    assert library["statusCode"] == 200 and not library["isBase64Encoded"]
+    assert library["body"] == (ROOT / "client" / "polysocket.js").read_text()
+    assert library["headers"]["content-type"].startswith("text/javascript")
+    assert library["headers"]["cache-control"] == "public, max-age=3600" and library["headers"]["etag"]
 
 
 # --- infra/ and localstack/ -------------------------------------------------------------------------
@@ -215,7 +229,11 @@ def test_task_definition_environment_is_read_by_the_relay() -> None:
     from relay_node.settings import RelayConfig
 
     ecs = (ROOT / "infra" / "ecs.tf").read_text()
-    environment = hcl_map_keys(ecs, "relay_environment")
+    common = hcl_map_keys(ecs, "relay_environment")
+    slots = hcl_map_keys(ecs, "relay_slot_environment")  # HTTPS, the default
+    task_names = hcl_map_keys(ecs, "relay_task_name_environment")  # relay_plain_http
+    assert re.search(r"local\.slot_mode \? local\.relay_slot_environment : local\.relay_task_name_environment", ecs)
+    environment = common | slots | task_names
     secrets = hcl_map_keys(ecs, "relay_secrets")
     declared = env_names(RelayConfig) | {"RELAY_DOMAIN", "AWS_DEFAULT_REGION"}
     assert environment and environment <= declared, sorted(environment - declared)
@@ -223,8 +241,12 @@ def test_task_definition_environment_is_read_by_the_relay() -> None:
     assert not environment & secrets
     # what the relay's AWS side needs to be on at all
     for name in ("POLYSOCKET_ROUTE53_ZONE_ID", "POLYSOCKET_CLOUDWATCH_NAMESPACE",
-                 "POLYSOCKET_CLOUDWATCH_DIMENSION_VALUE", "RELAY_DOMAIN", "POLYSOCKET_DRAIN_GRACE"):
-        assert name in environment
+                 "POLYSOCKET_CLOUDWATCH_DIMENSION_VALUE", "POLYSOCKET_DRAIN_GRACE", "POLYSOCKET_PORT"):
+        assert name in common
+    # slot mode: a slot name and its certificate from the store; plain HTTP: the entrypoint names the node
+    assert slots == {"POLYSOCKET_RELAY_DOMAIN", "POLYSOCKET_SLOT_COUNT", "POLYSOCKET_ACME_DIRECTORY",
+                     "POLYSOCKET_ACME_EMAIL", "POLYSOCKET_CERT_STORE", "POLYSOCKET_CERT_PREFIX"}
+    assert task_names == {"RELAY_DOMAIN"}
     # stopTimeout and the drain test agree
     assert re.search(rf"relay_stop_timeout\s*=\s*min\(var\.relay_drain_grace \+ {RELAY_STOP_MARGIN_S}, 120\)", ecs)
     # the task definition's health check is the image's
@@ -542,6 +564,36 @@ def test_entrypoint_serves_names_itself_and_drains_on_sigterm(dockerfile: list[t
 
 @pytest.mark.stack
 @pytest.mark.timeout(60)
+def load_entrypoint() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("relay_image_entrypoint", ROOT / "deploy" / "relay" / "entrypoint.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("naming", "expected"), [
+    # plain HTTP (relay_plain_http): the task id names the node and its fqdn
+    ({"RELAY_DOMAIN": "relay.test"}, {"POLYSOCKET_NODE_ID": "0f1e2d3c", "POLYSOCKET_FQDN": "0f1e2d3c.relay.test"}),
+    # HTTPS (the default): the slot gives the name, the task id only the node id the lease is held under
+    ({"POLYSOCKET_RELAY_DOMAIN": "relay.test"}, {"POLYSOCKET_NODE_ID": "0f1e2d3c"}),
+    # an operator's own node id wins
+    ({"POLYSOCKET_RELAY_DOMAIN": "relay.test", "POLYSOCKET_NODE_ID": "mine"}, {"POLYSOCKET_NODE_ID": "mine"}),
+])
+def test_entrypoint_names_the_node_after_its_task(naming: dict[str, str], expected: dict[str, str]) -> None:
+    """The task-definition environment of either mode (infra/ecs.tf), with a stand-in ECS task metadata
+    endpoint (the real one is link-local on Fargate)."""
+    from tests.support.imds_standin import metadata_standin
+
+    task = {"TaskARN": "arn:aws:ecs:us-east-1:123456789012:task/polysocket-prod/0F1E2D3C"}
+    with metadata_standin({}, task) as md:
+        env = {**naming, "ECS_CONTAINER_METADATA_URI_V4": f"{md.url}/ecs"}
+        load_entrypoint().node_name(env)
+    assert {k: v for k, v in env.items() if k in ("POLYSOCKET_NODE_ID", "POLYSOCKET_FQDN")} == expected
+
+
 def test_entrypoint_runs_token_commands_for_one_off_tasks(dockerfile: list[tuple[str, str]], tmp_path: Path) -> None:
     """`aws ecs run-task ... --overrides command=[token, create, ...]`: the image's entrypoint runs
     `polysocket token` (not the relay) with the Redis URL of the task definition."""
@@ -641,7 +693,8 @@ def test_serverless_package_renders_the_router_stack(cloudformation: Path, serve
     [integration] = by_type["AWS::ApiGatewayV2::Integration"]
     assert integration["PayloadFormatVersion"] == "2.0" and integration["IntegrationType"] == "AWS_PROXY"
     assert {r["RouteKey"] for r in by_type["AWS::ApiGatewayV2::Route"]} == {
-        "GET /connect", "OPTIONS /connect", "GET /healthz"}
+        "GET /connect", "OPTIONS /connect", "GET /healthz", "GET /client/polysocket.js",
+        "GET /client/polysocket.min.js"}
     [logs] = by_type["AWS::Logs::LogGroup"]
     assert logs["RetentionInDays"] == 14
 

@@ -7,6 +7,7 @@ import copy
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -135,6 +136,42 @@ def test_healthz_and_preflight(handler: Handler, kind: str) -> None:
     assert resp["statusCode"] == 200 and json.loads(resp["body"])["ok"] is True
     resp = handler(event(kind, {}, method="OPTIONS"), FakeContext())
     assert resp["statusCode"] == 204 and headers_of(resp)["access-control-allow-origin"] == "*"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("name", ["polysocket.js", "polysocket.min.js"])
+def test_the_browser_library_is_served_where_the_docs_say(handler: Handler, kind: str, name: str) -> None:
+    """``<script src="{router}/client/polysocket.js">`` (docs/client.md) against the router as deployed:
+    the file of the polysocket_client package, cacheable, then revalidated with a bodiless 304."""
+    resp = handler(event(kind, {}, path=f"/client/{name}"), FakeContext())
+    assert resp["statusCode"] == 200 and not resp.get("isBase64Encoded")
+    assert resp["body"] == (REPO_ROOT / "client" / name).read_text()
+    h = headers_of(resp)
+    assert h["content-type"] == "text/javascript; charset=utf-8" and h["x-content-type-options"] == "nosniff"
+    assert h["cache-control"] == "public, max-age=3600" and h["access-control-allow-origin"] == "*"
+    etag = h["etag"]
+    assert re.fullmatch(r'"[0-9a-f]{32}"', etag)
+
+    again = event(kind, {}, path=f"/client/{name}")
+    for key in ("headers", "multiValueHeaders"):
+        if again.get(key) is not None:
+            again[key]["if-none-match"] = f'"other", W/{etag}' if key == "headers" else [f'"other", W/{etag}']
+    resp = handler(again, FakeContext())
+    assert resp["statusCode"] == 304 and not resp.get("body")
+    assert headers_of(resp)["etag"] == etag and headers_of(resp)["cache-control"] == "public, max-age=3600"
+
+    stale = event(kind, {}, path=f"/client/{name}")
+    for key in ("headers", "multiValueHeaders"):
+        if stale.get(key) is not None:
+            stale[key]["if-none-match"] = '"0123"' if key == "headers" else ['"0123"']
+    assert handler(stale, FakeContext())["statusCode"] == 200
+
+
+@pytest.mark.parametrize("path", ["/client/demo.html", "/client/", "/client/../router_fn/app.py"])
+def test_only_the_library_is_served(handler: Handler, path: str) -> None:
+    """The demo pages are `polysocket dev`'s; nothing else of the package is reachable."""
+    resp = handler(event("apigw_http_v2", {}, path=path), FakeContext())
+    assert resp["statusCode"] == 404 and json.loads(resp["body"])["error"] == "not_found"
 
 
 def test_warm_invocations_reuse_one_redis_client(handler: Handler, lambda_env: dict[str, str]) -> None:
