@@ -151,7 +151,7 @@ run "applies_with_elasticache" {
     error_message = "HTTPS by default: relays on 443, open to clients there"
   }
   assert {
-    condition     = { for e in jsondecode(aws_ecs_task_definition.relay.container_definitions)[0].environment : e.name => e.value if startswith(e.name, "POLYSOCKET_") && !startswith(e.name, "POLYSOCKET_CLOUDWATCH") && !startswith(e.name, "POLYSOCKET_ROUTE53") } == { POLYSOCKET_PORT = "443", POLYSOCKET_CAPACITY = "10000", POLYSOCKET_DRAIN_GRACE = "10", POLYSOCKET_RELAY_DOMAIN = "relay.example.com", POLYSOCKET_SLOT_COUNT = "20", POLYSOCKET_ACME_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory", POLYSOCKET_ACME_EMAIL = "", POLYSOCKET_CERT_STORE = "secretsmanager", POLYSOCKET_CERT_PREFIX = "polysocket/prod/" }
+    condition     = { for e in jsondecode(aws_ecs_task_definition.relay.container_definitions)[0].environment : e.name => e.value if startswith(e.name, "POLYSOCKET_") && !startswith(e.name, "POLYSOCKET_CLOUDWATCH_") && !startswith(e.name, "POLYSOCKET_ROUTE53_") } == { POLYSOCKET_PORT = "443", POLYSOCKET_CAPACITY = "10000", POLYSOCKET_DRAIN_GRACE = "10", POLYSOCKET_RELAY_DOMAIN = "relay.example.com", POLYSOCKET_SLOT_COUNT = "20", POLYSOCKET_ACME_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory", POLYSOCKET_ACME_EMAIL = "", POLYSOCKET_CERT_STORE = "secretsmanager", POLYSOCKET_CERT_PREFIX = "polysocket/prod/" }
     error_message = "slot mode: the relay leases sNN.relay.example.com (443: no port in the name) and serves the slot's certificate from Secrets Manager"
   }
   assert {

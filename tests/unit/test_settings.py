@@ -39,7 +39,7 @@ def named_variables() -> dict[str, str]:
                 text = path.read_text()
             except UnicodeDecodeError:
                 continue
-            for name in re.findall(r"POLYSOCKET_[A-Z0-9_]*[A-Z0-9](?:_\*)?", text):
+            for name in re.findall(r"POLYSOCKET_[A-Z0-9_]*[A-Z0-9](?:_\*|_(?![A-Za-z0-9]))?", text):
                 found.setdefault(name, str(path.relative_to(REPO_ROOT)))
     return found
 
@@ -50,9 +50,9 @@ def test_every_documented_variable_is_a_declared_setting() -> None:
     known = env_names(*SETTINGS_CLASSES, LogSettings)
     named = named_variables()
     assert len(named) >= 10, named  # the scan finds the files
-    def declared_name(name: str) -> bool:  # `POLYSOCKET_ROUTE53_*` in prose names a family of settings
-        if name.endswith("_*"):
-            return any(k.startswith(name[:-1]) for k in known)
+    def declared_name(name: str) -> bool:  # `POLYSOCKET_ROUTE53_*` in prose (or a `_` prefix in code) names a family
+        if name.endswith(("_*", "_")):
+            return any(k.startswith(name.rstrip("*")) for k in known)
         return name in known
 
     unknown = {name: where for name, where in named.items() if not declared_name(name)}
