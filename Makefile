@@ -25,6 +25,7 @@ help: ## this list
 LOCALSTACK_VENV ?= localstack/.venv
 
 DEPS := $(STAMP) tests/targets/node_modules/.package-lock.json client/node_modules/.package-lock.json /usr/bin/chromium \
+        /usr/sbin/privoxy /usr/sbin/squid \
         /usr/bin/pebble $(LOCALSTACK_VENV)/bin/localstack node_modules/.package-lock.json localstack/.tools/.installed \
         bench/node/node_modules/.package-lock.json
 
@@ -59,7 +60,7 @@ client/node_modules/.package-lock.json: client/package-lock.json
 bench/node/node_modules/.package-lock.json: bench/node/package-lock.json
 	npm ci --prefix bench/node --no-audit --no-fund
 
-/usr/bin/chromium /usr/bin/pebble:
+/usr/bin/chromium /usr/bin/pebble /usr/sbin/privoxy /usr/sbin/squid:
 	@if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(notdir $@); \
 	else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(notdir $@); fi
 
