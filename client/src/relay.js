@@ -100,6 +100,7 @@ function Relay(socket, transport, router) {
     this.idle = DEFAULT_IDLE_MS;
     this.ttl = this.opts.pollTtl;
     this.lastAlive = 0;   // when the relay last answered
+    this.reached = false; // the relay host answered once: until then a failure there is final
     this.aliveTimer = null;
     // sending
     this.queue = [];      // messages not yet cut into frames
@@ -151,6 +152,9 @@ Relay.prototype.request = function (url, params, timeoutMs, result, body, conten
             err = { error: "network", message: "bad answer" };
         }
         if (!err) {
+            if (self.id) {
+                self.reached = true;
+            }
             self.alive();
         }
         result(err, data);
@@ -278,6 +282,10 @@ Relay.prototype.connect = function () {
         }
         if (sock._readyState !== CONNECTING || !self.enter(RelayState.OPEN)) {
             return;
+        }
+        if (sock._nativeFailed) {
+            // The target is reachable, only not natively: later sockets skip the native try.
+            networkVerdicts.failed(nativeVerdictKey(self.router, sock._url), self.opts.remember || "session");
         }
         watch(self);
         self.alive();
