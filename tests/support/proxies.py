@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 import signal
 import socket
 import subprocess
@@ -71,6 +73,8 @@ class RunningProxy:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        if self.workdir.name.startswith("ps-squid-"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def _start(kind: str, cmd: list[str], port: int, workdir: Path) -> RunningProxy:
@@ -87,14 +91,19 @@ def _start(kind: str, cmd: list[str], port: int, workdir: Path) -> RunningProxy:
 
 def start_squid(workdir: Path, policy: ProxyPolicy) -> RunningProxy:
     """squid as a typical corporate forward proxy: no cache, CONNECT only to ``policy.connect_ports``,
-    destinations other than loopback names refused without a DNS lookup."""
+    destinations other than loopback names refused without a DNS lookup. Started as root, squid
+    writes its logs as the user ``proxy``: then ``workdir`` is a fresh directory in the system's temp
+    directory that user can reach (a test's tmp_path is private to root); ``stop()`` removes it."""
+    if os.geteuid() == 0:
+        workdir = Path(tempfile.mkdtemp(prefix="ps-squid-"))
+        workdir.chmod(0o777)
     workdir.mkdir(parents=True, exist_ok=True)
     port = low_free_port()
     ports = " ".join(str(p) for p in policy.connect_ports)
     conf = workdir / "squid.conf"
     conf.write_text(f"""\
 http_port 127.0.0.1:{port}
-pid_filename {workdir}/squid.pid
+pid_filename none
 access_log stdio:{workdir}/squid_access.log
 cache_log {workdir}/squid_cache.log
 cache_store_log none
