@@ -20,10 +20,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
