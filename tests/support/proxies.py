@@ -47,6 +47,7 @@ class ProxyPolicy:
     parent_port: int
     connect_ports: tuple[int, ...] = (443,)
     default_actions: bool = True  # privoxy: Debian's default.action / default.filter (ad blocking)
+    refuse_hosts: str = ""  # squid: a regex of host names refused with 403 (a filter's block), e.g. relays
 
 
 @dataclass
@@ -100,6 +101,9 @@ def start_squid(workdir: Path, policy: ProxyPolicy) -> RunningProxy:
     workdir.mkdir(parents=True, exist_ok=True)
     port = low_free_port()
     ports = " ".join(str(p) for p in policy.connect_ports)
+    refused = ""
+    if policy.refuse_hosts:
+        refused = f"acl refused dstdom_regex -n {policy.refuse_hosts}\nhttp_access deny refused\n"
     conf = workdir / "squid.conf"
     conf.write_text(f"""\
 http_port 127.0.0.1:{port}
@@ -116,7 +120,7 @@ acl CONNECT method CONNECT
 http_access deny CONNECT !connect_ports
 acl lo_dst dstdomain -n 127.0.0.1 .localhost
 http_access deny !lo_dst
-http_access allow localhost
+{refused}http_access allow localhost
 http_access deny all
 cache_peer 127.0.0.1 parent {policy.parent_port} 0 no-query no-digest default no-netdb-exchange
 never_direct allow all
@@ -128,6 +132,8 @@ dns_nameservers 127.0.0.1
 def start_privoxy(workdir: Path, policy: ProxyPolicy) -> RunningProxy:
     """privoxy with Debian's action and filter files (its ad blocking, as installed), CONNECT only to
     ``policy.connect_ports``, every request forwarded to the parent (privoxy resolves nothing)."""
+    if policy.refuse_hosts:
+        raise NotImplementedError("refuse_hosts: squid only (privoxy blocks by its action files)")
     workdir.mkdir(parents=True, exist_ok=True)
     port = low_free_port()
     own = workdir / "policy.action"
@@ -233,13 +239,17 @@ class LoopbackParent:
             conn.sendall(b"HTTP/1.1 400 Absolute URL expected\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
             return
         hostport, _, path = url[len(b"http://"):].partition(b"/")
-        _, _, port = hostport.rpartition(b":")
+        host, _, port = hostport.rpartition(b":") if b":" in hostport else (hostport, b"", b"80")
+        if not (host in (b"localhost", b"127.0.0.1") or host.endswith(b".localhost")) or not port.isdigit():
+            # a browser's own background request: it goes nowhere
+            conn.sendall(b"HTTP/1.1 403 Loopback only\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            return
         lines = [b"%s /%s %s" % (method, path, version)]
         lines += [h for h in head[1:] if h.split(b":", 1)[0].strip().lower() not in (b"connection", b"proxy-connection",
                                                                                    b"keep-alive")]
         lines.append(b"connection: close")
         try:
-            upstream = socket.create_connection(("127.0.0.1", int(port or b"80")), timeout=5)
+            upstream = socket.create_connection(("127.0.0.1", int(port)), timeout=5)
         except OSError:
             conn.sendall(b"HTTP/1.1 502 Unreachable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
             return
