@@ -2412,6 +2412,7 @@
         this.streamEmpty = 0;  // streams in a row that ended with nothing but their opening
         this.streamFailed = 0; // streams in a row that failed before their first byte
         this.streamWorked = false; // a stream of this socket got a byte
+        this.streamHeldBack = false; // a stream showed nothing in streamTimeout (a verdict once a poll passes)
         this.unacked = 0;     // characters of messages processed since the relay was last told
     }
 
@@ -2733,8 +2734,8 @@
             // error answer), unless streams worked before (a blip, or the relay going away: a few
             // tries, then the polls show what it is).
             if (why === "timeout" && !this.streamWorked) {
-                // held back whole: later sockets of this router poll from the start
-                networkVerdicts.failed(streamsVerdictKey(this.router), this.opts.remember || "session");
+                // held back whole, if a poll gets through (else the relay host is what fails)
+                this.streamHeldBack = true;
             }
             if (why === "timeout" || !this.streamWorked || ++this.streamFailed >= 3) {
                 this.fallBack();
@@ -2766,7 +2767,8 @@
     };
 
     // Until the relay host has answered once, a poll is a probe: answered at once (ttl 0) and given
-    // streamTimeout; if it fails, the host is unreachable (a filter refuses its name) and the socket ends.
+    // sendTimeout, as one request; if it fails, the host is unreachable (a filter refuses its name) and
+    // the socket ends.
     Relay.prototype.poll = function () {
         var self = this;
         var probe = !this.reached;
@@ -2776,7 +2778,7 @@
         }
         this.polling = true;
         this.request(this.base + "/poll", { socket: this.id, ttl: ttl, ack: this.lastSeq },
-            probe ? this.opts.streamTimeout : ttl + this.opts.pollSlack, function (err, data) {
+            probe ? this.opts.sendTimeout : ttl + this.opts.pollSlack, function (err, data) {
                 self.polling = false;
                 if (err && !self.reached) {
                     self.unreachable("a poll", err);
@@ -2795,6 +2797,11 @@
                     return;
                 }
                 self.pollFailures = 0;
+                if (self.streamHeldBack) {
+                    // a poll passes where the stream did not: later sockets of this router poll from the start
+                    self.streamHeldBack = false;
+                    networkVerdicts.failed(streamsVerdictKey(self.router), self.opts.remember || "session");
+                }
                 self.deliver(data.messages || []);
                 if (self.state !== RelayState.STOPPED) {
                     var gap = self.transport.pollGap ? self.transport.pollGap() : 0;

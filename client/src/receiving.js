@@ -143,8 +143,8 @@ Relay.prototype.endStream = function (st, why) {
         // error answer), unless streams worked before (a blip, or the relay going away: a few
         // tries, then the polls show what it is).
         if (why === "timeout" && !this.streamWorked) {
-            // held back whole: later sockets of this router poll from the start
-            networkVerdicts.failed(streamsVerdictKey(this.router), this.opts.remember || "session");
+            // held back whole, if a poll gets through (else the relay host is what fails)
+            this.streamHeldBack = true;
         }
         if (why === "timeout" || !this.streamWorked || ++this.streamFailed >= 3) {
             this.fallBack();
@@ -176,7 +176,8 @@ Relay.prototype.endStream = function (st, why) {
 };
 
 // Until the relay host has answered once, a poll is a probe: answered at once (ttl 0) and given
-// streamTimeout; if it fails, the host is unreachable (a filter refuses its name) and the socket ends.
+// sendTimeout, as one request; if it fails, the host is unreachable (a filter refuses its name) and
+// the socket ends.
 Relay.prototype.poll = function () {
     var self = this;
     var probe = !this.reached;
@@ -186,7 +187,7 @@ Relay.prototype.poll = function () {
     }
     this.polling = true;
     this.request(this.base + "/poll", { socket: this.id, ttl: ttl, ack: this.lastSeq },
-        probe ? this.opts.streamTimeout : ttl + this.opts.pollSlack, function (err, data) {
+        probe ? this.opts.sendTimeout : ttl + this.opts.pollSlack, function (err, data) {
             self.polling = false;
             if (err && !self.reached) {
                 self.unreachable("a poll", err);
@@ -205,6 +206,11 @@ Relay.prototype.poll = function () {
                 return;
             }
             self.pollFailures = 0;
+            if (self.streamHeldBack) {
+                // a poll passes where the stream did not: later sockets of this router poll from the start
+                self.streamHeldBack = false;
+                networkVerdicts.failed(streamsVerdictKey(self.router), self.opts.remember || "session");
+            }
             self.deliver(data.messages || []);
             if (self.state !== RelayState.STOPPED) {
                 var gap = self.transport.pollGap ? self.transport.pollGap() : 0;

@@ -119,6 +119,7 @@ function Relay(socket, transport, router) {
     this.streamEmpty = 0;  // streams in a row that ended with nothing but their opening
     this.streamFailed = 0; // streams in a row that failed before their first byte
     this.streamWorked = false; // a stream of this socket got a byte
+    this.streamHeldBack = false; // a stream showed nothing in streamTimeout (a verdict once a poll passes)
     this.unacked = 0;     // characters of messages processed since the relay was last told
 }
 

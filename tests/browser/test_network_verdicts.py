@@ -184,11 +184,17 @@ def test_a_refused_relay_host_fails_fast_and_close_ends_at_once(
         assert (close["type"], close["code"], close["wasClean"]) == ("close", 1006, False), ended
         assert [e["type"] for e in ended["events"]] == ["open", "close"]  # lost after open: no error
         assert "did not answer" in page.evaluate("(id) => psSocks[id].s.lastError", res["id"])
-        # close() right after open, on another socket
-        other = timed_open(page, browser_stack.target, transport="relay")
-        page.evaluate("(id) => { psSocks[id].closeCalled = performance.now(); psSocks[id].s.close(); }", other["id"])
-        page.evaluate("([id]) => psWaitClose(id, 30000)", [other["id"]])
-        close_ms = page.evaluate("(id) => psSocks[id].closedAt - psSocks[id].closeCalled", other["id"])
+        # close() in the open handler of another socket: while it is OPEN, before any request to the
+        # relay host has come back
+        closing = page.evaluate("""(target) => new Promise((resolve) => {
+            const s = new PolySocket(target, {transport: "relay"});
+            let called = 0;
+            s.onopen = () => { called = performance.now(); s.close(1000, "bye"); };
+            s.onclose = (e) => resolve({ms: performance.now() - called, code: e.code, called: called > 0,
+                                         lastError: s.lastError});
+        })""", browser_stack.target)
+        assert closing["called"] and closing["code"] == 1006, closing
+        close_ms = closing["ms"]
         print(f"\nrelay host refused (squid 403): socket lost {lost_ms:.0f} ms after open; close() ended "
               f"in {close_ms:.0f} ms")
         # Within the stream timeout (5 s), as the client promises: the loss comes from the refusal, not

@@ -116,7 +116,8 @@ checks++;
 // A relay socket whose host never answered: a failed request there ends it at once (close 1006),
 // and its polls are probes (ttl 0) until the host answers.
 const XHR = I.TRANSPORTS[1];
-function openRelay() {
+function openRelay(router) {
+  router = router || "http://router.test";
   const sent = [];
   const transport = Object.assign({}, XHR, {
     request(url, params, timeoutMs, done, body) {
@@ -125,11 +126,11 @@ function openRelay() {
     }
   });
   const sock = {
-    _opts: Object.assign({}, PS.defaults, { router: "http://router.test" }), _url: "ws://target.test/",
+    _opts: Object.assign({}, PS.defaults, { router }), _url: "ws://target.test/",
     _protocols: [], _addBuffered() {}, _fail(m) { this.failed = m; }, _lost(m) { this.lost = m; },
     _closed() {}
   };
-  const relay = new I.Relay(sock, transport, "http://router.test");
+  const relay = new I.Relay(sock, transport, router);
   relay.id = "s".repeat(22);
   relay.base = "http://bcd12.node.test";
   assert.ok(relay.enter(I.RelayState.OPEN));
@@ -140,7 +141,7 @@ const refused = { error: "network", message: "HTTP 403" };
   const { relay, sent, sock } = openRelay();
   relay.poll();
   assert.strictEqual(sent[0].params.ttl, 0);
-  assert.strictEqual(sent[0].timeoutMs, PS.defaults.streamTimeout);
+  assert.strictEqual(sent[0].timeoutMs, PS.defaults.sendTimeout);
   sent[0].done(refused);
   assert.match(sock.lost, /relay host http:\/\/bcd12\.node\.test did not answer a poll/);
   assert.strictEqual(relay.state, I.RelayState.STOPPED);
@@ -173,6 +174,36 @@ const refused = { error: "network", message: "HTTP 403" };
   relay.send({ kind: "t", text: "a", size: 1 });
   sent[0].done(refused);
   assert.match(sock.lost, /did not answer a send/);
+  checks++;
+}
+// A stream that shows nothing within streamTimeout: "streams buffered" is recorded (in the page's
+// memory) only once a poll passes; if the probe fails, it is the relay host, not streams.
+function heldBackStream(router) {
+  const r = openRelay(router);
+  const fake = { name: "fake", kind: "stream", acksBySend: true, quiet: () => ({ why: "renew", ms: 1e9 }),
+    open() { return { abort() {} }; } };
+  r.relay.receiver = fake;
+  r.relay.openStream(fake);
+  r.relay.endStream(r.relay.stream, "timeout");
+  assert.strictEqual(r.relay.receiver.name, "poll");
+  assert.ok(r.sent[0].url.endsWith("/poll"));
+  return r;
+}
+{
+  const router = "http://buffering.test";
+  const { relay, sent } = heldBackStream(router);
+  assert.strictEqual(I.networkVerdicts.skips(I.streamsVerdictKey(router), "page"), false);
+  sent[0].done(null, { ok: true, messages: [] });
+  assert.strictEqual(I.networkVerdicts.skips(I.streamsVerdictKey(router), "page"), true);
+  relay.stop();
+  checks++;
+}
+{
+  const router = "http://deadhost.test";
+  const { sent, sock } = heldBackStream(router);
+  sent[0].done({ error: "timeout", message: "no answer" });
+  assert.match(sock.lost, /did not answer a poll/);
+  assert.strictEqual(I.networkVerdicts.skips(I.streamsVerdictKey(router), "page"), false);
   checks++;
 }
 console.log("ok " + checks + " checks");
