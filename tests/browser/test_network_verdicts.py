@@ -31,6 +31,8 @@ from tests.support.proxies import (
     start_squid,
 )
 
+pytestmark = [pytest.mark.browser, pytest.mark.stack]
+
 CHROMIUM = "/usr/bin/chromium"
 
 # Counts the native WebSockets the library makes (it captures window.WebSocket as it loads).
