@@ -13,6 +13,7 @@ the only time bounds are far from the measured values, with the reason beside ea
 from __future__ import annotations
 
 import contextlib
+import os
 import statistics
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,7 +34,7 @@ from tests.support.proxies import (
 
 pytestmark = [pytest.mark.browser, pytest.mark.stack]
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("PSTEST_CHROMIUM", "/usr/bin/chromium")  # as conftest.py
 
 # Counts the native WebSockets the library makes (it captures window.WebSocket as it loads).
 COUNT_NATIVE = """
