@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import random
 import socket
 
 from polysocket_cli.processes import free_port
 
-__all__ = ["free_port", "free_port_block", "low_free_port"]
+__all__ = ["free_port", "free_port_block"]
 
 
 def free_port_block(n: int) -> int:
@@ -31,17 +30,3 @@ def free_port_block(n: int) -> int:
             for s in socks:
                 s.close()
     raise RuntimeError("no block of free ports")
-
-
-def low_free_port() -> int:
-    """A free port below the ephemeral range (32768): for a server that other processes' outgoing
-    connections must not collide with (a proxy that several tests start and stop)."""
-    for _ in range(200):
-        port = random.randrange(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port below 32768")

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from polysocket_cli.processes import wait_port
-from tests.support.ports import low_free_port
+from tests.support.ports import free_port
 
 SQUID = "/usr/sbin/squid"
 PRIVOXY = "/usr/sbin/privoxy"
@@ -99,7 +99,7 @@ def start_squid(workdir: Path, policy: ProxyPolicy) -> RunningProxy:
         workdir = Path(tempfile.mkdtemp(prefix="ps-squid-"))
         workdir.chmod(0o777)
     workdir.mkdir(parents=True, exist_ok=True)
-    port = low_free_port()
+    port = free_port()
     ports = " ".join(str(p) for p in policy.connect_ports)
     refused = ""
     if policy.refuse_hosts:
@@ -135,7 +135,7 @@ def start_privoxy(workdir: Path, policy: ProxyPolicy) -> RunningProxy:
     if policy.refuse_hosts:
         raise NotImplementedError("refuse_hosts: squid only (privoxy blocks by its action files)")
     workdir.mkdir(parents=True, exist_ok=True)
-    port = low_free_port()
+    port = free_port()
     own = workdir / "policy.action"
     ports = ",".join(str(p) for p in policy.connect_ports)
     own.write_text("{+limit-connect{" + ports + "}}\n/\n")
@@ -187,7 +187,7 @@ class LoopbackParent:
         self._lock = threading.Lock()
         self._sock = socket.socket()
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.port = low_free_port()
+        self.port = free_port()
         self._sock.bind(("127.0.0.1", self.port))
         self._sock.listen(128)
         self._closed = False
