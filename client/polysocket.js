@@ -740,6 +740,11 @@
     var REMEMBER = { session: { page: true, stored: true }, page: { page: true, stored: false },
         none: { page: false, stored: false } };
 
+    // A socket's `remember` option ("session" where it is not set).
+    function rememberOf(opts) {
+        return opts.remember || "session";
+    }
+
     // key: the thing judged ("native " + router + " " + target origin, "streams " + router).
     function NetworkVerdicts(clock, store) {
         this.clock = clock;
@@ -1780,7 +1785,7 @@
             throw makeError("SyntaxError", "Failed to construct 'PolySocket': unknown receive mode '" +
                 opts.receive + "'.");
         }
-        if (!hasOwn.call(REMEMBER, opts.remember || "session")) {
+        if (!hasOwn.call(REMEMBER, rememberOf(opts))) {
             throw makeError("SyntaxError", "Failed to construct 'PolySocket': unknown remember mode '" +
                 opts.remember + "'.");
         }
@@ -1808,7 +1813,7 @@
         self._nativeFailed = false; // the native try failed (a verdict once the relay opens)
         self._skipped = "";        // what a network verdict made this socket skip: "", "native"
         if (mode === "auto" && opts.router &&
-                networkVerdicts.skips(nativeVerdictKey(opts.router, href), opts.remember || "session")) {
+                networkVerdicts.skips(nativeVerdictKey(opts.router, href), rememberOf(opts))) {
             self._candidates = MODES.relay;
             self._skipped = "native";
         }
@@ -2246,7 +2251,7 @@
             }
             opened = true;
             if (sock._opts.router) {
-                networkVerdicts.worked(nativeVerdictKey(sock._opts.router, sock._url), sock._opts.remember || "session");
+                networkVerdicts.worked(nativeVerdictKey(sock._opts.router, sock._url), rememberOf(sock._opts));
             }
             if (sock._carrier !== carrier) {
                 return;
@@ -2579,7 +2584,7 @@
             }
             if (sock._nativeFailed) {
                 // The target is reachable, only not natively: later sockets skip the native try.
-                networkVerdicts.failed(nativeVerdictKey(self.router, sock._url), self.opts.remember || "session");
+                networkVerdicts.failed(nativeVerdictKey(self.router, sock._url), rememberOf(self.opts));
             }
             watch(self);
             self.alive();
@@ -2595,7 +2600,7 @@
     Relay.prototype.chooseReceive = function () {
         this.receiver = chooseReceiver(this);
         if (this.receiver.kind === "stream" &&
-                networkVerdicts.skips(streamsVerdictKey(this.router), this.opts.remember || "session")) {
+                networkVerdicts.skips(streamsVerdictKey(this.router), rememberOf(this.opts))) {
             this.receiver = POLL_RECEIVER;  // streams were buffered on this network lately
         }
         put(this.socket, "receiving", this.receiver.kind);
@@ -2660,7 +2665,7 @@
             st.got = true;
             self.reached = true;
             if (!self.streamWorked) {
-                networkVerdicts.worked(streamsVerdictKey(self.router), self.opts.remember || "session");
+                networkVerdicts.worked(streamsVerdictKey(self.router), rememberOf(self.opts));
             }
             self.streamWorked = true;
             self.streamFailed = 0;
@@ -2800,7 +2805,7 @@
                 if (self.streamHeldBack) {
                     // a poll passes where the stream did not: later sockets of this router poll from the start
                     self.streamHeldBack = false;
-                    networkVerdicts.failed(streamsVerdictKey(self.router), self.opts.remember || "session");
+                    networkVerdicts.failed(streamsVerdictKey(self.router), rememberOf(self.opts));
                 }
                 self.deliver(data.messages || []);
                 if (self.state !== RelayState.STOPPED) {

@@ -88,7 +88,7 @@ function startNative(sock, mayFallBack) {
         }
         opened = true;
         if (sock._opts.router) {
-            networkVerdicts.worked(nativeVerdictKey(sock._opts.router, sock._url), sock._opts.remember || "session");
+            networkVerdicts.worked(nativeVerdictKey(sock._opts.router, sock._url), rememberOf(sock._opts));
         }
         if (sock._carrier !== carrier) {
             return;

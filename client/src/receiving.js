@@ -4,7 +4,7 @@
 Relay.prototype.chooseReceive = function () {
     this.receiver = chooseReceiver(this);
     if (this.receiver.kind === "stream" &&
-            networkVerdicts.skips(streamsVerdictKey(this.router), this.opts.remember || "session")) {
+            networkVerdicts.skips(streamsVerdictKey(this.router), rememberOf(this.opts))) {
         this.receiver = POLL_RECEIVER;  // streams were buffered on this network lately
     }
     put(this.socket, "receiving", this.receiver.kind);
@@ -69,7 +69,7 @@ Relay.prototype.openStream = function (receiver) {
         st.got = true;
         self.reached = true;
         if (!self.streamWorked) {
-            networkVerdicts.worked(streamsVerdictKey(self.router), self.opts.remember || "session");
+            networkVerdicts.worked(streamsVerdictKey(self.router), rememberOf(self.opts));
         }
         self.streamWorked = true;
         self.streamFailed = 0;
@@ -209,7 +209,7 @@ Relay.prototype.poll = function () {
             if (self.streamHeldBack) {
                 // a poll passes where the stream did not: later sockets of this router poll from the start
                 self.streamHeldBack = false;
-                networkVerdicts.failed(streamsVerdictKey(self.router), self.opts.remember || "session");
+                networkVerdicts.failed(streamsVerdictKey(self.router), rememberOf(self.opts));
             }
             self.deliver(data.messages || []);
             if (self.state !== RelayState.STOPPED) {

@@ -286,7 +286,7 @@ Relay.prototype.connect = function () {
         }
         if (sock._nativeFailed) {
             // The target is reachable, only not natively: later sockets skip the native try.
-            networkVerdicts.failed(nativeVerdictKey(self.router, sock._url), self.opts.remember || "session");
+            networkVerdicts.failed(nativeVerdictKey(self.router, sock._url), rememberOf(self.opts));
         }
         watch(self);
         self.alive();

@@ -30,7 +30,7 @@ function PolySocket(url, protocols, options) {
         throw makeError("SyntaxError", "Failed to construct 'PolySocket': unknown receive mode '" +
             opts.receive + "'.");
     }
-    if (!hasOwn.call(REMEMBER, opts.remember || "session")) {
+    if (!hasOwn.call(REMEMBER, rememberOf(opts))) {
         throw makeError("SyntaxError", "Failed to construct 'PolySocket': unknown remember mode '" +
             opts.remember + "'.");
     }
@@ -58,7 +58,7 @@ function PolySocket(url, protocols, options) {
     self._nativeFailed = false; // the native try failed (a verdict once the relay opens)
     self._skipped = "";        // what a network verdict made this socket skip: "", "native"
     if (mode === "auto" && opts.router &&
-            networkVerdicts.skips(nativeVerdictKey(opts.router, href), opts.remember || "session")) {
+            networkVerdicts.skips(nativeVerdictKey(opts.router, href), rememberOf(opts))) {
         self._candidates = MODES.relay;
         self._skipped = "native";
     }

@@ -21,6 +21,11 @@ var VERDICT_STORE_KEY = "polysocket.verdicts";
 var REMEMBER = { session: { page: true, stored: true }, page: { page: true, stored: false },
     none: { page: false, stored: false } };
 
+// A socket's `remember` option ("session" where it is not set).
+function rememberOf(opts) {
+    return opts.remember || "session";
+}
+
 // key: the thing judged ("native " + router + " " + target origin, "streams " + router).
 function NetworkVerdicts(clock, store) {
     this.clock = clock;
