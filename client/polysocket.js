@@ -717,6 +717,155 @@
         return f;
     }
 
+    // ------------------------------------------------------------------ network verdicts
+
+    // What this page has learned about its network, so that a later socket does not pay again for what
+    // failed: "the native upgrade to this target fails" (a proxy refuses or swallows it; the relay then
+    // carried the socket) and "streams from this router's relays are buffered" (a proxy held a stream
+    // back past streamTimeout). Only failures are kept: a verdict says "skip this", until it expires;
+    // then the next socket tries again (one socket pays once more: a refusal costs a few ms, a
+    // swallowed upgrade nativeTimeout, a buffered stream streamTimeout), and a thing that works again
+    // clears its verdict, so a network that heals goes back to native and streams. A thing that fails
+    // again is skipped twice as long (VERDICT_RETRY_MS, doubling up to VERDICT_MAX_MS).
+    //
+    // The `remember` option: "session" (default) keeps verdicts in this page and in sessionStorage (the
+    // tab's later pages start with them, for at most VERDICT_MAX_MS), "page" in this page only,
+    // "none" nowhere (every socket tries everything). The clock is passed in (the Node unit tests
+    // drive it); the store is sessionStorage where the browser lets the page use it, else none.
+
+    var VERDICT_RETRY_MS = 30000;    // the first skip: long enough for a page's burst of sockets
+    var VERDICT_MAX_MS = 600000;     // the longest skip, and how long a stored verdict can outlive its page
+    var VERDICT_STORE_KEY = "polysocket.verdicts";
+
+    var REMEMBER = { session: { page: true, stored: true }, page: { page: true, stored: false },
+        none: { page: false, stored: false } };
+
+    // A socket's `remember` option ("session" where it is not set).
+    function rememberOf(opts) {
+        return opts.remember || "session";
+    }
+
+    // key: the thing judged ("native " + router + " " + target origin, "streams " + router).
+    function NetworkVerdicts(clock, store) {
+        this.clock = clock;
+        this.store = store;
+        this.failures = {};   // key -> {at: ms of the last failure, n: failures in a row}
+        this.loaded = false;
+    }
+
+    // How long a verdict of n failures in a row is kept.
+    NetworkVerdicts.prototype.skipFor = function (n) {
+        return Math.min(VERDICT_RETRY_MS * Math.pow(2, Math.max(0, n - 1)), VERDICT_MAX_MS);
+    };
+
+    // True while `key` failed recently: the socket should not try it.
+    NetworkVerdicts.prototype.skips = function (key, remember) {
+        var f;
+        if (!REMEMBER[remember] || !REMEMBER[remember].page) {
+            return false;
+        }
+        if (REMEMBER[remember].stored) {
+            this.load();
+        }
+        f = this.failures[key];
+        return !!f && this.clock() - f.at < this.skipFor(f.n);
+    };
+
+    NetworkVerdicts.prototype.failed = function (key, remember) {
+        var f = this.failures[key];
+        if (!REMEMBER[remember] || !REMEMBER[remember].page) {
+            return;
+        }
+        this.failures[key] = { at: this.clock(), n: f ? f.n + 1 : 1 };
+        this.save(remember);
+    };
+
+    NetworkVerdicts.prototype.worked = function (key, remember) {
+        if (!REMEMBER[remember] || !REMEMBER[remember].page || !hasOwn.call(this.failures, key)) {
+            return;
+        }
+        delete this.failures[key];
+        this.save(remember);
+    };
+
+    // Verdicts of earlier pages of this tab, once (a failure this page saw first wins).
+    NetworkVerdicts.prototype.load = function () {
+        var stored;
+        var k;
+        if (this.loaded || !this.store) {
+            return;
+        }
+        this.loaded = true;
+        // Another script of the page can write there: read it as data only (no eval fallback).
+        if (typeof JSON === "undefined" || typeof JSON.parse !== "function") {
+            return;
+        }
+        try {
+            stored = JSON.parse(this.store.getItem(VERDICT_STORE_KEY) || "{}");
+        } catch (e) {
+            return;
+        }
+        if (!stored || typeof stored !== "object") {
+            return;
+        }
+        for (k in stored) {
+            if (hasOwn.call(stored, k) && !hasOwn.call(this.failures, k) && stored[k] &&
+                    typeof stored[k].at === "number" && stored[k].at <= this.clock() &&
+                    typeof stored[k].n === "number" && stored[k].n >= 1) {
+                this.failures[k] = { at: stored[k].at, n: stored[k].n };
+            }
+        }
+    };
+
+    // Writes the verdicts still worth keeping (expired ones are dropped: their next try decides).
+    NetworkVerdicts.prototype.save = function (remember) {
+        var keep = [];
+        var t = this.clock();
+        var k;
+        var f;
+        if (!this.store || !REMEMBER[remember].stored) {
+            return;
+        }
+        this.load();
+        for (k in this.failures) {
+            if (hasOwn.call(this.failures, k)) {
+                f = this.failures[k];
+                if (t - f.at < this.skipFor(f.n)) {
+                    keep.push(jsonString(k) + ":{\"at\":" + f.at + ",\"n\":" + f.n + "}");
+                }
+            }
+        }
+        try {
+            this.store.setItem(VERDICT_STORE_KEY, "{" + keep.join(",") + "}");
+        } catch (e) {}  // full, or storage refused: the page memory still has them
+    };
+
+    // sessionStorage where the page may use it (it throws where storage is blocked; old IE has none).
+    function sessionStore() {
+        try {
+            if (win && win.sessionStorage && typeof win.sessionStorage.getItem === "function") {
+                win.sessionStorage.getItem(VERDICT_STORE_KEY);
+                return win.sessionStorage;
+            }
+        } catch (e) {}
+        return null;
+    }
+
+    function nativeVerdictKey(router, targetUrl) {
+        var m = /^(wss?:\/\/[^\/?#]*)/i.exec(targetUrl);
+        return "native " + routerKey(router) + " " + (m ? m[1].toLowerCase() : targetUrl);
+    }
+
+    function streamsVerdictKey(router) {
+        return "streams " + routerKey(router);
+    }
+
+    function routerKey(router) {
+        return String(router || "").replace(/\/+$/, "").toLowerCase();
+    }
+
+    var networkVerdicts = new NetworkVerdicts(now, sessionStore());
+
     // ------------------------------------------------------------------ events
 
     // Events for browsers that cannot construct them: the same fields and methods, and
@@ -994,7 +1143,8 @@
     // ------------------------------------------------------------------ request functions
 
     var cbRegistry = (win && win.PolySocket && win.PolySocket._cb) || {};
-    var cbPrefix = "c" + Math.floor(Math.random() * 1e6).toString(36);
+    // Digits only: random letters in a URL can spell what ad filters block (docs/client.md, relay host names).
+    var cbPrefix = "c" + Math.floor(Math.random() * 1e6);
     var cbCounter = 0;
 
     // JSONP: one script tag per request; result(err, data). err is {error, message} for transport
@@ -1635,6 +1785,10 @@
             throw makeError("SyntaxError", "Failed to construct 'PolySocket': unknown receive mode '" +
                 opts.receive + "'.");
         }
+        if (!hasOwn.call(REMEMBER, rememberOf(opts))) {
+            throw makeError("SyntaxError", "Failed to construct 'PolySocket': unknown remember mode '" +
+                opts.remember + "'.");
+        }
         var href = parseTargetUrl(url);
         var list = parseProtocols(protocols);
 
@@ -1656,6 +1810,13 @@
         self._carrier = null;      // the started candidate's connection: a NativeCarrier or a Relay
         self._candidates = MODES[mode];
         self._next = 0;
+        self._nativeFailed = false; // the native try failed (a verdict once the relay opens)
+        self._skipped = "";        // what a network verdict made this socket skip: "", "native"
+        if (mode === "auto" && opts.router &&
+                networkVerdicts.skips(nativeVerdictKey(opts.router, href), rememberOf(opts))) {
+            self._candidates = MODES.relay;
+            self._skipped = "native";
+        }
         self.lastError = "";
 
         later(function () {
@@ -1694,6 +1855,7 @@
         pollSlack: 15000,        // extra wait for a poll answer before giving up on it
         receive: "auto",         // "auto" | "eventsource" | "xhr-streaming" | "poll" (xhr transport)
         streamTimeout: 5000,     // ms for a stream's first byte before the socket polls instead
+        remember: "session",     // "session" | "page" | "none": where network verdicts are kept (verdict.js)
         maxInflight: 4,          // concurrent send requests per socket
         maxBatch: 256,           // frames per send request (1: one request per frame)
         maxBody: 65536,          // bytes per POST /send body (XHR)
@@ -2067,6 +2229,7 @@
         } catch (eType) {}
 
         function fallBack() {
+            sock._nativeFailed = true;
             carrier.stop();
             if (sock._readyState === CONNECTING) {
                 sock._tryNext(null);
@@ -2087,6 +2250,9 @@
                 timer = null;
             }
             opened = true;
+            if (sock._opts.router) {
+                networkVerdicts.worked(nativeVerdictKey(sock._opts.router, sock._url), rememberOf(sock._opts));
+            }
             if (sock._carrier !== carrier) {
                 return;
             }
@@ -2232,6 +2398,7 @@
         this.idle = DEFAULT_IDLE_MS;
         this.ttl = this.opts.pollTtl;
         this.lastAlive = 0;   // when the relay last answered
+        this.reached = false; // the relay host answered once: until then a failure there is final
         this.aliveTimer = null;
         // sending
         this.queue = [];      // messages not yet cut into frames
@@ -2250,6 +2417,7 @@
         this.streamEmpty = 0;  // streams in a row that ended with nothing but their opening
         this.streamFailed = 0; // streams in a row that failed before their first byte
         this.streamWorked = false; // a stream of this socket got a byte
+        this.streamHeldBack = false; // a stream showed nothing in streamTimeout (a verdict once a poll passes)
         this.unacked = 0;     // characters of messages processed since the relay was last told
     }
 
@@ -2283,6 +2451,9 @@
                 err = { error: "network", message: "bad answer" };
             }
             if (!err) {
+                if (self.id) {
+                    self.reached = true;
+                }
                 self.alive();
             }
             result(err, data);
@@ -2411,6 +2582,10 @@
             if (sock._readyState !== CONNECTING || !self.enter(RelayState.OPEN)) {
                 return;
             }
+            if (sock._nativeFailed) {
+                // The target is reachable, only not natively: later sockets skip the native try.
+                networkVerdicts.failed(nativeVerdictKey(self.router, sock._url), rememberOf(self.opts));
+            }
             watch(self);
             self.alive();
             self.chooseReceive();
@@ -2424,6 +2599,10 @@
     // The first receiver the `receive` option lists that this transport and browser can use.
     Relay.prototype.chooseReceive = function () {
         this.receiver = chooseReceiver(this);
+        if (this.receiver.kind === "stream" &&
+                networkVerdicts.skips(streamsVerdictKey(this.router), rememberOf(this.opts))) {
+            this.receiver = POLL_RECEIVER;  // streams were buffered on this network lately
+        }
         put(this.socket, "receiving", this.receiver.kind);
     };
 
@@ -2484,6 +2663,10 @@
                 return;
             }
             st.got = true;
+            self.reached = true;
+            if (!self.streamWorked) {
+                networkVerdicts.worked(streamsVerdictKey(self.router), rememberOf(self.opts));
+            }
             self.streamWorked = true;
             self.streamFailed = 0;
             if (beat) {
@@ -2555,6 +2738,10 @@
             // No first byte in time: a buffering proxy. Failed before it: no stream path (or an
             // error answer), unless streams worked before (a blip, or the relay going away: a few
             // tries, then the polls show what it is).
+            if (why === "timeout" && !this.streamWorked) {
+                // held back whole, if a poll gets through (else the relay host is what fails)
+                this.streamHeldBack = true;
+            }
             if (why === "timeout" || !this.streamWorked || ++this.streamFailed >= 3) {
                 this.fallBack();
                 return;
@@ -2584,16 +2771,24 @@
         }
     };
 
+    // Until the relay host has answered once, a poll is a probe: answered at once (ttl 0) and given
+    // sendTimeout, as one request; if it fails, the host is unreachable (a filter refuses its name) and
+    // the socket ends.
     Relay.prototype.poll = function () {
         var self = this;
-        var ttl = this.transport.pollTtl(this);
+        var probe = !this.reached;
+        var ttl = probe ? 0 : this.transport.pollTtl(this);
         if (this.state === RelayState.STOPPED || this.polling) {
             return;
         }
         this.polling = true;
         this.request(this.base + "/poll", { socket: this.id, ttl: ttl, ack: this.lastSeq },
-            ttl + this.opts.pollSlack, function (err, data) {
+            probe ? this.opts.sendTimeout : ttl + this.opts.pollSlack, function (err, data) {
                 self.polling = false;
+                if (err && !self.reached) {
+                    self.unreachable("a poll", err);
+                    return;
+                }
                 if (err) {
                     self.pollFailed();
                     return;
@@ -2607,6 +2802,11 @@
                     return;
                 }
                 self.pollFailures = 0;
+                if (self.streamHeldBack) {
+                    // a poll passes where the stream did not: later sockets of this router poll from the start
+                    self.streamHeldBack = false;
+                    networkVerdicts.failed(streamsVerdictKey(self.router), rememberOf(self.opts));
+                }
                 self.deliver(data.messages || []);
                 if (self.state !== RelayState.STOPPED) {
                     var gap = self.transport.pollGap ? self.transport.pollGap() : 0;
@@ -2626,6 +2826,14 @@
         later(function () {
             self.poll();
         }, Math.min(100 * Math.pow(2, this.pollFailures - 1), 5000));
+    };
+
+    // The relay host never answered and a request there failed: the network refuses that name (a
+    // filter) or cannot reach it. Nothing comes of retrying: the socket is lost at once (close 1006)
+    // instead of after the idle timeout, and a close() waiting on it ends with it.
+    Relay.prototype.unreachable = function (what, err) {
+        this.gone("the relay host " + this.base + " did not answer " + what + " (" +
+            (err ? err.error + ": " + err.message : "no answer") + ")");
     };
 
     // The relay no longer has the socket (or cannot be reached): the connection is lost.
@@ -2783,6 +2991,10 @@
         this.inflight.push(req);
         req.attempts++;
         function answered(err, data) {
+            if (err && !self.reached) {
+                self.unreachable("a send", err);
+                return;
+            }
             if (err) {
                 if (req.attempts >= MAX_SEND_ATTEMPTS) {
                     self.gone("send failed: " + err.message);
@@ -2850,6 +3062,10 @@
             params.reason = this.closeReq.reason;
         }
         this.request(this.base + "/close", params, this.opts.sendTimeout, function (err, data) {
+            if (err && !self.reached) {
+                self.unreachable("a close", err);
+                return;
+            }
             if (err && attempt < 4) {
                 later(function () {
                     self.sendClose(attempt + 1);
@@ -2874,7 +3090,9 @@
     // The choices and the relay socket's lifecycle, for the unit tests under Node; not an API.
     PolySocket._internals = {
         TRANSPORTS: TRANSPORTS, RECEIVERS: RECEIVERS, RECEIVE_MODES: RECEIVE_MODES, chooseReceiver: chooseReceiver,
-        RelayState: RelayState, RELAY_TRANSITIONS: RELAY_TRANSITIONS, Relay: Relay
+        RelayState: RelayState, RELAY_TRANSITIONS: RELAY_TRANSITIONS, Relay: Relay,
+        NetworkVerdicts: NetworkVerdicts, networkVerdicts: networkVerdicts, nativeVerdictKey: nativeVerdictKey,
+        streamsVerdictKey: streamsVerdictKey, VERDICT_RETRY_MS: VERDICT_RETRY_MS, VERDICT_MAX_MS: VERDICT_MAX_MS
     };
 
     PolySocket._autoInstall();

@@ -9,7 +9,9 @@ PolySocket._util = {
 // The choices and the relay socket's lifecycle, for the unit tests under Node; not an API.
 PolySocket._internals = {
     TRANSPORTS: TRANSPORTS, RECEIVERS: RECEIVERS, RECEIVE_MODES: RECEIVE_MODES, chooseReceiver: chooseReceiver,
-    RelayState: RelayState, RELAY_TRANSITIONS: RELAY_TRANSITIONS, Relay: Relay
+    RelayState: RelayState, RELAY_TRANSITIONS: RELAY_TRANSITIONS, Relay: Relay,
+    NetworkVerdicts: NetworkVerdicts, networkVerdicts: networkVerdicts, nativeVerdictKey: nativeVerdictKey,
+    streamsVerdictKey: streamsVerdictKey, VERDICT_RETRY_MS: VERDICT_RETRY_MS, VERDICT_MAX_MS: VERDICT_MAX_MS
 };
 
 PolySocket._autoInstall();

@@ -66,6 +66,7 @@ function startNative(sock, mayFallBack) {
     } catch (eType) {}
 
     function fallBack() {
+        sock._nativeFailed = true;
         carrier.stop();
         if (sock._readyState === CONNECTING) {
             sock._tryNext(null);
@@ -86,6 +87,9 @@ function startNative(sock, mayFallBack) {
             timer = null;
         }
         opened = true;
+        if (sock._opts.router) {
+            networkVerdicts.worked(nativeVerdictKey(sock._opts.router, sock._url), rememberOf(sock._opts));
+        }
         if (sock._carrier !== carrier) {
             return;
         }

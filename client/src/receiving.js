@@ -3,6 +3,10 @@
 // The first receiver the `receive` option lists that this transport and browser can use.
 Relay.prototype.chooseReceive = function () {
     this.receiver = chooseReceiver(this);
+    if (this.receiver.kind === "stream" &&
+            networkVerdicts.skips(streamsVerdictKey(this.router), rememberOf(this.opts))) {
+        this.receiver = POLL_RECEIVER;  // streams were buffered on this network lately
+    }
     put(this.socket, "receiving", this.receiver.kind);
 };
 
@@ -63,6 +67,10 @@ Relay.prototype.openStream = function (receiver) {
             return;
         }
         st.got = true;
+        self.reached = true;
+        if (!self.streamWorked) {
+            networkVerdicts.worked(streamsVerdictKey(self.router), rememberOf(self.opts));
+        }
         self.streamWorked = true;
         self.streamFailed = 0;
         if (beat) {
@@ -134,6 +142,10 @@ Relay.prototype.endStream = function (st, why) {
         // No first byte in time: a buffering proxy. Failed before it: no stream path (or an
         // error answer), unless streams worked before (a blip, or the relay going away: a few
         // tries, then the polls show what it is).
+        if (why === "timeout" && !this.streamWorked) {
+            // held back whole, if a poll gets through (else the relay host is what fails)
+            this.streamHeldBack = true;
+        }
         if (why === "timeout" || !this.streamWorked || ++this.streamFailed >= 3) {
             this.fallBack();
             return;
@@ -163,16 +175,24 @@ Relay.prototype.endStream = function (st, why) {
     }
 };
 
+// Until the relay host has answered once, a poll is a probe: answered at once (ttl 0) and given
+// sendTimeout, as one request; if it fails, the host is unreachable (a filter refuses its name) and
+// the socket ends.
 Relay.prototype.poll = function () {
     var self = this;
-    var ttl = this.transport.pollTtl(this);
+    var probe = !this.reached;
+    var ttl = probe ? 0 : this.transport.pollTtl(this);
     if (this.state === RelayState.STOPPED || this.polling) {
         return;
     }
     this.polling = true;
     this.request(this.base + "/poll", { socket: this.id, ttl: ttl, ack: this.lastSeq },
-        ttl + this.opts.pollSlack, function (err, data) {
+        probe ? this.opts.sendTimeout : ttl + this.opts.pollSlack, function (err, data) {
             self.polling = false;
+            if (err && !self.reached) {
+                self.unreachable("a poll", err);
+                return;
+            }
             if (err) {
                 self.pollFailed();
                 return;
@@ -186,6 +206,11 @@ Relay.prototype.poll = function () {
                 return;
             }
             self.pollFailures = 0;
+            if (self.streamHeldBack) {
+                // a poll passes where the stream did not: later sockets of this router poll from the start
+                self.streamHeldBack = false;
+                networkVerdicts.failed(streamsVerdictKey(self.router), rememberOf(self.opts));
+            }
             self.deliver(data.messages || []);
             if (self.state !== RelayState.STOPPED) {
                 var gap = self.transport.pollGap ? self.transport.pollGap() : 0;
@@ -205,6 +230,14 @@ Relay.prototype.pollFailed = function () {
     later(function () {
         self.poll();
     }, Math.min(100 * Math.pow(2, this.pollFailures - 1), 5000));
+};
+
+// The relay host never answered and a request there failed: the network refuses that name (a
+// filter) or cannot reach it. Nothing comes of retrying: the socket is lost at once (close 1006)
+// instead of after the idle timeout, and a close() waiting on it ends with it.
+Relay.prototype.unreachable = function (what, err) {
+    this.gone("the relay host " + this.base + " did not answer " + what + " (" +
+        (err ? err.error + ": " + err.message : "no answer") + ")");
 };
 
 // The relay no longer has the socket (or cannot be reached): the connection is lost.

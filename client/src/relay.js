@@ -100,6 +100,7 @@ function Relay(socket, transport, router) {
     this.idle = DEFAULT_IDLE_MS;
     this.ttl = this.opts.pollTtl;
     this.lastAlive = 0;   // when the relay last answered
+    this.reached = false; // the relay host answered once: until then a failure there is final
     this.aliveTimer = null;
     // sending
     this.queue = [];      // messages not yet cut into frames
@@ -118,6 +119,7 @@ function Relay(socket, transport, router) {
     this.streamEmpty = 0;  // streams in a row that ended with nothing but their opening
     this.streamFailed = 0; // streams in a row that failed before their first byte
     this.streamWorked = false; // a stream of this socket got a byte
+    this.streamHeldBack = false; // a stream showed nothing in streamTimeout (a verdict once a poll passes)
     this.unacked = 0;     // characters of messages processed since the relay was last told
 }
 
@@ -151,6 +153,9 @@ Relay.prototype.request = function (url, params, timeoutMs, result, body, conten
             err = { error: "network", message: "bad answer" };
         }
         if (!err) {
+            if (self.id) {
+                self.reached = true;
+            }
             self.alive();
         }
         result(err, data);
@@ -278,6 +283,10 @@ Relay.prototype.connect = function () {
         }
         if (sock._readyState !== CONNECTING || !self.enter(RelayState.OPEN)) {
             return;
+        }
+        if (sock._nativeFailed) {
+            // The target is reachable, only not natively: later sockets skip the native try.
+            networkVerdicts.failed(nativeVerdictKey(self.router, sock._url), rememberOf(self.opts));
         }
         watch(self);
         self.alive();

@@ -1,7 +1,8 @@
 // ------------------------------------------------------------------ request functions
 
 var cbRegistry = (win && win.PolySocket && win.PolySocket._cb) || {};
-var cbPrefix = "c" + Math.floor(Math.random() * 1e6).toString(36);
+// Digits only: random letters in a URL can spell what ad filters block (docs/client.md, relay host names).
+var cbPrefix = "c" + Math.floor(Math.random() * 1e6);
 var cbCounter = 0;
 
 // JSONP: one script tag per request; result(err, data). err is {error, message} for transport

@@ -109,6 +109,10 @@ Relay.prototype.start = function (req) {
     this.inflight.push(req);
     req.attempts++;
     function answered(err, data) {
+        if (err && !self.reached) {
+            self.unreachable("a send", err);
+            return;
+        }
         if (err) {
             if (req.attempts >= MAX_SEND_ATTEMPTS) {
                 self.gone("send failed: " + err.message);
@@ -176,6 +180,10 @@ Relay.prototype.sendClose = function (attempt) {
         params.reason = this.closeReq.reason;
     }
     this.request(this.base + "/close", params, this.opts.sendTimeout, function (err, data) {
+        if (err && !self.reached) {
+            self.unreachable("a close", err);
+            return;
+        }
         if (err && attempt < 4) {
             later(function () {
                 self.sendClose(attempt + 1);

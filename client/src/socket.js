@@ -30,6 +30,10 @@ function PolySocket(url, protocols, options) {
         throw makeError("SyntaxError", "Failed to construct 'PolySocket': unknown receive mode '" +
             opts.receive + "'.");
     }
+    if (!hasOwn.call(REMEMBER, rememberOf(opts))) {
+        throw makeError("SyntaxError", "Failed to construct 'PolySocket': unknown remember mode '" +
+            opts.remember + "'.");
+    }
     var href = parseTargetUrl(url);
     var list = parseProtocols(protocols);
 
@@ -51,6 +55,13 @@ function PolySocket(url, protocols, options) {
     self._carrier = null;      // the started candidate's connection: a NativeCarrier or a Relay
     self._candidates = MODES[mode];
     self._next = 0;
+    self._nativeFailed = false; // the native try failed (a verdict once the relay opens)
+    self._skipped = "";        // what a network verdict made this socket skip: "", "native"
+    if (mode === "auto" && opts.router &&
+            networkVerdicts.skips(nativeVerdictKey(opts.router, href), rememberOf(opts))) {
+        self._candidates = MODES.relay;
+        self._skipped = "native";
+    }
     self.lastError = "";
 
     later(function () {
@@ -89,6 +100,7 @@ PolySocket.defaults = {
     pollSlack: 15000,        // extra wait for a poll answer before giving up on it
     receive: "auto",         // "auto" | "eventsource" | "xhr-streaming" | "poll" (xhr transport)
     streamTimeout: 5000,     // ms for a stream's first byte before the socket polls instead
+    remember: "session",     // "session" | "page" | "none": where network verdicts are kept (verdict.js)
     maxInflight: 4,          // concurrent send requests per socket
     maxBatch: 256,           // frames per send request (1: one request per frame)
     maxBody: 65536,          // bytes per POST /send body (XHR)

@@ -4,7 +4,7 @@ import PolySocket = require("../polysocket");
 const opts: PolySocket.PolySocketOptions = { router: "https://relay.example.com", token: "t", transport: "auto" };
 const s = new PolySocket("wss://echo.example.com/", ["chat"], opts);
 const t = new PolySocket("wss://echo.example.com/", { transport: "jsonp" });
-const u = new PolySocket("wss://echo.example.com/", { transport: "xhr", receive: "xhr-streaming", streamTimeout: 3000 });
+const u = new PolySocket("wss://echo.example.com/", { transport: "xhr", receive: "xhr-streaming", streamTimeout: 3000, remember: "page" });
 const how: PolySocket.PolySocketReceiving = u.receiving;
 console.log(how === "stream", PolySocket.supports.eventsource, PolySocket.defaults.receive);
 s.binaryType = "arraybuffer";

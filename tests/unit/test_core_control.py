@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from polysocket_core.control import NODE_ID_RE, EstablishReply, EstablishRequest, Keys, KillRequest, decode_inbox
-from polysocket_core.ids import new_socket_id, new_uniq
+from polysocket_core.ids import UNIQ_LENGTH, new_socket_id, new_uniq
 from polysocket_core.wire import SOCKET_ID_RE
 
 
@@ -41,4 +41,4 @@ def test_ids_are_fresh_and_well_formed() -> None:
     assert len(ids) == 1000 and all(SOCKET_ID_RE.fullmatch(i) for i in ids)
     labels = {new_uniq() for _ in range(1000)}
     assert len(labels) == 1000
-    assert all(lbl[0].isalpha() and lbl.isalnum() and lbl.islower() and len(lbl) == 12 for lbl in labels)
+    assert all(lbl[0].isalpha() and lbl.isalnum() and lbl.islower() and len(lbl) == UNIQ_LENGTH for lbl in labels)

@@ -1,0 +1,269 @@
+"""Real forward proxies on loopback, as the networks polysocket is for have them: Debian's squid and
+privoxy, each started in the foreground under its own PID with a named policy, and stopped by that PID.
+
+A proxy must resolve the names it is asked for; squid has no resolver for ``*.localhost`` and privoxy
+would ask the system's. So each forwards every plain HTTP request to a ``LoopbackParent`` the test
+runs: a tiny parent proxy that either passes the request on to 127.0.0.1 at the asked port (so relay
+names like ``{uniq}.node1.localhost:PORT`` work and nothing leaves the machine) or answers it itself
+(``answer=``: a stand-in origin, for counting what a proxy lets through). ``CONNECT`` (how a browser
+sends ``ws://`` through a proxy) is allowed only to the policy's ports, 443 by default, as corporate
+proxies do; the parent refuses every ``CONNECT`` anyway.
+
+    parent = LoopbackParent()                      # forwards to 127.0.0.1
+    proxy = start_squid(tmp_path, ProxyPolicy(parent_port=parent.port))
+    ... chromium --proxy-server=127.0.0.1:{proxy.port} --proxy-bypass-list=<-loopback> ...
+    proxy.stop(); parent.close()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from polysocket_cli.processes import wait_port
+from tests.support.ports import free_port
+
+SQUID = "/usr/sbin/squid"
+PRIVOXY = "/usr/sbin/privoxy"
+PRIVOXY_CONF = Path("/etc/privoxy")  # Debian's default action and filter files
+
+
+@dataclass(frozen=True)
+class ProxyPolicy:
+    """What a proxy lets through. ``connect_ports``: ports a ``CONNECT`` tunnel may reach (a ``ws://``
+    upgrade to any other port is refused with 403). ``parent_port``: the ``LoopbackParent`` every plain
+    request is forwarded to (required: the proxy cannot resolve relay names itself)."""
+
+    parent_port: int
+    connect_ports: tuple[int, ...] = (443,)
+    default_actions: bool = True  # privoxy: Debian's default.action / default.filter (ad blocking)
+    refuse_hosts: str = ""  # squid: a regex of host names refused with 403 (a filter's block), e.g. relays
+
+
+@dataclass
+class RunningProxy:
+    kind: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    workdir: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("*.log")))
+
+    def stop(self) -> None:
+        """SIGTERM to this PID (squid -N and privoxy --no-daemon stay one process), then SIGKILL."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.workdir.name.startswith("ps-squid-"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _start(kind: str, cmd: list[str], port: int, workdir: Path) -> RunningProxy:
+    out = (workdir / f"{kind}.out.log").open("wb")
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
+    proxy = RunningProxy(kind, port, proc, workdir)
+    try:
+        wait_port(port, timeout=20, proc=proc)
+    except BaseException:
+        proxy.stop()
+        raise RuntimeError(f"{kind} did not start:\n{proxy.log()}") from None
+    return proxy
+
+
+def start_squid(workdir: Path, policy: ProxyPolicy) -> RunningProxy:
+    """squid as a typical corporate forward proxy: no cache, CONNECT only to ``policy.connect_ports``,
+    destinations other than loopback names refused without a DNS lookup. Started as root, squid
+    writes its logs as the user ``proxy``: then ``workdir`` is a fresh directory in the system's temp
+    directory that user can reach (a test's tmp_path is private to root); ``stop()`` removes it."""
+    if os.geteuid() == 0:
+        workdir = Path(tempfile.mkdtemp(prefix="ps-squid-"))
+        workdir.chmod(0o777)
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    ports = " ".join(str(p) for p in policy.connect_ports)
+    refused = ""
+    if policy.refuse_hosts:
+        refused = f"acl refused dstdom_regex -n {policy.refuse_hosts}\nhttp_access deny refused\n"
+    conf = workdir / "squid.conf"
+    conf.write_text(f"""\
+http_port 127.0.0.1:{port}
+pid_filename none
+access_log stdio:{workdir}/squid_access.log
+cache_log {workdir}/squid_cache.log
+cache_store_log none
+coredump_dir {workdir}
+cache deny all
+cache_mem 8 MB
+shutdown_lifetime 1 seconds
+acl connect_ports port {ports}
+acl CONNECT method CONNECT
+http_access deny CONNECT !connect_ports
+acl lo_dst dstdomain -n 127.0.0.1 .localhost
+http_access deny !lo_dst
+{refused}http_access allow localhost
+http_access deny all
+cache_peer 127.0.0.1 parent {policy.parent_port} 0 no-query no-digest default no-netdb-exchange
+never_direct allow all
+dns_nameservers 127.0.0.1
+""")
+    return _start("squid", [SQUID, "-N", "-f", str(conf)], port, workdir)
+
+
+def start_privoxy(workdir: Path, policy: ProxyPolicy) -> RunningProxy:
+    """privoxy with Debian's action and filter files (its ad blocking, as installed), CONNECT only to
+    ``policy.connect_ports``, every request forwarded to the parent (privoxy resolves nothing)."""
+    if policy.refuse_hosts:
+        raise NotImplementedError("refuse_hosts: squid only (privoxy blocks by its action files)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    own = workdir / "policy.action"
+    ports = ",".join(str(p) for p in policy.connect_ports)
+    own.write_text("{+limit-connect{" + ports + "}}\n/\n")
+    actions = ["match-all.action", "default.action", "user.action"] if policy.default_actions else []
+    filters = ["default.filter"] if policy.default_actions else []
+    conf = workdir / "privoxy.conf"
+    conf.write_text("\n".join([
+        f"listen-address 127.0.0.1:{port}",
+        f"confdir {PRIVOXY_CONF}",
+        f"logdir {workdir}",
+        "logfile privoxy.log",
+        *(f"actionsfile {a}" for a in actions),
+        f"actionsfile {own}",
+        *(f"filterfile {f}" for f in filters),
+        f"forward / 127.0.0.1:{policy.parent_port}",
+        "toggle 1",
+        "enable-remote-toggle 0",
+        "enable-edit-actions 0",
+        "keep-alive-timeout 5",
+        "debug 1",
+        "",
+    ]))
+    return _start("privoxy", [PRIVOXY, "--no-daemon", str(conf)], port, workdir)
+
+
+Answer = Callable[[bytes], tuple[int, bytes]]  # request line -> (status, body)
+
+
+def _read_head(f: BinaryIO) -> list[bytes] | None:
+    lines: list[bytes] = []
+    while True:
+        line = f.readline(65536)
+        if not line:
+            return None
+        line = line.rstrip(b"\r\n")
+        if not line:
+            return lines
+        lines.append(line)
+
+
+class LoopbackParent:
+    """The parent proxy a test's proxy forwards to. With ``answer``, it answers each request itself
+    (keep-alive) and counts them; without, it sends each request on to 127.0.0.1 at the port in its
+    absolute URL (one request per connection) and pipes the answer back as it arrives (streams pass)."""
+
+    def __init__(self, answer: Answer | None = None) -> None:
+        self.answer = answer
+        self.requests: list[bytes] = []
+        self._lock = threading.Lock()
+        self._sock = socket.socket()
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.port = free_port()
+        self._sock.bind(("127.0.0.1", self.port))
+        self._sock.listen(128)
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as f:
+            while True:
+                head = _read_head(f)
+                if not head:
+                    return
+                with self._lock:
+                    self.requests.append(head[0])
+                length = 0
+                for line in head[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value.strip() or b"0")
+                body = f.read(length) if length else b""
+                method = head[0].partition(b" ")[0]
+                if self.answer is not None:
+                    status, payload = self.answer(head[0])
+                    conn.sendall(b"HTTP/1.1 %d X\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n\r\n%s"
+                                 % (status, len(payload), payload))
+                    continue
+                if method == b"CONNECT":
+                    conn.sendall(b"HTTP/1.1 501 No tunnels here\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    return
+                self._forward(conn, f, head, body)
+                return
+
+    def _forward(self, conn: socket.socket, f: BinaryIO, head: list[bytes], body: bytes) -> None:
+        method, url, version = head[0].split(b" ", 2)
+        if not url.startswith(b"http://"):
+            conn.sendall(b"HTTP/1.1 400 Absolute URL expected\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            return
+        hostport, _, path = url[len(b"http://"):].partition(b"/")
+        host, _, port = hostport.rpartition(b":") if b":" in hostport else (hostport, b"", b"80")
+        if not (host in (b"localhost", b"127.0.0.1") or host.endswith(b".localhost")) or not port.isdigit():
+            # a browser's own background request: it goes nowhere
+            conn.sendall(b"HTTP/1.1 403 Loopback only\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            return
+        lines = [b"%s /%s %s" % (method, path, version)]
+        lines += [h for h in head[1:] if h.split(b":", 1)[0].strip().lower() not in (b"connection", b"proxy-connection",
+                                                                                   b"keep-alive")]
+        lines.append(b"connection: close")
+        try:
+            upstream = socket.create_connection(("127.0.0.1", int(port)), timeout=5)
+        except OSError:
+            conn.sendall(b"HTTP/1.1 502 Unreachable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            return
+        with upstream:
+            upstream.settimeout(None)
+            upstream.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+            while True:
+                try:
+                    data = upstream.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                try:
+                    conn.sendall(data)
+                except OSError:
+                    return
