@@ -19,6 +19,7 @@ from polysocket_core.redis_client import RIDE_OUT, redis_client
 
 from . import server
 from .control.agent import NodeAgent
+from .control.fleetstats import FleetStats
 from .edge.endpoints import CONSTANT_HEADERS, RelayEndpoints
 from .edge.http1 import AnswerFn, Headers
 from .metrics import RelayMetrics
@@ -48,6 +49,8 @@ class RelayNode:
         # with the connection). Keepalive finds dead peers instead.
         self.redis = redis_client(config.redis_url, patience=RIDE_OUT, ca_file=config.redis_ca_file)
         self.agent = NodeAgent(config, self.table, self.redis)
+        self.stats = FleetStats(self.redis, self.agent.keys, config.node_id, heartbeat_ttl_s=config.heartbeat_ttl_s,
+                                opened=lambda: self.metrics.sockets_total.value, slot=self._slot_name)
         self.endpoints = RelayEndpoints(config, self.table, self.metrics, draining=lambda: self.agent.draining,
                                         fqdn=lambda: self.fqdn)
         self.cloud: NodeCloud | None = None
@@ -66,6 +69,9 @@ class RelayNode:
     @property
     def answer(self) -> AnswerFn:
         return self.endpoints.answer
+
+    def _slot_name(self) -> str:
+        return (self.slot.slot or "") if self.slot is not None else ""
 
     async def drain(self) -> None:
         await self.agent.drain()
@@ -99,6 +105,7 @@ class RelayNode:
             await self.cloud.start()
             self._check_slot("its records were written")
         await self.agent.start(self.fqdn)
+        self.stats.start()
 
     def _check_slot(self, when: str) -> None:
         """A lease can lapse during a slow start (a certificate order, Route 53 INSYNC): the slot's
@@ -110,9 +117,11 @@ class RelayNode:
             raise RuntimeError(f"slot lease lost before {when}; not registering")
 
     async def stop(self) -> None:
-        """Deregister, drop every socket; withdraw the DNS names; release the slot (after the names,
-        so the slot's next holder never loses its records to this clean-up); close Redis."""
+        """Stop the stats report; deregister, drop every socket; withdraw the DNS names; release the
+        slot (after the names, so the slot's next holder never loses its records to this clean-up);
+        close Redis."""
         try:
+            await self.stats.stop()
             await self.agent.stop()
         finally:
             try:
