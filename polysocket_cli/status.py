@@ -30,9 +30,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from polysocket_core.control import Keys
 from polysocket_core.fleet import FleetTotals, NodeRow, RawNode, fleet_rows, fleet_totals
@@ -169,8 +171,9 @@ def run_status(settings: StatusSettings, args: argparse.Namespace) -> int:
         return asyncio.run(_run(settings, args, sys.stdout))
     except KeyboardInterrupt:
         return 0
-    except OSError as exc:
-        print(f"polysocket status: cannot reach Redis at {settings.redis_url}: {exc}", file=sys.stderr)
+    except (OSError, RedisConnectionError) as exc:  # the URL may hold a password: name the host only
+        where = urlsplit(settings.redis_url).netloc.rpartition("@")[2]
+        print(f"polysocket status: cannot reach Redis at {where}: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:
         if type(exc).__module__.startswith("redis"):

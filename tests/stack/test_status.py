@@ -37,11 +37,16 @@ def own_stack() -> Iterator[Stack]:
         s.stop()
 
 
-def status(stack: Stack, *extra: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "polysocket_cli", "status", "--redis-url", stack.redis_url,
-                          "--json", *extra], capture_output=True, text=True, cwd=REPO_ROOT, timeout=30)
+def cli_status(stack: Stack, *extra: str) -> str:
+    """`polysocket status` as an operator runs it; its output."""
+    out = subprocess.run([sys.executable, "-m", "polysocket_cli", "status", "--redis-url", stack.redis_url, *extra],
+                         capture_output=True, text=True, cwd=REPO_ROOT, timeout=30)
     assert out.returncode == 0, out.stderr
-    return dict(json.loads(out.stdout))
+    return out.stdout
+
+
+def status(stack: Stack) -> dict[str, Any]:
+    return dict(json.loads(cli_status(stack, "--json")))
 
 
 def nodes(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -50,10 +55,10 @@ def nodes(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 async def wait_status(stack: Stack, ok: Callable[[dict[str, Any]], bool], timeout: float = 15) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
-    report = status(stack)
+    report = await asyncio.to_thread(status, stack)
     while not ok(report) and time.monotonic() < deadline:
         await asyncio.sleep(0.3)
-        report = status(stack)
+        report = await asyncio.to_thread(status, stack)
     return report
 
 
@@ -65,7 +70,7 @@ async def test_status_lists_nodes_sockets_and_draining(own_stack: Stack) -> None
     echo = own_stack.start_echo()
     token = own_stack.create_token()
 
-    report = status(own_stack)
+    report = await asyncio.to_thread(status, own_stack)
     assert report["version"] == 1
     assert set(nodes(report)) == {"node1", "node2"}
     for node in report["nodes"]:
@@ -91,10 +96,7 @@ async def test_status_lists_nodes_sockets_and_draining(own_stack: Stack) -> None
         assert nodes(report)[other]["state"] == "live"
         assert report["totals"] == {**report["totals"], "live": 2, "draining": 1}
 
-        table = subprocess.run([sys.executable, "-m", "polysocket_cli", "status", "--redis-url", own_stack.redis_url],
-                               capture_output=True, text=True, cwd=REPO_ROOT, timeout=30)
-        assert table.returncode == 0, table.stderr
-        lines = table.stdout.splitlines()
+        lines = (await asyncio.to_thread(cli_status, own_stack)).splitlines()
         assert lines[0].split()[:3] == ["NODE", "STATE", "SLOT"]
         assert any(line.split()[:2] == [holder, "draining"] for line in lines)
         await conn.close()
