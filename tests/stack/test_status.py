@@ -22,6 +22,7 @@ from polysocket_cli.status import read_fleet
 from polysocket_core.control import Keys
 from polysocket_core.fleet import fleet_rows
 from relay_node.control.fleetstats import FleetStats
+from tests.support.processes import Output
 from tests.support.wire_client import connect
 
 pytestmark = pytest.mark.stack
@@ -128,3 +129,23 @@ async def test_stats_report_gives_the_connect_rate(own_stack: Stack) -> None:
         assert await redis.exists(keys.node_stats("n1")) == 0
     finally:
         await redis.aclose()
+
+
+def test_watch_redraws_until_ctrl_c(own_stack: Stack) -> None:
+    """`--watch 1 --json`: one document a line per refresh; a relay that registers in between shows up
+    in a later one; Ctrl-C ends it with status 0."""
+    proc = subprocess.Popen([sys.executable, "-m", "polysocket_cli", "status", "--redis-url", own_stack.redis_url,
+                             "--json", "--watch", "1"], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    output = Output(proc)
+    try:
+        output.wait_for('"nodes":[]', timeout=30)
+        own_stack.start_relay("node1")
+        output.wait_for('"id":"node1"', timeout=30)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(30)
+    lines = output.finish().splitlines()
+    assert code == 0, lines
+    docs = [json.loads(line) for line in lines]
+    assert len(docs) >= 2 and docs[0]["nodes"] == [] and docs[-1]["nodes"][0]["id"] == "node1"
