@@ -50,7 +50,6 @@ import pytest
 import redis
 
 from polysocket_cli.processes import Stack, free_port
-from relay_node.control.aws.metrics import metric_data
 from tests.support.imds_standin import metadata_standin
 
 from .conftest import _harness, a_records
@@ -298,6 +297,8 @@ def test_terraform_apply_against_localstack_and_moto(emulators: tuple[Any, Moto]
         assert len(resources) == APPLIED_RESOURCES, by_type  # the figure infra/README.md gives
 
         # --- the CloudWatch dashboard, in LocalStack: it queries what the relays publish, where
+        from relay_node.control.aws.metrics import metric_data
+
         body = json.loads(cloudwatch.get_dashboard(DashboardName=outputs["cloudwatch_dashboard"])["DashboardBody"])
         rows = [row for w in body["widgets"] if w["type"] == "metric" for row in w["properties"]["metrics"]]
         assert {row[1] for row in rows} == {d["MetricName"] for d in metric_data(1, 2)}
