@@ -37,7 +37,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from polysocket_core.control import Keys
-from polysocket_core.fleet import FleetTotals, NodeRow, RawNode, fleet_rows, fleet_totals
+from polysocket_core.fleet import FleetTotals, NodeRow, RawNode, fleet_rows, fleet_totals, stats_key
 from polysocket_core.redis_client import ANSWER_SOON, redis_client
 from polysocket_core.settings import add_arguments
 
@@ -74,7 +74,7 @@ async def read_fleet(redis: aioredis.Redis, keys: Keys) -> tuple[list[RawNode], 
         for node_id in ids:
             p.hgetall(keys.node(node_id))
             p.pttl(keys.alive(node_id))
-            p.hgetall(keys.node_stats(node_id))
+            p.hgetall(stats_key(keys, node_id))
         replies = await p.execute()
     seconds, micros = replies[0]
     raws = [RawNode(node_id, _mapping(replies[1 + 3 * i]), int(replies[2 + 3 * i]), _mapping(replies[3 + 3 * i]))

@@ -75,10 +75,6 @@ class Keys:
     def rate(self, kind: str, key: str, window: int) -> str:
         return f"{self.prefix}rl:{kind}:{key}:{window}"
 
-    def node_stats(self, node_id: str) -> str:
-        """What ``polysocket status`` reads beside the node's hash (``polysocket_core.fleet``)."""
-        return self.node(node_id) + ":stats"
-
 
 @dataclass(slots=True)
 class EstablishRequest:

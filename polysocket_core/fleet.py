@@ -8,7 +8,7 @@ Each row comes from three records of the node, read in one pipeline (``polysocke
 - the PTTL of its ``alive`` key: the heartbeat sets it to the node's heartbeat TTL, so the age of
   the last heartbeat is that TTL minus what is left of it -- measured by Redis alone, no clock
   skew between the node and whoever runs ``status``;
-- its stats hash (``Keys.node_stats``, :class:`NodeStats`), which the relay writes every
+- its stats hash (:func:`stats_key`, :class:`NodeStats`), which the relay writes every
   :data:`STATS_INTERVAL_S` (``relay_node.control.fleetstats``), apart from the heartbeat so that
   the heartbeat -- and the pick that reads the same hash -- stay as they are: the heartbeat TTL
   (for the age above), the slot it leased, and its sockets-opened counter now and at the previous
@@ -23,11 +23,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from .control import Keys
+
 # A stats report every 10 s: 1,000 nodes cost Redis 100 small pipelined writes a second (the
 # heartbeats alone are 1,000), and the connect rate is the one over the last 10 s.
 STATS_INTERVAL_S = 10.0
 # A dead node's stats outlive it by at most this long (three missed reports).
 STATS_TTL_S = 3 * STATS_INTERVAL_S
+
+
+def stats_key(keys: Keys, node_id: str) -> str:
+    """``{node key}:stats``: beside the node's hash (and in its cluster slot, whatever the schema)."""
+    return keys.node(node_id) + ":stats"
 
 
 def _int(raw: str | None) -> int | None:

@@ -104,8 +104,8 @@ class RelayNode:
                                    lambda: (self.table.load, self.config.capacity))
             await self.cloud.start()
             self._check_slot("its records were written")
-        await self.agent.start(self.fqdn)
         self.stats.start()
+        await self.agent.start(self.fqdn)
 
     def _check_slot(self, when: str) -> None:
         """A lease can lapse during a slow start (a certificate order, Route 53 INSYNC): the slot's
@@ -117,11 +117,9 @@ class RelayNode:
             raise RuntimeError(f"slot lease lost before {when}; not registering")
 
     async def stop(self) -> None:
-        """Stop the stats report; deregister, drop every socket; withdraw the DNS names; release the
-        slot (after the names, so the slot's next holder never loses its records to this clean-up);
-        close Redis."""
+        """Deregister, drop every socket; withdraw the DNS names; release the slot (after the names,
+        so the slot's next holder never loses its records to this clean-up); close Redis."""
         try:
-            await self.stats.stop()
             await self.agent.stop()
         finally:
             try:
@@ -132,6 +130,7 @@ class RelayNode:
                     if self.slot is not None:
                         await self.slot.stop()
                 finally:
+                    await self.stats.stop()  # last before Redis closes: it deletes the node's report
                     await self.redis.aclose()
 
 

@@ -1,5 +1,5 @@
 """The node's stats report for ``polysocket status`` (``polysocket_core.fleet``): every
-``STATS_INTERVAL_S``, one pipelined HSET + PEXPIRE of ``Keys.node_stats``.
+``STATS_INTERVAL_S``, one pipelined HSET + EXPIRE of ``polysocket_core.fleet.stats_key``.
 
 Apart from the heartbeat on purpose: the heartbeat is the pick's input and runs every second; what
 ``status`` needs beyond it (the heartbeat TTL, the slot, the sockets-opened counter) changes slowly
@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
 from polysocket_core.control import Keys
-from polysocket_core.fleet import STATS_INTERVAL_S, STATS_TTL_S, NodeStats
+from polysocket_core.fleet import STATS_INTERVAL_S, STATS_TTL_S, NodeStats, stats_key
 
 log = logging.getLogger("polysocket.relay")
 
@@ -33,7 +33,7 @@ class FleetStats:
                  opened: Callable[[], int], slot: Callable[[], str], interval_s: float = STATS_INTERVAL_S,
                  clock: Callable[[], float] = time.time) -> None:
         self.redis = redis
-        self.key = keys.node_stats(node_id)
+        self.key = stats_key(keys, node_id)
         self.heartbeat_ttl_ms = int(heartbeat_ttl_s * 1000)
         self.opened = opened
         self.slot = slot

@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from polysocket_cli.processes import REPO_ROOT, Stack
 from polysocket_cli.status import read_fleet
 from polysocket_core.control import Keys
-from polysocket_core.fleet import fleet_rows
+from polysocket_core.fleet import fleet_rows, stats_key
 from relay_node.control.fleetstats import FleetStats
 from tests.support.processes import Output
 from tests.support.wire_client import connect
@@ -124,9 +124,9 @@ async def test_stats_report_gives_the_connect_rate(own_stack: Stack) -> None:
         [row] = fleet_rows(*await read_fleet(redis, keys))
         assert row.connects_per_s == pytest.approx(2.5)
         assert row.heartbeat_age_s is not None and 0 <= row.heartbeat_age_s <= 5
-        assert 0 < await redis.ttl(keys.node_stats("n1")) <= 30
+        assert 0 < await redis.ttl(stats_key(keys, "n1")) <= 30
         await stats.stop()
-        assert await redis.exists(keys.node_stats("n1")) == 0
+        assert await redis.exists(stats_key(keys, "n1")) == 0
     finally:
         await redis.aclose()
 
