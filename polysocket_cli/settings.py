@@ -1,4 +1,4 @@
-"""Settings of the commands that are not services: ``dev``, ``token``, ``echo`` and the global log
+"""Settings of the commands that are not services: ``dev``, ``token``, ``status``, ``echo`` and the global log
 level. Declared the same way as the router's and the relay's (``polysocket_core.settings``)."""
 
 from __future__ import annotations
@@ -41,6 +41,13 @@ class DevSettings:
 
 @dataclass(frozen=True)
 class TokenSettings:
+    redis_url: str = redis_url_setting()
+    redis_ca_file: str = redis_ca_file_setting()
+    key_prefix: str = key_prefix_setting()
+
+
+@dataclass(frozen=True)
+class StatusSettings:
     redis_url: str = redis_url_setting()
     redis_ca_file: str = redis_ca_file_setting()
     key_prefix: str = key_prefix_setting()

@@ -21,6 +21,7 @@ from polysocket_core.redis_client import RIDE_OUT, RedisUnusable, redis_client
 
 from . import server
 from .control.agent import NodeAgent
+from .control.fleetstats import FleetStats
 from .edge.endpoints import CONSTANT_HEADERS, RelayEndpoints
 from .edge.http1 import AnswerFn, Headers
 from .metrics import RelayMetrics
@@ -51,6 +52,8 @@ class RelayNode:
         # with the connection). Keepalive finds dead peers instead.
         self.redis = redis_client(config.redis_url, patience=RIDE_OUT, ca_file=config.redis_ca_file)
         self.agent = NodeAgent(config, self.table, self.redis)
+        self.stats = FleetStats(self.redis, self.agent.keys, config.node_id, heartbeat_ttl_s=config.heartbeat_ttl_s,
+                                opened=lambda: self.metrics.sockets_total.value, slot=self._slot_name)
         self.endpoints = RelayEndpoints(config, self.table, self.metrics, draining=lambda: self.agent.draining,
                                         fqdn=lambda: self.fqdn)
         self.cloud: NodeCloud | None = None
@@ -70,6 +73,9 @@ class RelayNode:
     @property
     def answer(self) -> AnswerFn:
         return self.endpoints.answer
+
+    def _slot_name(self) -> str:
+        return (self.slot.slot or "") if self.slot is not None else ""
 
     async def drain(self) -> None:
         await self.agent.drain()
@@ -109,6 +115,7 @@ class RelayNode:
                                    lambda: (self.table.load, self.config.capacity))
             await self.cloud.start()
             self._check_slot("its records were written")
+        self.stats.start()
         await self.agent.start(self.fqdn)
         if self.config.cloud.dns_enabled:
             self._start_sweeper()
@@ -152,6 +159,7 @@ class RelayNode:
                     if self.slot is not None:
                         await self.slot.stop()
                 finally:
+                    await self.stats.stop()  # last before Redis closes: it deletes the node's report
                     await self.redis.aclose()
 
 

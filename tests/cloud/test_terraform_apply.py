@@ -72,7 +72,7 @@ TERRAFORM_HINT = ("terraform >= 1.5 and the hashicorp/aws 5.x provider as a file
 MOTO_HINT = "moto's server is not installed: run `localstack/install-tools.sh moto`"
 # What this test's variables create (external control plane, two zones): infra/README.md and
 # localstack/README.md cite the figure, so a configuration change that adds or drops one shows here.
-APPLIED_RESOURCES = 36
+APPLIED_RESOURCES = 37
 # Attributes an emulator answers incompletely, so that a plan right after the apply wants to change them
 # (measured, see the test's output), by resource type; any other drift (a bug in the configuration) fails.
 EMULATOR_PLAN_DRIFT: dict[str, set[str]] = {
@@ -300,6 +300,14 @@ def test_terraform_apply_against_localstack_and_moto(emulators: tuple[Any, Moto]
         by_type = dict(sorted(Counter(r["type"] for r in resources).items()))
         print(f"\nterraform apply: {len(resources)} resources in {tf.times['apply']:.1f} s: {by_type}")
         assert len(resources) == APPLIED_RESOURCES, by_type  # the figure infra/README.md gives
+
+        # --- the CloudWatch dashboard, in LocalStack: it queries what the relays publish, where
+        from relay_node.control.aws.metrics import metric_data
+
+        body = json.loads(cloudwatch.get_dashboard(DashboardName=outputs["cloudwatch_dashboard"])["DashboardBody"])
+        rows = [row for w in body["widgets"] if w["type"] == "metric" for row in w["properties"]["metrics"]]
+        assert {row[1] for row in rows} == {d["MetricName"] for d in metric_data(1, 2)}
+        assert {(row[0], *row[2:4]) for row in rows} == {("Polysocket", "ServiceName", f"polysocket-{STAGE}-relays")}
 
         # --- the network, in LocalStack
         assert outputs["control_plane"] == "external" and outputs.get("redis_primary_endpoint") is None
