@@ -30,9 +30,12 @@ def test_reply_round_trip() -> None:
 def test_keys() -> None:
     k = Keys("t:")
     assert (k.nodes, k.node("n"), k.alive("n"), k.inbox("n"), k.reply("r")) == (
-        "t:nodes", "t:node:n", "t:node:n:alive", "t:node:n:inbox", "t:reply:r")
-    assert k.node_tokens("n") == "t:node:n:tokens" and k.token("ab") == "t:token:ab"
-    assert k.reservations("n", "tok") == "t:node:n:resv:tok"
+        "{t:}nodes", "{t:}node:n", "{t:}node:n:alive", "{t:}node:n:inbox", "t:reply:r")
+    assert k.node_tokens("n") == "{t:}node:n:tokens" and k.token("ab") == "t:token:ab"
+    assert k.reservations("tok") == "{t:}resv:tok"
+    for bad in ("", "a{b", "a}"):
+        with pytest.raises(ValueError):
+            Keys(bad)
     assert NODE_ID_RE.fullmatch("node-1.a_b") and not NODE_ID_RE.fullmatch("a b")
 
 
