@@ -17,6 +17,8 @@ and per-token keys (replies, tokens, rate limits) carry none and spread over the
                            ``tokens`` hashes)
 - ``{P}resv:{token id}``   ZSET establish request id -> expiry (ms): the token's reservations picked
                            and not yet settled by the taking node's heartbeat
+- ``{P}node:{id}:resv``    ZSET "{token id} {request id}" -> expiry (ms): the same reservations by
+                           node, withdrawn with the node when it dies or leaves
 - ``{P}node:{id}``         HASH id, fqdn, capacity, sockets, draining ("0"/"1"), started_at
 - ``{P}node:{id}:alive``   STRING with a TTL, refreshed by the node's heartbeat; gone = node dead
 - ``{P}node:{id}:inbox``   LIST of establish requests (JSON), BLPOP-ed by the node
@@ -98,6 +100,11 @@ class Keys:
 
     def reservations(self, token_id: str) -> str:
         return f"{self.tag}resv:{token_id}"
+
+    def node_reservations(self, node_id: str) -> str:
+        """The same reservations by node ("{token id} {request id}" -> expiry): a node that dies or
+        leaves takes its unsettled reservations out of the tokens' sets with it."""
+        return f"{self.tag}node:{node_id}:resv"
 
     def reply(self, request_id: str) -> str:
         return f"{self.prefix}reply:{request_id}"
@@ -251,10 +258,18 @@ local function withdraw_counts(nk)
   end
   redis.call('DEL', nk .. ':tokens')
 end
+local function withdraw_reservations(nk)
+  for _, m in ipairs(redis.call('ZRANGE', nk .. ':resv', 0, -1)) do
+    local token, rid = string.match(m, '^(.*) ([^ ]*)$')
+    if token then redis.call('ZREM', tag .. 'resv:' .. token, rid) end
+  end
+  redis.call('DEL', nk .. ':resv')
+end
 local function retire(now_ms)
   local batch = """ + str(RETIRE_BATCH) + """
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms, 'LIMIT', 0, batch)) do
     withdraw_counts(tag .. 'node:' .. id)
+    withdraw_reservations(tag .. 'node:' .. id)
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
     redis.call('ZADD', KEYS[5], now_ms + """ + str(NODE_RECORD_TTL_S * 1000) + """, id)
@@ -334,6 +349,8 @@ if token ~= '' then
   local expiry = tonumber(req['expires_at_ms']) + """ + str(RESERVATION_GRACE_MS) + """
   redis.call('ZADD', KEYS[6], expiry, req['id'])
   redis.call('PEXPIREAT', KEYS[6], math.max(expiry, tonumber(redis.call('PEXPIRETIME', KEYS[6]))))
+  redis.call('ZADD', nk .. ':resv', expiry, token .. ' ' .. req['id'])
+  redis.call('PEXPIREAT', nk .. ':resv', math.max(expiry, tonumber(redis.call('PEXPIRETIME', nk .. ':resv'))))
 end
 redis.call('RPUSH', nk .. ':inbox', ARGV[4])
 return {'ok', id, best[4]}
@@ -351,6 +368,7 @@ local id, mode, ttl_ms = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local nk = tag .. 'node:' .. id
 if redis.call('ZSCORE', KEYS[2], id) then withdraw_counts(nk) else redis.call('DEL', nk .. ':tokens') end
 redis.call('ZREM', KEYS[5], id)
+if mode ~= 'beat' then withdraw_reservations(nk) end
 if mode == 'leave' then
   redis.call('ZREM', KEYS[1], id)
   redis.call('ZREM', KEYS[2], id)
@@ -379,8 +397,10 @@ for _ = 1, tonumber(ARGV[10]) do
 end
 while i < #ARGV do
   redis.call('ZREM', tag .. 'resv:' .. ARGV[i], ARGV[i + 1])
+  redis.call('ZREM', nk .. ':resv', ARGV[i] .. ' ' .. ARGV[i + 1])
   i = i + 2
 end
+redis.call('ZREMRANGEBYSCORE', nk .. ':resv', '-inf', now_ms)
 if draining ~= '1' and cap > 0 then
   redis.call('ZADD', KEYS[1], (tonumber(ARGV[7]) or 0) / cap, id)
 else
@@ -413,6 +433,11 @@ class NodeReport:
         for token_id, request_id in self.settle:
             out += [token_id, request_id]
         return out
+
+
+def reservation_member(token_id: str, request_id: str) -> str:
+    """A reservation's member in ``Keys.node_reservations`` (the scripts build the same)."""
+    return f"{token_id} {request_id}"
 
 
 def pick_args(keys: Keys, token_id: str, max_sockets: int, payload: bytes | str, draws: Sequence[int],

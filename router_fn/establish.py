@@ -10,7 +10,15 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from polysocket_core.control import PICK_CHOICES, PICK_NODE_LUA, EstablishReply, EstablishRequest, Keys, pick_args
+from polysocket_core.control import (
+    PICK_CHOICES,
+    PICK_NODE_LUA,
+    EstablishReply,
+    EstablishRequest,
+    Keys,
+    pick_args,
+    reservation_member,
+)
 from polysocket_core.errors import ErrorCode, PolysocketError
 from polysocket_core.ids import new_request_id, new_socket_id, new_uniq
 
@@ -137,7 +145,10 @@ class Establisher:
                 # Still in the inbox: the node never saw it, and now never will. Give back the
                 # reservation the pick made; the node would have done that had it taken the request.
                 if admitted.token_id:
-                    await self.redis.zrem(self.keys.reservations(admitted.token_id), request_id)
+                    async with self.redis.pipeline(transaction=True) as p:
+                        p.zrem(self.keys.reservations(admitted.token_id), request_id)
+                        p.zrem(self.keys.node_reservations(node_id), reservation_member(admitted.token_id, request_id))
+                        await p.execute()
                 return None
             # The node took it just after the ack timeout: its answer is coming.
             ack = await self._reply_from_live_node(node_id, reply_key, deadline)
