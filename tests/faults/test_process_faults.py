@@ -344,7 +344,7 @@ async def test_sigterm_drains_200_active_sockets(own_stack: Stack, http: httpx.A
     assert echo.closes.count(1001) == n, echo.closes
     r = aioredis.Redis.from_url(own_stack.redis_url)
     try:
-        assert await r.smembers("ps:nodes") == {b"ok"}  # the drained node deregistered
+        assert await r.smembers(Keys().nodes) == {b"ok"}  # the drained node deregistered
     finally:
         await r.aclose()
     closes = sorted(at for _, _, _, at, _ in results)
