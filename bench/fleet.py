@@ -19,7 +19,7 @@ Per size and pick, for the steady phase (``--picks`` connects, one at a time):
 - p50 / p99 of the pick round trip, seen from the router (one connection, no concurrency);
 - Valkey's time per heartbeat (one node's beat, with 3 tokens held).
 
-Placement (``--burst`` connects, pipelined 100 at a time, no heartbeats meanwhile, as in a burst):
+Placement (``--burst`` connects, the old pick's pipelined 20 at a time, no heartbeats meanwhile, as in a burst):
 - reconnect burst: the nodes hold 30-70 % of their capacity (seeded); the largest node's share of
   the burst against the mean share;
 - scale-out: the nodes hold 90 %, 50 empty ones join, the same burst: the largest share.
@@ -214,9 +214,9 @@ class OldFleet(Fleet):
 
     async def picks(self, count: int) -> list[str]:
         chosen: list[str] = []
-        for start in range(0, count, 100):
+        for start in range(0, count, 20):
             async with self.r.pipeline(transaction=False) as p:
-                for _ in range(min(100, count - start)):
+                for _ in range(min(20, count - start)):
                     self.n += 1
                     await self.script(keys=[f"{OLD_PREFIX}nodes"], args=[OLD_PREFIX, TOKEN, TOKEN_LIMIT,
                                                                          request_payload(self.n)], client=p)
@@ -342,7 +342,7 @@ async def main_async(args: argparse.Namespace) -> str:
     stack = Stack()
     try:
         stack.start_valkey()
-        r = aioredis.Redis.from_url(stack.redis_url)
+        r = aioredis.Redis.from_url(stack.redis_url, socket_timeout=300)  # an old pick at 1,000 nodes is slow
         rows: list[Row] = []
         for nodes in (int(n) for n in args.sizes.split(",")):
             for pick in ("old", "new"):
