@@ -17,7 +17,9 @@ Per size and pick, for the steady phase (``--picks`` connects, one at a time):
 - Valkey's total CPU per connect (INFO cpu ``used_cpu_sys + used_cpu_user``, so socket I/O too);
 - Redis commands per connect (commandstats calls, the script's own commands included);
 - p50 / p99 of the pick round trip, seen from the router (one connection, no concurrency);
-- Valkey's time per heartbeat (one node's beat, with 3 tokens held).
+- Valkey's time per heartbeat (one node's beat, with 3 tokens held): in its commands (commandstats)
+  and its total CPU (INFO cpu) over 500 beats. INFO cpu moves in clock ticks (10 ms): the CPU
+  columns need a few hundred connects or beats to mean anything.
 
 Placement (``--burst`` connects, the old pick's pipelined 20 at a time, no heartbeats meanwhile, as in a burst):
 - reconnect burst: the nodes hold 30-70 % of their capacity (seeded); the largest node's share of
@@ -51,6 +53,7 @@ CAPACITY = 10_000
 TOKEN = "benchtoken"
 TOKEN_LIMIT = 10**9
 JOINERS = 50
+BEATS = 500  # heartbeats measured, round the nodes: enough work for INFO cpu's clock-tick resolution
 
 # The pick as shipped before the O(log N) one (polysocket_core/control.py at b33e4ba), the baseline.
 # KEYS[1] = nodes set. ARGV[1] = key prefix, ARGV[2] = token id, ARGV[3] = max sockets, ARGV[4] =
@@ -233,6 +236,7 @@ class Steady:
     p50_ms: float
     p99_ms: float
     beat_us: float
+    beat_cpu_us: float
 
 
 @dataclass
@@ -271,18 +275,22 @@ async def steady(r: aioredis.Redis, fleet: Fleet, picks: int, ids: list[str]) ->
     evals = stats.get("evalsha", {"usec": 0.0, "calls": 1})
     inner = sum(v["calls"] for k, v in stats.items() if k not in ("evalsha", "config|resetstat", "info"))
     await r.config_resetstat()
-    for node_id in ids[:50]:
+    beaters = [ids[i % len(ids)] for i in range(BEATS)]
+    cpu0 = await server_cpu(r)
+    for node_id in beaters:
         await fleet.beat(node_id)
+    beat_cpu_us = (await server_cpu(r) - cpu0) * 1e6 / len(beaters)
     beats = await commandstats(r)
     if "evalsha" in beats:  # the script's usec includes the commands it ran
         beat_total = beats["evalsha"]["usec"]
     else:  # MULTI ... EXEC: the queued commands, each counted once
         beat_total = sum(v["usec"] for k, v in beats.items() if k not in ("multi", "exec", "info", "config|resetstat"))
-    beat_us = beat_total / min(50, len(ids))
+    beat_us = beat_total / len(beaters)
     times.sort()
     return Steady(script_us=evals["usec"] / evals["calls"], cpu_us=(cpu1 - cpu0) * 1e6 / picks,
                   commands=(inner + evals["calls"]) / picks, p50_ms=times[len(times) // 2] * 1000,
-                  p99_ms=times[int(len(times) * 0.99)] * 1000, beat_us=beat_us)
+                  p99_ms=times[int(len(times) * 0.99)] * 1000, beat_us=beat_us,
+                  beat_cpu_us=beat_cpu_us)
 
 
 def largest_share(chosen: list[str], nodes: int) -> float:
@@ -327,13 +335,15 @@ def report(rows: list[Row], args: argparse.Namespace) -> str:
            "every connect with a token. Steady: connects one at a time. Shares: the largest node's "
            "share of the burst / the mean share.", "",
            "| pick | nodes | Valkey µs in the script / connect | Valkey CPU µs / connect | commands / connect "
-           "| pick p50 ms | pick p99 ms | Valkey µs / heartbeat | burst: max share / mean "
+           "| pick p50 ms | pick p99 ms | Valkey µs in a heartbeat | Valkey CPU µs / heartbeat "
+           "| burst: max share / mean "
            "| scale-out: max share / mean | scale-out: share to the 50 joiners |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         s = row.steady
         out.append(f"| {row.pick} | {row.nodes:,} | {s.script_us:,.1f} | {s.cpu_us:,.1f} | {s.commands:,.1f} | "
-                   f"{s.p50_ms:.3f} | {s.p99_ms:.3f} | {s.beat_us:,.1f} | {row.burst_share:.2f} | "
+                   f"{s.p50_ms:.3f} | {s.p99_ms:.3f} | {s.beat_us:,.1f} | {s.beat_cpu_us:,.1f} | "
+                   f"{row.burst_share:.2f} | "
                    f"{row.scaleout_share:.2f} | {row.scaleout_joiners:.1%} |")
     return "\n".join(out) + "\n"
 

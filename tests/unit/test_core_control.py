@@ -45,3 +45,15 @@ def test_ids_are_fresh_and_well_formed() -> None:
     labels = {new_uniq() for _ in range(1000)}
     assert len(labels) == 1000
     assert all(lbl[0].isalpha() and lbl.isalnum() and lbl.islower() and len(lbl) == 12 for lbl in labels)
+
+
+def test_pick_and_report_arguments() -> None:
+    from polysocket_core.control import PICK_CHOICES, NodeReport, pick_args
+
+    k = Keys()
+    keys, args = pick_args(k, "tok", 5, b"{}", list(range(PICK_CHOICES)), ["n1"])
+    assert keys == [*k.fleet, "{ps:}resv:tok"] and args[:4] == ["{ps:}", "tok", 5, b"{}"] and args[-1] == "n1"
+    with pytest.raises(ValueError):
+        pick_args(k, "", 0, b"{}", [1] * (PICK_CHOICES + 1), [])
+    report = NodeReport("n", "beat", 1000, counts={"a": 2}, settle=[("a", "r1")]).args(k)
+    assert report[9:] == [1, "a", 2, "a", "r1"]  # how many counts, the counts, then the settled requests
