@@ -222,7 +222,9 @@ class EstablishReply:
 # only proposes: each candidate is checked against the truth (its ``alive`` key, and ``capacity``,
 # ``sockets`` and ``draining`` in its hash) — a dead node is dropped from the index, a stale score
 # rewritten — and a candidate the router skips (the node that just failed it) or that fails the
-# check gives way to the next rank, at most PICK_STEPS ranks per choice. The chosen node's
+# check gives way to the next rank, at most PICK_STEPS ranks per choice; if all of them failed (many
+# nodes died at once and are not retired yet), the PICK_FALLBACK least-loaded are tried in order,
+# so "no node" means no live node with room among them. The chosen node's
 # ``sockets`` and score go up by one socket, its request is pushed to its inbox in the same step (a
 # reservation never exists without its request), so it is never over capacity.
 #
@@ -245,6 +247,7 @@ class EstablishReply:
 
 PICK_CHOICES = 2  # candidates per pick (power of two choices)
 PICK_STEPS = 4  # ranks a candidate may move on past skipped, dead, draining or full nodes
+PICK_FALLBACK = 32  # when every candidate failed its check: the least-loaded this many, in order
 RETIRE_BATCH = 4  # dead nodes retired (or forgotten) per script run, at most
 
 # Shared by both scripts: KEYS[1..5] = Keys.fleet; ``tag`` and ``now_ms`` are set by the caller.
@@ -337,6 +340,15 @@ for c = 1, math.min(choices, room) do
         if best == nil or cand[2] / cand[3] < best[2] / best[3] then best = cand end
         break
       end
+    end
+  end
+end
+if best == nil and room > 0 then
+  -- every candidate was skipped or stale (a mass death not yet retired): the least-loaded that fits
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, """ + str(PICK_FALLBACK - 1) + """)) do
+    if not skip[id] then
+      best = check(id)
+      if best then break end
     end
   end
 end

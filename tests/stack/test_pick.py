@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import random
 from collections.abc import AsyncIterator, Iterator
 
@@ -17,6 +18,7 @@ from polysocket_cli.processes import Stack
 from polysocket_core.control import (
     NODE_REPORT_LUA,
     PICK_CHOICES,
+    PICK_FALLBACK,
     PICK_NODE_LUA,
     EstablishRequest,
     Keys,
@@ -204,3 +206,15 @@ async def test_every_key_the_scripts_touch_is_in_one_slot(fleet: Fleet) -> None:
             touched.add(parts[1].strip('"').encode())
     assert len(touched) >= 12, touched
     assert {key_slot(k) for k in touched} == {key_slot(KEYS.live.encode())}, touched
+
+
+async def test_a_mass_death_does_not_hide_the_live_nodes(fleet: Fleet) -> None:
+    """90 of 100 nodes die at once, the least loaded: until they are retired the index still lists
+    them. A pick whose candidates are all dead falls back to the PICK_FALLBACK least-loaded in
+    order, dropping every dead one it meets, so at most 90 / PICK_FALLBACK picks find no node."""
+    for i in range(100):
+        await fleet.report(f"n{i:03d}", "register", capacity=100, sockets=0 if i < 90 else 50)
+    await fleet.r.delete(*(KEYS.alive(f"n{i:03d}") for i in range(90)))
+    picked = [await fleet.pick() for _ in range(20)]
+    assert picked.count(None) <= math.ceil(90 / PICK_FALLBACK), picked
+    assert picked[-1] is not None and all(p[1] >= "n090" for p in picked if p), picked
