@@ -276,10 +276,10 @@ async def steady(r: aioredis.Redis, fleet: Fleet, picks: int, ids: list[str]) ->
     inner = sum(v["calls"] for k, v in stats.items() if k not in ("evalsha", "config|resetstat", "info"))
     await r.config_resetstat()
     beaters = [ids[i % len(ids)] for i in range(BEATS)]
-    cpu0 = await server_cpu(r)
+    beats_cpu0 = await server_cpu(r)
     for node_id in beaters:
         await fleet.beat(node_id)
-    beat_cpu_us = (await server_cpu(r) - cpu0) * 1e6 / len(beaters)
+    beat_cpu_us = (await server_cpu(r) - beats_cpu0) * 1e6 / len(beaters)
     beats = await commandstats(r)
     if "evalsha" in beats:  # the script's usec includes the commands it ran
         beat_total = beats["evalsha"]["usec"]
