@@ -28,6 +28,9 @@ and per-token keys (replies, tokens, rate limits) carry none and spread over the
 - ``P reply:{request_id}`` LIST of replies (JSON) to one request: an ``ack`` then a ``done``
 - ``P token:{sha256}``     HASH of one token (see router_fn.tokens); ``P tokens`` HASH id -> sha256
 - ``P rl:{kind}:{key}:{window}`` connect rate-limit counters
+
+How a node is picked, and how the token limits stay exact in O(1): the comment above the scripts
+(PICK_NODE_LUA, NODE_REPORT_LUA) below, the one place that explains them.
 """
 
 from __future__ import annotations
@@ -234,7 +237,8 @@ class EstablishReply:
 # the router when it withdraws the request). A connect reads one HGET and one ZCARD, refuses at
 # the limit, else adds its request to ``resv``. A node's counts enter ``used`` with each heartbeat
 # (NODE_REPORT_LUA withdraws the node's previous counts and adds the new ones, and settles its
-# taken requests, in one step) and leave it when the node deregisters or is retired: a node whose
+# taken requests, in one step) and leave it when the node deregisters or is retired, with its
+# unsettled reservations (indexed by node in ``node:{id}:resv`` for that): a node whose
 # deadline in ``{P}deadlines`` has passed is retired by the next script to run (a pick or any
 # heartbeat, RETIRE_BATCH nodes at a time, so the cost is paid once per death, not per connect).
 # Until then a dead node's counts still count: the limit errs on the safe side for at most a
