@@ -236,7 +236,7 @@ class EstablishReply:
 # (expiry-scored: dropped by the pick when expired, by the taking node's heartbeat when settled, by
 # the router when it withdraws the request). A connect reads one HGET and one ZCARD, refuses at
 # the limit, else adds its request to ``resv``. A node's counts enter ``used`` with each heartbeat
-# (NODE_REPORT_LUA withdraws the node's previous counts and adds the new ones, and settles its
+# (NODE_REPORT_LUA adds what changed since the node's previous counts, and settles its
 # taken requests, in one step) and leave it when the node deregisters or is retired, with its
 # unsettled reservations (indexed by node in ``node:{id}:resv`` for that): a node whose
 # deadline in ``{P}deadlines`` has passed is retired by the next script to run (a pick or any
@@ -382,14 +382,26 @@ NODE_REPORT_LUA = "local tag = ARGV[1]\n" + _RETIRE_LUA + """
 retire(now_ms)
 local id, mode, ttl_ms = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local nk = tag .. 'node:' .. id
-if redis.call('ZSCORE', KEYS[2], id) then withdraw_counts(nk) else redis.call('DEL', nk .. ':tokens') end
+-- The counts of this node that ``used`` holds now: none if it is not counted (new, retired, or
+-- Redis lost its data). Only the tokens whose count changed are written below.
+local held = {}
+if redis.call('ZSCORE', KEYS[2], id) then
+  local flat = redis.call('HGETALL', nk .. ':tokens')
+  for j = 1, #flat, 2 do held[flat[j]] = tonumber(flat[j + 1]) end
+else
+  redis.call('DEL', nk .. ':tokens')
+end
+local function add(token, d)
+  if d ~= 0 and redis.call('HINCRBY', KEYS[3], token, d) <= 0 then redis.call('HDEL', KEYS[3], token) end
+end
 redis.call('ZREM', KEYS[5], id)
 if mode ~= 'beat' then withdraw_reservations(nk) end
 if mode == 'leave' then
+  for token, n in pairs(held) do add(token, -n) end
   redis.call('ZREM', KEYS[1], id)
   redis.call('ZREM', KEYS[2], id)
   redis.call('SREM', KEYS[4], id)
-  redis.call('DEL', nk, nk .. ':alive', nk .. ':inbox')
+  redis.call('DEL', nk, nk .. ':alive', nk .. ':inbox', nk .. ':tokens')
   return 1
 end
 local cap, draining = tonumber(ARGV[6]) or 0, ARGV[8]
@@ -404,12 +416,17 @@ redis.call('SET', nk .. ':alive', '1', 'PX', ttl_ms)
 redis.call('ZADD', KEYS[2], now_ms + ttl_ms, id)
 local i = 11
 for _ = 1, tonumber(ARGV[10]) do
-  local n = tonumber(ARGV[i + 1])
-  if n > 0 then
-    redis.call('HSET', nk .. ':tokens', ARGV[i], n)
-    redis.call('HINCRBY', KEYS[3], ARGV[i], n)
+  local token, n = ARGV[i], tonumber(ARGV[i + 1])
+  if n > 0 and n ~= held[token] then
+    add(token, n - (held[token] or 0))
+    redis.call('HSET', nk .. ':tokens', token, n)
   end
+  if n > 0 then held[token] = nil end
   i = i + 2
+end
+for token, n in pairs(held) do
+  add(token, -n)
+  redis.call('HDEL', nk .. ':tokens', token)
 end
 while i < #ARGV do
   redis.call('ZREM', tag .. 'resv:' .. ARGV[i], ARGV[i + 1])
