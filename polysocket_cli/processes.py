@@ -116,10 +116,11 @@ class Stack:
         wait_port(port, proc=popen)
         return proc
 
-    def start_valkey(self, port: int | None = None) -> Proc:
+    def start_valkey(self, port: int | None = None, extra: list[str] | None = None) -> Proc:
         port = port or free_port()
         proc = self._spawn("valkey", [valkey_binary(), "--port", str(port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no", "--dir", str(self.log_dir)], port)
+                                      "--save", "", "--appendonly", "no", "--dir", str(self.log_dir),
+                                      *(extra or [])], port)
         self.redis_url = f"redis://127.0.0.1:{port}/0"
         return proc
 

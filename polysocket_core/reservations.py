@@ -2,22 +2,24 @@
 
 The life of a reservation (the socket limit of a token, docs/protocol.md "Control plane"):
 
-1. **Picked**: the router's pick script adds the establish request's id to the chosen node's
-   ``node:{id}:resv:{token}`` sorted set, scored with an expiry. Until settled, it counts there
-   (while the node is alive).
+1. **Picked**: the router's pick script adds the establish request's id to the token's
+   ``resv:{token}`` sorted set (and to the chosen node's ``node:{id}:resv``), scored with an
+   expiry. Until settled, it counts there (while the node is alive).
 2. **Taken**: the node takes the request from its inbox and creates a ``Reservation``
    (``TokenLedger.take``). From now on the node counts it in its own absolute per-token counts
    (``TokenLedger.counts``) for as long as the request is being opened or the socket lives.
-3. **Settled**: the node's next heartbeat rewrites its ``node:{id}:tokens`` hash from those counts
-   and removes the taken requests from its ``resv:`` sets, in one transaction: the reservation
+3. **Settled**: the node's next heartbeat rewrites its ``node:{id}:tokens`` hash (and its share
+   of the token totals) from those counts and removes the taken requests from the ``resv`` sets,
+   in one script: the reservation
    moves from one count to the other and is never counted twice nor missing.
 4. **Released**: the socket is freed, or the open failed or was refused (``Reservation.release``,
    idempotent). The next heartbeat's counts no longer include it.
 
 Counts are absolute and rewritten on every heartbeat, and reservations in flight expire by
 themselves, so every count heals within a heartbeat after Redis loses its data, and none can go
-below zero; a dead node's counts and reservations stop counting with its ``alive`` key. A request
-withdrawn by the router before the node took it is removed from ``resv:`` by the router itself.
+below zero; a dead node's counts and reservations stop counting when it is retired (by the first
+script after its ``alive`` key expires). A request withdrawn by the router before the node took it
+is removed from the ``resv`` sets by the router itself.
 """
 
 from __future__ import annotations

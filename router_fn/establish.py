@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import logging
+import random
 import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from polysocket_core.control import PICK_NODE_LUA, EstablishReply, EstablishRequest, Keys
+from polysocket_core.control import (
+    PICK_CHOICES,
+    PICK_NODE_LUA,
+    EstablishReply,
+    EstablishRequest,
+    Keys,
+    pick_args,
+    reservation_member,
+)
 from polysocket_core.errors import ErrorCode, PolysocketError
 from polysocket_core.ids import new_request_id, new_socket_id, new_uniq
 from polysocket_core.redis_client import LONGEST_BLOCK_S
@@ -47,19 +56,22 @@ class Establisher:
     up on within its heartbeat TTL, and one other node is tried with the remaining budget."""
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, ack_timeout_s: float, establish_timeout_s: float,
-                 node_timeout_s: float = 12.0):
+                 node_timeout_s: float = 12.0, rng: random.Random | None = None):
         self.redis = redis
         self.keys = keys
         self.ack_timeout_s = ack_timeout_s
         self.establish_timeout_s = establish_timeout_s
         self.node_timeout_s = node_timeout_s
         self._pick = redis.register_script(PICK_NODE_LUA)
+        self.rng = rng or random.Random()  # the pick's choices (polysocket_core.control); a seed replays them
 
     async def pick_and_send(self, skip: list[str], admitted: Admitted, payload: bytes) -> tuple[str, str] | None:
-        """Least-loaded live node: reserve the socket on it (and against the token's limit) and put
-        the request in its inbox, in one atomic step."""
-        result = await self._pick(keys=[self.keys.nodes], args=[
-            self.keys.prefix, admitted.token_id, admitted.max_sockets, payload, *skip])
+        """The less loaded of a few live nodes drawn at random (polysocket_core.control): reserve the
+        socket on it (and against the token's limit) and put the request in its inbox, in one atomic
+        step."""
+        draws = [self.rng.randrange(1 << 30) for _ in range(PICK_CHOICES)]
+        keys, args = pick_args(self.keys, admitted.token_id, admitted.max_sockets, payload, draws, skip)
+        result = await self._pick(keys=keys, args=args)
         if not result:
             return None
         values = [v.decode() if isinstance(v, bytes) else str(v) for v in result]
@@ -134,7 +146,10 @@ class Establisher:
                 # Still in the inbox: the node never saw it, and now never will. Give back the
                 # reservation the pick made; the node would have done that had it taken the request.
                 if admitted.token_id:
-                    await self.redis.zrem(self.keys.reservations(node_id, admitted.token_id), request_id)
+                    async with self.redis.pipeline(transaction=True) as p:
+                        p.zrem(self.keys.reservations(admitted.token_id), request_id)
+                        p.zrem(self.keys.node_reservations(node_id), reservation_member(admitted.token_id, request_id))
+                        await p.execute()
                 return None
             # The node took it just after the ack timeout: its answer is coming.
             ack = await self._reply_from_live_node(node_id, reply_key, deadline)

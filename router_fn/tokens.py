@@ -175,9 +175,5 @@ class TokenStore:
         return len(nodes)
 
     async def sockets_in_use(self, token_id: str) -> int:
-        total = 0
-        for node in await self.redis.smembers(self.keys.nodes):
-            n = _s(node)
-            if await self.redis.exists(self.keys.alive(n)):
-                total += int(await self.redis.hget(self.keys.node_tokens(n), token_id) or 0)
-        return total
+        """The sockets the live nodes published for the token with their last heartbeats."""
+        return int(await self.redis.hget(self.keys.used, token_id) or 0)

@@ -9,9 +9,17 @@ import time
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
-from redis.typing import EncodableT, FieldT
 
-from polysocket_core.control import REPLY_TTL_SECONDS, EstablishReply, EstablishRequest, Keys, KillRequest, decode_inbox
+from polysocket_core.control import (
+    NODE_REPORT_LUA,
+    REPLY_TTL_SECONDS,
+    EstablishReply,
+    EstablishRequest,
+    Keys,
+    KillRequest,
+    NodeReport,
+    decode_inbox,
+)
 from polysocket_core.errors import ErrorCode, PolysocketError
 from polysocket_core.lifecycle import CloseCause
 from polysocket_core.wire import CLOSE_GOING_AWAY
@@ -20,9 +28,6 @@ from ..settings import RelayConfig
 from ..sockets.table import SocketTable
 
 log = logging.getLogger("polysocket.relay")
-
-NODE_RECORD_TTL_S = 3600  # a dead node's records linger this long at most (its alive key goes first)
-
 
 class NodeAgent:
     def __init__(self, config: RelayConfig, table: SocketTable, redis: aioredis.Redis) -> None:
@@ -37,6 +42,7 @@ class NodeAgent:
         # Deregistering a node that never registered (Redis refused it at start) would only add a
         # second error line; a registration whose reply was lost leaves an alive key that expires.
         self._registered = False
+        self._report_script = redis.register_script(NODE_REPORT_LUA)
 
     async def start(self, fqdn: str | None = None) -> None:
         """Register as ``fqdn`` (the node's effective name; default: the configured one) and run."""
@@ -53,48 +59,29 @@ class NodeAgent:
         log.info("node %s registered as %s (capacity %d)", self.config.node_id, self.fqdn,
                  self.config.capacity)
 
-    def _record(self) -> dict[FieldT, EncodableT]:
-        """The node's changing fields, written at registration and by every heartbeat."""
+    def _report(self, mode: str, settle: list[tuple[str, str]] | None = None) -> NodeReport:
+        """What the node publishes at registration, with every heartbeat and when it leaves. Its token
+        counts are absolute: rewritten whole by every heartbeat, so they heal after Redis lost its
+        data and cannot drift below zero. The requests taken since the last beat leave the routers'
+        reservation sets in the same step that starts counting them here, so a socket is never
+        counted twice nor missed (polysocket_core.reservations)."""
         cfg = self.config
-        return {"fqdn": self.fqdn, "capacity": cfg.capacity, "sockets": self.table.load,
-                "draining": "1" if self.draining else "0"}
+        return NodeReport(node_id=cfg.node_id, mode=mode, ttl_ms=int(cfg.heartbeat_ttl_s * 1000),
+                          fqdn=self.fqdn, capacity=cfg.capacity, sockets=self.table.load,
+                          draining=self.draining, started_at=int(time.time()),
+                          counts=self.table.ledger.counts() if mode != "leave" else {},
+                          settle=settle or ())
 
     async def _register(self) -> None:
-        cfg, k = self.config, self.keys
-        async with self.redis.pipeline(transaction=True) as p:
-            record = self._record()
-            record.update({"id": cfg.node_id, "started_at": int(time.time())})
-            p.hset(k.node(cfg.node_id), mapping=record)
-            p.sadd(k.nodes, cfg.node_id)
-            # A restarted node holds nothing yet; requests queued for its previous life are dropped
-            # with their reservations (their routers time out and try another node).
-            p.delete(k.node_tokens(cfg.node_id), k.inbox(cfg.node_id))
-            p.set(k.alive(cfg.node_id), "1", px=int(cfg.heartbeat_ttl_s * 1000))
-            await p.execute()
+        # A restarted node holds nothing yet; requests queued for its previous life are dropped
+        # (their routers time out and try another node; their reservations expire).
+        await self._report_script(keys=self.keys.fleet, args=self._report("register").args(self.keys))
 
     async def _beat(self) -> None:
-        cfg, k = self.config, self.keys
-        tokens_key = k.node_tokens(cfg.node_id)
         ledger = self.table.ledger
-        # The node's token counts are absolute: rewritten whole by every heartbeat, so they heal
-        # after Redis lost its data and cannot drift below zero. The requests taken since the last
-        # beat leave the routers' reservation sets in the same transaction that starts counting
-        # them here, so a socket is never counted twice nor missed (polysocket_core.reservations).
-        counts: dict[FieldT, EncodableT] = {t: n for t, n in ledger.counts().items()}
         settle = ledger.begin_settle()
         try:
-            async with self.redis.pipeline(transaction=True) as p:
-                p.hset(k.node(cfg.node_id), mapping=self._record())
-                p.sadd(k.nodes, cfg.node_id)
-                p.set(k.alive(cfg.node_id), "1", px=int(cfg.heartbeat_ttl_s * 1000))
-                p.expire(k.node(cfg.node_id), NODE_RECORD_TTL_S)
-                p.delete(tokens_key)
-                if counts:
-                    p.hset(tokens_key, mapping=counts)
-                    p.expire(tokens_key, NODE_RECORD_TTL_S)
-                for token_id, request_id in settle:
-                    p.zrem(k.reservations(cfg.node_id, token_id), request_id)
-                await p.execute()
+            await self._report_script(keys=self.keys.fleet, args=self._report("beat", settle).args(self.keys))
         except BaseException:
             ledger.settle_failed(settle)
             raise
@@ -219,13 +206,8 @@ class NodeAgent:
         await self.deregister()
 
     async def deregister(self) -> None:
-        cfg, k = self.config, self.keys
         try:
-            async with self.redis.pipeline(transaction=True) as p:
-                p.srem(k.nodes, cfg.node_id)
-                p.delete(k.node(cfg.node_id), k.alive(cfg.node_id), k.inbox(cfg.node_id),
-                         k.node_tokens(cfg.node_id))
-                await p.execute()
+            await self._report_script(keys=self.keys.fleet, args=self._report("leave").args(self.keys))
         except RedisError as exc:
             log.warning("deregister failed: %s", exc)
 

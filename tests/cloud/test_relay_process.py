@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from polysocket_cli.processes import Stack
+from polysocket_core.control import Keys
 
 from .conftest import a_records
 
@@ -33,7 +34,7 @@ def test_relay_flags_register_dns_and_metrics_and_withdraw_on_drain(
                    "--cloudwatch-dimension-value", "relays-test", "--drain-grace", "0"],
             env=dict(localstack.client_env()))
         # Healthy means registered in Redis, which happens only after the records are INSYNC.
-        assert redis.Redis.from_url(stack.redis_url).sismember("ps:nodes", "s07")
+        assert redis.Redis.from_url(stack.redis_url).sismember(Keys().nodes, "s07")
         records = a_records(route53, zone_id)
         assert records[name][1] == ["203.0.113.44"] and records[f"*.{name}"][1] == ["203.0.113.44"]
 

@@ -51,6 +51,7 @@ import pytest
 import redis
 
 from polysocket_cli.processes import Stack, free_port
+from polysocket_core.control import Keys
 from tests.support.imds_standin import metadata_standin
 
 from .conftest import _harness, a_records
@@ -446,7 +447,7 @@ def test_terraform_apply_against_localstack_and_moto(emulators: tuple[Any, Moto]
         records = a_records(route53, zone_id)
         public_ip = eip["PublicIp"]  # found by the relay: task metadata -> its interface -> the association
         assert records[fqdn] == (60, [public_ip]) and records[f"*.{fqdn}"] == (60, [public_ip])
-        assert task_id in redis.Redis.from_url(stack.redis_url, decode_responses=True).smembers("ps:nodes")
+        assert task_id in redis.Redis.from_url(stack.redis_url, decode_responses=True).smembers(Keys().nodes)
         assert http_get(f"http://127.0.0.1:{port}/metrics")[0] == 401
         assert http_get(f"http://127.0.0.1:{port}/metrics", {"Authorization": f"Bearer {metrics_token}"})[0] == 200
         dims = [{"Name": "ServiceName", "Value": outputs["relay_service_name"]}]

@@ -15,6 +15,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from polysocket_cli.processes import Stack, free_port
+from polysocket_core.control import Keys
 from router_fn.tokens import token_id_of
 from tests.support.stack import RunningStack
 from tests.support.wire_client import connect, connect_raw
@@ -136,8 +137,8 @@ async def test_sigterm_drains(own_stack: Stack, http: httpx.AsyncClient,
     assert recording_target.closes[0][0] == 1001
     assert node.popen.wait(15) == 0
     r = aioredis.Redis.from_url(own_stack.redis_url)
-    assert await r.smembers("ps:nodes") == set()
-    assert await r.exists("ps:node:node1") == 0
+    assert await r.smembers(Keys().nodes) == set()
+    assert await r.exists(Keys().node("node1")) == 0
     await r.aclose()
 
 
@@ -230,7 +231,7 @@ async def test_request_to_a_stalled_node_is_never_opened_late(own_stack: Stack, 
     r = aioredis.Redis.from_url(own_stack.redis_url)
     count = -1
     for _ in range(50):
-        count = int(await r.hget("ps:node:node1:tokens", token_id_of(token)) or 0)
+        count = int(await r.hget(Keys().node_tokens("node1"), token_id_of(token)) or 0)
         if count == 0:
             break
         await asyncio.sleep(0.1)

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from polysocket_core.control import Keys
 from tests.support.dockerfile import (
     DOCKERFILE,
     IMAGE_SCRIPTS,
@@ -528,7 +529,7 @@ def test_entrypoint_serves_names_itself_and_drains_on_sigterm(dockerfile: list[t
         # the node is named after its ECS task, and registered under that name
         assert health["node"] == task_id and health["fqdn"] == f"{task_id}.relay.test"
         r = redis.Redis.from_url(stack.redis_url, decode_responses=True)
-        assert task_id in r.smembers("ps:nodes")
+        assert task_id in r.smembers(Keys().nodes)
         # file descriptors: the soft limit was raised to the hard one
         soft, hard = proc_nofile(proc.pid)
         assert soft == hard, (soft, hard)
@@ -552,7 +553,7 @@ def test_entrypoint_serves_names_itself_and_drains_on_sigterm(dockerfile: list[t
         print(f"\nrelay drained and exited {code} {elapsed:.1f} s after SIGTERM (grace {grace:g} s)")
         assert code == 0
         assert elapsed < grace + RELAY_STOP_MARGIN_S
-        assert task_id not in r.smembers("ps:nodes")  # deregistered
+        assert task_id not in r.smembers(Keys().nodes)  # deregistered
         # and the health check now fails
         assert subprocess.run(check, env=env, timeout=10, capture_output=True).returncode == 1
     finally:

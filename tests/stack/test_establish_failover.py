@@ -22,7 +22,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from polysocket_cli.processes import Proc, Stack
-from polysocket_core.control import EstablishReply, EstablishRequest, Keys, decode_inbox
+from polysocket_core.control import NODE_REPORT_LUA, EstablishReply, EstablishRequest, Keys, NodeReport, decode_inbox
 from router_fn.admission import Admitted
 from router_fn.establish import Establisher
 from tests.support.wire_client import connect_raw
@@ -53,18 +53,17 @@ def fo() -> Iterator[FailoverStack]:
 
 
 async def reserved_on(redis_url: str, nodes: list[str]) -> str | None:
-    """The node the pick reserved this test's token on (the only token in this Valkey)."""
+    """The node holding this test's token (the only token in this Valkey): the node that took the
+    request counts it in the token counts it publishes with its next heartbeat (docs/protocol.md)."""
     r = aioredis.Redis.from_url(redis_url)
+    keys = Keys()
     try:
-        for node in nodes:
-            # A socket counts on its node as a reservation in flight until the node's next heartbeat
-            # publishes it in its absolute counts (docs/protocol.md): look at both.
-            counts = await r.hgetall(f"ps:node:{node}:tokens")
-            if any(int(v) > 0 for v in counts.values()):
-                return node
-            async for key in r.scan_iter(match=f"ps:node:{node}:resv:*"):
-                if await r.zcard(key):
+        for _ in range(40):  # a few heartbeat intervals
+            for node in nodes:
+                counts = await r.hgetall(keys.node_tokens(node))
+                if any(int(v) > 0 for v in counts.values()):
                     return node
+            await asyncio.sleep(0.05)
         return None
     finally:
         await r.aclose()
@@ -130,11 +129,13 @@ async def fake_node(r: aioredis.Redis, node_id: str, answer: bool, seen: list[Es
     """A node on the real control plane that heart-beats and acks but (unless ``answer``) never
     finishes: the stuck-after-ack case the heartbeat alone cannot reveal."""
     keys = Keys()
-    await r.hset(keys.node(node_id), mapping={"id": node_id, "fqdn": f"{node_id}.localhost:1", "capacity": 10,
-                                              "sockets": 1 if answer else 0, "draining": 0})
-    await r.sadd(keys.nodes, node_id)
+    report = r.register_script(NODE_REPORT_LUA)
+    mode = "register"
     while not stop.is_set():  # (not cancelled: a cancelled BLPOP can wedge redis-py's connection)
-        await r.set(keys.alive(node_id), "1", px=1000)
+        await report(keys=keys.fleet, args=NodeReport(
+            node_id, mode, ttl_ms=1000, fqdn=f"{node_id}.localhost:1", capacity=10,
+            sockets=1 if answer else 0).args(keys))
+        mode = "beat"
         item = await r.blpop([keys.inbox(node_id)], timeout=0.2)
         if item is None:
             continue

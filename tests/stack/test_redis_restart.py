@@ -15,6 +15,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from polysocket_cli.processes import Proc, Stack, free_port
+from polysocket_core.control import Keys
 from router_fn.tokens import token_id_of
 from tests.support.wire_client import Conn, connect, connect_raw
 
@@ -69,8 +70,8 @@ async def token_count(redis_url: str, token: str) -> list[int]:
     r = aioredis.Redis.from_url(redis_url)
     try:
         counts = []
-        for node in await r.smembers("ps:nodes"):
-            raw = await r.hget(f"ps:node:{node.decode()}:tokens", token_id_of(token))
+        for node in await r.smembers(Keys().nodes):
+            raw = await r.hget(Keys().node_tokens(node.decode()), token_id_of(token))
             counts.append(int(raw or 0))
         return counts
     finally:
@@ -81,7 +82,7 @@ async def wait_registered(redis_url: str, node: str, timeout: float = 10) -> Non
     r = aioredis.Redis.from_url(redis_url)
     try:
         deadline = time.monotonic() + timeout
-        while not await r.exists(f"ps:node:{node}:alive"):
+        while not await r.exists(Keys().alive(node)):
             assert time.monotonic() < deadline, "the node did not re-register"
             await asyncio.sleep(0.1)
     finally:

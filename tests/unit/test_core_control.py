@@ -30,9 +30,12 @@ def test_reply_round_trip() -> None:
 def test_keys() -> None:
     k = Keys("t:")
     assert (k.nodes, k.node("n"), k.alive("n"), k.inbox("n"), k.reply("r")) == (
-        "t:nodes", "t:node:n", "t:node:n:alive", "t:node:n:inbox", "t:reply:r")
-    assert k.node_tokens("n") == "t:node:n:tokens" and k.token("ab") == "t:token:ab"
-    assert k.reservations("n", "tok") == "t:node:n:resv:tok"
+        "{t:}nodes", "{t:}node:n", "{t:}node:n:alive", "{t:}node:n:inbox", "t:reply:r")
+    assert k.node_tokens("n") == "{t:}node:n:tokens" and k.token("ab") == "t:token:ab"
+    assert k.reservations("tok") == "{t:}resv:tok"
+    for bad in ("", "a{b", "a}"):
+        with pytest.raises(ValueError):
+            Keys(bad)
     assert NODE_ID_RE.fullmatch("node-1.a_b") and not NODE_ID_RE.fullmatch("a b")
 
 
@@ -42,3 +45,15 @@ def test_ids_are_fresh_and_well_formed() -> None:
     labels = {new_uniq() for _ in range(1000)}
     assert len(labels) == 1000
     assert all(lbl[0].isalpha() and lbl.isalnum() and lbl.islower() and len(lbl) == UNIQ_LENGTH for lbl in labels)
+
+
+def test_pick_and_report_arguments() -> None:
+    from polysocket_core.control import PICK_CHOICES, NodeReport, pick_args
+
+    k = Keys()
+    keys, args = pick_args(k, "tok", 5, b"{}", list(range(PICK_CHOICES)), ["n1"])
+    assert keys == [*k.fleet, "{ps:}resv:tok"] and args[:4] == ["{ps:}", "tok", 5, b"{}"] and args[-1] == "n1"
+    with pytest.raises(ValueError):
+        pick_args(k, "", 0, b"{}", [1] * (PICK_CHOICES + 1), [])
+    report = NodeReport("n", "beat", 1000, counts={"a": 2}, settle=[("a", "r1")]).args(k)
+    assert report[9:] == [1, "a", 2, "a", "r1"]  # how many counts, the counts, then the settled requests
