@@ -1,21 +1,13 @@
-"""Shared pieces of the browser tests: the Chromium launch settings, the in-page harness, the page factory."""
+"""Shared pieces of the browser tests: the in-page harness and the page factory (any engine)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from engines import BrowserContext, BrowserPage
+
 CLIENT_DIR = Path(__file__).resolve().parents[2] / "client"
 LIBRARY_PATH = "/client/polysocket.js"
 
@@ -123,19 +115,16 @@ def browser_url(url: str) -> str:
 class PageFactory:
     """Opens the test page on the router's origin, with or without native WebSocket."""
 
-    def __init__(self, context: Any, stack: BrowserStack) -> None:
+    def __init__(self, context: BrowserContext, stack: BrowserStack) -> None:
         self.context = context
         self.stack = stack
 
     def open(
         self, native: bool = True, init_script: str = "", library: str = LIBRARY_PATH, after_load: str = ""
-    ) -> Any:
+    ) -> BrowserPage:
         """A page with the library loaded. ``init_script`` runs before anything on the page,
         ``after_load`` (a script) right after the library."""
         page = self.context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.page_errors = errors  # type: ignore[attr-defined]
         prelude = ""
         if not native:
             prelude = "delete window.WebSocket; delete window.MozWebSocket;"
