@@ -8,7 +8,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help run test unit deps lint fmt typecheck check-targets pytest faults faults-full clean
+.PHONY: help run test unit deps lint fmt typecheck check-targets pytest browser-chromium browser-firefox browser-webkit \
+        faults faults-full clean
 
 run: deps ## the whole stack on loopback (polysocket dev)
 	$(VENV)/bin/polysocket dev
@@ -23,12 +24,13 @@ help: ## this list
 	@grep -E '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /\1\t/' | expand -t 16
 
 LOCALSTACK_VENV ?= localstack/.venv
+BROWSER_ENGINES := /usr/bin/firefox-esr /usr/bin/WebKitWebDriver /usr/bin/Xvfb
 
 DEPS := $(STAMP) tests/targets/node_modules/.package-lock.json client/node_modules/.package-lock.json /usr/bin/chromium \
-        /usr/bin/pebble $(LOCALSTACK_VENV)/bin/localstack node_modules/.package-lock.json localstack/.tools/.installed \
+        $(BROWSER_ENGINES) /usr/bin/pebble $(LOCALSTACK_VENV)/bin/localstack node_modules/.package-lock.json localstack/.tools/.installed \
         bench/node/node_modules/.package-lock.json
 
-deps: $(DEPS) ## install everything the tests need (venv, npm trees, Chromium, pebble, LocalStack, tools)
+deps: $(DEPS) ## install everything the tests need (venv, npm trees, browsers, pebble, LocalStack, tools)
 
 # LocalStack (no Docker) in a venv of its own, pinned: the AWS half's tests run against it.
 $(LOCALSTACK_VENV)/bin/localstack: localstack/install.sh
@@ -59,9 +61,14 @@ client/node_modules/.package-lock.json: client/package-lock.json
 bench/node/node_modules/.package-lock.json: bench/node/package-lock.json
 	npm ci --prefix bench/node --no-audit --no-fund
 
-/usr/bin/chromium /usr/bin/pebble:
-	@if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(notdir $@); \
-	else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(notdir $@); fi
+# Debian packages, each known by a file it installs; the package is named after the file unless said.
+# The other browser engines of tests/browser (engines.py): Firefox ESR, and WebKitGTK's WebDriver with
+# MiniBrowser (libwebkit2gtk-4.1-0, a dependency of webkit2gtk-driver) on an Xvfb display.
+/usr/bin/WebKitWebDriver: PACKAGE = webkit2gtk-driver
+/usr/bin/Xvfb: PACKAGE = xvfb
+/usr/bin/chromium /usr/bin/pebble $(BROWSER_ENGINES):
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(or $(PACKAGE),$(notdir $@)); \
+	else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(or $(PACKAGE),$(notdir $@)); fi
 
 lint: ## ruff check
 	$(PY) -m ruff check .
@@ -79,12 +86,16 @@ typecheck: ## mypy --strict over the packages, tests/support, bench, deploy and 
 check-targets: $(STAMP) ## every target's pytest command collects
 	$(PY) scripts/check_make_targets.py
 
-# Two runs: Playwright's sync API keeps an event loop alive in the main thread while its browser
-# is open, which would break every asyncio test that runs after it in the same process.
+# Browser runs apart: Playwright's sync API keeps an event loop alive in the main thread while its
+# browser is open, which would break every asyncio test that runs after it in the same process.
+# One run per engine, the three at once (each starts its own stack on free ports; output kept per run).
 pytest: ## the test runs of `make test` (no installs)
 	$(PY) -m pytest --ignore=tests/browser --ignore=tests/cloud
 	PSTEST_LOCALSTACK_VENV=$(abspath $(LOCALSTACK_VENV)) $(PY) -m pytest tests/cloud
-	$(PY) -m pytest tests/browser
+	$(MAKE) --no-print-directory -j3 --output-sync=target browser-chromium browser-firefox browser-webkit
+
+browser-chromium browser-firefox browser-webkit: browser-%: ## tests/browser on one engine (chromium, firefox, webkit)
+	$(PY) -m pytest tests/browser --engine $*
 
 # The fault campaign alone (also part of `make test`, in its CI profile): tests/faults/README.md.
 faults: deps ## the fault campaign, CI profile (tests/faults/README.md)

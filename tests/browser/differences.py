@@ -2,8 +2,8 @@
 
 A test listed here is not generated for those engines (deselected at collection, never skipped),
 so a run on Firefox or WebKit reports exactly what it ran. Two kinds of entries:
-- the test needs something only Playwright gives (intercepting or watching requests, the console,
-  input actions, frames), which the WebDriver engines (Firefox, WebKit) do not have here;
+- the test needs something only Playwright gives (intercepting requests, the console, input
+  actions, frames), which the WebDriver engines (Firefox, WebKit) do not have here;
 - the engine behaves differently from what the test asserts, and docs/client.md's engine table
   says how and why.
 A test not listed runs on every engine.
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 WEBDRIVER = frozenset({"firefox", "webkit"})
 
 ROUTE = "intercepts requests (Playwright's page.route)"
-WATCH = "watches the page's requests (Playwright's page.on('request'))"
 CONSOLE = "reads console warnings (Playwright's page.on('console'))"
 
 
@@ -31,9 +30,7 @@ EXCLUSIONS: tuple[Exclusion, ...] = (
     # test_client.py
     Exclusion("test_client.py::test_dropped_poll_answers_lose_nothing", WEBDRIVER, ROUTE),
     Exclusion("test_client.py::test_failed_sends_are_retried_without_duplicates", WEBDRIVER, ROUTE),
-    Exclusion("test_client.py::test_jsonp_and_xhr_keep_urls_short", WEBDRIVER, WATCH),
     Exclusion("test_client.py::test_demo_page", WEBDRIVER, "drives the demo's form (Playwright's fill and click)"),
-    Exclusion("test_client.py::test_burst_leaves_in_batches", WEBDRIVER, WATCH),
     Exclusion("test_client.py::test_xhr_falls_back_to_jsonp_when_cors_fails", WEBDRIVER, ROUTE),
     Exclusion("test_client.py::test_install_from_the_script_tag", WEBDRIVER, CONSOLE + " and frames"),
     Exclusion("test_client.py::test_late_install_warns", WEBDRIVER, CONSOLE),
@@ -42,12 +39,8 @@ EXCLUSIONS: tuple[Exclusion, ...] = (
     # test_conformance.py
     Exclusion("test_conformance.py::test_the_page_catches_a_difference", WEBDRIVER,
               "patches the library before the page's own scripts run (Playwright's add_init_script)"),
-    # test_stream.py: the stream tests check which requests carried the messages
-    Exclusion("test_stream.py::test_messages_arrive_by_stream", WEBDRIVER, WATCH),
-    Exclusion("test_stream.py::test_resume_across_byte_budgets_loses_and_doubles_nothing", WEBDRIVER, WATCH),
+    # test_stream.py
     Exclusion("test_stream.py::test_streams_cut_mid_message_resume_without_loss", WEBDRIVER, ROUTE),
-    Exclusion("test_stream.py::test_acks_on_sends_keep_a_long_stream_flowing", WEBDRIVER, WATCH),
-    Exclusion("test_stream.py::test_a_flood_with_no_sends_renews_its_stream_to_ack", WEBDRIVER, WATCH),
     Exclusion("test_stream.py::test_buffering_proxy_falls_back_to_polling", WEBDRIVER, ROUTE),
     Exclusion("test_stream.py::test_a_relay_without_streams_is_polled", WEBDRIVER, ROUTE),
     Exclusion("test_stream.py::test_a_stream_that_falls_silent_is_replaced_then_given_up", WEBDRIVER, ROUTE),

@@ -50,6 +50,11 @@ class BrowserPage(Protocol):
 
     def add_init_script(self, script: str) -> None: ...
 
+    def watch_requests(self) -> Callable[[], list[tuple[str, str]]]:
+        """Records the page's requests from here on (call it before ``goto``); the function it
+        returns reads them: (absolute URL, kind: ``xhr``, ``eventsource`` or ``script``)."""
+        ...
+
     def add_script_tag(self, *, url: str = "", content: str = "", path: str = "") -> None: ...
 
     def evaluate(self, expression: str, arg: Any = None) -> Any: ...
@@ -105,6 +110,11 @@ class PlaywrightPage:
 
     def add_init_script(self, script: str) -> None:
         self._page.add_init_script(script)
+
+    def watch_requests(self) -> Callable[[], list[tuple[str, str]]]:
+        seen: list[tuple[str, str]] = []
+        self._page.on("request", lambda req: seen.append((req.url, req.resource_type)))
+        return lambda: list(seen)
 
     def add_script_tag(self, *, url: str = "", content: str = "", path: str = "") -> None:
         if url:
@@ -235,6 +245,27 @@ _COLLECT_ERRORS = """() => {
   window.addEventListener("unhandledrejection", (e) => { __psPageErrors.push(String(e.reason)); });
 }"""
 
+# WebDriver has no network events: the page records the requests it starts, in the kinds
+# Playwright names them. The EventSource is wrapped before the library captures it (an init
+# script); XHR and script elements are caught on their prototypes.
+_RECORD_REQUESTS = """(function () {
+  var seen = window.__psRequests = [];
+  function record(url, kind) { seen.push([new URL(String(url), location.href).href, kind]); }
+  var open = XMLHttpRequest.prototype.open;
+  XMLHttpRequest.prototype.open = function (method, url) { record(url, "xhr"); return open.apply(this, arguments); };
+  var src = Object.getOwnPropertyDescriptor(HTMLScriptElement.prototype, "src");
+  Object.defineProperty(HTMLScriptElement.prototype, "src", {
+    configurable: true, enumerable: src.enumerable, get: src.get,
+    set: function (v) { record(v, "script"); src.set.call(this, v); }
+  });
+  if (window.EventSource) {
+    var Native = window.EventSource;
+    window.EventSource = class EventSource extends Native {
+      constructor(url, init) { record(url, "eventsource"); super(url, init); }
+    };
+  }
+})();"""
+
 _LOAD_SCRIPT = """([url]) => new Promise((resolve, reject) => {
   const s = document.createElement("script");
   s.src = url;
@@ -283,6 +314,14 @@ class WebDriverPage:
 
     def add_init_script(self, script: str) -> None:
         self._init_scripts.append(script)
+
+    def watch_requests(self) -> Callable[[], list[tuple[str, str]]]:
+        self.add_init_script(_RECORD_REQUESTS)
+
+        def read() -> list[tuple[str, str]]:
+            return [(url, kind) for url, kind in self.evaluate("() => window.__psRequests || []")]
+
+        return read
 
     def add_script_tag(self, *, url: str = "", content: str = "", path: str = "") -> None:
         if url:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -124,7 +125,17 @@ class PageFactory:
     ) -> BrowserPage:
         """A page with the library loaded. ``init_script`` runs before anything on the page,
         ``after_load`` (a script) right after the library."""
+        return self._open(self.context.new_page(), native, init_script, library, after_load)
+
+    def open_watched(
+        self, native: bool = True, init_script: str = ""
+    ) -> tuple[BrowserPage, Callable[[], list[tuple[str, str]]]]:
+        """As ``open``, and the page's requests are recorded from the start: (page, reader)."""
         page = self.context.new_page()
+        read = page.watch_requests()
+        return self._open(page, native, init_script, LIBRARY_PATH, ""), read
+
+    def _open(self, page: BrowserPage, native: bool, init_script: str, library: str, after_load: str) -> BrowserPage:
         prelude = ""
         if not native:
             prelude = "delete window.WebSocket; delete window.MozWebSocket;"

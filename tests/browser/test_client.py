@@ -426,14 +426,13 @@ def test_failed_sends_are_retried_without_duplicates(
 
 @pytest.mark.parametrize("mode", ["xhr", "jsonp"])
 def test_jsonp_and_xhr_keep_urls_short(pages: PageFactory, browser_stack: BrowserStack, mode: str) -> None:
-    page = open_page(pages, mode)
-    urls: list[str] = []
-    page.on("request", lambda req: urls.append(req.url))
+    page, read = pages.open_watched(native=False)
     sid = connect(page, browser_stack.target, mode)
     send(page, sid, "s.send('€'.repeat(3000)); s.send(new Uint8Array(5000).fill(251))")
     msgs = wait_messages(page, sid, 2)
     assert msgs[0]["d"] == "€" * 3000
     assert base64.b64decode(msgs[1]["d"]) == bytes([251]) * 5000
+    urls = [url for url, _ in read()]
     sends = [u for u in urls if "/send?" in u]
     assert sends
     assert max(len(u) for u in urls) <= 2000
@@ -715,14 +714,13 @@ def test_burst_leaves_in_batches(
     rates: dict[str, float] = {}
     requests: dict[str, int] = {}
     for label, options in [("one request per message", {"maxBatch": 1}), ("batched", {})]:
-        page = open_page(pages, mode)
-        sends: list[str] = []
-        page.on("request", lambda req, sends=sends: sends.append(req.url) if "/send?" in req.url else None)
+        page, read = pages.open_watched(native=False)
         sid = connect(page, browser_stack.target, mode, options=options)
         times = burst(page, sid)
         msgs = wait_messages(page, sid, BURST)
         # nothing lost, duplicated or reordered
         assert [m["d"] for m in msgs] == [f"b{i}" for i in range(BURST)]
+        sends = [url for url, _ in read() if "/send?" in url]
         assert max(len(u) for u in sends) <= 2000
         rates[label] = BURST / times["accepted"] * 1000
         requests[label] = len(sends)
