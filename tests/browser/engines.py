@@ -40,7 +40,7 @@ class LaunchOptions:
 
 
 class BrowserPage(Protocol):
-    """One tab. ``evaluate`` takes a function's source (called with ``arg``) or an expression,
+    """One page. ``evaluate`` takes a function's source (called with ``arg``) or an expression,
     and awaits a promise it returns, as Playwright's ``page.evaluate`` does."""
 
     @property
@@ -286,7 +286,7 @@ class EvaluationError(RuntimeError):
 
 
 class WebDriverPage:
-    """A tab of a WebDriver session. Init scripts run right after each navigation, before anything
+    """A window of a WebDriver session. Init scripts run right after each navigation, before anything
     the test adds: the same as Playwright's for a page without scripts of its own (the suites' test
     page is a plain resource of the router), not for a page that runs scripts while it loads."""
 
@@ -354,8 +354,10 @@ class WebDriverPage:
 
 
 class WebDriverContext:
-    """Pages of one test, as tabs of the engine's one session (a session per test would cost a
-    browser start each). Closing them ends their sessionStorage; cookies and localStorage stay."""
+    """Pages of one test, as windows of the engine's one session (a session per test would cost a
+    browser start each). Windows, not tabs: WebKit runs the timers of a tab behind another once a
+    second at most (a ping-pong took 1 s a round). Closing the pages ends their sessionStorage;
+    cookies and localStorage stay for the module's later tests."""
 
     def __init__(self, driver: Any, home: str) -> None:
         self._driver = driver
@@ -364,7 +366,7 @@ class WebDriverContext:
 
     def new_page(self) -> BrowserPage:
         self._driver.switch_to.window(self._home)
-        self._driver.switch_to.new_window("tab")
+        self._driver.switch_to.new_window("window")
         page = WebDriverPage(self._driver, self._driver.current_window_handle)
         self._pages.append(page)
         return page

@@ -306,8 +306,8 @@ def test_a_stream_that_falls_silent_is_replaced_then_given_up(
 
 
 def test_receive_option(pages: PageFactory, browser_stack: BrowserStack) -> None:
-    page = pages.open(native=False)
-    reqs = Requests(page)
+    page, read = pages.open_watched(native=False)
+    reqs = Requests(read)
     polled = connect(page, browser_stack.target, "xhr", options={"receive": "poll"})
     assert receiving(page, polled) == "poll"
     xhr_stream = connect(page, browser_stack.target, "xhr", options={"receive": "xhr-streaming"})
