@@ -55,6 +55,11 @@ class BrowserPage(Protocol):
         returns reads them: (absolute URL, kind: ``xhr``, ``eventsource`` or ``script``)."""
         ...
 
+    def watch_console(self) -> Callable[[], list[tuple[str, str]]]:
+        """Records the page's console messages from here on (call it before ``goto``):
+        (type as Playwright names it: ``log``, ``info``, ``warning``, ``error``; text)."""
+        ...
+
     def add_script_tag(self, *, url: str = "", content: str = "", path: str = "") -> None: ...
 
     def evaluate(self, expression: str, arg: Any = None) -> Any: ...
@@ -114,6 +119,11 @@ class PlaywrightPage:
     def watch_requests(self) -> Callable[[], list[tuple[str, str]]]:
         seen: list[tuple[str, str]] = []
         self._page.on("request", lambda req: seen.append((req.url, req.resource_type)))
+        return lambda: list(seen)
+
+    def watch_console(self) -> Callable[[], list[tuple[str, str]]]:
+        seen: list[tuple[str, str]] = []
+        self._page.on("console", lambda msg: seen.append((msg.type, msg.text)))
         return lambda: list(seen)
 
     def add_script_tag(self, *, url: str = "", content: str = "", path: str = "") -> None:
@@ -266,6 +276,18 @@ _RECORD_REQUESTS = """(function () {
   }
 })();"""
 
+# Nor console events: the page records what it logs, then logs it as before.
+_RECORD_CONSOLE = """(function () {
+  var seen = window.__psConsole = [];
+  [["log", "log"], ["info", "info"], ["warn", "warning"], ["error", "error"]].forEach(function (m) {
+    var original = console[m[0]];
+    console[m[0]] = function () {
+      seen.push([m[1], Array.prototype.map.call(arguments, String).join(" ")]);
+      return original.apply(console, arguments);
+    };
+  });
+})();"""
+
 _LOAD_SCRIPT = """([url]) => new Promise((resolve, reject) => {
   const s = document.createElement("script");
   s.src = url;
@@ -320,6 +342,14 @@ class WebDriverPage:
 
         def read() -> list[tuple[str, str]]:
             return [(url, kind) for url, kind in self.evaluate("() => window.__psRequests || []")]
+
+        return read
+
+    def watch_console(self) -> Callable[[], list[tuple[str, str]]]:
+        self.add_init_script(_RECORD_CONSOLE)
+
+        def read() -> list[tuple[str, str]]:
+            return [(kind, text) for kind, text in self.evaluate("() => window.__psConsole || []")]
 
         return read
 

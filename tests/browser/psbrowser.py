@@ -121,11 +121,17 @@ class PageFactory:
         self.stack = stack
 
     def open(
-        self, native: bool = True, init_script: str = "", library: str = LIBRARY_PATH, after_load: str = ""
+        self,
+        native: bool = True,
+        init_script: str = "",
+        library: str = LIBRARY_PATH,
+        after_load: str = "",
+        page: BrowserPage | None = None,
     ) -> BrowserPage:
         """A page with the library loaded. ``init_script`` runs before anything on the page,
-        ``after_load`` (a script) right after the library."""
-        return self._open(self.context.new_page(), native, init_script, library, after_load)
+        ``after_load`` (a script) right after the library. ``page``: a new page to load it into
+        (one the test set watching first), else a new one."""
+        return self._open(page or self.context.new_page(), native, init_script, library, after_load)
 
     def open_watched(
         self, native: bool = True, init_script: str = ""

@@ -865,12 +865,13 @@ def test_install_from_the_script_tag(pages: PageFactory, browser_stack: BrowserS
 
 
 def test_late_install_warns(pages: PageFactory, browser_stack: BrowserStack) -> None:
-    page = pages.open(native=False)
-    warnings: list[str] = []
-    page.on("console", lambda msg: warnings.append(msg.text) if msg.type == "warning" else None)
+    page = pages.context.new_page()
+    console = page.watch_console()
+    pages.open(native=False, page=page)
     # the test page has long finished loading: a library on it could have captured WebSocket already
     assert page.evaluate("() => [PolySocket.install(), PolySocket.installedLate]") == [True, True]
     page.wait_for_timeout(100)
+    warnings = [text for kind, text in console() if kind == "warning"]
     assert len(warnings) == 1 and "install() ran after the page finished loading" in warnings[0]
 
 
