@@ -2,8 +2,8 @@
 
 A test listed here is not generated for those engines (deselected at collection, never skipped),
 so a run on Firefox or WebKit reports exactly what it ran. Two kinds of entries:
-- the test needs something only Playwright gives (intercepting requests, input actions,
-  evaluating in frames), which the WebDriver engines (Firefox, WebKit) do not have here;
+- the test needs something only Playwright gives (intercepting requests, evaluating in
+  frames), which the WebDriver engines (Firefox, WebKit) do not have here;
 - the engine behaves differently from what the test asserts, and docs/client.md's engine table
   says how and why.
 A test not listed runs on every engine.
@@ -29,7 +29,6 @@ EXCLUSIONS: tuple[Exclusion, ...] = (
     # test_client.py
     Exclusion("test_client.py::test_dropped_poll_answers_lose_nothing", WEBDRIVER, ROUTE),
     Exclusion("test_client.py::test_failed_sends_are_retried_without_duplicates", WEBDRIVER, ROUTE),
-    Exclusion("test_client.py::test_demo_page", WEBDRIVER, "drives the demo's form (Playwright's fill and click)"),
     Exclusion("test_client.py::test_xhr_falls_back_to_jsonp_when_cors_fails", WEBDRIVER, ROUTE),
     Exclusion("test_client.py::test_install_from_the_script_tag", WEBDRIVER,
               "evaluates in an iframe's realm (Playwright's frames)"),

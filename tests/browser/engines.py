@@ -68,6 +68,15 @@ class BrowserPage(Protocol):
 
     def wait_for_timeout(self, ms: float) -> None: ...
 
+    # What a visitor does, as input events (the element found by a CSS selector).
+    def fill(self, selector: str, value: str) -> None: ...
+
+    def check(self, selector: str) -> None: ...
+
+    def click(self, selector: str) -> None: ...
+
+    def text_content(self, selector: str) -> str: ...
+
     def close(self) -> None: ...
 
 
@@ -98,8 +107,8 @@ CHROMIUM_ARGS = [
 
 
 class PlaywrightPage:
-    """A Playwright page behind the seam. What the seam does not name (``route``, ``on``, ``frames``,
-    ``fill`` ...) passes through to Playwright: the tests that use it run on Chromium only."""
+    """A Playwright page behind the seam. What the seam does not name (``route``, ``frames`` ...)
+    passes through to Playwright: the tests that use it run on Chromium only."""
 
     def __init__(self, page: Any) -> None:
         self._page = page
@@ -142,6 +151,18 @@ class PlaywrightPage:
 
     def wait_for_timeout(self, ms: float) -> None:
         self._page.wait_for_timeout(ms)
+
+    def fill(self, selector: str, value: str) -> None:
+        self._page.fill(selector, value)
+
+    def check(self, selector: str) -> None:
+        self._page.check(selector)
+
+    def click(self, selector: str) -> None:
+        self._page.click(selector)
+
+    def text_content(self, selector: str) -> str:
+        return str(self._page.text_content(selector))
 
     def close(self) -> None:
         self._page.close()
@@ -374,6 +395,27 @@ class WebDriverPage:
 
     def wait_for_timeout(self, ms: float) -> None:
         time.sleep(ms / 1000)
+
+    def _element(self, selector: str) -> Any:
+        from selenium.webdriver.common.by import By
+
+        return self._focus().find_element(By.CSS_SELECTOR, selector)
+
+    def fill(self, selector: str, value: str) -> None:
+        element = self._element(selector)
+        element.clear()
+        element.send_keys(value)
+
+    def check(self, selector: str) -> None:
+        element = self._element(selector)
+        if not element.is_selected():
+            element.click()
+
+    def click(self, selector: str) -> None:
+        self._element(selector).click()
+
+    def text_content(self, selector: str) -> str:
+        return str(self.evaluate("(s) => document.querySelector(s).textContent", selector))
 
     def close(self) -> None:
         if self._closed:

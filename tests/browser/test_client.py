@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from engines import BrowserContext
 from loopback import LoopbackServer
 from psbrowser import BrowserStack, PageFactory
 
@@ -656,10 +657,8 @@ def test_event_listeners(pages: PageFactory, browser_stack: BrowserStack, mode: 
 
 
 @pytest.mark.parametrize("force_fallback", [False, True])
-def test_demo_page(context: Any, browser_stack: BrowserStack, force_fallback: bool) -> None:
+def test_demo_page(context: BrowserContext, browser_stack: BrowserStack, force_fallback: bool) -> None:
     page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
     url = f"{browser_stack.router}/client/demo.html"
     if browser_stack.token:
         url += f"?token={browser_stack.token}"
@@ -678,7 +677,7 @@ def test_demo_page(context: Any, browser_stack: BrowserStack, force_fallback: bo
     page.wait_for_function("document.querySelector('#log').textContent.includes('< hi from the demo ✓')")
     page.click("#disconnect")
     page.wait_for_function("document.querySelector('#state').textContent === 'closed'")
-    assert errors == []
+    assert page.page_errors == []
 
 
 # ------------------------------------------------------------------------------------------ batched sends
