@@ -11,9 +11,9 @@ import threading
 
 
 class LoopbackServer:
-    def __init__(self, backlog: int = 64, port: int = 0) -> None:
+    def __init__(self, backlog: int = 64) -> None:
         self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", port))
+        self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(backlog)
         self.port = int(self.sock.getsockname()[1])
         threading.Thread(target=self._serve, daemon=True).start()

@@ -24,7 +24,7 @@ class EchoingProxy(LoopbackServer):
 
     def __init__(self) -> None:
         self.lines: list[str] = []
-        super().__init__(port=free_port())
+        super().__init__()
 
     def handle(self, conn: socket.socket) -> None:
         with conn:
