@@ -191,15 +191,33 @@ class PlaywrightBrowser:
         return PlaywrightContext(self._browser.new_context())
 
 
+_PLAYWRIGHTS: list[Any] = []  # the sync Playwright running in this thread, if any
+
+
 @contextlib.contextmanager
-def launch_chromium(options: LaunchOptions) -> Iterator[Browser]:
+def _playwright() -> Iterator[Any]:
+    """One sync Playwright per thread: a second one cannot start while the first runs (a test that
+    launches a Chromium behind a proxy while the module's browser is open shares it)."""
+    if _PLAYWRIGHTS:
+        yield _PLAYWRIGHTS[-1]
+        return
     from playwright.sync_api import sync_playwright
 
+    with sync_playwright() as pw:
+        _PLAYWRIGHTS.append(pw)
+        try:
+            yield pw
+        finally:
+            _PLAYWRIGHTS.pop()
+
+
+@contextlib.contextmanager
+def launch_chromium(options: LaunchOptions) -> Iterator[Browser]:
     args = list(CHROMIUM_ARGS)
     if options.proxy:
         # Chromium bypasses a proxy for loopback unless told not to.
         args += [f"--proxy-server=http://{options.proxy}", "--proxy-bypass-list=<-loopback>"]
-    with sync_playwright() as pw:
+    with _playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
         try:
             yield PlaywrightBrowser(browser)

@@ -11,7 +11,7 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from engines import ENGINES, LaunchOptions
+from engines import ENGINES, Browser, LaunchOptions
 from loopback import LoopbackServer
 
 from tests.support.ports import free_port
@@ -50,9 +50,9 @@ def proxy() -> Iterator[EchoingProxy]:
         p.close()
 
 
-def test_the_proxy_option_carries_loopback_requests(engine: str, proxy: EchoingProxy) -> None:
-    missing = ENGINES[engine].missing()
-    assert not missing, f"{engine}: {missing} not installed: run `make deps`"
+def test_the_proxy_option_carries_loopback_requests(browser: Browser, engine: str, proxy: EchoingProxy) -> None:
+    # ``browser`` (the module's, without a proxy) stays open meanwhile: a second browser of the
+    # same engine starts beside it, as the network matrix does.
     # Nothing listens on that port: a page that arrives came from the proxy.
     nowhere = free_port()
     urls = [f"http://127.0.0.1:{nowhere}/direct-ip", f"http://relay-one.localhost:{nowhere}/relay-name"]
