@@ -48,6 +48,8 @@ class BrowserPage(Protocol):
 
     def goto(self, url: str) -> None: ...
 
+    def reload(self) -> None: ...
+
     def add_init_script(self, script: str) -> None: ...
 
     def watch_requests(self) -> Callable[[], list[tuple[str, str]]]:
@@ -121,6 +123,9 @@ class PlaywrightPage:
 
     def goto(self, url: str) -> None:
         self._page.goto(url)
+
+    def reload(self) -> None:
+        self._page.reload()
 
     def add_init_script(self, script: str) -> None:
         self._page.add_init_script(script)
@@ -369,6 +374,13 @@ class WebDriverPage:
 
     def goto(self, url: str) -> None:
         self._focus().get(url)
+        self._loaded()
+
+    def reload(self) -> None:
+        self._focus().refresh()
+        self._loaded()
+
+    def _loaded(self) -> None:
         self.evaluate(_COLLECT_ERRORS)
         for script in self._init_scripts:
             self.add_script_tag(content=script)
