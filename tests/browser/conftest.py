@@ -1,11 +1,15 @@
-"""Browser fixtures: Debian's Chromium driven by Playwright, and a test page served on the router's origin.
+"""Browser fixtures: the engines (engines.py), and a test page served on the router's origin.
+
+Every test that uses a page runs once per engine: Chromium (Playwright), Firefox ESR and WebKitGTK
+(WebDriver). ``--engine NAME`` (repeatable) or ``PSTEST_ENGINES=chromium,firefox`` narrows the run;
+differences.py keeps a test off an engine that cannot run it, with its reason (deselected, not skipped).
 
 The server side (Valkey, router, relays, echo targets) comes from the ``stack`` fixture in
 tests/conftest.py. To try the browser tests against a stack that is already running
 (``polysocket dev``), set ``PSTEST_BROWSER_ROUTER=http://localhost:8100`` and
 ``PSTEST_BROWSER_TARGET=ws://127.0.0.1:8103/``.
 
-Without /usr/bin/chromium the tests fail (``make deps`` installs it).
+Without an engine's browser the tests fail (``make deps`` installs them all).
 """
 
 from __future__ import annotations
@@ -16,15 +20,44 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from psbrowser import CHROMIUM_ARGS, BrowserStack, PageFactory, browser_url
+from differences import exclusion
+from engines import ENGINES, Browser, BrowserContext, LaunchOptions
+from psbrowser import BrowserStack, PageFactory, browser_url
 
-CHROMIUM = os.environ.get("PSTEST_CHROMIUM", "/usr/bin/chromium")
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--engine", action="append", choices=sorted(ENGINES), default=None,
+                     help="browser engine(s) for tests/browser (default: PSTEST_ENGINES, else all)")
 
 
-def _need(condition: bool, why: str) -> None:
-    """A missing tool fails the test (never a skip): `make deps` installs all of them."""
-    if not condition:
-        pytest.fail(f"{why}: run `make deps` (it installs Node packages and Debian's chromium)")
+def selected_engines(config: pytest.Config) -> list[str]:
+    chosen: list[str] | None = config.getoption("--engine")
+    if chosen:
+        return chosen
+    env = os.environ.get("PSTEST_ENGINES", "")
+    names = [n.strip() for n in env.split(",") if n.strip()] or list(ENGINES)
+    unknown = [n for n in names if n not in ENGINES]
+    if unknown:
+        raise pytest.UsageError(f"PSTEST_ENGINES: unknown engine(s) {unknown}; known: {sorted(ENGINES)}")
+    return names
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "engine" in metafunc.fixturenames:
+        metafunc.parametrize("engine", selected_engines(metafunc.config), scope="module")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        engine = callspec.params.get("engine") if callspec else None
+        test = f"{Path(str(item.fspath)).name}::{getattr(item, 'originalname', item.name)}"
+        (dropped if engine and exclusion(test, engine) else keep).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
 
 
 @pytest.fixture(scope="session")
@@ -43,27 +76,20 @@ def browser_stack(request: pytest.FixtureRequest) -> BrowserStack:
 
 
 @pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    """One Chromium per test module. Not per session: sync Playwright keeps an event loop running in
-    this thread while it is started, and pytest-asyncio tests in later modules could not run theirs."""
-    _need(Path(CHROMIUM).exists(), f"{CHROMIUM} is not installed (apt-get install -y chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:  # pragma: no cover - dev extra missing
-        _need(False, "playwright is not installed")
-        raise
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield browser
-        finally:
-            browser.close()
+def browser(engine: str) -> Iterator[Browser]:
+    """One browser per engine and test module. Not per session: sync Playwright keeps an event
+    loop running in this thread while it is started, and pytest-asyncio tests in later modules
+    could not run theirs."""
+    missing = ENGINES[engine].missing()
+    if missing:  # a missing tool fails the test (never a skip): `make deps` installs all of them
+        pytest.fail(f"{engine}: {', '.join(missing)} not installed: run `make deps`")
+    with ENGINES[engine].launch(LaunchOptions()) as launched:
+        yield launched
 
 
 @pytest.fixture
-def context(chromium: Any) -> Iterator[Any]:
-    ctx = chromium.new_context()
-    ctx.set_default_timeout(60_000)
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    ctx = browser.new_context()
     try:
         yield ctx
     finally:
@@ -71,5 +97,5 @@ def context(chromium: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
-def pages(context: Any, browser_stack: BrowserStack) -> PageFactory:
+def pages(context: BrowserContext, browser_stack: BrowserStack) -> PageFactory:
     return PageFactory(context, browser_stack)

@@ -1,21 +1,14 @@
-"""Shared pieces of the browser tests: the Chromium launch settings, the in-page harness, the page factory."""
+"""Shared pieces of the browser tests: the in-page harness and the page factory (any engine)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from engines import BrowserContext, BrowserPage
+
 CLIENT_DIR = Path(__file__).resolve().parents[2] / "client"
 LIBRARY_PATH = "/client/polysocket.js"
 
@@ -123,19 +116,32 @@ def browser_url(url: str) -> str:
 class PageFactory:
     """Opens the test page on the router's origin, with or without native WebSocket."""
 
-    def __init__(self, context: Any, stack: BrowserStack) -> None:
+    def __init__(self, context: BrowserContext, stack: BrowserStack) -> None:
         self.context = context
         self.stack = stack
 
     def open(
-        self, native: bool = True, init_script: str = "", library: str = LIBRARY_PATH, after_load: str = ""
-    ) -> Any:
+        self,
+        native: bool = True,
+        init_script: str = "",
+        library: str = LIBRARY_PATH,
+        after_load: str = "",
+        page: BrowserPage | None = None,
+    ) -> BrowserPage:
         """A page with the library loaded. ``init_script`` runs before anything on the page,
-        ``after_load`` (a script) right after the library."""
+        ``after_load`` (a script) right after the library. ``page``: a new page to load it into
+        (one the test set watching first), else a new one."""
+        return self._open(page or self.context.new_page(), native, init_script, library, after_load)
+
+    def open_watched(
+        self, native: bool = True, init_script: str = ""
+    ) -> tuple[BrowserPage, Callable[[], list[tuple[str, str]]]]:
+        """As ``open``, and the page's requests are recorded from the start: (page, reader)."""
         page = self.context.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        page.page_errors = errors  # type: ignore[attr-defined]
+        read = page.watch_requests()
+        return self._open(page, native, init_script, LIBRARY_PATH, ""), read
+
+    def _open(self, page: BrowserPage, native: bool, init_script: str, library: str, after_load: str) -> BrowserPage:
         prelude = ""
         if not native:
             prelude = "delete window.WebSocket; delete window.MozWebSocket;"

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from engines import BrowserContext
 from loopback import LoopbackServer
 from psbrowser import BrowserStack, PageFactory
 
@@ -426,14 +427,13 @@ def test_failed_sends_are_retried_without_duplicates(
 
 @pytest.mark.parametrize("mode", ["xhr", "jsonp"])
 def test_jsonp_and_xhr_keep_urls_short(pages: PageFactory, browser_stack: BrowserStack, mode: str) -> None:
-    page = open_page(pages, mode)
-    urls: list[str] = []
-    page.on("request", lambda req: urls.append(req.url))
+    page, read = pages.open_watched(native=False)
     sid = connect(page, browser_stack.target, mode)
     send(page, sid, "s.send('€'.repeat(3000)); s.send(new Uint8Array(5000).fill(251))")
     msgs = wait_messages(page, sid, 2)
     assert msgs[0]["d"] == "€" * 3000
     assert base64.b64decode(msgs[1]["d"]) == bytes([251]) * 5000
+    urls = [url for url, _ in read()]
     sends = [u for u in urls if "/send?" in u]
     assert sends
     assert max(len(u) for u in urls) <= 2000
@@ -657,10 +657,8 @@ def test_event_listeners(pages: PageFactory, browser_stack: BrowserStack, mode: 
 
 
 @pytest.mark.parametrize("force_fallback", [False, True])
-def test_demo_page(context: Any, browser_stack: BrowserStack, force_fallback: bool) -> None:
+def test_demo_page(context: BrowserContext, browser_stack: BrowserStack, force_fallback: bool) -> None:
     page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
     url = f"{browser_stack.router}/client/demo.html"
     if browser_stack.token:
         url += f"?token={browser_stack.token}"
@@ -679,7 +677,7 @@ def test_demo_page(context: Any, browser_stack: BrowserStack, force_fallback: bo
     page.wait_for_function("document.querySelector('#log').textContent.includes('< hi from the demo ✓')")
     page.click("#disconnect")
     page.wait_for_function("document.querySelector('#state').textContent === 'closed'")
-    assert errors == []
+    assert page.page_errors == []
 
 
 # ------------------------------------------------------------------------------------------ batched sends
@@ -715,14 +713,13 @@ def test_burst_leaves_in_batches(
     rates: dict[str, float] = {}
     requests: dict[str, int] = {}
     for label, options in [("one request per message", {"maxBatch": 1}), ("batched", {})]:
-        page = open_page(pages, mode)
-        sends: list[str] = []
-        page.on("request", lambda req, sends=sends: sends.append(req.url) if "/send?" in req.url else None)
+        page, read = pages.open_watched(native=False)
         sid = connect(page, browser_stack.target, mode, options=options)
         times = burst(page, sid)
         msgs = wait_messages(page, sid, BURST)
         # nothing lost, duplicated or reordered
         assert [m["d"] for m in msgs] == [f"b{i}" for i in range(BURST)]
+        sends = [url for url, _ in read() if "/send?" in url]
         assert max(len(u) for u in sends) <= 2000
         rates[label] = BURST / times["accepted"] * 1000
         requests[label] = len(sends)
@@ -867,12 +864,13 @@ def test_install_from_the_script_tag(pages: PageFactory, browser_stack: BrowserS
 
 
 def test_late_install_warns(pages: PageFactory, browser_stack: BrowserStack) -> None:
-    page = pages.open(native=False)
-    warnings: list[str] = []
-    page.on("console", lambda msg: warnings.append(msg.text) if msg.type == "warning" else None)
+    page = pages.context.new_page()
+    console = page.watch_console()
+    pages.open(native=False, page=page)
     # the test page has long finished loading: a library on it could have captured WebSocket already
     assert page.evaluate("() => [PolySocket.install(), PolySocket.installedLate]") == [True, True]
     page.wait_for_timeout(100)
+    warnings = [text for kind, text in console() if kind == "warning"]
     assert len(warnings) == 1 and "install() ran after the page finished loading" in warnings[0]
 
 

@@ -55,22 +55,28 @@ def assert_conforms(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return results
 
 
+# Per engine, the documented differences a current version shows (docs/client.md): each one is
+# where the engine departs from the WebSocket spec or WebIDL, and PolySocket follows them.
+DOCUMENTED_BY_ENGINE = {
+    "chromium": {"events: isTrusted", "close(): reason without a code gives 1000", "close(): fractional codes"},
+    "firefox": {"events: isTrusted", "close(): reason without a code gives 1000"},
+    "webkit": {"events: isTrusted", "close(): reason without a code gives 1000", "close(): fractional codes",
+               "send(): exceptions and bufferedAmount"},
+}
+
+
 @pytest.mark.parametrize("transport", ["xhr", "jsonp", "websocket"])
-def test_conformance(context: Any, browser_stack: BrowserStack, transport: str) -> None:
+def test_conformance(context: Any, browser_stack: BrowserStack, engine: str, transport: str) -> None:
     result = assert_conforms(run_page(context, browser_stack, transport=transport))
-    # in a current Chromium, the documented differences are these (docs/client.md)
-    assert {n for n, r in result.items() if r["verdict"] == "documented"} == {
-        "events: isTrusted",
-        "close(): reason without a code gives 1000",
-        "close(): fractional codes",
-    }
+    assert {n for n, r in result.items() if r["verdict"] == "documented"} == DOCUMENTED_BY_ENGINE[engine]
 
 
-def test_conformance_of_the_fallbacks(context: Any, browser_stack: BrowserStack) -> None:
+def test_conformance_of_the_fallbacks(context: Any, browser_stack: BrowserStack, engine: str) -> None:
     result = run_page(context, browser_stack, transport="xhr", hide=FALLBACKS)
     assert result["env"] == {"transport": "xhr", "eventtarget": False, "events": False, "url": False}
     results = assert_conforms(result)
-    assert results["url: normalisation"]["verdict"] == "same"
+    # the fallback percent-encodes '|' in a path as Chromium does (not as the URL standard says)
+    assert results["url: normalisation"]["verdict"] == ("same" if engine == "chromium" else "documented")
     assert {n for n, r in results.items() if r["verdict"] == "documented"} >= {
         "interface: EventTarget", "events: classes", "url: without the URL API"}
 

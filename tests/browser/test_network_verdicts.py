@@ -13,14 +13,14 @@ the only time bounds are far from the measured values, with the reason beside ea
 from __future__ import annotations
 
 import contextlib
-import os
 import statistics
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from psbrowser import CHROMIUM_ARGS, BrowserStack, PageFactory
+from engines import ENGINES, LaunchOptions
+from psbrowser import BrowserStack, PageFactory
 
 from tests.support.proxies import (
     PRIVOXY,
@@ -33,8 +33,6 @@ from tests.support.proxies import (
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.stack]
-
-CHROMIUM = os.environ.get("PSTEST_CHROMIUM", "/usr/bin/chromium")  # as conftest.py
 
 # Counts the native WebSockets the library makes (it captures window.WebSocket as it loads).
 COUNT_NATIVE = """
@@ -68,18 +66,15 @@ async ([target, opts]) => {
 
 
 @contextlib.contextmanager
-def behind(chromium: Any, stack: BrowserStack, proxy: RunningProxy) -> Iterator[PageFactory]:
-    """Pages of a second Chromium (of the same Playwright) whose every request goes through ``proxy``,
+def behind(engine: str, stack: BrowserStack, proxy: RunningProxy) -> Iterator[PageFactory]:
+    """Pages of a second browser of the engine whose every request goes through ``proxy``,
     loopback included."""
-    browser = chromium.browser_type.launch(
-        executable_path=CHROMIUM, headless=True,
-        args=[*CHROMIUM_ARGS, f"--proxy-server=127.0.0.1:{proxy.port}", "--proxy-bypass-list=<-loopback>"])
-    try:
+    with ENGINES[engine].launch(LaunchOptions(proxy=f"127.0.0.1:{proxy.port}")) as browser:
         ctx = browser.new_context()
-        ctx.set_default_timeout(60_000)
-        yield PageFactory(ctx, stack)
-    finally:
-        browser.close()
+        try:
+            yield PageFactory(ctx, stack)
+        finally:
+            ctx.close()
 
 
 @contextlib.contextmanager
@@ -97,14 +92,15 @@ def running(start: Callable[[Path, ProxyPolicy], RunningProxy], workdir: Path, *
 
 
 @pytest.fixture(scope="module")
-def squid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
+def squid(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningProxy]:
+    """One squid per engine: its access log counts one engine's tunnels."""
     with running(start_squid, tmp_path_factory.mktemp("squid")) as proxy:
         yield proxy
 
 
 @pytest.fixture
-def proxied_pages(chromium: Any, browser_stack: BrowserStack, squid: RunningProxy) -> Iterator[PageFactory]:
-    with behind(chromium, browser_stack, squid) as factory:
+def proxied_pages(engine: str, browser_stack: BrowserStack, squid: RunningProxy) -> Iterator[PageFactory]:
+    with behind(engine, browser_stack, squid) as factory:
         yield factory
 
 
@@ -151,10 +147,10 @@ def test_first_socket_falls_back_fast_then_later_ones_skip_native(
 
 
 def test_buffered_streams_are_skipped_by_later_sockets(
-        chromium: Any, browser_stack: BrowserStack, tmp_path: Path) -> None:
+        engine: str, browser_stack: BrowserStack, tmp_path: Path) -> None:
     """privoxy (Debian's action files, CONNECT 443 only) refuses the upgrade and holds a stream's
     answer back whole: the first socket polls after streamTimeout, later ones poll from the start."""
-    with running(start_privoxy, tmp_path / "privoxy") as proxy, behind(chromium, browser_stack, proxy) as pages:
+    with running(start_privoxy, tmp_path / "privoxy") as proxy, behind(engine, browser_stack, proxy) as pages:
         page = pages.open(init_script=COUNT_NATIVE)
         page.evaluate("() => sessionStorage.clear()")
         first = timed_open(page, browser_stack.target, streamTimeout=1000)
@@ -173,12 +169,12 @@ def test_buffered_streams_are_skipped_by_later_sockets(
 
 
 def test_a_refused_relay_host_fails_fast_and_close_ends_at_once(
-        chromium: Any, browser_stack: BrowserStack, tmp_path: Path) -> None:
+        engine: str, browser_stack: BrowserStack, tmp_path: Path) -> None:
     """A filter that refuses the relay's host name (not the router's): the socket opens (the router
     answers), then ends with close 1006 on the first refused request, and close() ends at once."""
     relays = r"^[^.]+\.[^.]+\.localhost$"  # {uniq}.{node}.localhost; the router is plain localhost
     with running(start_squid, tmp_path / "squid", refuse_hosts=relays) as proxy, \
-            behind(chromium, browser_stack, proxy) as pages:
+            behind(engine, browser_stack, proxy) as pages:
         page = pages.open()
         res = timed_open(page, browser_stack.target)
         ended = page.evaluate("([id]) => psWaitClose(id, 30000)", [res["id"]])

@@ -14,7 +14,7 @@ import base64
 import re
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -32,11 +32,14 @@ HIDE_EVENTSOURCE = "delete window.EventSource;"
 
 
 class Requests:
-    """Every request the page makes: (url, Playwright resource type)."""
+    """Every request the page makes: (url, kind as Playwright names resource types)."""
 
-    def __init__(self, page: Any) -> None:
-        self.seen: list[tuple[str, str]] = []
-        page.on("request", lambda req: self.seen.append((req.url, req.resource_type)))
+    def __init__(self, read: Callable[[], list[tuple[str, str]]]) -> None:
+        self.read = read
+
+    @property
+    def seen(self) -> list[tuple[str, str]]:
+        return self.read()
 
     def to(self, path: str) -> list[tuple[str, str]]:
         return [(u, t) for u, t in self.seen if urlsplit(u).path == path]
@@ -46,9 +49,9 @@ class Requests:
 
 
 def open_stream_page(pages: PageFactory, kind: str) -> tuple[Any, Requests]:
-    page = pages.open(native=False, init_script=HIDE_EVENTSOURCE if kind == "xhr-streaming" else "")
+    page, read = pages.open_watched(native=False, init_script=HIDE_EVENTSOURCE if kind == "xhr-streaming" else "")
     assert page.evaluate("() => PolySocket.supports.eventsource") is (kind == "eventsource")
-    return page, Requests(page)
+    return page, Requests(read)
 
 
 def receiving(page: Any, sid: int) -> str:
@@ -303,8 +306,8 @@ def test_a_stream_that_falls_silent_is_replaced_then_given_up(
 
 
 def test_receive_option(pages: PageFactory, browser_stack: BrowserStack) -> None:
-    page = pages.open(native=False)
-    reqs = Requests(page)
+    page, read = pages.open_watched(native=False)
+    reqs = Requests(read)
     polled = connect(page, browser_stack.target, "xhr", options={"receive": "poll"})
     assert receiving(page, polled) == "poll"
     xhr_stream = connect(page, browser_stack.target, "xhr", options={"receive": "xhr-streaming"})
@@ -360,8 +363,8 @@ def test_receive_rates_for_the_record(
     lines = []
     for label, hide, receive in [("poll", False, "poll"), ("eventsource", False, "auto"),
                                  ("xhr-streaming", True, "auto")]:
-        page = pages.open(native=False, init_script=HIDE_EVENTSOURCE if hide else "")
-        reqs = Requests(page)
+        page, read = pages.open_watched(native=False, init_script=HIDE_EVENTSOURCE if hide else "")
+        reqs = Requests(read)
         sid = connect(page, browser_stack.target, "xhr", options={"receive": receive})
         start = page.evaluate("() => performance.now()")
         send(page, sid, f"s.send('flood:{n}')")
