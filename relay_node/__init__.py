@@ -1,13 +1,13 @@
 """Relay node: holds the upstream WebSockets and serves send / poll / stream / close to browsers.
 
-By plane (imports only point down this list; ``tests/test_relay_layout.py`` keeps it so)::
+By plane (imports only point down this list; ``tests/unit/test_relay_layout.py`` keeps it so)::
 
     node.py  server.py  settings.py  metrics.py     wiring: parts built and started, serving, flags, counters
     edge/      http1.py endpoints.py logsafe.py     bytes in, typed answers out
     sockets/   table.py socket.py receivers.py      the data plane: sockets, their receivers,
                stream.py upstream.py memory.py      the WebSocket to the target, memory
                limits.py
-    control/   agent.py  aws/                       Redis (register, establish, kill, drain), AWS
+    control/   agent.py fleetstats.py aws/         Redis (register, establish, kill, drain, stats), AWS
 
 One message from the browser to the target (a ``/send``)::
 
