@@ -29,6 +29,7 @@ from cryptography import x509
 from dnslib import QTYPE, DNSRecord
 
 from polysocket_cli.processes import REPO_ROOT, free_port
+from polysocket_core.control import Keys
 
 from .conftest import a_records
 from .pebble import Pebble
@@ -98,7 +99,7 @@ class Relays:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             assert proc.poll() is None, self.log(node_id)
-            fqdn = r.hget(f"{self.key_prefix}node:{node_id}", "fqdn")
+            fqdn = r.hget(Keys(self.key_prefix).node(node_id), "fqdn")
             if fqdn:  # the node registers just before it listens
                 with contextlib.suppress(ConnectionRefusedError), \
                         socket.create_connection(("127.0.0.1", port), timeout=5):
