@@ -34,6 +34,10 @@ EXCLUSIONS: tuple[Exclusion, ...] = (
               "evaluates in an iframe's realm (Playwright's frames)"),
     Exclusion("test_client.py::test_dead_relay_is_a_close_1006_within_its_idle_timeout", WEBDRIVER, ROUTE),
     Exclusion("test_client.py::test_batches_with_lost_answers_lose_and_double_nothing", WEBDRIVER, ROUTE),
+    Exclusion("test_client.py::test_leaving_the_page_closes_relay_sockets", frozenset({"firefox"}),
+              "Firefox sometimes does not send the keepalive /close started in pagehide when the page "
+              "navigates away (seen in the JSONP case in 2 CI-profile runs of several); the relay then frees "
+              "the socket at its idle timeout (docs/client.md, the engines)"),
     # test_conformance.py
     Exclusion("test_conformance.py::test_the_page_catches_a_difference", WEBDRIVER,
               "patches the library before the page's own scripts run (Playwright's add_init_script)"),
