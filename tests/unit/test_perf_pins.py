@@ -210,7 +210,8 @@ def test_every_wss_upstream_shares_one_verifying_context() -> None:  # tls-conte
 # --- the echo target -----------------------------------------------------------------------------
 
 def test_the_echo_target_runs_on_uvloop_where_it_is_built() -> None:  # echo-uvloop
-    uvloop = pytest.importorskip("uvloop")
+    import uvloop  # the dev extra installs it on Linux, where the tests run
+
     from polysocket_cli.echo import loop_factory
 
     assert loop_factory() is uvloop.new_event_loop

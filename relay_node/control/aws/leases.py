@@ -56,10 +56,13 @@ class LockTimeout(TimeoutError):
     """The lock stayed taken for the whole wait."""
 
 
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
+def as_text(value: bytes | str) -> str:
+    """A Redis reply as text, whether or not the client decodes responses."""
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else as_text(value)
 
 
 async def _eval(redis: aioredis.Redis, script: str, key: str, *args: str | int) -> int:

@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 from polysocket_core.control import Keys
 
 from ...metrics import Count
-from .leases import LockTimeout, RedisLock
+from .leases import LockTimeout, RedisLock, as_text
 from .route53 import delete_record_sets, list_record_sets, route53_client
 from .settings import CloudSettings
 from .slots import SlotKeys, slot_host, slot_names
@@ -66,10 +66,6 @@ class FailureLog:
         if self.streak:
             log.info("%s works again after %d failures", self.what, self.streak)
         self.streak = 0
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class RecordSweeper:
@@ -152,8 +148,8 @@ class RecordSweeper:
         seconds, micros = await self.redis.time()
         now = float(seconds) + float(micros) / 1e6  # one clock for the whole fleet
         live = await self.live_hosts()
-        ledger = {_text(k): a for k, v in (await self.redis.hgetall(self.keys.sweep_absent)).items()
-                  if (a := Absence.decode(_text(v))) is not None}
+        ledger = {as_text(k): a for k, v in (await self.redis.hgetall(self.keys.sweep_absent)).items()
+                  if (a := Absence.decode(as_text(v))) is not None}
         apex, records = await asyncio.to_thread(self._list)
         check_sweep_domain(self.domain, apex)
         decision = decide((r["Name"] for r in records), self.domain, live, ledger, now, grace_s=self.grace_s,
