@@ -115,8 +115,8 @@ class RelayNode:
                                    lambda: (self.table.load, self.config.capacity))
             await self.cloud.start()
             self._check_slot("its records were written")
-        self.stats.start()
         await self.agent.start(self.fqdn)
+        self.stats.start()  # after registering: a node Redis refused has nothing to report
         if self.config.cloud.dns_enabled:
             self._start_sweeper()
 

@@ -60,7 +60,7 @@ class FleetStats:
         self.last = stats
 
     async def run(self) -> None:
-        while True:
+        while self._task is not None:  # not ``while True``: redis-py can swallow a cancellation
             try:
                 await self.publish_once()
             except RedisError as exc:
@@ -76,6 +76,6 @@ class FleetStats:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await asyncio.wait([task], timeout=self.interval_s)
         with contextlib.suppress(RedisError):
             await self.redis.delete(self.key)
