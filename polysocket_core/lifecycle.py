@@ -14,6 +14,14 @@ States (``relay_node.sockets.socket.RelaySocket`` holds one and moves only along
   acknowledges it, or for ``CLOSED_LINGER_S`` without a poll.
 * ``FREED``: out of the table, its token reservation given back; requests get ``unknown_socket``.
 
+Beside the state runs one named timer, the *claim*: a socket is opened for a router, which hands it
+to a browser; until the first client request naming it (poll, stream, send or close) arrives it is
+*unclaimed*. A router killed between the pick and its answer (a Lambda timeout or crash mid-connect)
+never hands it on, so nobody would ever name it: a socket still unclaimed at its claim deadline
+(``claim_deadline``: the request's expiry, the router's last moment to answer, plus the claim
+margin for the browser's first request) is closed as ``ABANDONED``, which frees it and gives its
+reservation back, instead of holding the target and the token's slot until the idle timeout.
+
 The relay decides which close code the target receives (``decide_close``) and which one the client
 finally sees (``client_close``) here, so each rule is written once and tested without servers.
 """
@@ -116,18 +124,36 @@ def client_close(imposed: tuple[int, str] | None, received: tuple[int, str] | No
 class SweepVerdict(enum.Enum):
     UNCOLLECTED = "uncollected"  # CLOSED, and the client did not collect the close within the linger
     IDLE = "idle"  # no poll or send for the idle timeout
+    UNCLAIMED = "unclaimed"  # opened for a router, and no client request named it by its claim deadline
 
 
 def sweep_verdict(state: SocketState, quiet_for: float, poll_waiting: bool, idle_timeout: float,
-                  linger: float = CLOSED_LINGER_S) -> SweepVerdict | None:
-    """What the periodic sweep does with a socket nobody has touched for ``quiet_for`` seconds."""
-    if poll_waiting or state is SocketState.FREED:
+                  linger: float = CLOSED_LINGER_S, claim_overdue: bool = False) -> SweepVerdict | None:
+    """What the periodic sweep does with a socket nobody has touched for ``quiet_for`` seconds.
+    ``claim_overdue``: still unclaimed past its claim deadline (no browser will come for it)."""
+    if state is SocketState.FREED:
+        return None
+    if claim_overdue:
+        return SweepVerdict.UNCLAIMED
+    if poll_waiting:
         return None
     if state is SocketState.CLOSED and quiet_for > min(idle_timeout, linger):
         return SweepVerdict.UNCOLLECTED
     if quiet_for > idle_timeout:
         return SweepVerdict.IDLE
     return None
+
+
+def claim_deadline(now: float, until_expiry: float, margin: float, idle_timeout: float) -> float:
+    """When a socket opened at ``now`` (monotonic) must have been claimed by its browser.
+
+    ``until_expiry``: seconds left before the establish request expires (the router's wall clock
+    minus the node's; negative when already past). The router answers the browser before then or
+    never: after it, it has given up on this node. ``margin``: the browser's first request after
+    that answer (``RelayConfig.claim_margin_s``). Never later than the idle timeout, which bounds
+    an unclaimed socket already: a node whose clock lags the router's gets today's bound, no worse.
+    """
+    return now + min(max(0.0, until_expiry) + margin, idle_timeout)
 
 
 def clip_reason(reason: str) -> str:

@@ -119,6 +119,16 @@ class RelayConfig:
                                "certificate is served)")
 
     @property
+    def claim_margin_s(self) -> float:
+        """How long after the router's last moment to answer (its establish request's expiry) the
+        browser's first request may still claim the socket (``polysocket_core.lifecycle``). It has
+        the steps the relay gives a target ``--open-timeout`` for (resolve a name never seen before,
+        TCP, TLS, one request), so it gets as long; capped by the idle timeout, which bounds an
+        unclaimed socket already. A browser later than that gets ``unknown_socket``: the client's
+        close event (1006), not a hang."""
+        return min(self.open_timeout_s, self.idle_timeout_s)
+
+    @property
     def heartbeat_interval_s(self) -> float:
         """Three beats per TTL (at most one a second), so one lost beat never looks like a death."""
         return min(1.0, self.heartbeat_ttl_s / 3)

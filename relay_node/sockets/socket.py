@@ -66,8 +66,8 @@ UPSTREAM_OPEN = State.OPEN
 
 class RelaySocket:
     __slots__ = ("_carrier", "_close_seq", "_dropped", "_imposed", "_room", "_sent_through", "_stall", "_write_lock",
-                 "_writers", "config", "conn", "id", "inbound", "last_seen", "meta", "metrics", "on_gone", "outbound",
-                 "protocol", "receiver", "reservation", "state")
+                 "_writers", "claim_by", "config", "conn", "id", "inbound", "last_seen", "meta", "metrics", "on_gone",
+                 "outbound", "protocol", "receiver", "reservation", "state")
 
     def __init__(
         self,
@@ -78,6 +78,7 @@ class RelaySocket:
         on_gone: Callable[[RelaySocket], None],
         reservation: Reservation,
         meta: dict[str, str] | None = None,
+        claim_by: float | None = None,
     ) -> None:
         self.id = sid
         self.conn = conn
@@ -90,6 +91,9 @@ class RelaySocket:
         self.inbound = InboundSequencer(config.max_message_bytes)
         self.outbound = OutboundBuffer()
         self.state = OPEN
+        # The claim timer (polysocket_core.lifecycle): the monotonic time by which a client request
+        # must name this socket, None once one did (or for a socket no router hands on).
+        self.claim_by = claim_by
         # The receiver: the poll waiting for messages or the open /stream, if any (one at a time).
         self.receiver: Receiver | None = None
         self._carrier: Carrier | None = None  # the connection the last stream or poll answered on
@@ -161,11 +165,18 @@ class RelaySocket:
         """Leave the table now (the upstream close, if one is under way, finishes on its own)."""
         self._move(FREED)
 
+    def claim(self) -> None:
+        """A client request named the socket: its browser has it, the claim timer stops."""
+        self.claim_by = None
+
     def sweep(self, now: float) -> SweepVerdict | None:
         """Free the socket if it has been left alone too long; say why (None: kept)."""
+        claim_by = self.claim_by
         verdict = sweep_verdict(self.state, now - self.last_seen, self.receiver is not None,
-                                self.config.idle_timeout_s)
-        if verdict is SweepVerdict.IDLE:
+                                self.config.idle_timeout_s, claim_overdue=claim_by is not None and now > claim_by)
+        if verdict is SweepVerdict.UNCLAIMED:
+            self.close(CloseCause.ABANDONED)  # frees it whatever its state: nobody will collect a close
+        elif verdict is SweepVerdict.IDLE:
             self.close(CloseCause.IDLE)
         elif verdict is SweepVerdict.UNCOLLECTED:
             self.free()

@@ -10,7 +10,7 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 
 from polysocket_core.control import EstablishRequest
 from polysocket_core.errors import ErrorCode, PolysocketError
-from polysocket_core.lifecycle import CloseCause, SweepVerdict
+from polysocket_core.lifecycle import CloseCause, SweepVerdict, claim_deadline
 from polysocket_core.reservations import Reservation, TokenLedger
 
 from ..metrics import RelayMetrics
@@ -43,9 +43,13 @@ class SocketTable:
         return len(self.sockets) + self.establishing
 
     def get(self, sid: str) -> RelaySocket:
+        """The socket a client request names (every endpoint finds it here, the one door of the
+        claim): the first such request claims it (``polysocket_core.lifecycle``)."""
         sock = self.sockets.get(sid)
         if sock is None:
             raise PolysocketError(ErrorCode.UNKNOWN_SOCKET, "no such socket on this relay")
+        if sock.claim_by is not None:
+            sock.claim()
         return sock
 
     async def open(self, req: EstablishRequest, reservation: Reservation) -> RelaySocket:
@@ -95,7 +99,11 @@ class SocketTable:
             if conn is None:
                 reservation.release()
         assert conn is not None
-        sock = RelaySocket(sid, conn, self.config, self.metrics, self._drop, reservation, req.meta)
+        # Until a browser names it, the socket is the router's to hand on: if the router died
+        # meanwhile, the claim deadline frees it (polysocket_core.lifecycle).
+        claim_by = claim_deadline(time.monotonic(), req.expires_at_ms / 1000 - time.time(),
+                                  self.config.claim_margin_s, self.config.idle_timeout_s)
+        sock = RelaySocket(sid, conn, self.config, self.metrics, self._drop, reservation, req.meta, claim_by)
         self.sockets[sid] = sock
         self.metrics.open_sockets.set(len(self.sockets))
         self.metrics.sockets_total.inc()
@@ -137,7 +145,10 @@ class SocketTable:
         for sock in list(self.sockets.values()):
             quiet = now - sock.last_seen
             verdict = sock.sweep(now)
-            if verdict is SweepVerdict.IDLE:
+            if verdict is SweepVerdict.UNCLAIMED:
+                log.info("socket %s: no client request named it by its claim deadline (its router gave up "
+                         "or died mid-connect), closed with 1001 and freed", sock.id[:8])
+            elif verdict is SweepVerdict.IDLE:
                 log.info("socket %s: idle for %.0fs, closed with 1001 and freed", sock.id[:8], quiet)
             elif verdict is SweepVerdict.UNCOLLECTED:
                 log.info("socket %s: closed, its close message not collected for %.0fs, freed", sock.id[:8], quiet)

@@ -12,6 +12,7 @@ from polysocket_core.lifecycle import (
     SocketState,
     SweepVerdict,
     can_move,
+    claim_deadline,
     client_close,
     clip_reason,
     decide_close,
@@ -88,3 +89,20 @@ def test_sweep_verdict() -> None:
     assert sweep_verdict(CLOSED, CLOSED_LINGER_S - 1, False, idle) is None
     assert sweep_verdict(CLOSED, 2, False, 1.0) is SweepVerdict.UNCOLLECTED  # idle timeout under the linger
     assert sweep_verdict(FREED, 1000, False, idle) is None
+
+
+def test_an_unclaimed_socket_past_its_deadline_is_abandoned_whatever_its_state() -> None:
+    idle = 60.0
+    for state in (OPEN, CLOSING, CLOSED):
+        assert sweep_verdict(state, 1, False, idle, claim_overdue=True) is SweepVerdict.UNCLAIMED
+    assert sweep_verdict(FREED, 1, False, idle, claim_overdue=True) is None
+    assert sweep_verdict(OPEN, 1, False, idle, claim_overdue=False) is None  # claimed or not yet due
+
+
+def test_the_claim_deadline_is_the_requests_expiry_plus_the_margin_capped_by_the_idle_timeout() -> None:
+    # the router may answer the browser until the request expires; the browser then has the margin
+    assert claim_deadline(100.0, until_expiry=8.0, margin=10.0, idle_timeout=60.0) == 118.0
+    # opened after the expiry (the router has given up, or the clocks disagree): the margin only
+    assert claim_deadline(100.0, until_expiry=-3.0, margin=10.0, idle_timeout=60.0) == 110.0
+    # a node whose clock lags the router's by minutes: never later than the idle timeout's bound
+    assert claim_deadline(100.0, until_expiry=600.0, margin=10.0, idle_timeout=60.0) == 160.0

@@ -45,10 +45,10 @@ async def target() -> AsyncIterator[Target]:
         yield t
 
 
-async def open_socket(target: Target, **cfg: object) -> tuple[SocketTable, RelaySocket]:
+async def open_socket(target: Target, expires_in_ms: int = 10_000, **cfg: object) -> tuple[SocketTable, RelaySocket]:
     table = SocketTable(RelayConfig(fqdn="n.localhost", **cfg), RelayMetrics())  # type: ignore[arg-type]
     req = EstablishRequest(id="req-1", socket="s" * 32, target=target.url, protocols=[],
-                           expires_at_ms=int(time.time() * 1000) + 10_000, token_id="tok")
+                           expires_at_ms=int(time.time() * 1000) + expires_in_ms, token_id="tok")
     sock = await table.open(req, table.ledger.take(req.id, req.token_id))
     return table, sock
 
@@ -132,6 +132,7 @@ async def test_sweep_frees_an_uncollected_close_and_says_so(target: Target,
 async def test_idle_socket_is_closed_1001_and_freed_at_once(target: Target,
                                                             caplog: pytest.LogCaptureFixture) -> None:
     table, sock = await open_socket(target, idle_timeout_s=5.0)
+    table.get(sock.id)  # its browser named it once (else it would be an unclaimed one), then went silent
     with caplog.at_level(logging.INFO, logger="polysocket.relay"):
         table.sweep(time.monotonic() + 6)
     assert sock.state is SocketState.FREED and len(table) == 0 and table.ledger.counts() == {}
@@ -146,6 +147,41 @@ async def test_abandoned_socket_frees_and_parked_reader_is_released(target: Targ
     sock.close(CloseCause.ABANDONED)
     assert sock.state is SocketState.FREED and sock._room is None and table.ledger.counts() == {}
     await wait_for(lambda: sock.conn.lost)
+
+
+async def test_an_unclaimed_socket_is_closed_and_its_reservation_released_at_its_claim_deadline(
+        target: Target) -> None:
+    """Its router died between the pick and its answer: no browser will ever name it. The clock is
+    passed to the sweep: no sleeping to the deadline."""
+    before = time.monotonic()
+    table, sock = await open_socket(target, expires_in_ms=2_000, open_timeout_s=3.0)
+    after = time.monotonic()
+    assert sock.claim_by is not None
+    # the request's expiry (2 s) plus the claim margin (--open-timeout, 3 s), from the open
+    assert before + 4.9 <= sock.claim_by <= after + 5.1
+    table.sweep(now=sock.claim_by)  # not yet past it
+    assert sock.state is SocketState.OPEN and table.ledger.counts() == {"tok": 1}
+    table.sweep(now=sock.claim_by + 0.01)
+    assert sock.state is SocketState.FREED and len(table) == 0 and table.ledger.counts() == {}
+    await wait_for(lambda: sock.conn.lost)  # the target is let go too (1001, then the connection ends)
+    assert target.conns[0].close_code == 1001
+
+
+@pytest.mark.parametrize("request_kind", ["poll", "send", "close"])
+async def test_the_first_client_request_naming_the_socket_claims_it(target: Target, request_kind: str) -> None:
+    table, sock = await open_socket(target, expires_in_ms=0, open_timeout_s=1.0)
+    deadline = sock.claim_by
+    assert deadline is not None
+    claimed = table.get(sock.id)  # every endpoint finds its socket here: a poll, stream, send or close
+    if request_kind == "poll":
+        await claimed.poll(-1, 0)
+    elif request_kind == "send":
+        await claimed.send(send(0))
+    else:
+        claimed.close_upstream(1000, "")
+    assert sock.claim_by is None
+    table.sweep(now=deadline + 0.01)  # past the claim deadline, long before the idle timeout or a linger
+    assert sock.state is not SocketState.FREED and table.ledger.counts() == {"tok": 1}
 
 
 async def test_open_failure_releases_the_reservation() -> None:

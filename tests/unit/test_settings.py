@@ -239,3 +239,11 @@ def test_max_poll_ttl_0_is_refused_at_start_up_with_one_line() -> None:
     assert out.returncode == 2, out
     assert "polysocket relay: --max-poll-ttl 0: must be at least 1" in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr
+
+
+def test_the_claim_margin_is_derived_from_the_open_timeout_and_capped_by_the_idle_timeout() -> None:
+    """The browser's first request after the router's answer has the steps of the relay's own
+    upstream open (new name, TCP, TLS, a request): it gets ``--open-timeout`` for them."""
+    assert RelayConfig().claim_margin_s == RelayConfig().open_timeout_s == 10.0
+    assert RelayConfig(open_timeout_s=3.0).claim_margin_s == 3.0
+    assert RelayConfig(open_timeout_s=90.0, idle_timeout_s=60.0).claim_margin_s == 60.0

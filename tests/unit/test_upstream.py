@@ -75,7 +75,9 @@ async def open_socket(url: str, protocols: list[str] | None = None, addresses: l
     req = EstablishRequest(id="r", socket="s" * 32, target=url, protocols=protocols or [],
                            expires_at_ms=int(time.time() * 1000) + 10_000, token_id="tok",
                            addresses=addresses or [], meta=meta or {})
-    return table, await table.open(req, table.ledger.take(req.id, req.token_id))
+    sock = await table.open(req, table.ledger.take(req.id, req.token_id))
+    sock.claim()  # as its browser's first request does: the sweeps below are about the target, not the claim
+    return table, sock
 
 
 async def wait_for(cond: Callable[[], object], timeout: float = 5) -> None:
