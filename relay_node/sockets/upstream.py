@@ -88,6 +88,24 @@ def _trimmable_response() -> bool:
     return not response.headers and response.body == b""
 
 
+def release_parser(proto: ClientProtocol) -> None:
+    """Break the two cycles that hold an ended connection's protocol for the cycle collector.
+
+    The parser generator's frame refers to the protocol: closing it breaks that one. A connection
+    cut without a closing handshake (EOF or a reset: every target that just goes away) also ends
+    ``parse()`` with an exception kept as ``parser_exc``, whose traceback holds ``parse()``'s own
+    frame, which refers to the protocol: closing the current parser (by then ``discard()``) does not
+    touch it. Its traceback goes; the exception itself (what ``ConnectionClosed`` chains) stays.
+    """
+    proto.parser.close()
+    exc: BaseException | None = getattr(proto, "parser_exc", None)
+    for _ in range(8):  # its causes and contexts, if a release ever chains them
+        if exc is None:
+            break
+        exc.__traceback__ = None
+        exc = exc.__cause__ or exc.__context__
+
+
 QUEUED_WRITES, CLOSABLE_PARSER = _probe()
 OWN_FRAMES = QUEUED_WRITES and apply_mask is not None
 TRIMMABLE_RESPONSE = _trimmable_response()
@@ -259,7 +277,7 @@ class Upstream(asyncio.Protocol):  # perf: lean-upstream (no task per socket)
         # The parser generator refers to the protocol: closing it breaks that cycle, so the
         # connection's buffers go with the last reference rather than with the cycle collector.
         if CLOSABLE_PARSER:
-            proto.parser.close()  # perf: parser-close (freed by refcount, not by the cycle collector)
+            release_parser(proto)  # perf: parser-close (freed by refcount, not by the cycle collector)
         sink, self.sink = self.sink, None  # and the socket <-> upstream cycle
         if sink is not None:
             sink.upstream_lost()

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import orjson
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
 
 from polysocket_cli.processes import free_port
@@ -156,6 +157,43 @@ async def test_a_freed_socket_lets_go_at_once_without_the_cycle_collector(flood:
         await asyncio.sleep(0.1)  # the transport's last callbacks
         left = [type(o).__name__ for o in gc.get_objects() if type(o) in (RelaySocket, Upstream)]
         assert left == [], left  # nothing is waiting for gc.collect()
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("cut", ["eof", "reset"])
+async def test_a_connection_the_target_cuts_lets_go_at_once_without_the_cycle_collector(cut: str) -> None:
+    """A target that goes away without a close frame (FIN or RST) ends websockets' parser with an
+    exception whose traceback holds the protocol: closing the parser alone left the protocol (its
+    reader, the handshake) for ``gc.collect()`` (``relay_node.sockets.upstream.release_parser``)."""
+
+    async def cutter(conn: ServerConnection) -> None:
+        await conn.send("last words")
+        await asyncio.sleep(0.05)
+        transport = conn.transport
+        if cut == "eof":
+            transport.write_eof()  # FIN: the relay reads EOF, with no closing handshake
+            await asyncio.sleep(0.5)
+        else:
+            transport.abort()  # RST
+
+    port = free_port()
+    gc.collect()
+    gc.disable()
+    try:
+        async with serve(cutter, "127.0.0.1", port, compression=None):
+            table, sock = await open_socket(f"ws://127.0.0.1:{port}/")
+            sock.claim()
+            upstream = sock.conn
+            await wait_lost(upstream)
+            answer = messages(await sock.poll(-1, 0))
+            assert [m["type"] for m in answer] == ["text", "close"] and answer[1]["code"] == 1006, answer
+            await sock.poll(int(answer[1]["seq"]), 0)  # the client acks the close: freed
+            assert sock.state is SocketState.FREED and len(table) == 0
+            del sock, upstream, answer, table
+            await asyncio.sleep(0.1)  # the transport's last callbacks
+            left = [type(o).__name__ for o in gc.get_objects() if type(o) in (RelaySocket, Upstream, ClientProtocol)]
+            assert left == [], left  # nothing is waiting for gc.collect()
     finally:
         gc.enable()
 

@@ -104,6 +104,32 @@ def test_a_closed_parser_lets_the_protocol_go_without_the_cycle_collector() -> N
     assert alive == {False: True, True: False}, alive
 
 
+def test_a_connection_cut_by_eof_is_held_by_parser_exc_until_release_parser() -> None:
+    """``parser-close`` on a connection cut without a closing handshake: ``parse()`` ends with
+    ``parser_exc`` (EOFError), whose traceback holds its frame and so the protocol; closing the
+    parser (by then ``discard()``) leaves that cycle, ``release_parser`` breaks it and keeps the
+    exception. (If the first half fails, websockets stopped keeping the traceback.)"""
+    alive: dict[str, bool] = {}
+    gc.collect()
+    gc.disable()
+    try:
+        for how in ("parser.close", "release_parser"):
+            client, server, response = opened_pair()
+            client.receive_eof()  # the target went away: no close frame
+            assert client.state is State.CLOSED and isinstance(client.parser_exc, EOFError)
+            if how == "parser.close":
+                client.parser.close()
+            else:
+                upstream.release_parser(client)
+                assert isinstance(client.parser_exc, EOFError)  # what ConnectionClosed chains stays
+            ref = weakref.ref(client)
+            del client, server, response
+            alive[how] = ref() is not None
+    finally:
+        gc.enable()
+    assert alive == {"parser.close": True, "release_parser": False}, alive
+
+
 def test_the_parser_keeps_the_handshake_answer_the_relay_empties() -> None:
     """``drop-handshake-answer``: the ``Response`` event is the object the parser's frame keeps
     for the connection's life, so emptying the event empties what is kept."""
