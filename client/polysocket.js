@@ -2137,7 +2137,11 @@
             // "Fail the WebSocket connection": error, then close 1006.
             put(this, "readyState", CLOSING);
             if (this._carrier) {
+                // The relay carrier outlives the socket: its connect answer frees the relay socket
+                // (ABANDONED). Detached here, since failing the socket stops its carrier, and stopped,
+                // it would abort the connect and the relay would hold the socket until it expired.
                 this._carrier.abandon();
+                this._carrier = null;
             }
             var self = this;
             later(function () {

@@ -157,4 +157,40 @@ const S = I.RelayState;
   assert.strictEqual(relay.socket.lost, undefined);
   checks++;
 }
-console.log("ok " + checks + " checks");
+{
+  // close() while connecting: the socket fails at once (error, close 1006) but its relay carrier
+  // lives on, so the connect answer frees the relay socket with a /close (else the relay held it,
+  // claimed by nobody, until its claim deadline).
+  const sent = [];
+  const transport = Object.assign({}, XHR, {
+    request(url, params, timeoutMs, done) {
+      const req = { url, params, done, aborted: false };
+      sent.push(req);
+      return { abort() { req.aborted = true; } };
+    }
+  });
+  const sock = Object.create(PS.prototype);
+  const events = [];
+  Object.assign(sock, {
+    _readyState: 0, _url: "ws://target.test/", _protocols: [], _buffered: 0,
+    _opts: Object.assign({}, PS.defaults, { router: "http://router.test" }),
+    _fire(kind, type) { events.push(type); }
+  });
+  sock._carrier = new I.Relay(sock, transport, "http://router.test");
+  const relay = sock._carrier;
+  relay.connect();
+  assert.ok(sent[0].url.endsWith("/connect"));
+  sock.close();
+  assert.strictEqual(relay.state, S.ABANDONED);
+  setTimeout(() => {
+    assert.deepStrictEqual(events, ["error", "close"]);  // the page learns at once, as a browser's close()
+    assert.strictEqual(sent[0].aborted, false, "the connect must not be aborted");
+    sent[0].done(null, { ok: true, socket: "s".repeat(22), fqdn: "u.node.test", protocol: "" });
+    assert.strictEqual(sent.length, 2);
+    assert.strictEqual(sent[1].url, "http://u.node.test/close");
+    assert.deepStrictEqual([sent[1].params.socket, sent[1].params.code], ["s".repeat(22), 1000]);
+    assert.strictEqual(relay.state, S.STOPPED);
+    checks++;
+    console.log("ok " + checks + " checks");
+  }, 5);
+}
