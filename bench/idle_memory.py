@@ -108,7 +108,10 @@ async def measure(args: argparse.Namespace, echo_port: int) -> None:
                     req = EstablishRequest(id=sid, socket=sid, target=target, protocols=[],
                                            expires_at_ms=int(time.time() * 1000) + 60_000,
                                            addresses=["127.0.0.1"])
-                    await table.open(req, table.ledger.take(req.id, req.token_id))
+                    sock = await table.open(req, table.ledger.take(req.id, req.token_id))
+                    # Claimed now: the client process polls it only once the whole batch is open,
+                    # which for a large batch could come after its claim deadline.
+                    sock.claim()
 
             await asyncio.gather(*(one(s) for s in ids))
             proc = await asyncio.create_subprocess_exec(
