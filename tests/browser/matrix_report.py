@@ -38,11 +38,16 @@ def run(out: Path) -> None:
         raise SystemExit(f"the matrix's figures did not all pass (exit codes {codes}): docs left as they were")
 
 
+def path_text(socket: dict[str, object]) -> str:
+    """"native", or the fallback's transport and receiver ("xhr, stream")."""
+    return "native" if socket["transport"] == "websocket" else f"{socket['transport']}, {socket['receiver']}"
+
+
 def cell_text(sockets: list[dict[str, object]]) -> str:
-    kinds = sorted({f"{s['transport']}/{s['receiver']}" for s in sockets})
+    kinds = list(dict.fromkeys(path_text(s) for s in sockets))
     opened = " · ".join(f"{float(str(s['open_ms'])):.0f}" for s in sockets)
     first = " · ".join(f"{float(str(s['first_message_ms'])):.0f}" for s in sockets)
-    return f"{', '.join(kinds)}: open {opened} ms, first message {first} ms"
+    return f"{' · '.join(kinds)}: open {opened} ms, first message {first} ms"
 
 
 def table(figures: Path) -> str:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from tests.support.proxies import LoopbackParent, ProxyPolicy, RunningProxy, start_nginx, start_privoxy, start_squid
 
-
 Start = Callable[[Path], contextlib.AbstractContextManager[str | None]]  # workdir -> the browser's proxy
 
 
