@@ -194,6 +194,12 @@ def test_socketio_and_mqtt_unmodified(cell: Cell, cell_pages: PageFactory, lib_s
 # ------------------------------------------------------------------------------------------ conformance
 
 _NATIVE: dict[str, dict[str, Any]] = {}  # engine -> the conformance page's results on the open network
+_CLOSED: dict[str, str] = {}  # engine -> a ws:// URL where nothing listens, the same on every network
+
+
+def closed_url(engine: str) -> str:
+    """Taken once the stack runs (its processes took their ports), then kept for the engine's cells."""
+    return _CLOSED.setdefault(engine, f"ws://127.0.0.1:{free_port()}/")
 
 
 def conformance(pages: PageFactory, closed: str, native: bool) -> dict[str, dict[str, Any]]:
@@ -209,16 +215,13 @@ def conformance(pages: PageFactory, closed: str, native: bool) -> dict[str, dict
     return {r["name"]: r for r in result["results"]}
 
 
-_CLOSED = f"ws://127.0.0.1:{free_port()}/"  # nothing listens: the same URL on every network
-
-
 def native_reference(engine: str, stack: BrowserStack) -> dict[str, dict[str, Any]]:
     """The native WebSocket's results on the open network (the direct cell's, or a run of its own)."""
     if engine not in _NATIVE:
         with ENGINES[engine].launch(LaunchOptions()) as browser:
             ctx = browser.new_context()
             try:
-                _NATIVE[engine] = conformance(PageFactory(ctx, stack), _CLOSED, native=True)
+                _NATIVE[engine] = conformance(PageFactory(ctx, stack), closed_url(engine), native=True)
             finally:
                 ctx.close()
     return _NATIVE[engine]
@@ -228,7 +231,7 @@ def native_reference(engine: str, stack: BrowserStack) -> dict[str, dict[str, An
 def test_conformance_page(cell: Cell, cell_pages: PageFactory) -> None:
     """PolySocket in ``auto`` on this network against the native WebSocket on the open network:
     the same, except where docs/client.md documents a difference for the engine."""
-    results = conformance(cell_pages, _CLOSED, native=cell.network.native)
+    results = conformance(cell_pages, closed_url(cell.engine), native=cell.network.native)
     if cell.network.native:
         _NATIVE[cell.engine] = results
     native = native_reference(cell.engine, cell.stack)
