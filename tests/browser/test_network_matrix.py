@@ -29,6 +29,7 @@ from networks import NETWORKS, Network
 from psbrowser import BrowserStack, PageFactory
 from test_conformance import DOCUMENTED_BY_ENGINE
 from test_libraries import BUNDLES, HELPERS, INSTALL, MQTT_CONNECT, SIO_CONNECT, lib_servers
+from test_network_verdicts import COUNT_NATIVE
 
 from tests.support.ports import free_port
 
@@ -96,19 +97,6 @@ async ([target]) => {
 }
 """
 
-COUNT_NATIVE = """
-(() => {
-  const N = window.WebSocket;
-  window.__nativeTries = 0;
-  function Counted(url, protocols) {
-    window.__nativeTries++;
-    return protocols === undefined ? new N(url) : new N(url, protocols);
-  }
-  Counted.prototype = N.prototype;
-  ["CONNECTING", "OPEN", "CLOSING", "CLOSED"].forEach((k) => { Counted[k] = N[k]; });
-  window.WebSocket = Counted;
-})();
-"""
 
 
 def record_figures(engine: str, network: str, sockets: list[dict[str, Any]]) -> None:
