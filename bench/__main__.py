@@ -39,7 +39,8 @@ from .clients import (
 from .http1 import HttpConn
 from .procstat import cpu_seconds, loadavg, machine_info, memory_kib
 
-SYSTEMS = ("polysocket", "polysocket-stream", "direct", "socketio", "engineio", "sockjs-xhr", "sockjs-jsonp")
+SYSTEMS = ("polysocket", "polysocket-stream", "direct", "socketio", "engineio", "sockjs-xhr", "sockjs-jsonp",
+           "engineio-bridge", "sockjs-bridge")
 # "polysocket-lean" (the A/B candidate of relay-ab.md) is gone: its HTTP protocol and GC threshold
 # are the relay's only configuration now, so it measured the same code as "polysocket".
 DEFAULT_SYSTEMS = SYSTEMS
@@ -50,12 +51,18 @@ STACK_SUFFIX = {"polysocket": "", "polysocket-stream": "-stream"}
 # The server processes whose CPU each system is charged with (and the ones only reported).
 SERVER_PROCS = {"polysocket": ("relay", "target"), "polysocket-stream": ("relay-stream", "target"),
                 "direct": ("target",), "socketio": ("socketio",), "engineio": ("engineio",),
-                "sockjs-xhr": ("sockjs-xhr",), "sockjs-jsonp": ("sockjs-jsonp",)}
+                "sockjs-xhr": ("sockjs-xhr",), "sockjs-jsonp": ("sockjs-jsonp",),
+                # the bridges (issue 20): a Node server in front of the same target, both processes charged
+                "engineio-bridge": ("engineio-bridge", "target"), "sockjs-bridge": ("sockjs-bridge", "target")}
 SIDE_PROCS = {"polysocket": ("router", "valkey"), "polysocket-stream": ("router-stream", "valkey-stream"),
-              "direct": (), "socketio": (), "engineio": (), "sockjs-xhr": (), "sockjs-jsonp": ()}
+              "direct": (), "socketio": (), "engineio": (), "sockjs-xhr": (), "sockjs-jsonp": (),
+              "engineio-bridge": (), "sockjs-bridge": ()}
 # The peers: one server process per system, started with a heartbeat (ping) interval in ms.
 NODE_DIR = REPO_ROOT / "bench" / "node"
-NODE_PEERS = {"engineio": "engineio_echo.js", "sockjs-xhr": "sockjs_echo.js", "sockjs-jsonp": "sockjs_echo.js"}
+NODE_PEERS = {"engineio": "engineio_echo.js", "sockjs-xhr": "sockjs_echo.js", "sockjs-jsonp": "sockjs_echo.js",
+              "engineio-bridge": "engineio_bridge.js", "sockjs-bridge": "sockjs_bridge.js"}
+# The bridges open a WebSocket per session to the echo target polysocket relays to (``--target``).
+BRIDGES = ("engineio-bridge", "sockjs-bridge")
 PEERS = ("socketio", *NODE_PEERS)
 LOAD_HEARTBEAT_MS = 25_000  # every library's default, and the poll ttl of polysocket's load sessions
 
@@ -103,7 +110,7 @@ class Bench:
                 for stack in self.stacks:
                     if old in stack.procs:
                         stack.procs.remove(old)
-                self.procs[system] = start_peer(self.stacks[0], system, heartbeat_ms)
+                self.procs[system] = start_peer(self.stacks[0], system, heartbeat_ms, self.target)
 
     # opening and closing sessions
 
@@ -122,10 +129,11 @@ class Bench:
         if system == "socketio":
             sio = SocketIOSession(i, port)
             return sio, await sio.open()
-        if system == "engineio":
+        if system in ("engineio", "engineio-bridge"):
             eio = EngineIOSession(i, port)
             return eio, await eio.open()
-        sj = SockJSSession(i, port, system.removeprefix("sockjs-"))
+        # the sockjs bridge is driven on xhr-polling, the cheaper of sockjs-node's two polling transports
+        sj = SockJSSession(i, port, "xhr" if system == "sockjs-bridge" else system.removeprefix("sockjs-"))
         return sj, await sj.open()
 
     async def open_sessions(self, system: str, n: int, poll_ttl_ms: int = 25_000,
@@ -355,14 +363,17 @@ def ensure_node_peers() -> None:
         raise SystemExit(f"python -m bench: npm ci in {NODE_DIR} failed:\n{out.stderr.strip()}")
 
 
-def start_peer(stack: Stack, system: str, heartbeat_ms: int) -> Proc:
-    """One peer server (python-socketio or a Node one) on a free port, heartbeat every ``heartbeat_ms``."""
+def start_peer(stack: Stack, system: str, heartbeat_ms: int, target: str) -> Proc:
+    """One peer server (python-socketio or a Node one) on a free port, heartbeat every ``heartbeat_ms``;
+    a bridge relays to ``target``."""
     port = free_port()
     if system == "socketio":
         cmd = [sys.executable, "-m", "bench.sio_server", "--port", str(port), "--ping-interval", str(heartbeat_ms)]
     else:
         node = shutil.which("node") or "node"
         cmd = [node, str(NODE_DIR / NODE_PEERS[system]), "--port", str(port), "--heartbeat", str(heartbeat_ms)]
+        if system in BRIDGES:
+            cmd += ["--target", target]
     return stack._spawn(system, cmd, port)
 
 
@@ -414,10 +425,11 @@ def _start_processes(stacks: list[Stack], procs: dict[str, Proc], args: argparse
         procs["relay" + sfx] = stack.start_relay("bench" + (sfx or "1"), extra=extra, env=quiet)
         procs["router" + sfx] = stack.start_router(env=router_env)
     procs["target"] = stacks[0].start_echo()
+    target = f"ws://127.0.0.1:{procs['target'].port}/"
     heartbeat = args.idle_poll_ttl if args.idle else LOAD_HEARTBEAT_MS
     for system in PEERS:
         if system in args.systems:
-            procs[system] = start_peer(stacks[0], system, heartbeat)
+            procs[system] = start_peer(stacks[0], system, heartbeat, target)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -19,7 +19,8 @@ LEFT, RIGHT, TOP, BOTTOM = 70, 200, 40, 50  # plot margins; the legend sits in t
 
 # One colour per system, stable across charts (colour-blind-safe palette, Okabe-Ito).
 COLOURS = {"polysocket": "#0072B2", "polysocket-stream": "#56B4E9", "direct": "#999999",
-           "socketio": "#E69F00", "engineio": "#D55E00", "sockjs-xhr": "#009E73", "sockjs-jsonp": "#CC79A7"}
+           "socketio": "#E69F00", "engineio": "#D55E00", "sockjs-xhr": "#009E73", "sockjs-jsonp": "#CC79A7",
+           "engineio-bridge": "#882255", "sockjs-bridge": "#117733"}
 FALLBACK = ("#000000", "#F0E442", "#8C564B", "#17BECF")
 
 Point = tuple[float, float]

@@ -16,8 +16,15 @@ LABEL = {"polysocket": "polysocket polling (relay + target)",
          "polysocket-stream": "polysocket streaming (relay + target)",
          "direct": "direct WebSocket (target only)", "socketio": "python-socketio polling",
          "engineio": "engine.io 6.6 (Node) polling", "sockjs-xhr": "sockjs-node 0.3.24 xhr-polling",
-         "sockjs-jsonp": "sockjs-node 0.3.24 jsonp-polling"}
+         "sockjs-jsonp": "sockjs-node 0.3.24 jsonp-polling",
+         "engineio-bridge": "engine.io 6.6 bridge to the target (bridge + target)",
+         "sockjs-bridge": "sockjs-node 0.3.24 xhr-polling bridge to the target (bridge + target)"}
 SIDE = ("router", "valkey", "router-stream", "valkey-stream")  # reported, not charged
+# Issue 20's targets: the relay process alone against engine.io's whole (echoing) server, and
+# everything polysocket runs against what a user builds instead: a bridge in front of the same target.
+RELAY_VS_ENGINEIO = 0.75
+TOTAL_VS_BRIDGE = 0.6
+BRIDGES = ("engineio-bridge", "sockjs-bridge")
 
 
 def f(x: Any, nd: int = 1) -> str:
@@ -116,6 +123,11 @@ def markdown(r: dict[str, Any]) -> str:
 
     lines += ["", "## Targets of issue 12", "",
               "Ratios between systems of this run (polysocket / peer: below 1 x is better).", "", *targets(r)]
+    lines += ["", "## Targets of issue 20", "",
+              "The relay process alone (streaming) against engine.io's whole server echoing in its own process, "
+              "and polysocket's total (streaming: relay + target + router + Valkey) against the bridges: "
+              "engine.io / sockjs-node in front of the same target, a `ws` client per session "
+              "(`bench/node/*_bridge.js`; bridge + target).", "", *bridge_targets(r)]
     return "\n".join(lines) + "\n"
 
 
@@ -183,4 +195,37 @@ def targets(r: dict[str, Any]) -> list[str]:
                    f"{x['errors']} errors, {f(x.get('server_cpu_us_per_socket_minute'))} µs CPU per socket per "
                    f"minute — {verdict(many)} (open-files limit of this run: "
                    f"{r.get('meta', {}).get('fd_limit', '?')}; the relay needs two descriptors per socket).")
+    return out
+
+
+def bridge_targets(r: dict[str, Any]) -> list[str]:
+    """Issue 20's targets, each marked met / not met (or not shown) from this run's numbers."""
+    out: list[str] = []
+    load = {(x["system"], x["sessions"]): x for x in r.get("load", [])}
+
+    def ratio_line(head: str, mine: float | None, theirs: float | None, limit: float | None) -> str:
+        if mine is None or theirs is None:
+            return head + "not measured at this session count — " + verdict(None) + "."
+        ratio = mine / theirs
+        tail = f" (target ≤ {limit:.2f} x) — {verdict(ratio <= limit)}." if limit is not None else " (reported)."
+        return head + f"{f(mine)} vs {f(theirs)} µs = {ratio:.2f} x" + tail
+
+    def relay_us(n: int) -> float | None:
+        x = load.get((STREAM, n))
+        return x["cpu_us_per_msg"].get("relay-stream") if x else None
+
+    def total_us(system: str, n: int) -> float | None:
+        x = load.get((system, n))
+        return sum(x["cpu_us_per_msg"].values()) if x else None
+
+    for n in (1, 100, 1000):
+        peer = load.get(("engineio", n))
+        out.append(ratio_line(f"- Relay alone per message at {n:,} session{'s' if n != 1 else ''}, "
+                              "relay-stream against engine.io's whole server: ",
+                              relay_us(n), peer["server_cpu_us_per_msg"] if peer else None, RELAY_VS_ENGINEIO))
+        for bridge in BRIDGES:
+            out.append(ratio_line(f"- Total per message at {n:,} session{'s' if n != 1 else ''}, "
+                                  f"{STREAM} against the {bridge} (bridge + target): ",
+                                  total_us(STREAM, n), total_us(bridge, n),
+                                  TOTAL_VS_BRIDGE if bridge == "engineio-bridge" else None))
     return out

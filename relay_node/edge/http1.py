@@ -274,8 +274,9 @@ class _Refused(Exception):
 class RelayHTTPProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection. Requests on a connection are answered in order, one at a time."""
 
-    __slots__ = ("answer", "busy", "chunked", "closing", "connections", "eof", "idle_timer", "limits", "loop",
-                 "parser", "queue", "refusal", "refused", "req", "stream", "transport", "unfinished", "write_paused")
+    __slots__ = ("answer", "busy", "chunked", "closing", "connections", "eof", "idle_from", "idle_timer", "limits",
+                 "loop", "parser", "queue", "refusal", "refused", "req", "stream", "transport", "unfinished",
+                 "write_paused")
 
     def __init__(self, answer: AnswerFn, limits: Limits, connections: Connections,
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -294,6 +295,7 @@ class RelayHTTPProtocol(asyncio.Protocol):
         self.refusal: bytes | None = None  # a refusal waiting for the answer in progress
         self.write_paused = False  # the transport's write buffer is over its high-water mark
         self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle_from = 0.0  # loop time the keep-alive timeout runs from (the opening, or the last answer)
         self.stream: StreamBody | None = None  # the streamed answer being written, if any
         self.chunked = True  # the stream in progress uses the chunked transfer coding (HTTP/1.1)
         self.unfinished = 0  # bytes of reads that only grew an unfinished header (_head_arriving)
@@ -303,6 +305,7 @@ class RelayHTTPProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.connections.open.add(self)
+        self.idle_from = self.loop.time()
         self.idle_timer = self.loop.call_later(self.limits.keep_alive_s, self._idle_close)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -473,8 +476,7 @@ class RelayHTTPProtocol(asyncio.Protocol):
         """Answer now, in the parser's callback: most answers (a send, a poll with messages
         waiting, a stream starting) never wait, and then cost no task. One that waits goes on in
         a task from where it stopped."""
-        self.busy = True
-        self._cancel_idle()  # running until a request starts
+        self.busy = True  # the keep-alive timer, if it fires now, finds the connection busy and stops
         answer = self._answer(req)
         try:
             waiting = answer.send(None)  # perf: answer-in-callback (a task only if it waits)
@@ -487,8 +489,7 @@ class RelayHTTPProtocol(asyncio.Protocol):
 
     def _start(self, req: ProtocolRequest) -> None:
         """Answer a queued request in a task (not nested in the answer that just completed)."""
-        self.busy = True
-        self._cancel_idle()  # running until a request starts
+        self.busy = True  # the keep-alive timer, if it fires now, finds the connection busy and stops
         self._track(self.loop.create_task(self._answer(req)))
 
     def _track(self, task: asyncio.Task[None]) -> None:
@@ -658,14 +659,23 @@ class RelayHTTPProtocol(asyncio.Protocol):
             self._start(self.queue.popleft())
             return
         self._continue_if_next()  # the request being read is next now
+        # Idle, or the client stopped reading its answers: the keep-alive timeout runs from this
+        # answer either way, so a client that reads nothing more cannot hold the connection. The
+        # timer armed earlier stays: it checks, when it fires, how long the connection has been idle.
+        self.idle_from = self.loop.time()  # perf: lazy-keepalive-timer (no timer armed and cancelled per request)
         if self.idle_timer is None:
-            # Idle, or the client stopped reading its answers: the keep-alive timeout runs from
-            # this answer either way, so a client that reads nothing more cannot hold the connection.
             self.idle_timer = self.loop.call_later(self.limits.keep_alive_s, self._idle_close)
 
     def _idle_close(self) -> None:
+        """Close a connection idle for the keep-alive timeout; one still busy is left alone (its
+        answer re-arms the timer), one that answered since is checked again when its time is up."""
         self.idle_timer = None
-        if not self.busy:
+        if self.busy:
+            return
+        left = self.idle_from + self.limits.keep_alive_s - self.loop.time()
+        if left > 0:
+            self.idle_timer = self.loop.call_later(left, self._idle_close)
+        else:
             self._close()
 
     def _refuse(self, status: int, message: str) -> None:

@@ -108,6 +108,18 @@ def release_parser(proto: ClientProtocol) -> None:
 
 QUEUED_WRITES, CLOSABLE_PARSER = _probe()
 OWN_FRAMES = QUEUED_WRITES and apply_mask is not None
+
+
+def _message_limit_is_one_int() -> bool:
+    """An ``int`` ``max_size`` is the protocol's ``max_message_size``, with no fragment limit."""
+    proto = ClientProtocol(parse_uri("ws://localhost/"), max_size=1000)
+    limits = (getattr(proto, "max_message_size", None), getattr(proto, "max_fragment_size", 0))
+    return limits == (1000, None)
+
+
+# The relay reads the common frame itself only where it can tell that websockets would see no
+# extension, log nothing (the attributes QUEUED_WRITES probes) and apply one size limit.
+DIRECT_FRAMES = QUEUED_WRITES and _message_limit_is_one_int()
 TRIMMABLE_RESPONSE = _trimmable_response()
 
 
@@ -169,7 +181,7 @@ class UpstreamSink(TypingProtocol):
 
 
 class Upstream(asyncio.Protocol):  # perf: lean-upstream (no task per socket)
-    __slots__ = ("_close_timer", "_early", "_lost", "_next_ping", "_opened", "_parts", "_ping_sent",
+    __slots__ = ("_close_timer", "_early", "_head", "_lost", "_need", "_next_ping", "_opened", "_parts", "_ping_sent",
                  "_read_paused", "_text", "_waiter", "_write_paused", "close_timeout", "proto", "sink", "transport")
 
     def __init__(self, proto: ClientProtocol, close_timeout: float) -> None:
@@ -188,6 +200,11 @@ class Upstream(asyncio.Protocol):  # perf: lean-upstream (no task per socket)
         self._waiter: asyncio.Future[None] | None = None  # a drain() waiting for resume_writing
         self._ping_sent = 0.0  # monotonic time of the ping waiting for its pong, 0: none
         self._next_ping = 0.0
+        # Where websockets' parser is in the byte stream (see _follow): bytes still owed to the frame
+        # it is inside (0: between frames), -1: not known (the handshake's answer was split), and
+        # the start of a frame header split across reads. A protocol made open has read nothing.
+        self._need = 0 if proto.state is _OPEN else -1
+        self._head = b""
 
     # opening
 
@@ -239,6 +256,17 @@ class Upstream(asyncio.Protocol):  # perf: lean-upstream (no task per socket)
 
     def data_received(self, data: bytes) -> None:
         proto = self.proto
+        if proto.state is _OPEN:
+            if not self._need and not self._head and self._parts is None and DIRECT_FRAMES \
+                    and not proto.extensions and not proto.debug and self._direct(data):
+                return
+            if self._need >= 0:
+                self._follow(data)
+        elif self._need < 0 and proto.state is State.CONNECTING and data.startswith(b"HTTP/"):
+            end = data.find(b"\r\n\r\n")  # a 101 has no body: frames start after the header block
+            if end >= 0:
+                self._need = 0
+                self._follow(data[end + 4:])
         proto.receive_data(data)
         events = proto.events_received()
         if not QUEUED_WRITES or proto.writes:  # perf: no-empty-flush (pongs and close echoes owe; most reads not)
@@ -258,6 +286,66 @@ class Upstream(asyncio.Protocol):  # perf: lean-upstream (no task per socket)
         if opened is not None and not opened.done() and (proto.state is not State.CONNECTING
                                                           or proto.handshake_exc is not None):
             opened.set_result(None)  # the handshake's answer came (or cannot come)
+
+    def _direct(self, data: bytes) -> bool:  # perf: direct-frames (the parser's generators skipped)
+        """Deliver ``data``'s messages when it is whole final unmasked text / binary frames under
+        64 KiB and within ``max_size``, without extensions, starting where the parser stands
+        between frames (so it is left exactly as if it had read them); False: the parser reads it
+        (control frames, fragments, large messages, a frame split across reads, anything odd)."""
+        end = len(data)
+        limit = self.proto.max_message_size
+        at = 0
+        spans: list[tuple[int, int, bool]] = []
+        while at < end:
+            if end - at < 2:
+                return False
+            first, size = data[at], data[at + 1]
+            if (first != 0x81 and first != 0x82) or size > 126:  # FIN, no RSV, text / binary, unmasked
+                return False
+            at += 2
+            if size == 126:
+                if end - at < 2:
+                    return False
+                size = (data[at] << 8) | data[at + 1]
+                at += 2
+            if at + size > end or (limit is not None and size > limit):
+                return False
+            spans.append((at, at + size, first == 0x81))
+            at += size
+        for start, stop, text in spans:
+            if self._deliver(data[start:stop], text):
+                break  # the connection failed: nothing after it is delivered
+        return True
+
+    def _follow(self, data: bytes) -> None:
+        """Follow the frame boundaries through bytes handed to the parser, so that ``_direct``
+        knows when it stands between frames again (its buffer empty, no header half read)."""
+        head = self._head
+        if head:
+            data = head + data
+            self._head = b""
+        at, end = self._need, len(data)
+        while at < end:
+            if end - at < 2:
+                break
+            size, at_payload = data[at + 1] & 0x7F, at + 2
+            if size == 126:
+                at_payload += 2
+            elif size == 127:
+                at_payload += 8
+            if data[at + 1] & 0x80:
+                at_payload += 4  # a masked frame (the parser refuses it; the connection fails)
+            if at_payload > end:
+                break
+            if size == 126:
+                size = int.from_bytes(data[at + 2:at + 4])
+            elif size == 127:
+                size = int.from_bytes(data[at + 2:at + 10])
+            at = at_payload + size
+        else:
+            self._need = at - end
+            return
+        self._head, self._need = data[at:], 0
 
     def eof_received(self) -> None:
         self.proto.receive_eof()

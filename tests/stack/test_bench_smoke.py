@@ -25,13 +25,14 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 def test_bench_minimal_run_produces_numbers(tmp_path: Path) -> None:
     # every system (`make deps` installs the bench extra: python-socketio; and bench/node's peers)
-    systems = ["polysocket", "polysocket-stream", "direct", "engineio", "sockjs-xhr", "sockjs-jsonp", "socketio"]
+    systems = ["polysocket", "polysocket-stream", "direct", "engineio", "sockjs-xhr", "sockjs-jsonp", "socketio",
+               "engineio-bridge", "sockjs-bridge"]
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--sessions", "1", "--duration", "1", "--warmup", "0.2",
          "--idle", "5", "--idle-poll-ttl", "500", "--idle-settle", "2", "--router-connects", "3",
          "--stream-bytes", "1000",  # streams end every dozen messages: the client resumes them with its ack
          "--systems", ",".join(systems), "--out", str(tmp_path), "--name", "smoke", "--silent"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=150,
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=240,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "smoke.json").read_text())
@@ -53,6 +54,14 @@ def test_bench_minimal_run_produces_numbers(tmp_path: Path) -> None:
         assert math.isfinite(x["server_cpu_us_per_socket_minute"])
         if x["system"] != "direct":  # every receiving session saw a heartbeat (4 periods in the window)
             assert x["sessions_with_heartbeat"] == 5, x
+    for bridge in ("engineio-bridge", "sockjs-bridge"):  # both processes charged, and both did work
+        x = next(x for x in results["load"] if x["system"] == bridge)
+        assert set(x["cpu_us_per_msg"]) == {bridge, "target"}, x
+        assert x["cpu_us_per_msg"]["target"] > 0, x  # the echo came through the target, not the bridge
+    assert "## Targets of issue 20" in md
+    assert "relay-stream against engine.io's whole server: " in md
+    assert "polysocket-stream against the engineio-bridge (bridge + target): " in md
+    assert md.count("(target ≤ 0.75 x) — **") == 1 and md.count("(target ≤ 0.60 x) — **") == 1  # 1 session only
     assert results["router"]["concurrency_1"]["n"] == 3
     assert results["plots"] == ["smoke-cpu.svg", "smoke-p99.svg", "smoke-idle-memory.svg", "smoke-idle-cpu.svg"]
     for name in results["plots"]:

@@ -132,3 +132,31 @@ def test_targets_are_ratios_from_the_run() -> None:
     lines = report.targets({**r, "load": slower})
     assert "**not met**" in next(x for x in lines if "p99" in x and "polysocket-stream" in x)
     assert "**not met**" in next(x for x in lines if "(streaming) at 1,000 sessions" in x)
+
+
+def test_issue_20_targets_compare_the_relay_alone_and_the_whole_against_the_bridges() -> None:
+    def row(system: str, n: int, per: dict[str, float]) -> dict[str, Any]:
+        return {"system": system, "sessions": n, "cpu_us_per_msg": per, "server_cpu_us_per_msg": sum(per.values()),
+                "rtt": {"p99_ms": 1.0}}
+
+    load = [row("polysocket-stream", 100, {"relay-stream": 70.0, "target": 30.0, "router-stream": 0.0}),
+            row("engineio", 100, {"engineio": 100.0}),
+            row("engineio-bridge", 100, {"engineio-bridge": 150.0, "target": 30.0}),
+            row("polysocket-stream", 1000, {"relay-stream": 80.0, "target": 40.0}),
+            row("engineio", 1000, {"engineio": 100.0}),
+            row("engineio-bridge", 1000, {"engineio-bridge": 160.0, "target": 40.0}),
+            row("sockjs-bridge", 1000, {"sockjs-bridge": 200.0, "target": 40.0})]
+    lines = report.bridge_targets({"load": load})
+    assert "- Relay alone per message at 100 sessions, relay-stream against engine.io's whole server: " \
+           "70.0 vs 100.0 µs = 0.70 x (target ≤ 0.75 x) — **met**." in lines
+    assert any("at 1,000 sessions, relay-stream" in x and "0.80 x" in x and "**not met**" in x for x in lines)
+    # the total is every process polysocket runs against the bridge and the target it runs
+    assert any("at 100 sessions, polysocket-stream against the engineio-bridge" in x and "100.0 vs 180.0 µs = 0.56 x"
+               in x and "**met**" in x for x in lines)
+    assert any("at 1,000 sessions, polysocket-stream against the engineio-bridge" in x and "0.60 x" in x
+               and "**met**" in x for x in lines)
+    assert any("at 1,000 sessions, polysocket-stream against the sockjs-bridge" in x and "0.50 x (reported)" in x
+               for x in lines)
+    assert any("at 100 sessions, polysocket-stream against the sockjs-bridge" in x and "not shown" in x
+               for x in lines)
+    assert all("not shown" in x for x in lines if " at 1 session," in x)

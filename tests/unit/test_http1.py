@@ -17,6 +17,7 @@ from relay_node.edge.endpoints import RelayEndpoints
 from relay_node.edge.http1 import (
     Answer,
     BadTarget,
+    Connections,
     Limits,
     ProtocolRequest,
     RelayHTTPProtocol,
@@ -422,3 +423,76 @@ def test_split_target(target: bytes, expected: tuple[str, bytes]) -> None:
 def test_split_target_refuses(target: bytes) -> None:
     with pytest.raises(BadTarget):
         split_target(target)
+
+
+class ManualClock:
+    """The event loop as the protocol sees it, with its time and timers in the test's hands (the
+    keep-alive is about when things happen: the test moves the clock instead of sleeping)."""
+
+    class Timer:
+        def __init__(self, when: float, callback: Any, args: tuple[Any, ...]) -> None:
+            self.when, self.callback, self.args, self.cancelled = when, callback, args, False
+
+        def cancel(self) -> None:
+            self.cancelled = True
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.timers: list[ManualClock.Timer] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_later(self, delay: float, callback: Any, *args: Any) -> ManualClock.Timer:
+        timer = ManualClock.Timer(self.now + delay, callback, args)
+        self.timers.append(timer)
+        return timer
+
+    def create_task(self, coro: Any) -> asyncio.Task[Any]:
+        return asyncio.get_running_loop().create_task(coro)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        while due := [t for t in self.timers if not t.cancelled and t.when <= self.now]:
+            timer = min(due, key=lambda t: t.when)
+            self.timers.remove(timer)
+            timer.callback(*timer.args)
+
+
+async def test_the_keep_alive_runs_from_the_last_answer_with_one_timer_for_the_connection() -> None:
+    """``lazy-keepalive-timer``: answering arms and cancels no timer; the one armed at the opening
+    checks, when it fires, how long the connection has been idle."""
+    clock = ManualClock()
+    proto = RelayHTTPProtocol(Answerer(), Limits(keep_alive_s=10), Connections(), clock)  # type: ignore[arg-type]
+    tr = MockTransport()
+    proto.connection_made(tr)  # type: ignore[arg-type]
+    [opened] = clock.timers
+    for _ in range(3):
+        clock.advance(2)
+        proto.data_received(GET)
+        await settle()
+    assert tr.statuses() == [200] * 3 and clock.timers == [opened] and not opened.cancelled  # no timer per answer
+    clock.advance(9.9)  # 9.9 s after the last answer (6 s): the timer fired at 10 s and looks again at 16 s
+    assert not tr.closed and len(clock.timers) == 1
+    clock.advance(0.2)  # 10.1 s after the last answer
+    assert tr.closed
+
+
+async def test_a_busy_connection_is_not_closed_by_the_keep_alive_and_counts_from_its_answer() -> None:
+    clock = ManualClock()
+    answerer = Answerer()
+    proto = RelayHTTPProtocol(answerer, Limits(keep_alive_s=10), Connections(), clock)  # type: ignore[arg-type]
+    tr = MockTransport()
+    proto.connection_made(tr)  # type: ignore[arg-type]
+    answerer.hold()
+    proto.data_received(GET)
+    await settle()
+    clock.advance(30)  # answering for 30 s: the keep-alive does not apply
+    assert not tr.closed and not [t for t in clock.timers if not t.cancelled]
+    answerer.release()
+    await settle()
+    assert tr.statuses() == [200]
+    clock.advance(9.9)
+    assert not tr.closed
+    clock.advance(0.2)
+    assert tr.closed

@@ -58,6 +58,7 @@ def test_the_installed_release_has_every_internal_the_relay_uses() -> None:
     """The import-time probe found them all: the relay runs its fast paths, not the fallback."""
     assert upstream.QUEUED_WRITES and upstream.CLOSABLE_PARSER and upstream.TRIMMABLE_RESPONSE
     assert upstream.OWN_FRAMES and upstream.apply_mask is not None
+    assert upstream.DIRECT_FRAMES
 
 
 def test_writes_is_the_list_data_to_send_drains_and_most_reads_owe_nothing() -> None:
@@ -207,7 +208,7 @@ async def echo_url() -> AsyncIterator[str]:
         yield f"ws://127.0.0.1:{port}/"
 
 
-FALLBACKS = ["QUEUED_WRITES", "OWN_FRAMES", "CLOSABLE_PARSER", "TRIMMABLE_RESPONSE"]
+FALLBACKS = ["QUEUED_WRITES", "OWN_FRAMES", "CLOSABLE_PARSER", "TRIMMABLE_RESPONSE", "DIRECT_FRAMES"]
 
 
 @pytest.fixture(params=[[], *([f] for f in FALLBACKS), FALLBACKS], ids=lambda f: "+".join(f) or "fast")
@@ -217,7 +218,8 @@ def forced_off(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     for name in off:
         monkeypatch.setattr(upstream, name, False)
     if "QUEUED_WRITES" in off:
-        monkeypatch.setattr(upstream, "OWN_FRAMES", False)  # as the probe derives it
+        monkeypatch.setattr(upstream, "OWN_FRAMES", False)  # as the probe derives them
+        monkeypatch.setattr(upstream, "DIRECT_FRAMES", False)
     if not upstream.OWN_FRAMES:
         def no_own_frames(data: bytes, text: bool) -> bytes:
             raise AssertionError("the relay framed a message itself with OWN_FRAMES off")
