@@ -66,7 +66,7 @@ from .conftest import _harness
 from .netns_browser import CHROMIUM, CHROMIUM_ARGS, spki_hash
 from .pebble import Pebble
 from .route53_dns import Route53DNS
-from .test_terraform_apply import (
+from .terraform_emulators import (
     LOCALSTACK_SERVICES,
     MOTO_SERVICES,
     Moto,
