@@ -150,7 +150,6 @@ class EmulatedCloud:
     dns: Route53DNS | None = None
     pebble: Pebble | None = None
     terraform: Terraform | None = None
-    applied: bool = False
     zone_id: str = ""
     outputs: dict[str, Any] = field(default_factory=dict)
     task_environment: dict[str, str] = field(default_factory=dict)
@@ -220,7 +219,6 @@ class EmulatedCloud:
                                    terraform_env(self.work))
         (self.work / "cloud.tfvars.json").write_text(json.dumps(self.tfvars()))
         self.terraform("init", "-backend=false", "-input=false", "-no-color", timeout=180)
-        self.applied = True
         self.terraform("apply", "-auto-approve", "-input=false", "-no-color", *self.var_file(), timeout=420)
         self.outputs = {k: v["value"] for k, v in json.loads(self.terraform("output", "-json").stdout).items()}
         ecs = self.aws("ecs")
@@ -342,7 +340,7 @@ class EmulatedCloud:
         relay.proc.wait(10)
 
     def stop(self) -> None:
-        """Everything, newest first, each by its PID; terraform destroy before the emulators go."""
+        """Everything, newest first, each by its PID."""
         for relay in self.relays.values():
             if relay.proc.poll() is None:
                 relay.proc.send_signal(signal.SIGTERM)
@@ -355,16 +353,12 @@ class EmulatedCloud:
             relay.closer.close()
         if self.stack is not None:
             self.stack.stop()
-        try:
-            if self.applied and self.terraform is not None:
-                with contextlib.suppress(AssertionError):
-                    self.terraform("destroy", "-auto-approve", "-input=false", "-no-color", *self.var_file(),
-                                   timeout=420)
-        finally:
-            for stop in (self.pebble, self.dns, self.moto, self.localstack, self.redis):
-                if stop is not None:
-                    with contextlib.suppress(Exception):
-                        stop.stop()
+        # No terraform destroy: both emulators keep their state in memory only, so stopping them is the
+        # teardown (a destroy would add about a minute; test_terraform_apply.py checks destroy itself).
+        for stop in (self.pebble, self.dns, self.moto, self.localstack, self.redis):
+            if stop is not None:
+                with contextlib.suppress(Exception):
+                    stop.stop()
 
 
 @contextlib.contextmanager
