@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,14 +106,18 @@ def relay_venv(directory: Path) -> Path:
     fingerprint = source_fingerprint()
     if python.exists() and stamp.exists() and stamp.read_text() == fingerprint:
         return python
-    subprocess.run(["rm", "-rf", str(directory), str(wheels)], check=True)
+    for stale in (directory, wheels):
+        shutil.rmtree(stale, ignore_errors=True)
     quiet = ["--quiet", "--disable-pip-version-check"]
     subprocess.run([sys.executable, "-m", "pip", "wheel", *quiet, "--no-deps", "--wheel-dir", str(wheels),
                     str(REPO_ROOT)], check=True, timeout=300, cwd=wheels.parent, capture_output=True)
     [wheel] = wheels.glob("polysocket-*.whl")
     subprocess.run([sys.executable, "-m", "venv", str(directory)], check=True, timeout=120)
-    subprocess.run([str(python), "-m", "pip", "install", *quiet, f"{wheel}[relay]"], check=True, timeout=600,
-                   capture_output=True)
+    done = subprocess.run([str(python), "-m", "pip", "install", *quiet, f"{wheel}[relay]"], timeout=600,
+                          capture_output=True, text=True)
+    if done.returncode != 0:  # one clear line first: the relay's dependencies come from PyPI
+        raise RuntimeError(f"pip install '{wheel.name}[relay]' into {directory} failed (PyPI must be reachable, or "
+                           f"PIP_INDEX_URL set to a mirror):\n{done.stderr[-3000:]}")
     stamp.write_text(fingerprint)
     return python
 
