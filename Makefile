@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: help run test unit deps lint fmt typecheck check-targets pytest browser-chromium browser-firefox browser-webkit \
-        network-table faults faults-full clean
+        network-table faults faults-full clean cloud
 
 run: deps ## the whole stack on loopback (polysocket dev)
 	$(VENV)/bin/polysocket dev
@@ -91,6 +91,13 @@ typecheck: ## mypy --strict over the packages, tests/support, bench, deploy and 
 # scripts/check_make_targets.py runs each with --collect-only, so a broken target cannot land.
 check-targets: $(STAMP) ## every target's pytest command collects
 	$(PY) scripts/check_make_targets.py
+
+# The emulated cloud a person can click through: infra/ applied against LocalStack and moto, pebble,
+# the DNS bridge, Redis over TLS, two relays from the task definition, an HTTPS router, a token; prints a
+# demo URL and the Chromium command that opens it. Ctrl-C tears it all down. tests/cloud uses the same
+# code (tests/cloud/emulated_cloud.py).
+cloud: deps ## the emulated AWS deployment on loopback, with a demo URL (Ctrl-C stops it)
+	PSTEST_LOCALSTACK_VENV=$(abspath $(LOCALSTACK_VENV)) $(PY) -m tests.cloud.emulated_cloud
 
 # Browser runs apart: Playwright's sync API keeps an event loop alive in the main thread while its
 # browser is open, which would break every asyncio test that runs after it in the same process.

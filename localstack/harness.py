@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -40,18 +41,26 @@ def venv_dir() -> Path:
     return Path(os.environ.get(VENV_ENV) or HERE / ".venv")
 
 
+# Below Linux's ephemeral range (32768+), where any outgoing connection may take a port at any moment;
+# the same range as polysocket_cli.processes.free_port (this file is stdlib only: it cannot import it).
+FREE_PORT_RANGE = range(20_000, 32_000)
+_handed_out: set[int] = set()  # never the same port twice per process (two are drawn before either binds)
+
+
 def free_port() -> int:
     """A port free on 127.0.0.1 for both TCP and UDP (LocalStack's DNS server takes both)."""
-    for _ in range(50):
-        with socket.socket() as t:
-            t.bind(("127.0.0.1", 0))
-            port = int(t.getsockname()[1])
+    for _ in range(200):
+        port = random.choice(FREE_PORT_RANGE)
+        if port in _handed_out:
+            continue
+        with socket.socket() as t, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
             try:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-                    u.bind(("127.0.0.1", port))
+                t.bind(("127.0.0.1", port))
+                u.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _handed_out.add(port)
+        return port
     raise RuntimeError("no free loopback port")
 
 

@@ -30,6 +30,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cloud: needs LocalStack (localstack/install.sh) on loopback")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test under tests/cloud is a ``cloud`` test, marked or not: ``pytest -m cloud`` selects them
+    all (two files without the module mark were silently left out before)."""
+    here = Path(__file__).resolve().parent
+    for item in items:
+        if here in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.cloud)
+
+
 def _harness() -> ModuleType:
     spec = importlib.util.spec_from_file_location("polysocket_localstack_harness", HARNESS_PATH)
     assert spec is not None and spec.loader is not None

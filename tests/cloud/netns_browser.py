@@ -22,6 +22,9 @@ Config: ``work_dir`` (where ``resolv.conf`` is written), ``host_netns`` (path of
 ``/proc/PID/ns/net``), ``dns_port``, ``ports``, ``chromium``, ``chromium_args``, ``page`` (an HTTPS
 URL of a resource on the router's origin), ``router``, ``token``, ``target``, ``text``,
 ``binary_b64``.
+
+The host side (:func:`run_browser`, :func:`spki_hash`, the Chromium command line) is here too, so every
+test and ``make cloud`` (``emulated_cloud.py``) start the browser the same way.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+CHROMIUM = os.environ.get("PSTEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -181,6 +187,33 @@ def browse(config: dict[str, Any]) -> dict[str, Any]:
             return result
         finally:
             browser.close()
+
+
+# --- the host side ------------------------------------------------------------------------------------------
+
+def spki_hash(pem: str) -> str:
+    """base64(SHA-256(SubjectPublicKeyInfo)) of the first certificate in ``pem``: Chromium's pin format."""
+    import base64
+    import hashlib
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+def run_browser(config: dict[str, Any], work: Path, timeout_s: float = 150) -> dict[str, Any]:
+    """This script in a new network and mount namespace; its JSON answer."""
+    path = work / "browser.json"
+    path.write_text(json.dumps(config))
+    out = subprocess.run(["unshare", "--net", "--mount", "--", sys.executable, str(Path(__file__).resolve()),
+                          str(path)], capture_output=True, timeout=timeout_s, cwd=work, stdin=subprocess.DEVNULL)
+    stderr = out.stderr.decode(errors="replace")[-3000:]
+    assert out.returncode == 0, f"browser exited {out.returncode}:\n{stderr}"
+    result: dict[str, Any] = json.loads(out.stdout.decode().strip().splitlines()[-1])
+    return result
 
 
 def main() -> int:

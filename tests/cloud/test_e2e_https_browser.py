@@ -27,8 +27,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
-import hashlib
-import json
 import os
 import re
 import signal
@@ -46,32 +44,22 @@ import pytest
 import redis
 import trustme
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from dnslib import QTYPE, DNSRecord
 
 from polysocket_cli.processes import REPO_ROOT, Stack, free_port
 from polysocket_core.control import Keys
 
 from .conftest import a_records
+from .netns_browser import CHROMIUM, CHROMIUM_ARGS, run_browser, spki_hash
 from .pebble import Pebble
 from .route53_dns import Route53DNS
 
 pytestmark = pytest.mark.cloud
 
-CHROMIUM = os.environ.get("PSTEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 LEASE_TTL_S = 10  # refreshed every third; 3 s lost leases while the loaded machine started a relay
 HEARTBEAT_TTL_S = 4
 TEXT = 'héllo ✓ 日本語 🎉 "quotes" <tag> & ; % + = ? # /'
 BINARY = bytes(range(256)) + b"\x00\xff" * 300
-
-
-def spki_hash(pem: str) -> str:
-    """base64(SHA-256(SubjectPublicKeyInfo)) of the first certificate in ``pem``: Chromium's pin format."""
-    cert = x509.load_pem_x509_certificate(pem.encode())
-    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
 
 def resolve(dns: Route53DNS, name: str) -> str:
@@ -170,19 +158,6 @@ def fleet(pebble: Pebble, e2e_stack: Stack, zone: tuple[str, str], e2e_dir: Path
         yield f
     finally:
         f.kill_all()
-
-
-def run_browser(config: dict[str, Any], work: Path, timeout_s: float = 150) -> dict[str, Any]:
-    """netns_browser.py in a new network and mount namespace; its JSON answer."""
-    path = work / "browser.json"
-    path.write_text(json.dumps(config))
-    script = Path(__file__).with_name("netns_browser.py")
-    out = subprocess.run(["unshare", "--net", "--mount", "--", sys.executable, str(script), str(path)],
-                         capture_output=True, timeout=timeout_s, cwd=work, stdin=subprocess.DEVNULL)
-    stderr = out.stderr.decode(errors="replace")[-3000:]
-    assert out.returncode == 0, f"browser exited {out.returncode}:\n{stderr}"
-    result: dict[str, Any] = json.loads(out.stdout.decode().strip().splitlines()[-1])
-    return result
 
 
 def test_chromium_echoes_over_https_through_route53_names_then_the_fleet_scales_in(
