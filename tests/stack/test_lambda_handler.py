@@ -179,17 +179,17 @@ def test_warm_invocations_reuse_one_redis_client(handler: Handler, lambda_env: d
 
     params = {"from": "x", "target": lambda_env["echo"], "token": lambda_env["token"]}
     handler(event("apigw_http_v2", params), FakeContext())
-    client = router_fn.handler.app.state.router._redis
+    client = router_fn.handler.app.router._redis
     assert client is not None
     for _ in range(3):
         assert handler(event("apigw_http_v2", params), FakeContext())["statusCode"] == 200
-    assert router_fn.handler.app.state.router._redis is client
+    assert router_fn.handler.app.router._redis is client
 
 
 def test_import_does_no_io() -> None:
     """Importing the handler with Redis pointing at a closed loopback port succeeds: nothing connects
     at import time (a connect would raise ConnectionRefused) and no client exists yet."""
-    code = "import router_fn.handler as h; assert h.app.state.router._redis is None"
+    code = "import router_fn.handler as h; assert h.app.router._redis is None"
     env = {**os.environ, "POLYSOCKET_REDIS_URL": "redis://127.0.0.1:1/0"}
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
                          timeout=60)
