@@ -225,6 +225,20 @@ def test_fastapi_is_loaded_only_for_what_the_front_door_does_not_answer() -> Non
         "GET /nowhere 404 not_found": True}
 
 
+def test_a_snapstart_init_builds_everything_before_the_snapshot() -> None:
+    """Under SnapStart the import runs once, before the snapshot: it builds the FastAPI app too, so
+    no restored instance imports it on a request. Lambda says which init it is in an environment
+    variable (set by hand here: no Lambda runtime runs in the tests)."""
+    code = ("import sys, router_fn.handler as h; "
+            "print('fastapi' in sys.modules, h.app._rest is not None, h.app.router._redis is None)")
+    env = {**os.environ, "POLYSOCKET_REDIS_URL": "redis://127.0.0.1:1/0",
+           "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "True"]
+
+
 def _without(ev: dict[str, Any], header: str) -> None:
     for key in ("headers", "multiValueHeaders"):
         if ev.get(key):
