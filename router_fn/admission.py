@@ -3,7 +3,8 @@
 ``TokenAdmission`` applies, in order, each with its own error code: token known, not revoked, not
 expired (``unauthorized``); origin allowed (``forbidden_origin``); target allowed by the token's
 patterns (``forbidden_target``); connect rate per client address and per token (``rate_limited``,
-before the DNS lookup so the guard is no free resolver); SSRF guard (``blocked_target``). The
+before the DNS lookup so the guard is no free resolver; counted in the round trip that looks the
+token up, so every attempt counts, refused or not); SSRF guard (``blocked_target``). The
 token's concurrent-socket limit (``limit_exceeded``) is checked by the node-pick script in Redis,
 atomically with the reservation of the new socket. ``OpenAdmission`` admits everything and exists
 for explicitly opted-in local experiments.
@@ -21,7 +22,7 @@ from polysocket_core.wire import ConnectParams
 from .policy import origin_allowed, target_allowed
 from .ratelimit import RateLimiter
 from .ssrf import IPNetwork, Resolver, check_target, system_resolve
-from .tokens import TokenStore
+from .tokens import TokenStore, token_id_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +73,14 @@ class TokenAdmission:
     async def admit(self, params: ConnectParams, ctx: ConnectContext) -> Admitted:
         if not params.token:
             raise PolysocketError(ErrorCode.UNAUTHORIZED, "a token is required")
-        record = await self.tokens.lookup(params.token)
+        # perf: one-trip-admission
+        # One round trip looks the token up and counts the attempt: so an attempt is counted even
+        # when a check below refuses it, which only tightens the limits.
+        async with self.tokens.redis.pipeline(transaction=False) as p:
+            self.tokens.queue_lookup(p, params.token)
+            counted = self.limiter.count(p, ctx.client_ip, token_id_of(params.token))
+            results = await p.execute()
+        record = self.tokens.record(results[0])
         if record is None:
             raise PolysocketError(ErrorCode.UNAUTHORIZED, "unknown token")
         status = record.status(time.time())
@@ -84,7 +92,7 @@ class TokenAdmission:
         if not target_allowed(record.targets, params.target):
             raise PolysocketError(ErrorCode.FORBIDDEN_TARGET, "target not allowed for this token")
         # Rate limit before the DNS lookup, so the guard cannot be used as a free resolver.
-        await self.limiter.hit(ctx.client_ip, record.id)
+        self.limiter.verdict(counted, results[1:])
         addresses = await check_target(params.target, self.allow_cidrs, self.resolve)
         meta = _meta(params, ctx)
         meta["token"] = record.id

@@ -1,5 +1,10 @@
-"""The router's HTTP API: ``GET /connect`` (JSONP or JSON), ``GET /healthz`` and the browser library
-(``GET /client/polysocket.js``).
+"""The router's front door: a plain ASGI app that answers the hot path itself — ``GET /connect``
+(JSONP or JSON), its ``OPTIONS`` preflight and ``GET /healthz`` — and hands every other request to
+the FastAPI app of ``router_fn.rest``, built on the first such request.
+
+Why not FastAPI for everything: its routing, middleware stack and Request/Response objects were a
+third of the router's CPU per connect, and its import (with pydantic) most of the Lambda
+handler's cold start; a connect needs neither (bench/PERF_LEDGER.md, ``asgi-front-door``).
 
 Stateless between requests: everything lives in Redis, so it runs as many uvicorn workers or
 Lambda invocations as needed. The Redis client is created lazily (no I/O at import time).
@@ -9,16 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
 from redis.exceptions import RedisError
-from starlette.exceptions import HTTPException
 
 from polysocket_core import edge, wire
 from polysocket_core.control import Keys
@@ -27,12 +27,19 @@ from polysocket_core.redis_client import ANSWER_SOON, explain, redis_client
 
 from .admission import Admission, ConnectContext, OpenAdmission, TokenAdmission
 from .client_address import client_address
-from .client_library import LIBRARY_FILES, ClientLibrary
 from .establish import Establisher
 from .policy import normalize_origin
 from .ratelimit import RateLimiter
 from .settings import RouterSettings
 from .tokens import TokenStore
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 
 log = logging.getLogger("polysocket.router")
 
@@ -42,12 +49,21 @@ log = logging.getLogger("polysocket.router")
 MALFORMED_REFERER = "(malformed Referer)"
 
 
-def request_origin(request: Request) -> str | None:
+def header(scope: Mapping[str, Any], name: bytes) -> str | None:
+    """The first value of header ``name`` (lower case, as ASGI servers give every name), as
+    Starlette's ``Headers.get`` reads it."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def request_origin(scope: Mapping[str, Any]) -> str | None:
     """``Origin`` when sent, else the origin of ``Referer``: script-tag GETs carry no Origin header."""
-    origin = request.headers.get("origin")
+    origin = header(scope, b"origin")
     if origin and origin != "null":
         return origin
-    referer = request.headers.get("referer")
+    referer = header(scope, b"referer")
     if referer:
         # normalize_origin never raises (urlsplit does, e.g. on "http://[::1/x") and drops userinfo.
         return normalize_origin(referer) or MALFORMED_REFERER
@@ -122,134 +138,98 @@ class Router:
             if not isinstance(self._admission, OpenAdmission):
                 self._admission = None
 
-    async def connect(self, request: Request) -> Response:
+    async def connect(self, scope: Mapping[str, Any]) -> Answer:
+        """The answer to ``GET /connect``: every failure is a typed error in the protocol's shape."""
         cb: str | None = None
         try:
-            params = wire.parse_query(request.scope["query_string"])
+            params = wire.parse_query(scope["query_string"])
             cb = edge.callback(params)
             connect = wire.parse_connect(params)
-            client_ip = client_address(request.scope, self.trusted_proxies)
-            ctx = ConnectContext(client_ip=client_ip, origin=request_origin(request),
-                                 user_agent=request.headers.get("user-agent", ""))
+            client_ip = client_address(scope, self.trusted_proxies)
+            ctx = ConnectContext(client_ip=client_ip, origin=request_origin(scope),
+                                 user_agent=header(scope, b"user-agent") or "")
             admitted = await self.admission.admit(connect, ctx)
             est = await self.establisher.establish(connect.target, connect.protocols, connect.caller,
                                                    admitted)
         except PolysocketError as exc:
-            return to_response(*edge.render_error(cb, exc))
+            return edge.render_error(cb, exc)
         except RedisError as exc:
             self._control_plane.failed(explain(self.settings.redis_url, exc))
-            return to_response(*edge.render_error(
-                cb, PolysocketError(ErrorCode.NO_RELAY, "control plane unavailable")))
+            return edge.render_error(cb, PolysocketError(ErrorCode.NO_RELAY, "control plane unavailable"))
         except Exception:
             log.exception("internal error in /connect")
-            return to_response(*edge.render_error(cb, PolysocketError(ErrorCode.INTERNAL, "internal error")))
+            return edge.render_error(cb, PolysocketError(ErrorCode.INTERNAL, "internal error"))
         self._control_plane.reached()
         answer: dict[str, object] = {"ok": True, "fqdn": est.fqdn, "socket": est.socket, "protocol": est.protocol}
         if est.idle_ms:
             answer["idle"] = est.idle_ms  # ms without a poll after which the relay frees the socket
-        return to_response(*edge.render(cb, answer))
+        return edge.render(cb, answer)
+
+    def health(self) -> Answer:
+        return edge.render(None, {"ok": True, "service": "router"})
 
 
-def to_response(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> Response:
-    resp = Response(content=body, status_code=status)
-    for name, value in headers:
-        resp.headers[name.decode()] = value.decode()
-    return resp
+async def send_answer(send: Send, answer: Answer) -> None:
+    """The answer as ASGI messages, with the headers Starlette's ``Response`` would add (a
+    ``content-length``, none on a 204)."""
+    status, headers, body = answer
+    head = headers if status == 204 else [(b"content-length", b"%d" % len(body)), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": head})
+    await send({"type": "http.response.body", "body": body})
 
 
-def request_callback(request: Request) -> str | None:
-    """The request's valid ``cb`` for an error answer, else None: the error being answered matters
-    more than a broken query string."""
-    try:
-        return edge.callback(wire.parse_query(request.scope.get("query_string", b"")))
-    except PolysocketError:
-        return None
+PREFLIGHT: Answer = (edge.PREFLIGHT_STATUS, edge.PREFLIGHT_HEADERS, b"")
 
 
-def error_response(request: Request, error: PolysocketError) -> Response:
-    """An error in the protocol's shape, as JSONP when the request carries a valid ``cb``."""
-    return to_response(*edge.render_error(request_callback(request), error))
+class RouterApp:
+    """The ASGI app ``create_app`` returns (uvicorn and Mangum run it). It answers the hot path
+    itself and passes everything else to ``router_fn.rest`` (imported on first use: the named
+    seam that keeps FastAPI off the connect path and out of the cold start). Lifespan: nothing to
+    start, the router's Redis client to close at shutdown."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self._rest: FastAPI | None = None
+
+    @property
+    def rest(self) -> FastAPI:
+        if self._rest is None:
+            from .rest import build_rest_app
+
+            self._rest = build_rest_app(self.router)
+        return self._rest
+
+    def preload(self) -> None:
+        """Build now what the first request that needs it would build: for a SnapStart snapshot."""
+        _ = self.rest
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":  # perf: asgi-front-door
+            path, method = scope["path"], scope["method"]
+            if path == "/connect":
+                if method == "GET":
+                    return await send_answer(send, await self.router.connect(scope))
+                if method == "OPTIONS":
+                    return await send_answer(send, PREFLIGHT)
+            elif path == "/healthz" and method == "GET":
+                return await send_answer(send, self.router.health())
+        elif kind == "lifespan":
+            return await self._lifespan(receive, send)
+        await self.rest(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.router.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
 
-REFUSAL_MESSAGES = {
-    ErrorCode.NOT_FOUND: "no such endpoint: {path}",
-    ErrorCode.METHOD_NOT_ALLOWED: "{method} not allowed on {path}",
-    ErrorCode.INTERNAL: "internal error",
-}
-
-
-async def _http_exception(request: Request, exc: Exception) -> Response:
-    """Starlette's own refusals (no route, wrong method) in the protocol's shape and headers; the
-    code of the status is the relay's for it (``edge.code_for_status``)."""
-    status = exc.status_code if isinstance(exc, HTTPException) else 500
-    code = edge.code_for_status(status)
-    message = REFUSAL_MESSAGES.get(code, "bad request").format(
-        path=request.scope.get("path", "")[:200], method=request.method[:16])
-    resp = to_response(*edge.refusal(status, message, request_callback(request)))
-    allow = {k.lower(): v for k, v in (getattr(exc, "headers", None) or {}).items()}.get("allow")
-    if allow:
-        resp.headers["allow"] = allow
-    return resp
-
-
-async def _validation_error(request: Request, exc: Exception) -> Response:
-    return error_response(request, PolysocketError(ErrorCode.BAD_REQUEST, "malformed request"))
-
-
-async def _internal_error(request: Request, exc: Exception) -> Response:
-    # Starlette's ServerErrorMiddleware calls this, then re-raises so the server logs the traceback.
-    return error_response(request, PolysocketError(ErrorCode.INTERNAL, "internal error"))
-
-
-def create_app(settings: RouterSettings | None = None, admission: Admission | None = None) -> FastAPI:
+def create_app(settings: RouterSettings | None = None, admission: Admission | None = None) -> RouterApp:
     if settings is None:  # the Lambda's case: its configuration is its environment
         settings = RouterSettings.from_env(os.environ)
-    router = Router(settings, admission)
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        await router.close()
-
-    app = FastAPI(title="polysocket router", docs_url=None, redoc_url=None, openapi_url=None,
-                  lifespan=lifespan, exception_handlers={
-                      HTTPException: _http_exception,
-                      RequestValidationError: _validation_error,
-                      Exception: _internal_error,
-                  })
-    app.state.router = router
-
-    @app.get("/connect")
-    async def connect(request: Request) -> Response:
-        return await router.connect(request)
-
-    @app.options("/connect")
-    async def preflight() -> Response:
-        return to_response(edge.PREFLIGHT_STATUS, edge.PREFLIGHT_HEADERS, b"")
-
-    @app.get("/healthz")
-    async def healthz() -> Response:
-        return to_response(*edge.render(None, {"ok": True, "service": "router"}))
-
-    if settings.static_dir and Path(settings.static_dir).is_dir():
-        # Imported here: only `polysocket dev` serves a directory, and the Lambda never pays for it.
-        from starlette.staticfiles import StaticFiles
-
-        app.mount("/client", StaticFiles(directory=settings.static_dir, html=True), name="client")
-    else:
-        # Everywhere else (the Lambda, a plain `polysocket router`): the library from the package,
-        # where the docs say it is (router_fn/client_library.py says why).
-        library = ClientLibrary()
-
-        def serve(name: str) -> Callable[[Request], Awaitable[Response]]:
-            async def client_file(request: Request) -> Response:
-                file = library.get(name)
-                if file.matches(request.headers.get("if-none-match")):
-                    return Response(status_code=304, headers=file.headers())
-                return Response(content=file.body, headers=file.headers())
-            return client_file
-
-        for name in LIBRARY_FILES:
-            app.add_api_route(f"/client/{name}", serve(name), methods=["GET"], include_in_schema=False)
-
-    return app
+    return RouterApp(Router(settings, admission))

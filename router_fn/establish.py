@@ -8,7 +8,8 @@ import time
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import NoScriptError, RedisError
 
 from polysocket_core.control import (
     PICK_CHOICES,
@@ -29,6 +30,10 @@ log = logging.getLogger("polysocket.router")
 
 BLPOP_SLICE_S = LONGEST_BLOCK_S  # below every read timeout (redis_client.Patience), which also bounds a BLPOP
 LIVENESS_SLICE_S = 0.5  # after a node took a request: how often its heartbeat is checked
+# Each of the two BLPOPs sent behind the pick waits this long at most: enough for a node that is
+# not starved to ack and open a loopback-near target, short enough that a pick that found no node
+# (or a token at its limit) is answered 2 x this later than with a pick alone.
+PIPELINED_WAIT_S = 0.025
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,16 +68,47 @@ class Establisher:
         self.establish_timeout_s = establish_timeout_s
         self.node_timeout_s = node_timeout_s
         self._pick = redis.register_script(PICK_NODE_LUA)
+        # The replies can be awaited behind the pick only where a pipeline keeps its order: on one
+        # connection. A cluster runs a pipeline's slots on their own nodes, side by side.
+        self._wait_behind_pick = not isinstance(redis, RedisCluster)
         self.rng = rng or random.Random()  # the pick's choices (polysocket_core.control); a seed replays them
 
     async def pick_and_send(self, skip: list[str], admitted: Admitted, payload: bytes) -> tuple[str, str] | None:
         """The less loaded of a few live nodes drawn at random (polysocket_core.control): reserve the
         socket on it (and against the token's limit) and put the request in its inbox, in one atomic
         step."""
+        keys, args = self._pick_args(skip, admitted, payload)
+        return self._picked(await self._pick(keys=keys, args=args), admitted)
+
+    async def pick_and_wait(self, skip: list[str], admitted: Admitted, payload: bytes,
+                            reply_key: str) -> tuple[tuple[str, str] | None, list[EstablishReply]]:
+        """:meth:`pick_and_send`, with two short BLPOPs on the reply key behind it in the same
+        round trip: a node that acks and answers within ``PIPELINED_WAIT_S`` each has done so by
+        the time the pick's answer is read (the replies, in order, possibly none)."""
+        keys, args = self._pick_args(skip, admitted, payload)
+        async with self.redis.pipeline(transaction=False) as p:  # perf: replies-behind-pick
+            p.evalsha(self._pick.sha, len(keys), *keys, *args)
+            p.blpop([reply_key], timeout=PIPELINED_WAIT_S)
+            p.blpop([reply_key], timeout=PIPELINED_WAIT_S)
+            picked, *popped = await p.execute(raise_on_error=False)
+        if isinstance(picked, NoScriptError):  # Redis restarted or flushed its scripts: nothing was sent
+            return await self.pick_and_send(skip, admitted, payload), []
+        if isinstance(picked, Exception):
+            raise picked
+        for item in popped:
+            if isinstance(item, Exception):
+                raise item
+        return self._picked(picked, admitted), [EstablishReply.decode(item[1]) for item in popped if item]
+
+    def _pick_args(self, skip: list[str], admitted: Admitted,
+                   payload: bytes) -> tuple[list[str], list[str | int | bytes]]:
         draws = [self.rng.randrange(1 << 30) for _ in range(PICK_CHOICES)]
-        keys, args = pick_args(self.keys, admitted.token_id, admitted.max_sockets, payload, draws, skip)
-        result = await self._pick(keys=keys, args=args)
-        if not result:
+        return pick_args(self.keys, admitted.token_id, admitted.max_sockets, payload, draws, skip)
+
+    @staticmethod
+    def _picked(result: object, admitted: Admitted) -> tuple[str, str] | None:
+        """The pick script's answer: (node id, fqdn), None when no node is left, or the token's limit."""
+        if not result or not isinstance(result, list):
             return None
         values = [v.decode() if isinstance(v, bytes) else str(v) for v in result]
         if values[0] == "limit":
@@ -105,13 +141,16 @@ class Establisher:
                     token_id=admitted.token_id,
                 )
                 payload = req.encode()
-                picked = await self.pick_and_send(tried, admitted, payload)
+                if self._wait_behind_pick:
+                    picked, early = await self.pick_and_wait(tried, admitted, payload, self.keys.reply(req.id))
+                else:
+                    picked, early = await self.pick_and_send(tried, admitted, payload), None
                 if picked is None:
                     break
                 node_id, fqdn = picked
                 tried.append(node_id)
                 try:
-                    reply = await self._await_reply(node_id, req.id, payload, admitted, node_deadline)
+                    reply = await self._await_reply(node_id, req.id, payload, admitted, node_deadline, early)
                 except NodeLost as exc:
                     log.warning("node %s took establish request %s but %s; trying another", node_id, req.id, exc)
                     # The node may wake up before the request expires: tell it not to open it.
@@ -135,12 +174,17 @@ class Establisher:
         raise failure
 
     async def _await_reply(self, node_id: str, request_id: str, payload: bytes, admitted: Admitted,
-                           deadline: float) -> EstablishReply | None:
+                           deadline: float, early: list[EstablishReply] | None = None) -> EstablishReply | None:
         """The node's final reply; None if it never took the request (which is then withdrawn).
         Raises ``NodeLost`` if it took the request but did not answer by ``deadline`` or stopped
-        heart-beating meanwhile."""
+        heart-beating meanwhile. ``early``: the replies already popped behind the pick (which
+        spent up to 2 x ``PIPELINED_WAIT_S`` of the ack's time)."""
         reply_key = self.keys.reply(request_id)
-        ack = await self._next_reply(reply_key, min(self.ack_timeout_s, deadline - time.monotonic()))
+        if early:
+            done = next((r for r in early if r.phase == "done"), None)
+            return done or await self._reply_from_live_node(node_id, reply_key, deadline)
+        waited = 2 * PIPELINED_WAIT_S if early is not None else 0.0
+        ack = await self._next_reply(reply_key, min(self.ack_timeout_s - waited, deadline - time.monotonic()))
         if ack is None:
             if await self.redis.lrem(self.keys.inbox(node_id), 1, payload.decode()):
                 # Still in the inbox: the node never saw it, and now never will. Give back the

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from polysocket_core.control import Keys
 from polysocket_core.errors import ErrorCode, PolysocketError
@@ -38,23 +40,35 @@ class RateLimiter:
         self.keys = keys
         self.limits = {"ip": per_ip, "token": per_token}
 
-    async def hit(self, ip: str, token_id: str) -> None:
-        """Count one connect attempt; raise ``rate_limited`` when a window is full."""
+    def count(self, pipe: Pipeline, ip: str, token_id: str) -> list[tuple[str, Rate]]:
+        """Queue one connect attempt's counters on ``pipe``; what :meth:`verdict` needs to judge the
+        pipeline's answers. Lets the admission count in the round trip that looks the token up."""
         now = time.time()
-        checks = [(kind, key, self.limits[kind]) for kind, key in (("ip", ip), ("token", token_id))
+        checks = [(kind, self.limits[kind]) for kind, key in (("ip", ip), ("token", token_id))
                   if key and self.limits[kind].count > 0]
-        if not checks:
-            return
-        async with self.redis.pipeline(transaction=False) as p:
-            for kind, key, rate in checks:
-                k = self.keys.rate(kind, key, int(now // rate.seconds))
-                p.incr(k)
-                p.expire(k, rate.seconds + 1)
-            results = await p.execute()
-        for i, (kind, _, rate) in enumerate(checks):
+        for kind, rate in checks:
+            k = self.keys.rate(kind, ip if kind == "ip" else token_id, int(now // rate.seconds))
+            pipe.incr(k)
+            pipe.expire(k, rate.seconds + 1)
+        return checks
+
+    @staticmethod
+    def verdict(checks: list[tuple[str, Rate]], results: list[Any]) -> None:
+        """Raise ``rate_limited`` when a window counted by :meth:`count` is over its limit;
+        ``results`` are the pipeline's answers from the first counter on."""
+        for i, (kind, rate) in enumerate(checks):
             if int(results[2 * i]) > rate.count:
                 raise PolysocketError(
                     ErrorCode.RATE_LIMITED,
                     f"too many connects for this {'client address' if kind == 'ip' else 'token'}: "
                     f"at most {rate.count} per {rate.seconds}s",
                 )
+
+    async def hit(self, ip: str, token_id: str) -> None:
+        """Count one connect attempt; raise ``rate_limited`` when a window is full."""
+        async with self.redis.pipeline(transaction=False) as p:
+            checks = self.count(p, ip, token_id)
+            if not checks:
+                return
+            results = await p.execute()
+        self.verdict(checks, results)

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from polysocket_core.control import Keys, KillRequest
 
@@ -139,7 +140,14 @@ class TokenStore:
         return token, record
 
     async def lookup(self, token: str) -> TokenRecord | None:
-        raw = await self.redis.hgetall(self.keys.token(digest(token)))
+        return self.record(await self.redis.hgetall(self.keys.token(digest(token))))
+
+    def queue_lookup(self, pipe: Pipeline, token: str) -> None:
+        """:meth:`lookup` queued on ``pipe``; :meth:`record` reads its answer."""
+        pipe.hgetall(self.keys.token(digest(token)))
+
+    @staticmethod
+    def record(raw: dict[Any, Any]) -> TokenRecord | None:
         return TokenRecord.from_redis(raw) if raw else None
 
     async def get(self, token_id: str) -> TokenRecord | None:

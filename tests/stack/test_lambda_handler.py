@@ -179,21 +179,64 @@ def test_warm_invocations_reuse_one_redis_client(handler: Handler, lambda_env: d
 
     params = {"from": "x", "target": lambda_env["echo"], "token": lambda_env["token"]}
     handler(event("apigw_http_v2", params), FakeContext())
-    client = router_fn.handler.app.state.router._redis
+    client = router_fn.handler.app.router._redis
     assert client is not None
     for _ in range(3):
         assert handler(event("apigw_http_v2", params), FakeContext())["statusCode"] == 200
-    assert router_fn.handler.app.state.router._redis is client
+    assert router_fn.handler.app.router._redis is client
 
 
 def test_import_does_no_io() -> None:
     """Importing the handler with Redis pointing at a closed loopback port succeeds: nothing connects
     at import time (a connect would raise ConnectionRefused) and no client exists yet."""
-    code = "import router_fn.handler as h; assert h.app.state.router._redis is None"
+    code = "import router_fn.handler as h; assert h.app.router._redis is None"
     env = {**os.environ, "POLYSOCKET_REDIS_URL": "redis://127.0.0.1:1/0"}
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr
+
+
+FRONT_DOOR_PROBE = """
+import json, sys
+import router_fn.handler as h
+from tests.stack.test_lambda_handler import FakeContext, event
+loaded = {"import": "fastapi" in sys.modules}
+for path, method in (("/healthz", "GET"), ("/connect", "OPTIONS"), ("/connect", "GET")):
+    ev = event("apigw_http_v2", {"from": "x", "target": "ws://127.0.0.1:1/"}, method=method, path=path)
+    status = h.handler(ev, FakeContext())["statusCode"]
+    loaded[f"{method} {path} {status}"] = "fastapi" in sys.modules or h.app._rest is not None
+answer = h.handler(event("apigw_http_v2", {}, path="/nowhere"), FakeContext())
+loaded[f"GET /nowhere {answer['statusCode']} {json.loads(answer['body'])['error']}"] = "fastapi" in sys.modules
+print(json.dumps(loaded))
+"""
+
+
+def test_fastapi_is_loaded_only_for_what_the_front_door_does_not_answer() -> None:
+    """The handler's import and the hot path (``GET /healthz``, ``OPTIONS``/``GET /connect``) never
+    load FastAPI (bench/PERF_LEDGER.md, ``asgi-front-door``); the first other request builds the
+    FastAPI app, which answers it in the protocol's shape. Redis is a closed port: the connect is
+    answered ``no_relay``, by the front door all the same."""
+    env = {**os.environ, "POLYSOCKET_REDIS_URL": "redis://127.0.0.1:1/0", "POLYSOCKET_ADMISSION": "open"}
+    out = subprocess.run([sys.executable, "-c", FRONT_DOOR_PROBE], env=env, cwd=REPO_ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+        "import": False, "GET /healthz 200": False, "OPTIONS /connect 204": False, "GET /connect 503": False,
+        "GET /nowhere 404 not_found": True}
+
+
+def test_a_snapstart_init_builds_everything_before_the_snapshot() -> None:
+    """Under SnapStart the import runs once, before the snapshot: it builds the FastAPI app too, so
+    no restored instance imports it on a request. Lambda says which init it is in an environment
+    variable (set by hand here: no Lambda runtime runs in the tests)."""
+    code = ("import sys, router_fn.handler as h; "
+            "print('fastapi' in sys.modules, h.app._rest is not None, h.app.router._redis is None)")
+    env = {**os.environ, "POLYSOCKET_REDIS_URL": "redis://127.0.0.1:1/0",
+           "AWS_LAMBDA_INITIALIZATION_TYPE": "snap-start"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO_ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "True"]
 
 
 def _without(ev: dict[str, Any], header: str) -> None:
