@@ -120,7 +120,8 @@ async def test_silent_clients_with_unfinished_fragmented_messages_are_bounded() 
             assert await echoes(url)
         finally:
             for ws in clients:
-                await ws.close()
+                if not ws.transport.is_closing():  # one the echo closed: websockets' close() would
+                    await ws.close()                # abort a transport already gone (as in holds())
 
 
 async def test_raw_bytes_leave_the_echo_serving_without_a_traceback(profile: Profile) -> None:
