@@ -24,7 +24,7 @@ ROOT = HERE.parents[1]
 DOC = ROOT / "docs" / "client.md"
 START, END = "<!-- network-table:start -->", "<!-- network-table:end -->"
 ENGINES = ("chromium", "firefox", "webkit")
-NETWORKS = ("direct", "squid", "privoxy", "nginx")  # networks.py's order
+NETWORKS = ("direct", "squid", "privoxy", "nginx", "squid-tls")  # networks.py's order
 
 
 def run(out: Path) -> None:
