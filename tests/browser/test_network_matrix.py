@@ -10,7 +10,9 @@ streams pass, by polling where they are held back; every message arrives once an
 the events and close codes the native WebSocket shows on the open network.
 
 One proxy and one browser per cell, shared by the cell's tests (module fixtures); the three engines
-run in their own pytest processes at once (``make pytest``).
+run in their own pytest processes at once (``make pytest``). A network with ``tls`` (the
+TLS-intercepting squid) has its own site, a second stack on HTTPS (https_site.py), and runs on
+Chromium only (differences.py).
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ proxies do; the parent refuses every ``CONNECT`` anyway.
     proxy = start_squid(tmp_path, ProxyPolicy(parent_port=parent.port))
     ... chromium --proxy-server=127.0.0.1:{proxy.port} --proxy-bypass-list=<-loopback> ...
     proxy.stop(); parent.close()
+
+A TLS-intercepting squid (``start_intercepting_squid``, ``ssl_bump``) cannot use a parent: it
+decrypts each tunnel and sends the requests inside to their origin itself. It resolves the names
+with a ``LoopbackDNS`` (``*.localhost`` only) instead.
 """
 
 from __future__ import annotations
