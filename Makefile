@@ -25,13 +25,14 @@ help: ## this list
 
 LOCALSTACK_VENV ?= localstack/.venv
 BROWSER_ENGINES := /usr/bin/firefox-esr /usr/bin/WebKitWebDriver /usr/bin/Xvfb
+SQUID_OPENSSL := /usr/lib/squid/security_file_certgen
 
 DEPS := $(STAMP) tests/targets/node_modules/.package-lock.json client/node_modules/.package-lock.json /usr/bin/chromium \
-        $(BROWSER_ENGINES) /usr/sbin/privoxy /usr/sbin/squid /usr/sbin/nginx \
+        $(BROWSER_ENGINES) /usr/sbin/privoxy $(SQUID_OPENSSL) /usr/sbin/nginx \
         /usr/bin/pebble /usr/bin/redis-server $(LOCALSTACK_VENV)/bin/localstack node_modules/.package-lock.json localstack/.tools/.installed \
         bench/node/node_modules/.package-lock.json
 
-deps: $(DEPS) ## install everything the tests need (venv, npm trees, browsers, pebble, redis-server, squid, privoxy, nginx, LocalStack, tools)
+deps: $(DEPS) ## install everything the tests need (venv, npm trees, browsers, pebble, redis-server, squid-openssl, privoxy, nginx, LocalStack, tools)
 
 # LocalStack (no Docker) in a venv of its own, pinned: the AWS half's tests run against it.
 $(LOCALSTACK_VENV)/bin/localstack: localstack/install.sh
@@ -70,11 +71,16 @@ bench/node/node_modules/.package-lock.json: bench/node/package-lock.json
 # on 3128, privoxy on 8118, nginx on 80) are stopped and disabled: tests start their own, on free ports, by PID.
 /usr/bin/WebKitWebDriver: PACKAGE = webkit2gtk-driver
 /usr/bin/Xvfb: PACKAGE = xvfb
-/usr/bin/chromium /usr/bin/pebble /usr/bin/redis-server /usr/sbin/privoxy /usr/sbin/squid /usr/sbin/nginx $(BROWSER_ENGINES):
+# squid built with OpenSSL (its ssl_bump, for the matrix's TLS-intercepting cell), known by its certificate
+# helper: Debian's plain squid (GnuTLS) also installs /usr/sbin/squid; squid-openssl replaces it.
+$(SQUID_OPENSSL): PACKAGE = squid-openssl
+$(SQUID_OPENSSL): SERVICE = squid
+/usr/bin/chromium /usr/bin/pebble /usr/bin/redis-server /usr/sbin/privoxy $(SQUID_OPENSSL) /usr/sbin/nginx $(BROWSER_ENGINES):
 	@if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(or $(PACKAGE),$(notdir $@)); \
 	else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(or $(PACKAGE),$(notdir $@)); fi
-	@case $(notdir $@) in redis-server|squid|privoxy|nginx) if [ -d /run/systemd/system ]; then \
-	if [ "$$(id -u)" = 0 ]; then systemctl disable --now $(notdir $@); else sudo systemctl disable --now $(notdir $@); fi; fi;; esac
+	@case $(or $(SERVICE),$(notdir $@)) in redis-server|squid|privoxy|nginx) if [ -d /run/systemd/system ]; then \
+	if [ "$$(id -u)" = 0 ]; then systemctl disable --now $(or $(SERVICE),$(notdir $@)); \
+	else sudo systemctl disable --now $(or $(SERVICE),$(notdir $@)); fi; fi;; esac
 
 lint: ## ruff check
 	$(PY) -m ruff check .

@@ -10,6 +10,7 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -156,24 +157,27 @@ class Stack:
         return str(json.loads(out.stdout)["token"])
 
     def start_relay(self, node_id: str, port: int | None = None, fqdn: str | None = None,
-                    extra: list[str] | None = None, env: dict[str, str] | None = None) -> Proc:
+                    extra: list[str] | None = None, env: dict[str, str] | None = None,
+                    tls: ssl.SSLContext | None = None) -> Proc:
+        """``tls``: the relay serves HTTPS (``--ssl-certfile`` in ``extra``), verified with this context."""
         port = port or free_port()
         fqdn = fqdn or f"{node_id}.localhost:{port}"
         args = [*self._cli(), "relay", "--port", str(port), "--redis-url", self.redis_url,
                 "--key-prefix", self.key_prefix, "--fqdn", fqdn, "--node-id", node_id, *(extra or [])]
         proc = self._spawn(f"relay-{node_id}", args, port, env)
-        self.wait_healthy(port)
+        self.wait_healthy(port, tls=tls)
         return proc
 
     def start_echo(self, port: int | None = None) -> Proc:
         port = port or free_port()
         return self._spawn("echo", [*self._cli(), "echo", "--port", str(port)], port)
 
-    def wait_healthy(self, port: int, timeout: float = 20.0) -> None:
+    def wait_healthy(self, port: int, timeout: float = 20.0, tls: ssl.SSLContext | None = None) -> None:
+        url = f"{'https://localhost' if tls else 'http://127.0.0.1'}:{port}/healthz"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
+                with urllib.request.urlopen(url, timeout=1, context=tls) as resp:
                     if resp.status == 200:
                         return
             except OSError:

@@ -54,7 +54,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         callspec = getattr(item, "callspec", None)
         engine = callspec.params.get("engine") if callspec else None
         test = f"{Path(str(item.fspath)).name}::{getattr(item, 'originalname', item.name)}"
-        (dropped if engine and exclusion(test, engine) else keep).append(item)
+        params = tuple(callspec.params.values()) if callspec else ()
+        (dropped if engine and exclusion(test, engine, params) else keep).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep

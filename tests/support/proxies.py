@@ -13,12 +13,17 @@ proxies do; the parent refuses every ``CONNECT`` anyway.
     proxy = start_squid(tmp_path, ProxyPolicy(parent_port=parent.port))
     ... chromium --proxy-server=127.0.0.1:{proxy.port} --proxy-bypass-list=<-loopback> ...
     proxy.stop(); parent.close()
+
+A TLS-intercepting squid (``start_intercepting_squid``, ``ssl_bump``) cannot use a parent: it
+decrypts each tunnel and sends the requests inside to their origin itself. It resolves the names
+with a ``LoopbackDNS`` (``*.localhost`` only) instead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -28,7 +33,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from polysocket_cli.processes import wait_port
 from tests.support.ports import free_port
@@ -91,23 +96,19 @@ def _start(kind: str, cmd: list[str], port: int, workdir: Path) -> RunningProxy:
     return proxy
 
 
-def start_squid(workdir: Path, policy: ProxyPolicy) -> RunningProxy:
-    """squid as a typical corporate forward proxy: no cache, CONNECT only to ``policy.connect_ports``,
-    destinations other than loopback names refused without a DNS lookup. Started as root, squid
-    writes its logs as the user ``proxy``: then ``workdir`` is a fresh directory in the system's temp
-    directory that user can reach (a test's tmp_path is private to root); ``stop()`` removes it."""
+def _squid_workdir(workdir: Path) -> Path:
+    """Started as root, squid writes its logs as the user ``proxy``: then a fresh directory in the
+    system's temp directory that user can reach (a test's tmp_path is private to root); ``stop()``
+    removes it."""
     if os.geteuid() == 0:
         workdir = Path(tempfile.mkdtemp(prefix="ps-squid-"))
         workdir.chmod(0o777)
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    ports = " ".join(str(p) for p in policy.connect_ports)
-    refused = ""
-    if policy.refuse_hosts:
-        refused = f"acl refused dstdom_regex -n {policy.refuse_hosts}\nhttp_access deny refused\n"
-    conf = workdir / "squid.conf"
-    conf.write_text(f"""\
-http_port 127.0.0.1:{port}
+    return workdir
+
+
+def _squid_logs(workdir: Path) -> str:
+    return f"""\
 pid_filename none
 access_log stdio:{workdir}/squid_access.log
 cache_log {workdir}/squid_cache.log
@@ -116,7 +117,22 @@ coredump_dir {workdir}
 cache deny all
 cache_mem 8 MB
 shutdown_lifetime 1 seconds
-acl connect_ports port {ports}
+"""
+
+
+def start_squid(workdir: Path, policy: ProxyPolicy) -> RunningProxy:
+    """squid as a typical corporate forward proxy: no cache, CONNECT only to ``policy.connect_ports``,
+    destinations other than loopback names refused without a DNS lookup."""
+    workdir = _squid_workdir(workdir)
+    port = free_port()
+    ports = " ".join(str(p) for p in policy.connect_ports)
+    refused = ""
+    if policy.refuse_hosts:
+        refused = f"acl refused dstdom_regex -n {policy.refuse_hosts}\nhttp_access deny refused\n"
+    conf = workdir / "squid.conf"
+    conf.write_text(f"""\
+http_port 127.0.0.1:{port}
+{_squid_logs(workdir)}acl connect_ports port {ports}
 acl CONNECT method CONNECT
 http_access deny CONNECT !connect_ports
 acl lo_dst dstdomain -n 127.0.0.1 .localhost
@@ -126,6 +142,54 @@ http_access deny all
 cache_peer 127.0.0.1 parent {policy.parent_port} 0 no-query no-digest default no-netdb-exchange
 never_direct allow all
 dns_nameservers 127.0.0.1
+""")
+    return _start("squid", [SQUID, "-N", "-f", str(conf)], port, workdir)
+
+
+@dataclass(frozen=True)
+class Interception:
+    """What a TLS-intercepting squid (``ssl_bump``) needs: the CA it mints each site's certificate
+    with (``ca_cert``/``ca_key``: the one the company's browsers trust), the CA it trusts for the
+    origins' own certificates (``origin_cafile``), and the ``LoopbackDNS`` that resolves the
+    origins' names (a bumped request goes to its origin itself, not to a parent proxy)."""
+
+    ca_cert: Path
+    ca_key: Path
+    origin_cafile: Path
+    nameserver: str  # an IPv4 address, port 53: squid's dns_nameservers takes nothing else
+
+
+SECURITY_FILE_CERTGEN = "/usr/lib/squid/security_file_certgen"  # Debian's squid-openssl
+
+
+def start_intercepting_squid(workdir: Path, interception: Interception) -> RunningProxy:
+    """squid with ``ssl_bump``, as corporate networks run it: every ``CONNECT`` tunnel is decrypted
+    (squid answers the TLS handshake with a certificate it mints for the site, mimicking the
+    origin's) and the requests inside are handled as plain ones, so a WebSocket upgrade is stripped
+    while HTTPS requests pass; destinations other than loopback names are refused. Since every
+    tunnel is opened, its port is not restricted. Needs Debian's ``squid-openssl``."""
+    workdir = _squid_workdir(workdir)
+    port = free_port()
+    db = workdir / "ssl_db"
+    subprocess.run([SECURITY_FILE_CERTGEN, "-c", "-s", str(db), "-M", "4MB"], check=True, capture_output=True)
+    if os.geteuid() == 0:  # squid's helpers run as the user ``proxy``
+        for path in (db, *db.rglob("*")):
+            shutil.chown(path, "proxy", "proxy")
+    conf = workdir / "squid.conf"
+    conf.write_text(f"""\
+http_port 127.0.0.1:{port} ssl-bump tls-cert={interception.ca_cert} tls-key={interception.ca_key} \
+generate-host-certificates=on dynamic_cert_mem_cache_size=4MB
+{_squid_logs(workdir)}sslcrtd_program {SECURITY_FILE_CERTGEN} -s {db} -M 4MB
+sslcrtd_children 4 startup=1 idle=1
+acl step1 at_step SslBump1
+ssl_bump peek step1
+ssl_bump bump all
+tls_outgoing_options cafile={interception.origin_cafile}
+acl lo_dst dstdomain -n 127.0.0.1 .localhost
+http_access deny !lo_dst
+http_access allow localhost
+http_access deny all
+dns_nameservers {interception.nameserver}
 """)
     return _start("squid", [SQUID, "-N", "-f", str(conf)], port, workdir)
 
@@ -315,3 +379,58 @@ class LoopbackParent:
                     conn.sendall(data)
                 except OSError:
                     return
+
+
+class LoopbackDNS:
+    """A DNS server on ``address``:53 (UDP and TCP) that answers ``localhost`` and ``*.localhost``
+    with 127.0.0.1 (no AAAA) and refuses every other name: the resolver a TLS-intercepting squid
+    reaches the per-socket relay names with, and nothing beyond loopback. Port 53 because squid's
+    ``dns_nameservers`` takes addresses only; an address of 127/8 of its own (drawn at random) so
+    it meets no system resolver."""
+
+    def __init__(self) -> None:
+        from dnslib.server import DNSServer
+
+        last: OSError | None = None
+        for _ in range(20):
+            self.address = f"127.{random.randrange(64, 250)}.{random.randrange(1, 250)}.{random.randrange(2, 250)}"
+            servers = []
+            try:
+                for tcp in (False, True):
+                    servers.append(DNSServer(_LoopbackNames(), address=self.address, port=53, tcp=tcp,
+                                             logger=_QuietDNSLog()))
+            except OSError as exc:
+                for started in servers:
+                    started.server.server_close()
+                last = exc
+                continue
+            self._servers = servers
+            for server in servers:
+                server.start_thread()
+            return
+        raise RuntimeError(f"no loopback address free for a DNS server on port 53: {last}")
+
+    def close(self) -> None:
+        for server in self._servers:
+            server.stop()
+            server.server.server_close()
+
+
+class _QuietDNSLog:
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        return lambda *args, **kwargs: None
+
+
+class _LoopbackNames:
+    """dnslib's resolver interface: ``resolve(request, handler) -> reply``."""
+
+    def resolve(self, request: Any, handler: Any) -> Any:
+        from dnslib import QTYPE, RCODE, RR, A
+
+        reply = request.reply()
+        name = str(request.q.qname).lower().rstrip(".")
+        if name != "localhost" and not name.endswith(".localhost"):
+            reply.header.rcode = RCODE.REFUSED
+        elif request.q.qtype in (QTYPE.A, QTYPE.ANY):
+            reply.add_answer(RR(request.q.qname, QTYPE.A, rdata=A("127.0.0.1"), ttl=60))
+        return reply
