@@ -26,11 +26,15 @@ and per-token keys (replies, tokens, rate limits) carry none and spread over the
                            rewritten by every heartbeat; counted in ``{P}used`` while the node is in
                            ``{P}deadlines``)
 - ``P reply:{request_id}`` LIST of replies (JSON) to one request: an ``ack`` then a ``done``
-- ``P token:{sha256}``     HASH of one token (see router_fn.tokens); ``P tokens`` HASH id -> sha256
+- ``{P}token:{sha256}``   HASH of one token (see router_fn.tokens); ``{P}tokens`` HASH id -> sha256
+                           (tagged: ``polysocket token create`` writes both in one transaction, which
+                           a cluster runs only within one slot; ``P token:…`` / ``P tokens`` are
+                           their names before, still read, see :meth:`Keys.legacy_token`)
 - ``P rl:{kind}:{key}:{window}`` connect rate-limit counters
 - ``P sweep:lock``         STRING the relay sweeping stale DNS records holds (a random token, a TTL)
-- ``P sweep:absent``       HASH record name -> when sweeps first/last saw its node missing (the grace clock)
-- ``P sweep:recent``       STRING with a TTL: the fleet swept lately, the next relay's tick skips
+- ``{P}sweep:absent``      HASH record name -> when sweeps first/last saw its node missing (the grace clock)
+- ``{P}sweep:recent``      STRING with a TTL: the fleet swept lately, the next relay's tick skips
+                           (both written in one transaction at the end of a sweep: one slot)
 
 How a node is picked, and how the token limits stay exact in O(1): the comment above the scripts
 (PICK_NODE_LUA, NODE_REPORT_LUA) below, the one place that explains them.
@@ -121,10 +125,19 @@ class Keys:
         return f"{self.prefix}abandoned:{request_id}"
 
     def token(self, digest: str) -> str:
-        return f"{self.prefix}token:{digest}"
+        return f"{self.tag}token:{digest}"
 
     @property
     def tokens(self) -> str:
+        return f"{self.tag}tokens"
+
+    def legacy_token(self, digest: str) -> str:
+        """A token's key as versions before cluster support wrote it (no hash tag): still read, so
+        tokens issued before an upgrade keep working; ``polysocket token create`` writes tagged keys only."""
+        return f"{self.prefix}token:{digest}"
+
+    @property
+    def legacy_tokens(self) -> str:
         return f"{self.prefix}tokens"
 
     def rate(self, kind: str, key: str, window: int) -> str:
@@ -137,11 +150,11 @@ class Keys:
 
     @property
     def sweep_absent(self) -> str:
-        return f"{self.prefix}sweep:absent"
+        return f"{self.tag}sweep:absent"
 
     @property
     def sweep_recent(self) -> str:
-        return f"{self.prefix}sweep:recent"
+        return f"{self.tag}sweep:recent"
 
 
 @dataclass(slots=True)

@@ -139,29 +139,34 @@ class TokenStore:
         return token, record
 
     async def lookup(self, token: str) -> TokenRecord | None:
-        raw = await self.redis.hgetall(self.keys.token(digest(token)))
+        d = digest(token)
+        raw = await self.redis.hgetall(self.keys.token(d)) or await self.redis.hgetall(self.keys.legacy_token(d))
         return TokenRecord.from_redis(raw) if raw else None
 
-    async def get(self, token_id: str) -> TokenRecord | None:
+    async def _record_key(self, token_id: str) -> str | None:
+        """The key of the token's record: under the hash tag, or where a version before it wrote it."""
         d = await self.redis.hget(self.keys.tokens, token_id)
-        if d is None:
-            return None
-        raw = await self.redis.hgetall(self.keys.token(_s(d)))
+        if d is not None:
+            return self.keys.token(_s(d))
+        d = await self.redis.hget(self.keys.legacy_tokens, token_id)
+        return None if d is None else self.keys.legacy_token(_s(d))
+
+    async def get(self, token_id: str) -> TokenRecord | None:
+        key = await self._record_key(token_id)
+        raw = await self.redis.hgetall(key) if key else None
         return TokenRecord.from_redis(raw) if raw else None
 
     async def list(self) -> list[TokenRecord]:
-        records = []
-        for _, d in sorted((await self.redis.hgetall(self.keys.tokens)).items()):
-            raw = await self.redis.hgetall(self.keys.token(_s(d)))
-            if raw:
-                records.append(TokenRecord.from_redis(raw))
+        ids = {_s(i) for i in await self.redis.hkeys(self.keys.tokens)}
+        ids |= {_s(i) for i in await self.redis.hkeys(self.keys.legacy_tokens)}
+        records = [r for i in sorted(ids) if (r := await self.get(i)) is not None]
         return sorted(records, key=lambda r: r.created_at)
 
     async def revoke(self, token_id: str, kill: bool = False) -> TokenRecord | None:
-        d = await self.redis.hget(self.keys.tokens, token_id)
-        if d is None:
+        key = await self._record_key(token_id)
+        if key is None:
             return None
-        await self.redis.hset(self.keys.token(_s(d)), "revoked", "1")
+        await self.redis.hset(key, "revoked", "1")
         if kill:
             await self.kill(token_id)
         return await self.get(token_id)
