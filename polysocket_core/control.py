@@ -27,10 +27,10 @@ and per-token keys (replies, tokens, rate limits) carry none and spread over the
                            rewritten by every heartbeat; counted in ``{P}used`` while the node is in
                            ``{P}deadlines``)
 - ``P reply:{request_id}`` LIST of replies (JSON) to one request: an ``ack`` then a ``done``
-- ``{P}token:{sha256}``   HASH of one token (see router_fn.tokens); ``{P}tokens`` HASH id -> sha256
-                           (tagged: ``polysocket token create`` writes both in one transaction, which
-                           a cluster runs only within one slot; ``P token:…`` / ``P tokens`` are
-                           their names before, still read, see :meth:`Keys.legacy_token`)
+- ``{Ptokens}token:{sha256}`` HASH of one token (see router_fn.tokens); ``{Ptokens}ids`` HASH
+                           id -> sha256 (a tag of their own: ``polysocket token create`` writes both
+                           in one transaction, which a cluster runs only within one slot; ``P token:…``
+                           / ``P tokens`` are their names before, still read, see :meth:`Keys.legacy_token`)
 - ``P rl:{kind}:{key}:{window}`` connect rate-limit counters
 - ``P sweep:lock``         STRING the relay sweeping stale DNS records holds (a random token, a TTL)
 - ``{P}sweep:absent``      HASH record name -> when sweeps first/last saw its node missing (the grace clock)
@@ -125,12 +125,18 @@ class Keys:
         must not open the socket, or must close it if it already did."""
         return f"{self.prefix}abandoned:{request_id}"
 
+    @property
+    def token_tag(self) -> str:
+        """The tokens' hash tag: a record and the id index in one slot (one transaction), apart
+        from the fleet's, so that a cluster serves the per-connect token lookup on another primary."""
+        return "{" + self.prefix + "tokens}"
+
     def token(self, digest: str) -> str:
-        return f"{self.tag}token:{digest}"
+        return f"{self.token_tag}token:{digest}"
 
     @property
     def tokens(self) -> str:
-        return f"{self.tag}tokens"
+        return f"{self.token_tag}ids"
 
     def legacy_token(self, digest: str) -> str:
         """A token's key as versions before cluster support wrote it (no hash tag): still read, so
