@@ -60,7 +60,8 @@ JOINERS = 50
 DRAIN_WINDOW_S = 5.0  # the drained node's sockets come back within this
 HEARTBEAT_TTL_S = 15.0  # beats every second (min(1, ttl / 3)), as a relay's default; a busy machine is not a dead node
 IDLE_S = 2.0
-MAX_IN_FLIGHT = 512  # per router process: the open loop's bound, so an overloaded run degrades, not explodes
+MAX_IN_FLIGHT = 64  # per router process: past it the open loop waits (an overloaded run shows a lower achieved rate, not timeouts)
+MAX_CONNECTIONS = 4096  # per process: redis-py defaults to 100, fewer than a fleet of BLPOP loops needs
 NO_LIMIT = Rate(0, 1)  # the rate-limit counters are written either way (RateLimiter.hit); 0 never refuses
 SCENARIOS = ("steady", "drain", "scale-out")
 
@@ -132,7 +133,7 @@ def _node_ids(prefix: str, n: int) -> list[str]:
 
 async def _nodes_main(url: str, plan: Plan, commands: Queue[str], answers: Queue[Any]) -> None:
     """The fleet: registers, then obeys ``join`` / ``drain`` / ``stop``; answers each with ``ok``."""
-    r = aioredis.Redis.from_url(url, max_connections=None)
+    r = aioredis.Redis.from_url(url, max_connections=MAX_CONNECTIONS)
     agents: dict[str, NodeAgent] = {}
 
     async def start(ids: list[str], loads: list[int]) -> None:
@@ -171,7 +172,7 @@ def _nodes_process(url: str, plan: Plan, commands: Queue[str], answers: Queue[An
 
 async def _router_main(url: str, plan: Plan, index: int, token: str, go: Event, out: Queue[Any]) -> None:
     """One router process: ``connects / routers`` connects, open loop at ``rate / routers``."""
-    r = aioredis.Redis.from_url(url, max_connections=None)
+    r = aioredis.Redis.from_url(url, max_connections=MAX_CONNECTIONS)
     keys = Keys()
     store, limiter = TokenStore(r, keys), RateLimiter(r, keys, NO_LIMIT, NO_LIMIT)
     est = Establisher(r, keys, 2.0, 15.0, rng=random.Random(plan.seed * 100 + index))
