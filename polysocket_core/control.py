@@ -262,7 +262,7 @@ class EstablishReply:
 # rate below about one connect per node per heartbeat the load decides and levels. A strictly
 # less-loaded comparison gave the least-loaded node, sampled PICK_CHOICES times as often as the
 # mean, every one of those connects: 3.3x the mean share at 1,000 nodes in a 10,000-connect burst,
-# 1.8x with ``picked`` first (bench/results/fleet.md). The index
+# 1.8x with ``picked`` first (bench.placement models it; bench.fleet runs the script). The index
 # only proposes: each candidate is checked against the truth (its ``alive`` key, and ``capacity``,
 # ``sockets`` and ``draining`` in its hash) — a dead node is dropped from the index, a stale score
 # rewritten — and a candidate the router skips (the node that just failed it) or that fails the
