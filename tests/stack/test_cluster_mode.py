@@ -116,3 +116,11 @@ async def test_a_token_written_before_the_tag_still_admits() -> None:
         await r.aclose()
     finally:
         s.stop()
+
+
+def test_status_reads_the_fleet_on_a_cluster(cluster_stack: ClusterStack) -> None:
+    url = cluster_stack.stack.redis_url
+    out = subprocess.run([*cluster_stack.stack._cli(), "status", "--json", "--redis-url", url],
+                         capture_output=True, timeout=30)
+    assert out.returncode == 0, out.stderr.decode()
+    assert {"c1", "c2"} <= {n["id"] for n in json.loads(out.stdout)["nodes"]}
