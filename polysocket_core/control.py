@@ -30,7 +30,7 @@ and per-token keys (replies, tokens, rate limits) carry none and spread over the
 - ``{Ptokens}token:{sha256}`` HASH of one token (see router_fn.tokens); ``{Ptokens}ids`` HASH
                            id -> sha256 (a tag of their own: ``polysocket token create`` writes both
                            in one transaction, which a cluster runs only within one slot; ``P token:…``
-                           / ``P tokens`` are their names before, still read, see :meth:`Keys.legacy_token`)
+                           / ``P tokens`` are their names before, moved by the CLI: :meth:`Keys.legacy_token`)
 - ``P rl:{kind}:{key}:{window}`` connect rate-limit counters
 - ``P sweep:lock``         STRING the relay sweeping stale DNS records holds (a random token, a TTL)
 - ``{P}sweep:absent``      HASH record name -> when sweeps first/last saw its node missing (the grace clock)
@@ -139,8 +139,8 @@ class Keys:
         return f"{self.token_tag}ids"
 
     def legacy_token(self, digest: str) -> str:
-        """A token's key as versions before cluster support wrote it (no hash tag): still read, so
-        tokens issued before an upgrade keep working; ``polysocket token create`` writes tagged keys only."""
+        """A token's key as versions before cluster support wrote it (no hash tag): every ``polysocket
+        token`` command moves such records under the tag first (``TokenStore.migrate_legacy``)."""
         return f"{self.prefix}token:{digest}"
 
     @property

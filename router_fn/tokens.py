@@ -139,34 +139,29 @@ class TokenStore:
         return token, record
 
     async def lookup(self, token: str) -> TokenRecord | None:
-        d = digest(token)
-        raw = await self.redis.hgetall(self.keys.token(d)) or await self.redis.hgetall(self.keys.legacy_token(d))
+        raw = await self.redis.hgetall(self.keys.token(digest(token)))
         return TokenRecord.from_redis(raw) if raw else None
 
-    async def _record_key(self, token_id: str) -> str | None:
-        """The key of the token's record: under the hash tag, or where a version before it wrote it."""
-        d = await self.redis.hget(self.keys.tokens, token_id)
-        if d is not None:
-            return self.keys.token(_s(d))
-        d = await self.redis.hget(self.keys.legacy_tokens, token_id)
-        return None if d is None else self.keys.legacy_token(_s(d))
-
     async def get(self, token_id: str) -> TokenRecord | None:
-        key = await self._record_key(token_id)
-        raw = await self.redis.hgetall(key) if key else None
+        d = await self.redis.hget(self.keys.tokens, token_id)
+        if d is None:
+            return None
+        raw = await self.redis.hgetall(self.keys.token(_s(d)))
         return TokenRecord.from_redis(raw) if raw else None
 
     async def list(self) -> list[TokenRecord]:
-        ids = {_s(i) for i in await self.redis.hkeys(self.keys.tokens)}
-        ids |= {_s(i) for i in await self.redis.hkeys(self.keys.legacy_tokens)}
-        records = [r for i in sorted(ids) if (r := await self.get(i)) is not None]
+        records = []
+        for _, d in sorted((await self.redis.hgetall(self.keys.tokens)).items()):
+            raw = await self.redis.hgetall(self.keys.token(_s(d)))
+            if raw:
+                records.append(TokenRecord.from_redis(raw))
         return sorted(records, key=lambda r: r.created_at)
 
     async def revoke(self, token_id: str, kill: bool = False) -> TokenRecord | None:
-        key = await self._record_key(token_id)
-        if key is None:
+        d = await self.redis.hget(self.keys.tokens, token_id)
+        if d is None:
             return None
-        await self.redis.hset(key, "revoked", "1")
+        await self.redis.hset(self.keys.token(_s(d)), "revoked", "1")
         if kill:
             await self.kill(token_id)
         return await self.get(token_id)
@@ -178,6 +173,23 @@ class TokenStore:
         for node in nodes:
             await self.redis.rpush(self.keys.inbox(node), msg)
         return len(nodes)
+
+    async def migrate_legacy(self) -> int:
+        """Move the records a version before the hash tags wrote (``Keys.legacy_token``) under the
+        tag, where the router looks tokens up; how many moved. Every ``polysocket token`` command
+        runs it first, so one after an upgrade moves them all (docs/protocol.md)."""
+        moved = 0
+        for token_id, d in (await self.redis.hgetall(self.keys.legacy_tokens)).items():
+            raw = await self.redis.hgetall(self.keys.legacy_token(_s(d)))
+            if raw and not await self.redis.exists(self.keys.token(_s(d))):  # a rerun keeps what changed since
+                async with self.redis.pipeline(transaction=True) as p:  # one slot: the tokens' tag
+                    p.hset(self.keys.token(_s(d)), mapping={_s(k): _s(v) for k, v in raw.items()})
+                    p.hset(self.keys.tokens, _s(token_id), _s(d))
+                    await p.execute()
+                moved += 1
+            await self.redis.delete(self.keys.legacy_token(_s(d)))
+            await self.redis.hdel(self.keys.legacy_tokens, token_id)
+        return moved
 
     async def sockets_in_use(self, token_id: str) -> int:
         """The sockets the live nodes published for the token with their last heartbeats."""

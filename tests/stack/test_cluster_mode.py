@@ -98,8 +98,9 @@ async def test_token_limit_and_revoke_on_a_cluster(cluster_stack: ClusterStack, 
     assert refused.get("error") == "unauthorized", refused
 
 
-async def test_a_token_written_before_the_tag_still_admits() -> None:
-    """An upgrade keeps the tokens already issued: their records (no hash tag) are still read."""
+async def test_a_token_written_before_the_tag_is_moved_under_it() -> None:
+    """An upgrade keeps the tokens already issued: the first ``polysocket token`` command moves their
+    records (no hash tag) to where the router looks, keeping a record already moved and changed."""
     s = Stack()
     try:
         s.start_valkey()
@@ -109,10 +110,17 @@ async def test_a_token_written_before_the_tag_still_admits() -> None:
         d = digest(token)
         await r.rename(keys.token(d), keys.legacy_token(d))  # where the version before wrote it
         await r.rename(keys.tokens, keys.legacy_tokens)
+        assert await store.lookup(token) is None
+        s.create_token()  # any token command migrates first
         assert (await store.lookup(token)) == record
-        assert [t.id for t in await store.list()] == [record.id]
+        assert await r.exists(keys.legacy_token(d), keys.legacy_tokens) == 0
+        assert record.id in [t.id for t in await store.list()]
         revoked = await store.revoke(record.id)
         assert revoked is not None and revoked.revoked
+        await r.hset(keys.legacy_token(d), mapping=record.to_redis())  # a rerun after a crash midway
+        await r.hset(keys.legacy_tokens, record.id, d)
+        assert await store.migrate_legacy() == 0
+        assert (await store.get(record.id)).revoked  # type: ignore[union-attr]
         await r.aclose()
     finally:
         s.stop()
