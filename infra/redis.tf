@@ -7,8 +7,10 @@ resource "aws_elasticache_subnet_group" "control" {
   subnet_ids = aws_subnet.private[*].id
 }
 
-# Cluster mode stays disabled: the router's node-selection Lua script reads every node's keys in one
-# call, which Redis Cluster would refuse across hash slots.
+# Cluster mode (var.redis_cluster_mode) splits the keys over var.redis_shards primaries: every script
+# and transaction of the control plane touches one hash tag, so one slot (docs/protocol.md); the
+# services then reach it through the configuration endpoint with a rediss+cluster:// URL (main.tf).
+# docs/scale.md says when one primary stops being enough.
 resource "aws_elasticache_replication_group" "control" {
   count = local.external_redis ? 0 : 1
 
@@ -20,10 +22,15 @@ resource "aws_elasticache_replication_group" "control" {
   engine_version       = var.redis_engine_version
   node_type            = var.redis_node_type
   port                 = 6379
-  parameter_group_name = "default.${var.redis_engine}${split(".", var.redis_engine_version)[0]}"
+  parameter_group_name = "default.${var.redis_engine}${split(".", var.redis_engine_version)[0]}${var.redis_cluster_mode ? ".cluster.on" : ""}"
 
-  num_cache_clusters         = 1 + var.redis_replicas
-  automatic_failover_enabled = var.redis_replicas > 0
+  # Without cluster mode: one primary and its replicas. With it: shards of a primary and replicas
+  # each, and automatic failover on (ElastiCache requires it for cluster mode).
+  cluster_mode               = var.redis_cluster_mode ? "enabled" : "disabled"
+  num_cache_clusters         = var.redis_cluster_mode ? null : 1 + var.redis_replicas
+  num_node_groups            = var.redis_cluster_mode ? var.redis_shards : null
+  replicas_per_node_group    = var.redis_cluster_mode ? var.redis_replicas : null
+  automatic_failover_enabled = var.redis_cluster_mode || var.redis_replicas > 0
   multi_az_enabled           = var.redis_replicas > 0
 
   subnet_group_name  = aws_elasticache_subnet_group.control[0].name

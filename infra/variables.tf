@@ -114,13 +114,13 @@ variable "redis_url" {
   sensitive   = true
 
   validation {
-    condition     = var.redis_url == "" || can(regex("^rediss?://[^\\s]+$", var.redis_url))
-    error_message = "redis_url must be empty or a redis:// or rediss:// URL."
+    condition     = var.redis_url == "" || can(regex("^rediss?(?:\\+cluster)?://[^\\s]+$", var.redis_url))
+    error_message = "redis_url must be empty or a redis://, rediss://, redis+cluster:// or rediss+cluster:// URL."
   }
 }
 
 variable "redis_engine" {
-  description = "ElastiCache engine: valkey or redis. Cluster mode stays disabled (the router's Lua script touches many keys). Unused with redis_url."
+  description = "ElastiCache engine: valkey or redis. Unused with redis_url."
   type        = string
   default     = "valkey"
 
@@ -146,6 +146,27 @@ variable "redis_replicas" {
   description = "Read replicas besides the primary (1 or more enables automatic failover and Multi-AZ)."
   type        = number
   default     = 1
+}
+
+variable "redis_cluster_mode" {
+  description = "Create ElastiCache with cluster mode enabled (redis_shards primaries, each with redis_replicas replicas); the services get a rediss+cluster:// URL. docs/scale.md says when one primary stops being enough. Unused with redis_url (whose scheme says cluster or not)."
+  type        = bool
+  default     = false
+}
+
+variable "redis_shards" {
+  description = "Primaries (node groups) of the ElastiCache cluster when redis_cluster_mode is on; 1 without it."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.redis_shards == floor(var.redis_shards) && var.redis_shards >= 1 && var.redis_shards <= 500
+    error_message = "redis_shards: a whole number from 1 to 500."
+  }
+  validation {
+    condition     = var.redis_cluster_mode || var.redis_shards == 1
+    error_message = "redis_shards above 1 needs redis_cluster_mode = true."
+  }
 }
 
 variable "redis_auth_token" {

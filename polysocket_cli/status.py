@@ -2,9 +2,10 @@
 
 The rows are computed by ``polysocket_core.fleet`` (pure); this module reads Redis and draws.
 
-Cost of one read, for N registered nodes: SMEMBERS of ``Keys.nodes`` (one round trip, O(N)), then
-one pipeline of TIME plus, per node, HGETALL of its hash, PTTL of its alive key and HGETALL of its
-stats (3N + 1 commands in one round trip, O(1) each, no script, nothing blocks Redis for longer
+Cost of one read, for N registered nodes: SMEMBERS of ``Keys.nodes`` (one round trip, O(N)), TIME
+(one more: a cluster pipeline takes keyed commands only), then one pipeline of, per node, HGETALL of
+its hash, PTTL of its alive key and HGETALL of its stats (3N commands in one round trip per primary
+they live on, O(1) each, no script, nothing blocks Redis for longer
 than one small command). At 1,000 nodes that is about 3,000 commands and a few hundred KB of
 replies: a few milliseconds of Redis time per refresh, which ``--watch`` takes at most once a
 second (:data:`WATCH_FLOOR_S`).
@@ -69,15 +70,14 @@ def _mapping(raw: dict[Any, Any]) -> dict[str, str]:
 async def read_fleet(redis: aioredis.Redis, keys: Keys) -> tuple[list[RawNode], float]:
     """Every registered node's raw records, and Redis's clock (see the module docstring for the cost)."""
     ids = sorted(_text(i) for i in await redis.smembers(keys.nodes))
+    seconds, micros = await redis.time()  # not in the pipeline: a cluster pipeline takes only keyed commands
     async with redis.pipeline(transaction=False) as p:
-        p.time()
         for node_id in ids:
             p.hgetall(keys.node(node_id))
             p.pttl(keys.alive(node_id))
             p.hgetall(stats_key(keys, node_id))
         replies = await p.execute()
-    seconds, micros = replies[0]
-    raws = [RawNode(node_id, _mapping(replies[1 + 3 * i]), int(replies[2 + 3 * i]), _mapping(replies[3 + 3 * i]))
+    raws = [RawNode(node_id, _mapping(replies[3 * i]), int(replies[1 + 3 * i]), _mapping(replies[2 + 3 * i]))
             for i, node_id in enumerate(ids)]
     return raws, int(seconds) + int(micros) / 1e6
 

@@ -74,6 +74,9 @@ async def _run(settings: TokenSettings, args: argparse.Namespace) -> int:
     store = TokenStore(redis, Keys(settings.key_prefix))
     try:
         cmd = args.token_command
+        if moved := await store.migrate_legacy():
+            print(f"polysocket token: moved {moved} token(s) to the hash-tagged keys the router reads",
+                  file=sys.stderr)
         if cmd == "create":
             try:
                 expires = parse_duration(args.expires_in) if args.expires_in else None

@@ -19,6 +19,13 @@ and the command retried on a fresh one. So a prompt role's read timeout is short
 stale connection to the first request after the pause is that timeout plus one reconnect
 (docs/deploy.md gives the number, tests/stack/test_redis_tls_auth.py the proof).
 
+Redis Cluster (ElastiCache cluster mode): the scheme says so, ``redis+cluster://host:port`` or
+``rediss+cluster://`` with TLS, naming any one node (the client learns the others from it, and follows
+a slot's moves). The URL, not a probe at start, decides, so a misconfiguration fails at once and the
+same URL means the same client in the router, the relay and the CLI. Every script and transaction
+polysocket issues touches keys of one hash tag (polysocket_core.control.Keys), so one slot; a
+cluster client is used through the same command methods as a single-node one.
+
 TLS: a ``rediss://`` URL verifies the server's certificate and name against the system's trust
 store, which OpenSSL lets ``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` replace; ``ca_file`` (the
 ``--redis-ca-file`` setting, ``POLYSOCKET_REDIS_CA_FILE``) adds a CA bundle of its own, for a
@@ -34,10 +41,11 @@ from __future__ import annotations
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import AuthenticationError, RedisError
@@ -75,25 +83,64 @@ RIDE_OUT = Patience(read_timeout_s=60.0, retries=6, backoff_cap_s=1.0)
 ANSWER_SOON = Patience(read_timeout_s=LONGEST_BLOCK_S + 1.0, retries=3, backoff_cap_s=0.5)
 
 
+CLUSTER_SUFFIX = "+cluster"
+SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
+
+
+@dataclass(frozen=True, slots=True)
+class RedisUrl:
+    """What a ``--redis-url`` asks for: TLS or not, one node or a cluster, and the URL redis-py takes."""
+
+    url: str
+
+    def __post_init__(self) -> None:
+        scheme = urlsplit(self.url).scheme
+        if scheme not in SCHEMES:
+            raise ValueError(f"a Redis URL starts {', '.join(s + '://' for s in SCHEMES)}; got {scheme or 'none'!r}")
+        if self.cluster and urlsplit(self.url).path.strip("/") not in ("", "0"):
+            raise ValueError("a Redis Cluster has database 0 only: drop the /N from the URL")
+
+    @property
+    def cluster(self) -> bool:
+        return urlsplit(self.url).scheme.endswith(CLUSTER_SUFFIX)
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme.startswith("rediss")
+
+    @property
+    def plain(self) -> str:
+        """The URL with the plain scheme redis-py parses (the cluster marker removed)."""
+        parts = urlsplit(self.url)
+        return urlunsplit(parts._replace(scheme=parts.scheme.removesuffix(CLUSTER_SUFFIX)))
+
+
 def check_tls(url: str, ca_file: str) -> None:
     """A CA file verifies a TLS connection: with a plain ``redis://`` URL it would be silently unused."""
-    if ca_file and urlsplit(url).scheme != "rediss":
-        raise ValueError("a Redis CA file needs a rediss:// URL")
+    if ca_file and not RedisUrl(url).tls:
+        raise ValueError("a Redis CA file needs a rediss:// (or rediss+cluster://) URL")
 
 
 def redis_client(url: str, *, patience: Patience, ca_file: str = "",
                  decode_responses: bool = False) -> aioredis.Redis:
-    """A client for a ``redis://`` or ``rediss://`` URL; it connects on first use."""
+    """A client for a ``redis[s]://`` or ``redis[s]+cluster://`` URL; it connects on first use."""
+    parsed = RedisUrl(url)
     check_tls(url, ca_file)
     # Only for rediss:// (check_tls): a plain connection takes no ssl_* argument.
     tls: dict[str, Any] = {"ssl_ca_certs": ca_file} if ca_file else {}
-    return aioredis.Redis.from_url(
-        url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=patience.read_timeout_s, socket_keepalive=True,
+    common: dict[str, Any] = dict(
+        socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=patience.read_timeout_s, socket_keepalive=True,
         health_check_interval=HEALTH_CHECK_S,
         retry=Retry(ExponentialBackoff(cap=patience.backoff_cap_s, base=BACKOFF_BASE_S), patience.retries),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         decode_responses=decode_responses, **tls,
     )
+    if parsed.cluster:
+        # The cluster client offers every command method the services call on a single-node client
+        # (tests/stack/test_cluster_mode.py runs router, relay and CLI through it); redis-py's types
+        # do not share a base class, hence the cast instead of a union at every call site.
+        return cast(aioredis.Redis, RedisCluster.from_url(parsed.plain, **common))
+    return aioredis.Redis.from_url(parsed.plain, **common)
 
 
 def without_password(url: str) -> str:
@@ -124,7 +171,7 @@ def explain(url: str, exc: BaseException) -> str:
     first command; a TLS client at a plain-text port sees a handshake that is not TLS.
     """
     where = without_password(url)
-    tls = urlsplit(url).scheme == "rediss"
+    tls = urlsplit(url).scheme.startswith("rediss")
     causes = list(_causes(exc))
     if any(isinstance(c, AuthenticationError) for c in causes):
         return f"Redis at {where} refused the credentials (wrong user or password in the URL): {exc}"

@@ -240,7 +240,8 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def redis_url_setting() -> Any:
-    return setting(DEFAULT_REDIS_URL, text, "Redis / Valkey URL of the control plane")
+    return setting(DEFAULT_REDIS_URL, text, "Redis / Valkey URL of the control plane: redis:// or rediss:// (TLS) for "
+                   "one node, redis+cluster:// or rediss+cluster:// for a Redis Cluster (any one node's address)")
 
 
 def redis_ca_file_setting() -> Any:

@@ -182,6 +182,23 @@ class TokenStore:
             await self.redis.rpush(self.keys.inbox(node), msg)
         return len(nodes)
 
+    async def migrate_legacy(self) -> int:
+        """Move the records a version before the hash tags wrote (``Keys.legacy_token``) under the
+        tag, where the router looks tokens up; how many moved. Every ``polysocket token`` command
+        runs it first, so one after an upgrade moves them all (docs/protocol.md)."""
+        moved = 0
+        for token_id, d in (await self.redis.hgetall(self.keys.legacy_tokens)).items():
+            raw = await self.redis.hgetall(self.keys.legacy_token(_s(d)))
+            if raw and not await self.redis.exists(self.keys.token(_s(d))):  # a rerun keeps what changed since
+                async with self.redis.pipeline(transaction=True) as p:  # one slot: the tokens' tag
+                    p.hset(self.keys.token(_s(d)), mapping={_s(k): _s(v) for k, v in raw.items()})
+                    p.hset(self.keys.tokens, _s(token_id), _s(d))
+                    await p.execute()
+                moved += 1
+            await self.redis.delete(self.keys.legacy_token(_s(d)))
+            await self.redis.hdel(self.keys.legacy_tokens, token_id)
+        return moved
+
     async def sockets_in_use(self, token_id: str) -> int:
         """The sockets the live nodes published for the token with their last heartbeats."""
         return int(await self.redis.hget(self.keys.used, token_id) or 0)

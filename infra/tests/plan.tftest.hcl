@@ -364,3 +364,50 @@ run "redis_engine_and_version" {
     error_message = "no failover without replicas"
   }
 }
+
+run "cluster_mode_for_elasticache" {
+  command = apply
+
+  variables {
+    redis_cluster_mode = true
+    redis_shards       = 3
+    redis_replicas     = 1
+  }
+
+  assert {
+    condition     = aws_elasticache_replication_group.control[0].cluster_mode == "enabled" && aws_elasticache_replication_group.control[0].num_node_groups == 3 && aws_elasticache_replication_group.control[0].replicas_per_node_group == 1
+    error_message = "three shards of a primary and a replica"
+  }
+  assert {
+    condition     = aws_elasticache_replication_group.control[0].parameter_group_name == "default.valkey8.cluster.on" && aws_elasticache_replication_group.control[0].automatic_failover_enabled
+    error_message = "the cluster-mode parameter group, failover on"
+  }
+  assert {
+    condition     = startswith(nonsensitive(aws_ssm_parameter.redis_url.value), "rediss+cluster://:")
+    error_message = "the services get a cluster URL (at the configuration endpoint)"
+  }
+}
+
+run "refuses_shards_without_cluster_mode" {
+  command = plan
+
+  variables {
+    redis_shards = 2
+  }
+
+  expect_failures = [var.redis_shards]
+}
+
+run "accepts_an_external_cluster_url" {
+  command = plan
+
+  variables {
+    redis_auth_token = ""
+    redis_url        = "rediss+cluster://default:s3cr3t@clustercfg.example.com:6380"
+  }
+
+  assert {
+    condition     = aws_vpc_security_group_egress_rule.lambda_to_redis.from_port == 6380
+    error_message = "the port of a cluster URL"
+  }
+}

@@ -243,7 +243,7 @@ async def test_only_token_hashes_are_stored(adm: AdmissionStack) -> None:
         elif kind == b"set":
             values += list(await r.smembers(key))
         assert all(token.encode() not in v for v in values), key
-        found_digest |= key == f"ps:token:{digest(token)}".encode()
+        found_digest |= key == f"{{ps:tokens}}token:{digest(token)}".encode()
     await r.aclose()
     assert found_digest
 

@@ -4,6 +4,7 @@ role gets, and a CA file only with a rediss:// URL (TLS against a real Valkey: t
 from __future__ import annotations
 
 import pytest
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from polysocket_cli.settings import TokenSettings
@@ -12,6 +13,7 @@ from polysocket_core.redis_client import (
     LONGEST_BLOCK_S,
     RIDE_OUT,
     Patience,
+    RedisUrl,
     explain,
     redis_client,
     without_password,
@@ -80,3 +82,20 @@ def timed_out(message: str) -> RedisTimeoutError:
             raise RedisTimeoutError(message)  # noqa: B904 - as redis-py raises it
     except RedisTimeoutError as exc:
         return exc
+
+
+def test_the_scheme_asks_for_a_cluster() -> None:
+    """``redis+cluster://`` / ``rediss+cluster://`` build a cluster client (tests/stack/test_cluster_mode.py
+    runs the services through one); anything else is refused before a connection is tried."""
+    single = redis_client("redis://127.0.0.1:1/0", patience=ANSWER_SOON)
+    cluster = redis_client("redis+cluster://127.0.0.1:1", patience=ANSWER_SOON)
+    assert not isinstance(single, RedisCluster) and isinstance(cluster, RedisCluster)
+    assert RedisUrl("rediss+cluster://:tok@cfg.example:6379").tls
+    assert RedisUrl("rediss+cluster://cfg.example:6379").plain == "rediss://cfg.example:6379"
+    redis_client("rediss+cluster://127.0.0.1:1", patience=ANSWER_SOON, ca_file="/ca.pem")  # TLS: a CA file fits
+    with pytest.raises(ValueError, match="rediss://"):
+        redis_client("redis+cluster://127.0.0.1:1", patience=ANSWER_SOON, ca_file="/ca.pem")
+    with pytest.raises(ValueError, match="database 0 only"):
+        RedisUrl("redis+cluster://127.0.0.1:1/3")
+    with pytest.raises(ValueError, match="redis\\+cluster://"):
+        RedisUrl("http://127.0.0.1:1")
