@@ -53,6 +53,7 @@ log = logging.getLogger("polysocket.relay")
 MAX_REDIRECTS = 10  # as websockets' own client
 REDIRECT_STATUSES = frozenset({300, 301, 302, 303, 307, 308})
 _OPEN, _CLOSING = State.OPEN, State.CLOSING
+_NEVER = float("inf")
 _TEXT, _BINARY, _CONT, _PONG = Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PONG
 _ws_log = logging.getLogger("websockets.client")
 _tls: ssl.SSLContext | None = None
@@ -520,6 +521,19 @@ class Upstream(asyncio.Protocol):  # perf: lean-upstream (no task per socket)
             self._close_timer = asyncio.get_running_loop().call_later(self.close_timeout, self.abort)
 
     # keepalive, driven by the table's sweep
+
+    def keepalive_due(self, now: float, interval: float | None, timeout: float | None) -> float:
+        """When ``keepalive`` next has something to do (the sweep's schedule, ``relay_node.sockets.deadlines``):
+        the ping, or the pong's deadline while one is out (whichever comes first: a pong that
+        arrives meanwhile leaves the ping due). While reading is paused, every interval, as the
+        keepalive then only moves its next ping on."""
+        if self._lost or self.proto.state is not _OPEN or (interval is None and timeout is None):
+            return _NEVER
+        if self._read_paused:
+            return now + (interval or 0.0) if interval is not None else _NEVER
+        if self._ping_sent and timeout is not None:
+            return min(self._ping_sent + timeout, self._next_ping)
+        return self._next_ping
 
     def keepalive(self, now: float, interval: float | None, timeout: float | None) -> bool:
         """Ping when due; True when the last ping went unanswered for ``timeout`` (the
