@@ -57,7 +57,7 @@ def build(n: int, ping_interval: float, now: float) -> SocketTable:
         sock.last_seen = now - (i % 1000) / 1000 * config.idle_timeout_s / 4  # staggered, as real clients are
         up._next_ping = now + (i % 997) / 997 * ping_interval
         table.sockets[sid] = sock
-        table.due.schedule(sock, sock.next_due(now))
+        table.due.schedule(sid, sock.next_due(now))
     return table
 
 
@@ -76,8 +76,8 @@ def run(n: int, seconds: int, poll_every: float, ping_interval: float) -> tuple[
                 sock.last_seen = now
         pending = table.due.pop_due(now)  # what table.sweep will pop, counted (untimed), then put back
         visits += len(pending)
-        for sock in pending:
-            table.due.schedule(sock, now)
+        for sid in pending:
+            table.due.schedule(sid, now)
         started = time.process_time()
         table.sweep(now)
         due += time.process_time() - started

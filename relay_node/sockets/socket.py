@@ -65,7 +65,7 @@ UPSTREAM_OPEN = State.OPEN
 _NEVER = float("inf")
 
 
-def _nobody_sweeps(sock: RelaySocket, at: float) -> None:
+def _nobody_sweeps(sid: str, at: float) -> None:
     """``look_by`` of a socket outside a table (tests, benchmarks): no sweep to tell."""
 
 
@@ -84,15 +84,16 @@ class RelaySocket:
         reservation: Reservation,
         meta: dict[str, str] | None = None,
         claim_by: float | None = None,
-        look_by: Callable[[RelaySocket, float], None] | None = None,
+        look_by: Callable[[str, float], None] | None = None,
     ) -> None:
         self.id = sid
         self.conn = conn
         self.config = config
         self.metrics = metrics
         self.on_gone = on_gone  # called once, when the socket is freed
-        # Asks the sweep to look at this socket no later than a time (``relay_node.sockets.deadlines``):
-        # called when a check falls due earlier than ``next_due`` said at the last look.
+        # Asks the sweep to look at the socket of this id no later than a time (``relay_node.sockets.deadlines``):
+        # called when a check falls due earlier than ``next_due`` said at the last look. By id: the
+        # sweep's queue must not keep a freed socket.
         self.look_by = look_by or _nobody_sweeps
         self.reservation = reservation  # released when the socket is freed
         self.meta = meta or {}  # admission facts for reporting (caller, origin)
@@ -130,7 +131,7 @@ class RelaySocket:
         self.state = new
         if new is CLOSED:
             # the linger for its close message to be collected may be due before what the sweep planned
-            self.look_by(self, self.last_seen + min(self.config.idle_timeout_s, CLOSED_LINGER_S))
+            self.look_by(self.id, self.last_seen + min(self.config.idle_timeout_s, CLOSED_LINGER_S))
             code, reason = client_close(self._imposed, self._received_close())
             self._close_seq = self.outbound.next_seq
             self.outbound.push(wire.close_fragment(self._close_seq, code, reason))
@@ -327,7 +328,7 @@ class RelaySocket:
         if not frames:
             gap_since = self.inbound.gap_since
             if gap_since is not None:  # a send is missing: the gap hold runs from now
-                self.look_by(self, gap_since + self.config.gap_hold_s)
+                self.look_by(self.id, gap_since + self.config.gap_hold_s)
             return
         conn = self.conn
         lock = self._write_lock
@@ -343,7 +344,7 @@ class RelaySocket:
                 self._move(CLOSING)  # the upstream is going: its end queues the close message
                 raise PolysocketError(ErrorCode.SOCKET_CLOSED, "upstream connection closed")
             if conn.write_paused:
-                self.look_by(self, self.last_seen)  # a write waits: the sweep samples it for a stall
+                self.look_by(self.id, self.last_seen)  # a write waits: the sweep samples it for a stall
                 self._writers += 1
                 try:
                     async with self._lock():
@@ -353,7 +354,7 @@ class RelaySocket:
             self._sent(frame)
             return
         self._writers += 1
-        self.look_by(self, self.last_seen)  # writes may wait: the sweep samples them for a stall
+        self.look_by(self.id, self.last_seen)  # writes may wait: the sweep samples them for a stall
         try:
             async with self._lock():  # FIFO: frames leave in the order the sequencer released them
                 for frame in frames:

@@ -36,7 +36,7 @@ class SocketTable:
         self.ledger = TokenLedger()
         # When the sweep must look at each socket next (perf: due-sweep): an idle node's sweep costs
         # what is due, not what it holds.
-        self.due: DueQueue[RelaySocket] = DueQueue()
+        self.due: DueQueue[str] = DueQueue()  # by socket id: a freed socket is not kept
 
     def __len__(self) -> int:
         return len(self.sockets)
@@ -110,7 +110,7 @@ class SocketTable:
         sock = RelaySocket(sid, conn, self.config, self.metrics, self._drop, reservation, req.meta, claim_by,
                            self.due.schedule)
         self.sockets[sid] = sock
-        self.due.schedule(sock, sock.next_due(sock.last_seen))
+        self.due.schedule(sid, sock.next_due(sock.last_seen))
         self.metrics.open_sockets.set(len(self.sockets))
         self.metrics.sockets_total.inc()
         return sock
@@ -126,7 +126,7 @@ class SocketTable:
 
     def _drop(self, sock: RelaySocket) -> None:
         """The socket was freed: out of the table (its reservation is already released)."""
-        self.due.discard(sock)
+        self.due.discard(sock.id)
         if self.sockets.get(sock.id) is sock:
             del self.sockets[sock.id]
             self.metrics.open_sockets.set(len(self.sockets))
@@ -151,12 +151,13 @@ class SocketTable:
         cfg = self.config
         stall_limit = cfg.ping_timeout_s
         sockets, due = self.sockets, self.due
-        for sock in due.pop_due(now):
-            if sockets.get(sock.id) is not sock:
+        for sid in due.pop_due(now):
+            sock = sockets.get(sid)
+            if sock is None:
                 continue  # freed meanwhile
             self._check(sock, now, stall_limit)
-            if sockets.get(sock.id) is sock:
-                due.schedule(sock, sock.next_due(now))
+            if sockets.get(sid) is sock:
+                due.schedule(sid, sock.next_due(now))
 
     def _check(self, sock: RelaySocket, now: float, stall_limit: float | None) -> None:
         """The sweep's checks on one due socket, the first that applies acts."""
