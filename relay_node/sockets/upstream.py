@@ -107,6 +107,30 @@ def release_parser(proto: ClientProtocol) -> None:
         exc = exc.__cause__ or exc.__context__
 
 
+def take_handshake_exc(proto: ClientProtocol) -> BaseException | None:
+    """The failed handshake's exception, taken off the protocol with its cycles broken.
+
+    ``parse()`` keeps it as ``handshake_exc`` with a traceback through its own frame (which refers
+    to the protocol), and an ``InvalidStatus`` and its response refer to each other
+    (``response._exception``); raised from ``Upstream.handshake``, whose frame holds the Upstream,
+    it would keep every refused open (Upstream, protocol, buffers) for the cycle collector. Taken
+    off the protocol and with those links cut, the exception and all it saw go by refcount once the
+    caller has reported it. (The message, the status and the response stay.)
+    """
+    exc: BaseException | None = proto.handshake_exc
+    proto.handshake_exc = None
+    link = exc
+    hops = 0
+    while link is not None and hops < 8:  # its causes and contexts (InvalidMessage chains the parse error)
+        link.__traceback__ = None
+        response = getattr(link, "response", None)
+        if response is not None and getattr(response, "_exception", None) is link:
+            response._exception = None
+        link = link.__cause__ or link.__context__
+        hops += 1
+    return exc
+
+
 QUEUED_WRITES, CLOSABLE_PARSER = _probe()
 OWN_FRAMES = QUEUED_WRITES and apply_mask is not None
 
@@ -224,8 +248,12 @@ class Upstream(asyncio.Protocol):  # perf: lean-upstream (no task per socket)
             await opened
         finally:
             self._opened = None
-        if proto.handshake_exc is not None:
-            raise proto.handshake_exc
+        exc = take_handshake_exc(proto)  # perf: handshake-exc-cycle (a refused open freed by refcount)
+        if exc is not None:
+            try:
+                raise exc
+            finally:
+                exc = None  # this frame is in its traceback: no local may hold it
 
     def attach(self, sink: UpstreamSink, now: float, ping_interval: float | None) -> None:
         """Hand messages to ``sink`` from now on (first those that came before)."""
