@@ -5,14 +5,14 @@ sweep, in one process and without sockets (``bench.relay_path``'s counting trans
 ``Upstream`` / ``RelaySocket`` objects), on a clock it moves by hand: N idle sockets, each polled
 once per ``--poll-every`` seconds (what a waiting client's heartbeat does to ``last_seen``), pinged
 by the keepalive every ``--ping-interval`` and answering the ping at once. Every simulated second
-both sweeps run on the same table, one after the other:
+both sweeps run, each on its own table (built alike, each sending its own pings):
 
 * ``every socket``: the checks on every socket (what ``SocketTable.sweep`` did before the due
   queue: ``SocketTable._check`` over ``table.sockets``);
 * ``due only``: ``SocketTable.sweep``, which visits the sockets ``relay_node.sockets.deadlines``
   says are due.
 
-Only the sweep calls are timed (``time.process_time``); both see the same sockets in the same state.
+Only the sweep calls are timed (``time.process_time``).
 
     PYTHONPATH=$PWD python -m bench.idle_sweep --sockets 1000,10000
 """
@@ -63,33 +63,37 @@ def build(n: int, ping_interval: float, now: float) -> SocketTable:
 
 def run(n: int, seconds: int, poll_every: float, ping_interval: float) -> tuple[float, float, int]:
     """CPU seconds of the every-socket sweeps and of the due-only sweeps over ``seconds``
-    simulated seconds, and the visits the due-only sweeps made."""
+    simulated seconds (two tables built alike, one per way, each sending its own pings), and the
+    visits the due-only sweeps made."""
     now = time.monotonic()
-    table = build(n, ping_interval, now)
-    socks = list(table.sockets.values())
+    every_table, due_table = build(n, ping_interval, now), build(n, ping_interval, now)
     every = due = 0.0
     visits = 0
+    limit = every_table.config.ping_timeout_s
     for tick in range(1, seconds + 1):
         now += 1.0
-        for i, sock in enumerate(socks):  # the clients' heartbeats: each socket polled once per poll_every
-            if (tick + i) % int(poll_every) == 0:
-                sock.last_seen = now
-        pending = table.due.pop_due(now)  # what table.sweep will pop, counted (untimed), then put back
+        for table in (every_table, due_table):  # the clients' heartbeats: each socket polled once per poll_every
+            for i, sock in enumerate(table.sockets.values()):
+                if (tick + i) % int(poll_every) == 0:
+                    sock.last_seen = now
+        pending = due_table.due.pop_due(now)  # what the sweep will pop, counted (untimed), then put back
         visits += len(pending)
         for sid in pending:
-            table.due.schedule(sid, now)
+            due_table.due.schedule(sid, now)
         started = time.process_time()
-        table.sweep(now)
+        due_table.sweep(now)
         due += time.process_time() - started
         started = time.process_time()
-        limit = table.config.ping_timeout_s
-        for sock in list(table.sockets.values()):
-            table._check(sock, now, limit)
+        for sock in list(every_table.sockets.values()):
+            every_table._check(sock, now, limit)
         every += time.process_time() - started
-        for sock in socks:  # the target answers every ping at once
-            if sock.conn._ping_sent:
-                sock.conn.data_received(PONG)
-    assert all(s.state is SocketState.OPEN for s in socks), "an idle socket was closed: the bench is wrong"
+        for table in (every_table, due_table):  # the target answers every ping at once
+            for sock in table.sockets.values():
+                if sock.conn._ping_sent:
+                    sock.conn.data_received(PONG)
+    for table in (every_table, due_table):
+        assert all(s.state is SocketState.OPEN for s in table.sockets.values()), "an idle socket was closed"
+        assert len(table) == n
     return every, due, visits
 
 

@@ -34,7 +34,7 @@ class SocketTable:
         # Every token reservation this node holds (requests being opened and sockets), published as
         # absolute counts by the agent's heartbeat.
         self.ledger = TokenLedger()
-        # When the sweep must look at each socket next (perf: due-sweep): an idle node's sweep costs
+        # When the sweep must look at each socket next: an idle node's sweep costs
         # what is due, not what it holds.
         self.due: DueQueue[str] = DueQueue()  # by socket id: a freed socket is not kept
 
@@ -151,7 +151,7 @@ class SocketTable:
         cfg = self.config
         stall_limit = cfg.ping_timeout_s
         sockets, due = self.sockets, self.due
-        for sid in due.pop_due(now):
+        for sid in due.pop_due(now):  # perf: due-sweep
             sock = sockets.get(sid)
             if sock is None:
                 continue  # freed meanwhile
