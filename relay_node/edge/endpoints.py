@@ -49,8 +49,8 @@ class Request(Protocol):
 
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes | SocketStream]
 AnswerFn = Callable[[str, bytes, Request], Awaitable[Answer]]  # what the HTTP/1.1 protocol serves
-# may return the session's own coroutine; only /stream's body is not bytes
-Handler = Callable[[Request, dict[str, str]], Awaitable[bytes | SocketStream]]
+# may return the session's own coroutine; only /stream's body is not bytes, None is ``{"ok":true}``
+Handler = Callable[[Request, dict[str, str]], Awaitable[bytes | SocketStream | None]]
 
 
 def _not_draining() -> bool:
@@ -121,26 +121,33 @@ class RelayEndpoints:
             log_internal(log, describe_target(path, self.known_paths), exc)
             self.metrics.errors.labels(ErrorCode.INTERNAL.value).inc()
             return edge.render_error(cb, PolysocketError(ErrorCode.INTERNAL, "internal error"))
-        if not isinstance(body, bytes):  # a /stream answer: the HTTP layer starts it
+        if body is None:  # the work had no result: done
+            body = OK_BODY
+        elif not isinstance(body, bytes):  # a /stream answer: the HTTP layer starts it
             return 200, STREAM_HEADERS, body
         return edge.answer(cb, body)
 
-    async def send(self, req: Request, params: dict[str, str]) -> bytes:
+    def send(self, req: Request, params: dict[str, str]) -> Awaitable[None]:
+        # perf: send-no-coroutine: a GET /send (nearly every send) answers with the socket's own
+        # coroutine, not one of its own awaiting it (one coroutine frame less per message)
+        if "batch" in params or req.method == "POST":
+            return self._send_with_body(req, params)
+        p = wire.parse_send(params)
+        return self.table.get(p.socket).send(p)
+
+    async def _send_with_body(self, req: Request, params: dict[str, str]) -> None:
+        """A batch of sends, or a send whose message is the request's body (both read it first)."""
         if "batch" in params:  # several frames in one request, accepted in order
             frames = wire.parse_send_batch(params, await req.body() if req.method == "POST" else None)
             sock = self.table.get(frames[0].socket)
             for frame in frames:
                 await sock.send(frame)
-            return OK_BODY
-        if req.method == "POST":
-            body = await req.body()
-            raw = any(n == b"content-type" and v.startswith(b"application/octet-stream")
-                      for n, v in req.headers)
-            p = wire.parse_send(params, body, raw_binary=raw)
-        else:
-            p = wire.parse_send(params)
+            return
+        body = await req.body()
+        raw = any(n == b"content-type" and v.startswith(b"application/octet-stream")
+                  for n, v in req.headers)
+        p = wire.parse_send(params, body, raw_binary=raw)
         await self.table.get(p.socket).send(p)
-        return OK_BODY
 
     def poll(self, req: Request, params: dict[str, str]) -> Awaitable[bytes]:
         # not a coroutine itself: a waiting poll then holds one frame less (memory per idle socket)
@@ -158,10 +165,9 @@ class RelayEndpoints:
         p = wire.parse_stream(params, self.settings.max_poll_ttl_ms, last_event_id)
         return open_stream(self.table.get(p.socket), p)
 
-    async def close(self, req: Request, params: dict[str, str]) -> bytes:
+    async def close(self, req: Request, params: dict[str, str]) -> None:
         p = wire.parse_close(params)
         self.table.get(p.socket).close_upstream(p.code, p.reason)
-        return OK_BODY
 
     async def healthz(self, req: Request, params: dict[str, str]) -> bytes:
         cfg = self.settings

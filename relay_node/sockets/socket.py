@@ -62,12 +62,17 @@ __all__ = ["CLOSED_LINGER_S", "RelaySocket", "SocketState"]
 
 OPEN, CLOSING, CLOSED, FREED = SocketState.OPEN, SocketState.CLOSING, SocketState.CLOSED, SocketState.FREED
 UPSTREAM_OPEN = State.OPEN
+_NEVER = float("inf")
+
+
+def _nobody_sweeps(sid: str, at: float) -> None:
+    """``look_by`` of a socket outside a table (tests, benchmarks): no sweep to tell."""
 
 
 class RelaySocket:
     __slots__ = ("_carrier", "_close_seq", "_dropped", "_imposed", "_room", "_sent_through", "_stall", "_write_lock",
-                 "_writers", "claim_by", "config", "conn", "id", "inbound", "last_seen", "meta", "metrics", "on_gone",
-                 "outbound", "protocol", "receiver", "reservation", "state")
+                 "_writers", "claim_by", "config", "conn", "id", "inbound", "last_seen", "look_by", "meta", "metrics",
+                 "on_gone", "outbound", "protocol", "receiver", "reservation", "state")
 
     def __init__(
         self,
@@ -79,12 +84,17 @@ class RelaySocket:
         reservation: Reservation,
         meta: dict[str, str] | None = None,
         claim_by: float | None = None,
+        look_by: Callable[[str, float], None] | None = None,
     ) -> None:
         self.id = sid
         self.conn = conn
         self.config = config
         self.metrics = metrics
         self.on_gone = on_gone  # called once, when the socket is freed
+        # Asks the sweep to look at the socket of this id no later than a time (``relay_node.sockets.deadlines``):
+        # called when a check falls due earlier than ``next_due`` said at the last look. By id: the
+        # sweep's queue must not keep a freed socket.
+        self.look_by = look_by or _nobody_sweeps
         self.reservation = reservation  # released when the socket is freed
         self.meta = meta or {}  # admission facts for reporting (caller, origin)
         self.protocol = conn.subprotocol or ""
@@ -120,6 +130,8 @@ class RelaySocket:
             return False
         self.state = new
         if new is CLOSED:
+            # the linger for its close message to be collected may be due before what the sweep planned
+            self.look_by(self.id, self.last_seen + min(self.config.idle_timeout_s, CLOSED_LINGER_S))
             code, reason = client_close(self._imposed, self._received_close())
             self._close_seq = self.outbound.next_seq
             self.outbound.push(wire.close_fragment(self._close_seq, code, reason))
@@ -181,6 +193,30 @@ class RelaySocket:
         elif verdict is SweepVerdict.UNCOLLECTED:
             self.free()
         return verdict
+
+    def next_due(self, now: float) -> float:
+        """The earliest time the sweep's checks can change their mind about this socket, as things
+        stand (``relay_node.sockets.deadlines``: later moves, such as a new ``last_seen``, are found
+        when it comes; earlier ones call ``look_by``). Mirrors ``SocketTable.sweep``'s checks."""
+        state = self.state
+        if state is FREED:
+            return _NEVER
+        cfg = self.config
+        quiet_limit = min(cfg.idle_timeout_s, CLOSED_LINGER_S) if state is CLOSED else cfg.idle_timeout_s
+        due = self.last_seen + quiet_limit
+        if due <= now:  # overdue, yet spared by a receiver: look again every sweep until it goes
+            due = now + cfg.sweep_interval_s
+        if self.claim_by is not None:
+            due = min(due, self.claim_by)
+        if state is OPEN:
+            gap_since = self.inbound.gap_since
+            if gap_since is not None:
+                due = min(due, gap_since + cfg.gap_hold_s)
+            lock = self._write_lock
+            if lock is not None and lock.locked():  # a write waits: sampled every sweep for a stall
+                due = min(due, now + cfg.sweep_interval_s)
+            due = min(due, self.conn.keepalive_due(now, cfg.ping_interval_s, cfg.ping_timeout_s))
+        return due
 
     def write_stalled(self, now: float, limit: float) -> bool:
         """True once a write to the target has made no progress for ``limit`` seconds: the target
@@ -290,6 +326,9 @@ class RelaySocket:
                 self.close(CloseCause.BAD_STREAM, reason=exc.message)
             raise
         if not frames:
+            gap_since = self.inbound.gap_since
+            if gap_since is not None:  # a send is missing: the gap hold runs from now
+                self.look_by(self.id, gap_since + self.config.gap_hold_s)
             return
         conn = self.conn
         lock = self._write_lock
@@ -305,6 +344,7 @@ class RelaySocket:
                 self._move(CLOSING)  # the upstream is going: its end queues the close message
                 raise PolysocketError(ErrorCode.SOCKET_CLOSED, "upstream connection closed")
             if conn.write_paused:
+                self.look_by(self.id, self.last_seen)  # a write waits: the sweep samples it for a stall
                 self._writers += 1
                 try:
                     async with self._lock():
@@ -314,6 +354,7 @@ class RelaySocket:
             self._sent(frame)
             return
         self._writers += 1
+        self.look_by(self.id, self.last_seen)  # writes may wait: the sweep samples them for a stall
         try:
             async with self._lock():  # FIFO: frames leave in the order the sequencer released them
                 for frame in frames:

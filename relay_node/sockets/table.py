@@ -15,6 +15,7 @@ from polysocket_core.reservations import Reservation, TokenLedger
 
 from ..metrics import RelayMetrics
 from . import memory
+from .deadlines import DueQueue
 from .limits import SocketLimits
 from .socket import RelaySocket, SocketState
 from .upstream import Upstream, open_upstream
@@ -33,6 +34,9 @@ class SocketTable:
         # Every token reservation this node holds (requests being opened and sockets), published as
         # absolute counts by the agent's heartbeat.
         self.ledger = TokenLedger()
+        # When the sweep must look at each socket next: an idle node's sweep costs
+        # what is due, not what it holds.
+        self.due: DueQueue[str] = DueQueue()  # by socket id: a freed socket is not kept
 
     def __len__(self) -> int:
         return len(self.sockets)
@@ -103,8 +107,10 @@ class SocketTable:
         # meanwhile, the claim deadline frees it (polysocket_core.lifecycle).
         claim_by = claim_deadline(time.monotonic(), req.expires_at_ms / 1000 - time.time(),
                                   self.config.claim_margin_s, self.config.idle_timeout_s)
-        sock = RelaySocket(sid, conn, self.config, self.metrics, self._drop, reservation, req.meta, claim_by)
+        sock = RelaySocket(sid, conn, self.config, self.metrics, self._drop, reservation, req.meta, claim_by,
+                           self.due.schedule)
         self.sockets[sid] = sock
+        self.due.schedule(sid, sock.next_due(sock.last_seen))
         self.metrics.open_sockets.set(len(self.sockets))
         self.metrics.sockets_total.inc()
         return sock
@@ -120,6 +126,7 @@ class SocketTable:
 
     def _drop(self, sock: RelaySocket) -> None:
         """The socket was freed: out of the table (its reservation is already released)."""
+        self.due.discard(sock.id)
         if self.sockets.get(sock.id) is sock:
             del self.sockets[sock.id]
             self.metrics.open_sockets.set(len(self.sockets))
@@ -138,32 +145,44 @@ class SocketTable:
     def sweep(self, now: float | None = None) -> None:
         """Free sockets left alone too long; fail sockets whose send gap was never filled, whose
         target stopped reading or stopped answering pings; ping the others when due (one sweep
-        for every socket's keepalive, rather than a task per connection)."""
+        for every socket's keepalive, rather than a task per connection). Only the sockets due
+        by ``now`` are visited (``RelaySocket.next_due``); each goes back under its next time."""
         now = time.monotonic() if now is None else now
         cfg = self.config
         stall_limit = cfg.ping_timeout_s
-        for sock in list(self.sockets.values()):
-            quiet = now - sock.last_seen
-            verdict = sock.sweep(now)
-            if verdict is SweepVerdict.UNCLAIMED:
-                log.info("socket %s: no client request named it by its claim deadline (its router gave up "
-                         "or died mid-connect), closed with 1001 and freed", sock.id[:8])
-            elif verdict is SweepVerdict.IDLE:
-                log.info("socket %s: idle for %.0fs, closed with 1001 and freed", sock.id[:8], quiet)
-            elif verdict is SweepVerdict.UNCOLLECTED:
-                log.info("socket %s: closed, its close message not collected for %.0fs, freed", sock.id[:8], quiet)
-            elif sock.state is SocketState.OPEN and sock.inbound.gap_expired(now, cfg.gap_hold_s):
-                missing = sock.inbound.missing_seq
-                log.info("socket %s: send %d missing for %.0fs, failing", sock.id[:8], missing, cfg.gap_hold_s)
-                sock.close(CloseCause.GAP, reason=f"sequence gap: send {missing} never arrived")
-            elif stall_limit is not None and sock.write_stalled(now, stall_limit):
-                # A target that takes no bytes for as long as a ping may go unanswered is as dead as
-                # one that does not answer pings; its sends would otherwise wait forever.
-                log.info("socket %s: the target took no data for %.0fs, failing", sock.id[:8], stall_limit)
-                sock.fail_stalled()
-            elif sock.keepalive(now):
-                log.info("socket %s: the target answered no ping for %.0fs, failing", sock.id[:8],
-                         cfg.ping_timeout_s)
+        sockets, due = self.sockets, self.due
+        for sid in due.pop_due(now):  # perf: due-sweep
+            sock = sockets.get(sid)
+            if sock is None:
+                continue  # freed meanwhile
+            self._check(sock, now, stall_limit)
+            if sockets.get(sid) is sock:
+                due.schedule(sid, sock.next_due(now))
+
+    def _check(self, sock: RelaySocket, now: float, stall_limit: float | None) -> None:
+        """The sweep's checks on one due socket, the first that applies acts."""
+        cfg = self.config
+        quiet = now - sock.last_seen
+        verdict = sock.sweep(now)
+        if verdict is SweepVerdict.UNCLAIMED:
+            log.info("socket %s: no client request named it by its claim deadline (its router gave up "
+                     "or died mid-connect), closed with 1001 and freed", sock.id[:8])
+        elif verdict is SweepVerdict.IDLE:
+            log.info("socket %s: idle for %.0fs, closed with 1001 and freed", sock.id[:8], quiet)
+        elif verdict is SweepVerdict.UNCOLLECTED:
+            log.info("socket %s: closed, its close message not collected for %.0fs, freed", sock.id[:8], quiet)
+        elif sock.state is SocketState.OPEN and sock.inbound.gap_expired(now, cfg.gap_hold_s):
+            missing = sock.inbound.missing_seq
+            log.info("socket %s: send %d missing for %.0fs, failing", sock.id[:8], missing, cfg.gap_hold_s)
+            sock.close(CloseCause.GAP, reason=f"sequence gap: send {missing} never arrived")
+        elif stall_limit is not None and sock.write_stalled(now, stall_limit):
+            # A target that takes no bytes for as long as a ping may go unanswered is as dead as
+            # one that does not answer pings; its sends would otherwise wait forever.
+            log.info("socket %s: the target took no data for %.0fs, failing", sock.id[:8], stall_limit)
+            sock.fail_stalled()
+        elif sock.keepalive(now):
+            log.info("socket %s: the target answered no ping for %.0fs, failing", sock.id[:8],
+                     cfg.ping_timeout_s)
 
     async def close_all(self, code: int, reason: str) -> None:
         """Drain: close every socket with 1001 (``code`` is kept for callers; the drain decides it)."""

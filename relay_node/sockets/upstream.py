@@ -53,6 +53,7 @@ log = logging.getLogger("polysocket.relay")
 MAX_REDIRECTS = 10  # as websockets' own client
 REDIRECT_STATUSES = frozenset({300, 301, 302, 303, 307, 308})
 _OPEN, _CLOSING = State.OPEN, State.CLOSING
+_NEVER = float("inf")
 _TEXT, _BINARY, _CONT, _PONG = Opcode.TEXT, Opcode.BINARY, Opcode.CONT, Opcode.PONG
 _ws_log = logging.getLogger("websockets.client")
 _tls: ssl.SSLContext | None = None
@@ -104,6 +105,30 @@ def release_parser(proto: ClientProtocol) -> None:
             break
         exc.__traceback__ = None
         exc = exc.__cause__ or exc.__context__
+
+
+def take_handshake_exc(proto: ClientProtocol) -> BaseException | None:
+    """The failed handshake's exception, taken off the protocol with its cycles broken.
+
+    ``parse()`` keeps it as ``handshake_exc`` with a traceback through its own frame (which refers
+    to the protocol), and an ``InvalidStatus`` and its response refer to each other
+    (``response._exception``); raised from ``Upstream.handshake``, whose frame holds the Upstream,
+    it would keep every refused open (Upstream, protocol, buffers) for the cycle collector. Taken
+    off the protocol and with those links cut, the exception and all it saw go by refcount once the
+    caller has reported it. (The message, the status and the response stay.)
+    """
+    exc: BaseException | None = proto.handshake_exc
+    proto.handshake_exc = None
+    link = exc
+    hops = 0
+    while link is not None and hops < 8:  # its causes and contexts (InvalidMessage chains the parse error)
+        link.__traceback__ = None
+        response = getattr(link, "response", None)
+        if response is not None and getattr(response, "_exception", None) is link:
+            response._exception = None
+        link = link.__cause__ or link.__context__
+        hops += 1
+    return exc
 
 
 QUEUED_WRITES, CLOSABLE_PARSER = _probe()
@@ -223,8 +248,12 @@ class Upstream(asyncio.Protocol):  # perf: lean-upstream (no task per socket)
             await opened
         finally:
             self._opened = None
-        if proto.handshake_exc is not None:
-            raise proto.handshake_exc
+        exc = take_handshake_exc(proto)  # perf: handshake-exc-cycle (a refused open freed by refcount)
+        if exc is not None:
+            try:
+                raise exc
+            finally:
+                exc = None  # this frame is in its traceback: no local may hold it
 
     def attach(self, sink: UpstreamSink, now: float, ping_interval: float | None) -> None:
         """Hand messages to ``sink`` from now on (first those that came before)."""
@@ -520,6 +549,19 @@ class Upstream(asyncio.Protocol):  # perf: lean-upstream (no task per socket)
             self._close_timer = asyncio.get_running_loop().call_later(self.close_timeout, self.abort)
 
     # keepalive, driven by the table's sweep
+
+    def keepalive_due(self, now: float, interval: float | None, timeout: float | None) -> float:
+        """When ``keepalive`` next has something to do (the sweep's schedule, ``relay_node.sockets.deadlines``):
+        the ping, or the pong's deadline while one is out (whichever comes first: a pong that
+        arrives meanwhile leaves the ping due). While reading is paused, every interval, as the
+        keepalive then only moves its next ping on."""
+        if self._lost or self.proto.state is not _OPEN or (interval is None and timeout is None):
+            return _NEVER
+        if self._read_paused:
+            return now + (interval or 0.0) if interval is not None else _NEVER
+        if self._ping_sent and timeout is not None:
+            return min(self._ping_sent + timeout, self._next_ping)
+        return self._next_ping
 
     def keepalive(self, now: float, interval: float | None, timeout: float | None) -> bool:
         """Ping when due; True when the last ping went unanswered for ``timeout`` (the

@@ -201,6 +201,19 @@ async def test_a_waiting_poll_holds_neither_its_query_nor_its_headers(target_url
     assert status == 200
 
 
+async def test_a_get_send_answers_with_the_sockets_own_coroutine(target_url: str) -> None:  # send-no-coroutine
+    table, sock = await open_socket(target_url)
+    endpoints = RelayEndpoints(CONFIG, table, RelayMetrics())
+    req = ProtocolRequest()
+    req.method, req.headers = "GET", []
+    pending = endpoints.send(req, {"socket": SID, "seq": "0", "d": "hi"})
+    assert getattr(pending, "cr_code", None) is RelaySocket.send.__code__  # no coroutine of the endpoint's
+    await pending
+    status, _, body = await endpoints.answer("/send", f"socket={SID}&seq=1&d=yo".encode(), req)
+    assert (status, body) == (200, b'{"ok":true}') and sock._sent_through == 1
+    sock.close_upstream(1000, "")
+
+
 def test_every_wss_upstream_shares_one_verifying_context() -> None:  # tls-context-shared
     ctx = upstream.tls_context()
     assert upstream.tls_context() is ctx

@@ -20,6 +20,7 @@ from polysocket_core.reservations import TokenLedger
 from polysocket_core.wire import SendParams
 from relay_node.metrics import RelayMetrics
 from relay_node.settings import RelayConfig
+from relay_node.sockets.receivers import PollReceiver
 from relay_node.sockets.socket import RelaySocket
 from relay_node.sockets.table import SocketTable
 
@@ -138,6 +139,53 @@ async def test_idle_socket_is_closed_1001_and_freed_at_once(target: Target,
     assert sock.state is SocketState.FREED and len(table) == 0 and table.ledger.counts() == {}
     assert "idle for 6s" in caplog.text
     await wait_for(lambda: target.conns[0].close_code == 1001)
+
+
+async def test_the_sweep_visits_a_socket_only_when_one_of_its_checks_is_due(
+        target: Target, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The due queue (relay_node/sockets/deadlines.py): a quiet socket is looked at when its ping is
+    due, not every second."""
+    table, sock = await open_socket(target, ping_interval_s=20.0, idle_timeout_s=60.0)
+    table.get(sock.id)  # claimed: the claim deadline no longer counts
+    visited: list[RelaySocket] = []
+    check = table._check
+    monkeypatch.setattr(table, "_check", lambda s, now, limit: (visited.append(s), check(s, now, limit)))
+    t0 = sock.last_seen
+    for second in range(1, 20):
+        table.sweep(t0 + second)
+    assert visited == [] and not sock.conn._ping_sent
+    table.sweep(t0 + 20.01)
+    assert visited == [sock] and sock.conn._ping_sent  # the ping went out on time
+
+
+async def test_a_send_gap_is_failed_at_its_hold_though_nothing_else_is_due(target: Target) -> None:
+    """A gap opens between the sweep's looks: the hold (10 s) ends before the next ping (20 s) or
+    the idle timeout, and the sweep must look then (``look_by``)."""
+    table, sock = await open_socket(target, gap_hold_s=10.0, ping_interval_s=20.0)
+    table.get(sock.id)
+    await sock.send(send(1))  # send 0 never comes
+    assert sock.inbound.gap_since is not None
+    table.sweep(sock.inbound.gap_since + 9.9)
+    assert sock.state is SocketState.OPEN
+    table.sweep(sock.inbound.gap_since + 10.01)
+    assert sock.state is SocketState.CLOSING
+    await wait_for(lambda: target.conns[0].close_code == 1011)
+
+
+async def test_a_socket_its_receiver_kept_past_the_idle_timeout_is_freed_at_the_next_sweep_after(
+        target: Target) -> None:
+    """Overdue but spared by a waiting receiver: looked at every sweep until the receiver goes."""
+    table, sock = await open_socket(target, idle_timeout_s=5.0, ping_interval_s=None)
+    table.get(sock.id)
+    receiver = PollReceiver(asyncio.get_running_loop().create_future())  # as a waiting poll or stream
+    sock.take_receiver(receiver, None)
+    t0 = sock.last_seen
+    table.sweep(t0 + 6)
+    table.sweep(t0 + 7)
+    assert sock.state is SocketState.OPEN
+    sock.release_receiver(receiver)  # (a stream ending leaves last_seen where it was)
+    table.sweep(t0 + 8)
+    assert sock.state is SocketState.FREED
 
 
 async def test_abandoned_socket_frees_and_parked_reader_is_released(target: Target) -> None:

@@ -5,6 +5,7 @@ assembly, the opening handshake's subprotocol, Origin, redirects and TLS on a pi
 from __future__ import annotations
 
 import asyncio
+import gc
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -423,3 +424,38 @@ def test_a_forked_process_does_not_reuse_the_parents_masking_keys() -> None:
         os.waitpid(pid, 0)
     parent = b"".join(upstream._mask_key() for _ in range(16))
     assert len(child) == 64 and child != parent
+
+
+@pytest.mark.parametrize("status", [403, 500])
+async def test_a_refused_open_lets_go_of_its_upstream_without_the_cycle_collector(status: int) -> None:
+    """A target refusing the handshake (``InvalidStatus``) must not leave the Upstream in a cycle
+    (Upstream -> protocol -> ``handshake_exc`` -> its traceback -> ``handshake()``'s frame -> the
+    Upstream): every failed open would then wait for a full collection. Collector off, then no
+    Upstream may be left once the connection is gone."""
+
+    def refuse(conn: ServerConnection, request: Request) -> Response:
+        return conn.respond(status, "no\n")
+
+    port = free_port()
+    async with serve(echo_into_nothing, "127.0.0.1", port, process_request=refuse):
+        table = SocketTable(RelayConfig(fqdn="n.localhost"), RelayMetrics())
+        gc.collect()
+        gc.disable()
+        try:
+            for i in range(3):
+                req = EstablishRequest(id=f"r{i}", socket=f"{i}" * 32, target=f"ws://127.0.0.1:{port}/",
+                                       protocols=[], expires_at_ms=0, token_id="tok")
+                with pytest.raises(PolysocketError) as exc:
+                    await table.open(req, table.ledger.take(req.id, req.token_id))
+                assert exc.value.code is ErrorCode.UPSTREAM_FAILED and str(status) in exc.value.message
+                del exc
+            for _ in range(20):  # the aborted transports' connection_lost
+                await asyncio.sleep(0.01)
+            left = [o for o in gc.get_objects() if type(o) is upstream.Upstream]
+            assert left == [], f"{len(left)} Upstream objects held by a cycle"
+        finally:
+            gc.enable()
+
+
+async def echo_into_nothing(conn: ServerConnection) -> None:
+    await conn.wait_closed()
