@@ -59,6 +59,17 @@ def target(request: pytest.FixtureRequest, stack: RunningStack) -> str:
     return stack.targets[str(request.param)]
 
 
+@pytest.fixture(scope="module")
+def valkey_url() -> Iterator[str]:
+    """A Valkey of the module's own (for tests that build their fleet by hand), its URL."""
+    s = Stack()
+    try:
+        s.start_valkey()
+        yield s.redis_url
+    finally:
+        s.stop()
+
+
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=200)) as client:

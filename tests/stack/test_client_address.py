@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,7 +18,7 @@ import redis
 import redis.asyncio as aioredis
 import uvicorn
 
-from polysocket_cli.processes import Stack, free_port, wait_port
+from polysocket_cli.processes import free_port, wait_port
 from polysocket_core.control import Keys
 from polysocket_core.errors import ErrorCode, PolysocketError
 from polysocket_core.wire import ConnectParams
@@ -72,16 +71,6 @@ def test_lambda_events_are_explicit() -> None:
     assert client_address({"aws.event": behind_cf}, PROXIES) == "198.51.100.77"
 
 
-@pytest.fixture(scope="module")
-def valkey() -> Iterator[str]:
-    s = Stack()
-    try:
-        s.start_valkey()
-        yield s.redis_url
-    finally:
-        s.stop()
-
-
 def serve(app: Any, **options: Any) -> tuple[uvicorn.Server, threading.Thread, int]:
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
@@ -110,10 +99,11 @@ async def connect_from(port: int, local: str, forwarded: str) -> None:
 
 
 @pytest.mark.parametrize(("trusted", "expected"), [([], "127.0.0.7"), (["127.0.0.0/8"], "198.51.100.5")])
-async def test_uvicorn_router_counts_only_trusted_forwarding(valkey: str, trusted: list[str], expected: str) -> None:
+async def test_uvicorn_router_counts_only_trusted_forwarding(valkey_url: str, trusted: list[str],
+                                                             expected: str) -> None:
     """Under uvicorn with proxy_headers=False (what run_router must pass): a loopback peer's
     X-Forwarded-For counts only when loopback is a configured trusted proxy."""
-    redis.Redis.from_url(valkey).flushdb()
+    redis.Redis.from_url(valkey_url).flushdb()
 
     class Counting:  # the real limiter on a real Valkey, no token needed
         def __init__(self, limiter: RateLimiter) -> None:
@@ -123,8 +113,8 @@ async def test_uvicorn_router_counts_only_trusted_forwarding(valkey: str, truste
             await self.limiter.hit(ctx.client_ip, "")
             raise PolysocketError(ErrorCode.UNAUTHORIZED, "counted")
 
-    settings = RouterSettings(redis_url=valkey, trusted_proxies=tuple(parse_cidrs(",".join(trusted))))
-    limiter = RateLimiter(aioredis.Redis.from_url(valkey), Keys(), Rate(100, 60), Rate(0, 1))
+    settings = RouterSettings(redis_url=valkey_url, trusted_proxies=tuple(parse_cidrs(",".join(trusted))))
+    limiter = RateLimiter(aioredis.Redis.from_url(valkey_url), Keys(), Rate(100, 60), Rate(0, 1))
     app = create_app(settings, Counting(limiter))
     server, thread, port = serve(app, proxy_headers=False)
     try:
@@ -132,10 +122,10 @@ async def test_uvicorn_router_counts_only_trusted_forwarding(valkey: str, truste
     finally:
         server.should_exit = True
         thread.join(10)
-    assert rate_ips(valkey) == {expected}
+    assert rate_ips(valkey_url) == {expected}
 
 
-async def test_uvicorn_default_proxy_headers_would_trust_loopback(valkey: str) -> None:
+async def test_uvicorn_default_proxy_headers_would_trust_loopback(valkey_url: str) -> None:
     """Why run_router must pass proxy_headers=False: uvicorn's default rewrites the client address
     from X-Forwarded-For for loopback peers before the app sees it (the D10 finding)."""
     seen: list[Any] = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -53,11 +53,6 @@ def cluster_stack() -> Iterator[ClusterStack]:
     finally:
         s.stop()
 
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30) as client:
-        yield client
 
 
 def test_keys_of_one_transaction_share_a_slot() -> None:

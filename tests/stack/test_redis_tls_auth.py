@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -56,11 +56,6 @@ def stack() -> Iterator[Stack]:
     finally:
         s.stop()
 
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30) as client:
-        yield client
 
 
 def token_cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -5,12 +5,11 @@ waited for as before; a Redis that lost its scripts still gets the request, once
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
 
-from polysocket_cli.processes import Stack
 from polysocket_core.control import NODE_REPORT_LUA, PICK_NODE_LUA, EstablishReply, Keys, NodeReport
 from router_fn.admission import Admitted
 from router_fn.establish import PIPELINED_WAIT_S, Establisher
@@ -19,16 +18,6 @@ pytestmark = pytest.mark.stack
 
 KEYS = Keys("rbp:")
 NODE = "n1"
-
-
-@pytest.fixture(scope="module")
-def valkey_url() -> Iterator[str]:
-    s = Stack()
-    try:
-        s.start_valkey()
-        yield s.redis_url
-    finally:
-        s.stop()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,11 +55,6 @@ def sstack() -> Iterator[StreamStack]:
     finally:
         s.stop()
 
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(timeout=30) as client:
-        yield client
 
 
 async def test_events_carry_seq_ids_and_poll_fragments(sstack: StreamStack, http: httpx.AsyncClient) -> None:
