@@ -102,6 +102,7 @@ class Stack:
     quiet: bool = True
     key_prefix: str = DEFAULT_PREFIX  # passed to every process it starts, so they all agree
     cwd: Path | None = None  # where processes start (default: the log directory; the bench runs its own modules)
+    python: str = sys.executable  # runs the polysocket processes (the bench compares installs, e.g. without hiredis)
 
     def _spawn(self, name: str, args: list[str], port: int, env: dict[str, str] | None = None) -> Proc:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -125,7 +126,7 @@ class Stack:
         return proc
 
     def _cli(self) -> list[str]:
-        return [sys.executable, "-m", "polysocket_cli"]
+        return [self.python, "-m", "polysocket_cli"]
 
     def start_router(self, port: int | None = None, env: dict[str, str] | None = None,
                      allow_cidrs: str = LOOPBACK_CIDRS) -> Proc:
