@@ -89,7 +89,7 @@ class Establisher:
         keys, args = self._pick_args(skip, admitted, payload)
         async with self.redis.pipeline(transaction=False) as p:  # perf: replies-behind-pick
             p.evalsha(self._pick.sha, len(keys), *keys, *args)
-            p.blpop([reply_key], timeout=PIPELINED_WAIT_S)  # perf: relay-answers-once
+            p.blpop([reply_key], timeout=PIPELINED_WAIT_S)
             picked, *popped = await p.execute(raise_on_error=False)
         if isinstance(picked, NoScriptError):  # Redis restarted or flushed its scripts: nothing was sent
             return await self.pick_and_send(skip, admitted, payload), []

@@ -131,7 +131,7 @@ class NodeAgent:
         the request (its ``abandoned`` marker): the check a ``done`` needs before the socket is handed
         on costs no trip of its own. (The relay's client is never a cluster one: MULTI over two keys.)"""
         key = self.keys.reply(request_id)
-        async with self.redis.pipeline(transaction=True) as p:  # perf: relay-answers-once
+        async with self.redis.pipeline(transaction=True) as p:
             p.exists(self.keys.abandoned(request_id))
             p.rpush(key, reply.encode())
             p.expire(key, REPLY_TTL_SECONDS)
@@ -145,7 +145,7 @@ class NodeAgent:
         timeout, so the router still knows a node took the request long before the target's dial
         ends (and fails over only to nodes that did not). A failed ack stops the open: the router
         will withdraw the request or give up on this node, so a socket must not be left open."""
-        opening = asyncio.ensure_future(self.table.open(req, res))
+        opening = asyncio.ensure_future(self.table.open(req, res))  # perf: relay-answers-once
         try:
             done, _ = await asyncio.wait((opening,), timeout=ACK_AFTER_S)
             if not done:
