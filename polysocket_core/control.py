@@ -25,7 +25,7 @@ and per-token keys (replies, tokens, rate limits) carry none and spread over the
 - ``{P}node:{id}:tokens``  HASH token id -> sockets the node holds or is opening for it (absolute,
                            rewritten by every heartbeat; counted in ``{P}used`` while the node is in
                            ``{P}deadlines``)
-- ``P reply:{request_id}`` LIST of replies (JSON) to one request: an ``ack`` then a ``done``
+- ``P reply:{request_id}`` LIST of replies (JSON) to one request: a ``done``, after an ``ack`` if the open is slow
 - ``P token:{sha256}``     HASH of one token (see router_fn.tokens); ``P tokens`` HASH id -> sha256
 - ``P rl:{kind}:{key}:{window}`` connect rate-limit counters
 - ``P sweep:lock``         STRING the relay sweeping stale DNS records holds (a random token, a TTL)
