@@ -151,7 +151,8 @@ class Stack:
             args += ["--target", target]
         if value:
             args += ["--value", value]
-        out = subprocess.run([*args, *(extra or [])], capture_output=True, cwd=self.log_dir, timeout=30)
+        out = subprocess.run([*args, *(extra or [])], capture_output=True, cwd=self.cwd or self.log_dir,
+                             timeout=30)  # the tree whose stack it is makes its tokens
         if out.returncode != 0:
             raise RuntimeError(out.stderr.decode(errors="replace").strip() or f"token create exited {out.returncode}")
         return str(json.loads(out.stdout)["token"])
