@@ -36,7 +36,7 @@ def new_uniq() -> str:
     system's randomness per label instead of one per character (17 against 2 µs, once per connect
     on the router). The draw covers the 19 x 29^12 (about 2^62.5) labels about 2^65 times over, so
     every label is as likely as with a draw per character, to within 2^-65."""
-    n = secrets.randbits(128)
+    n = secrets.randbits(128)  # perf: uniq-one-draw
     n, first = divmod(n, len(LABEL_LETTERS))
     chars = [LABEL_LETTERS[first]]
     for _ in range(UNIQ_LENGTH - 1):
