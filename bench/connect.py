@@ -3,7 +3,9 @@
     python -m bench.connect                          # 300 connects at concurrency 1 and 16, token admission
     python -m bench.connect --connects 500 --out bench/results/connect.md --label "commit abc1234"
     python -m bench.connect --profile /tmp/router.txt   # py-spy samples of the router during the c=16 phase
+    python -m bench.connect --profile /tmp/relay.txt --profile-of relay   # the same of the relay
     git archive c780424 | tar -x -C /tmp/before && python -m bench.connect --compare /tmp/before
+    python -m bench.connect --compare . --compare-python /other/venv/bin/python   # the same tree, another install
 
 Reports, per concurrency, p50 / p90 / p99 of the connect (request sent until the router's answer,
 which comes after the relay opened the upstream WebSocket) and the router's CPU per connect (user +
@@ -104,7 +106,7 @@ class Side:
 async def one_round(args: argparse.Namespace, side: Side, conc: int) -> None:
     profiler = None
     if args.profile and conc == max(CONCURRENCIES) and side.label == "this checkout":
-        profiler = start_profiler(side.pids["router"], args.profile)
+        profiler = start_profiler(side.pids[args.profile_of], args.profile)
         await asyncio.sleep(0.5)
     cpu0 = {name: cpu_seconds(pid) for name, pid in side.pids.items()}
     lat = await connect_phase(side.port, side.query, args.connects, conc)
@@ -134,9 +136,9 @@ async def measure(args: argparse.Namespace, sides: list[Side]) -> dict[str, Any]
     return out
 
 
-def start_side(args: argparse.Namespace, label: str, tree: Path) -> tuple[Stack, Side]:
+def start_side(args: argparse.Namespace, label: str, tree: Path, python: str = sys.executable) -> tuple[Stack, Side]:
     """Valkey, echo, relay and router of ``tree`` (``python -m polysocket_cli`` run from it)."""
-    stack = Stack(cwd=tree)
+    stack = Stack(cwd=tree, python=python)
     try:
         valkey = stack.start_valkey()
         echo = stack.start_echo()
@@ -164,7 +166,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         sides = []
         for label, tree in trees.items():
-            stack, side = start_side(args, label, tree)
+            python = args.compare_python if label != "this checkout" and args.compare_python else sys.executable
+            stack, side = start_side(args, label, tree, python)
             stacks.append(stack)
             sides.append(side)
         return asyncio.run(measure(args, sides))
@@ -199,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--admission", choices=("token", "open"), default="token")
     ap.add_argument("--label", default="", help="a note for the report (e.g. the commit measured)")
     ap.add_argument("--profile", help="py-spy raw output of this checkout's router during the c=16 rounds")
+    ap.add_argument("--compare-python", help="the interpreter (its installed packages) that runs the --compare "
+                    "tree, e.g. one without hiredis; default: this one")
+    ap.add_argument("--profile-of", choices=("router", "relay"), default="router",
+                    help="the process --profile samples")
     ap.add_argument("--compare", type=Path, metavar="DIR",
                     help="another tree (e.g. `git archive` of an older commit): its own stack, rounds interleaved")
     ap.add_argument("--out", type=Path, help="append the markdown to this file")

@@ -103,6 +103,7 @@ class Stack:
     quiet: bool = True
     key_prefix: str = DEFAULT_PREFIX  # passed to every process it starts, so they all agree
     cwd: Path | None = None  # where processes start (default: the log directory; the bench runs its own modules)
+    python: str = sys.executable  # runs the polysocket processes (the bench compares installs, e.g. without hiredis)
 
     def _spawn(self, name: str, args: list[str], port: int, env: dict[str, str] | None = None) -> Proc:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -126,7 +127,7 @@ class Stack:
         return proc
 
     def _cli(self) -> list[str]:
-        return [sys.executable, "-m", "polysocket_cli"]
+        return [self.python, "-m", "polysocket_cli"]
 
     def start_router(self, port: int | None = None, env: dict[str, str] | None = None,
                      allow_cidrs: str = LOOPBACK_CIDRS) -> Proc:
@@ -151,7 +152,8 @@ class Stack:
             args += ["--target", target]
         if value:
             args += ["--value", value]
-        out = subprocess.run([*args, *(extra or [])], capture_output=True, cwd=self.log_dir, timeout=30)
+        out = subprocess.run([*args, *(extra or [])], capture_output=True, cwd=self.cwd or self.log_dir,
+                             timeout=30)  # the tree whose stack it is makes its tokens
         if out.returncode != 0:
             raise RuntimeError(out.stderr.decode(errors="replace").strip() or f"token create exited {out.returncode}")
         return str(json.loads(out.stdout)["token"])

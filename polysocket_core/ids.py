@@ -30,10 +30,19 @@ def new_socket_id() -> str:
 
 
 def new_uniq() -> str:
-    """A fresh DNS label that no filter list reads as a word: a consonant, then consonants and digits."""
-    return secrets.choice(LABEL_LETTERS) + "".join(
-        secrets.choice(LABEL_ALPHABET) for _ in range(UNIQ_LENGTH - 1)
-    )
+    """A fresh DNS label that no filter list reads as a word: a consonant, then consonants and digits.
+
+    Its characters are the digits of one 128-bit draw in the label's mixed radix: one read of the
+    system's randomness per label instead of one per character (17 against 2 µs, once per connect
+    on the router). The draw covers the 19 x 29^12 (about 2^62.5) labels about 2^65 times over, so
+    every label is as likely as with a draw per character, to within 2^-65."""
+    n = secrets.randbits(128)  # perf: uniq-one-draw
+    n, first = divmod(n, len(LABEL_LETTERS))
+    chars = [LABEL_LETTERS[first]]
+    for _ in range(UNIQ_LENGTH - 1):
+        n, digit = divmod(n, len(LABEL_ALPHABET))
+        chars.append(LABEL_ALPHABET[digit])
+    return "".join(chars)
 
 
 def new_request_id() -> str:

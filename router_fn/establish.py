@@ -30,9 +30,10 @@ log = logging.getLogger("polysocket.router")
 
 BLPOP_SLICE_S = LONGEST_BLOCK_S  # below every read timeout (redis_client.Patience), which also bounds a BLPOP
 LIVENESS_SLICE_S = 0.5  # after a node took a request: how often its heartbeat is checked
-# Each of the two BLPOPs sent behind the pick waits this long at most: enough for a node that is
-# not starved to ack and open a loopback-near target, short enough that a pick that found no node
-# (or a token at its limit) is answered 2 x this later than with a pick alone.
+# The BLPOP sent behind the pick waits this long at most: enough for a node that is not starved to
+# open a loopback-near target and answer once (relay_node.control.agent: it acks first only an open
+# slower than its ACK_AFTER_S, 20 ms), short enough that a pick that found no node (or a token at
+# its limit) is answered this much later than with a pick alone.
 PIPELINED_WAIT_S = 0.025
 
 
@@ -82,13 +83,12 @@ class Establisher:
 
     async def pick_and_wait(self, skip: list[str], admitted: Admitted, payload: bytes,
                             reply_key: str) -> tuple[tuple[str, str] | None, list[EstablishReply]]:
-        """:meth:`pick_and_send`, with two short BLPOPs on the reply key behind it in the same
-        round trip: a node that acks and answers within ``PIPELINED_WAIT_S`` each has done so by
-        the time the pick's answer is read (the replies, in order, possibly none)."""
+        """:meth:`pick_and_send`, with a short BLPOP on the reply key behind it in the same round
+        trip: a node that answers within ``PIPELINED_WAIT_S`` has done so by the time the pick's
+        answer is read (its first reply: the ``done`` of a fast open, else an ``ack``; or none)."""
         keys, args = self._pick_args(skip, admitted, payload)
         async with self.redis.pipeline(transaction=False) as p:  # perf: replies-behind-pick
             p.evalsha(self._pick.sha, len(keys), *keys, *args)
-            p.blpop([reply_key], timeout=PIPELINED_WAIT_S)
             p.blpop([reply_key], timeout=PIPELINED_WAIT_S)
             picked, *popped = await p.execute(raise_on_error=False)
         if isinstance(picked, NoScriptError):  # Redis restarted or flushed its scripts: nothing was sent
@@ -178,12 +178,12 @@ class Establisher:
         """The node's final reply; None if it never took the request (which is then withdrawn).
         Raises ``NodeLost`` if it took the request but did not answer by ``deadline`` or stopped
         heart-beating meanwhile. ``early``: the replies already popped behind the pick (which
-        spent up to 2 x ``PIPELINED_WAIT_S`` of the ack's time)."""
+        spent up to ``PIPELINED_WAIT_S`` of the ack's time)."""
         reply_key = self.keys.reply(request_id)
         if early:
             done = next((r for r in early if r.phase == "done"), None)
             return done or await self._reply_from_live_node(node_id, reply_key, deadline)
-        waited = 2 * PIPELINED_WAIT_S if early is not None else 0.0
+        waited = PIPELINED_WAIT_S if early is not None else 0.0
         ack = await self._next_reply(reply_key, min(self.ack_timeout_s - waited, deadline - time.monotonic()))
         if ack is None:
             if await self.redis.lrem(self.keys.inbox(node_id), 1, payload.decode()):

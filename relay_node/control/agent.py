@@ -22,12 +22,20 @@ from polysocket_core.control import (
 )
 from polysocket_core.errors import ErrorCode, PolysocketError
 from polysocket_core.lifecycle import CloseCause
+from polysocket_core.reservations import Reservation
 from polysocket_core.wire import CLOSE_GOING_AWAY
 
 from ..settings import RelayConfig
+from ..sockets.socket import RelaySocket
 from ..sockets.table import SocketTable
 
 log = logging.getLogger("polysocket.relay")
+
+# An open that is done within this is answered once (``done``), a slower one is acked at this point
+# first: far below every router's ack timeout (2 s by default), above a loopback-near target's
+# open (about 1-3 ms, more on a loaded node). Saves a reply round trip per connect on the relay and a
+# BLPOP on the router (bench/PERF_LEDGER.md, ``relay-answers-once``).
+ACK_AFTER_S = 0.02
 
 class NodeAgent:
     def __init__(self, config: RelayConfig, table: SocketTable, redis: aioredis.Redis) -> None:
@@ -118,12 +126,36 @@ class NodeAgent:
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
 
-    async def _reply(self, request_id: str, reply: EstablishReply) -> None:
+    async def _reply(self, request_id: str, reply: EstablishReply) -> bool:
+        """Push ``reply`` for the router; in the same round trip, whether that router has given up on
+        the request (its ``abandoned`` marker): the check a ``done`` needs before the socket is handed
+        on costs no trip of its own. (The relay's client is never a cluster one: MULTI over two keys.)"""
         key = self.keys.reply(request_id)
         async with self.redis.pipeline(transaction=True) as p:
+            p.exists(self.keys.abandoned(request_id))
             p.rpush(key, reply.encode())
             p.expire(key, REPLY_TTL_SECONDS)
-            await p.execute()
+            abandoned, _, _ = await p.execute()
+        return bool(abandoned)
+
+    async def _open_acking_if_slow(self, req: EstablishRequest, res: Reservation) -> RelaySocket:
+        """``table.open``, with an ``ack`` sent only if the open takes longer than ``ACK_AFTER_S``:
+        an open that is done by then is answered once (its ``done`` tells the router the request
+        was taken, as the ack would have), a slower one is acked well inside the router's ack
+        timeout, so the router still knows a node took the request long before the target's dial
+        ends (and fails over only to nodes that did not). A failed ack stops the open: the router
+        will withdraw the request or give up on this node, so a socket must not be left open."""
+        opening = asyncio.ensure_future(self.table.open(req, res))  # perf: relay-answers-once
+        try:
+            done, _ = await asyncio.wait((opening,), timeout=ACK_AFTER_S)
+            if not done:
+                await self._reply(req.id, EstablishReply(phase="ack"))
+        except BaseException:  # the ack failed, or the node is stopping
+            opening.cancel()
+            with contextlib.suppress(BaseException):
+                (await opening).close(CloseCause.ABANDONED)  # it finished before the cancel
+            raise
+        return await opening
 
     async def _handle(self, req: EstablishRequest) -> None:
         """Open the socket a router asked for and answer it. The request's token reservation is
@@ -134,16 +166,15 @@ class NodeAgent:
             res.release()
             return
         try:
-            await self._reply(req.id, EstablishReply(phase="ack"))
             if self.draining:
                 raise PolysocketError(ErrorCode.DRAINING, "relay node is draining")
-            sock = await self.table.open(req, res)
+            sock = await self._open_acking_if_slow(req, res)
         except PolysocketError as exc:
             res.release()
             await self._reply_safely(req.id, EstablishReply(phase="done", ok=False, error=exc.code.value,
                                                             message=exc.message))
             return
-        except RedisError as exc:  # the ack could not be sent: the socket was never opened
+        except RedisError as exc:  # the ack could not be sent: the socket was not opened, or closed
             res.release()
             log.warning("establish %s: cannot reply: %s", req.id, exc)
             return
@@ -159,13 +190,16 @@ class NodeAgent:
             return
         # The upstream is open and the socket owns the reservation: every way out below that does
         # not hand the socket to the router closes it, which frees it and releases the reservation.
-        if time.time() * 1000 > req.expires_at_ms or await self._abandoned(req):
-            log.info("establish %s: opened after the router gave up; closing", req.id)
+        if time.time() * 1000 > req.expires_at_ms:
+            log.info("establish %s: opened after the request expired; closing", req.id)
             sock.close(CloseCause.ABANDONED)
             return
         try:
-            await self._reply(req.id, EstablishReply(phase="done", ok=True, protocol=sock.protocol,
-                                                     idle_ms=int(self.config.idle_timeout_s * 1000)))
+            abandoned = await self._reply(req.id, EstablishReply(
+                phase="done", ok=True, protocol=sock.protocol, idle_ms=int(self.config.idle_timeout_s * 1000)))
+            if abandoned:  # nobody reads that answer (it expires with the reply list)
+                log.info("establish %s: opened after the router gave up; closing", req.id)
+                sock.close(CloseCause.ABANDONED)
         except asyncio.CancelledError:
             sock.close(CloseCause.ABANDONED)
             raise

@@ -148,10 +148,13 @@ async def test_relay_connects_only_to_the_pinned_address(adm: AdmissionStack) ->
     req = EstablishRequest(id="pin-test", socket="P" * 32, target=f"ws://pinned.invalid:{port}/", protocols=[],
                            expires_at_ms=int(time.time() * 1000) + 10_000, addresses=["127.0.0.1"])
     await r.rpush(k.inbox("node1"), req.encode())
-    replies = [EstablishReply.decode((await r.blpop([k.reply("pin-test")], timeout=10))[1]) for _ in range(2)]
+    first = EstablishReply.decode((await r.blpop([k.reply("pin-test")], timeout=10))[1])
+    last = first
+    if first.phase == "ack":  # an open slower than the relay's ACK_AFTER_S (a loaded machine) is acked first
+        last = EstablishReply.decode((await r.blpop([k.reply("pin-test")], timeout=10))[1])
     await r.aclose()
-    assert replies[0].phase == "ack"
-    assert replies[1].ok, replies[1]
+    assert first.phase in ("ack", "done") and last.phase == "done"
+    assert last.ok, last
 
 
 async def test_connection_limit_counts_and_releases(adm: AdmissionStack, http: httpx.AsyncClient) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 
 from polysocket_core.ids import LABEL_ALPHABET, LABEL_LETTERS, UNIQ_LENGTH, new_uniq, uniq_bits
 
@@ -38,6 +39,22 @@ def test_every_character_is_drawn() -> None:
     assert seen == set(LABEL_ALPHABET)
     first = {new_uniq()[0] for _ in range(2_000)}
     assert first == set(LABEL_LETTERS)
+
+
+def test_each_position_is_uniform_and_independent_of_its_neighbour() -> None:
+    """The characters are the digits of one draw (``new_uniq``): each position takes every character
+    about equally often, and a character says nothing of the next (a digit taken twice, or a draw
+    not divided down, would repeat it). Bounds of about ±8 standard deviations: never by chance."""
+    labels = [new_uniq() for _ in range(20_000)]
+    for position in range(UNIQ_LENGTH):
+        alphabet = LABEL_LETTERS if position == 0 else LABEL_ALPHABET
+        counts = Counter(label[position] for label in labels)
+        expected = len(labels) / len(alphabet)
+        assert set(counts) == set(alphabet), position
+        assert all(0.6 * expected < n < 1.4 * expected for n in counts.values()), (position, counts)
+    pairs = [(label[i], label[i + 1]) for label in labels for i in range(1, UNIQ_LENGTH - 1)]
+    same = sum(a == b for a, b in pairs) / len(pairs)
+    assert 0.7 / len(LABEL_ALPHABET) < same < 1.3 / len(LABEL_ALPHABET), same
 
 
 def test_enough_state_bits() -> None:
