@@ -27,6 +27,7 @@ and per-token keys (replies, tokens, rate limits) carry none and spread over the
                            rewritten by every heartbeat; counted in ``{P}used`` while the node is in
                            ``{P}deadlines``)
 - ``P reply:{request_id}`` LIST of replies (JSON) to one request: a ``done``, after an ``ack`` if the open is slow
+                           (the id in literal braces, a hash tag shared with ``P abandoned:…``: one transaction)
 - ``{Ptokens}token:{sha256}`` HASH of one token (see router_fn.tokens); ``{Ptokens}ids`` HASH
                            id -> sha256 (a tag of their own: ``polysocket token create`` writes both
                            in one transaction, which a cluster runs only within one slot; ``P token:…``
@@ -118,12 +119,14 @@ class Keys:
         return f"{self.tag}node:{node_id}:resv"
 
     def reply(self, request_id: str) -> str:
-        return f"{self.prefix}reply:{request_id}"
+        """Tagged by the request id, as ``abandoned``: the relay's answer and its check of that marker
+        go in one transaction, which a cluster runs only within one slot; requests still spread."""
+        return f"{self.prefix}reply:{{{request_id}}}"
 
     def abandoned(self, request_id: str) -> str:
         """Set by a router that gave up on a node which took the request (frozen, too slow): the node
         must not open the socket, or must close it if it already did."""
-        return f"{self.prefix}abandoned:{request_id}"
+        return f"{self.prefix}abandoned:{{{request_id}}}"
 
     @property
     def token_tag(self) -> str:

@@ -30,7 +30,7 @@ def test_reply_round_trip() -> None:
 def test_keys() -> None:
     k = Keys("t:")
     assert (k.nodes, k.node("n"), k.alive("n"), k.inbox("n"), k.reply("r")) == (
-        "{t:}nodes", "{t:}node:n", "{t:}node:n:alive", "{t:}node:n:inbox", "t:reply:r")
+        "{t:}nodes", "{t:}node:n", "{t:}node:n:alive", "{t:}node:n:inbox", "t:reply:{r}")
     assert k.node_tokens("n") == "{t:}node:n:tokens"
     assert (k.token("ab"), k.tokens) == ("{t:tokens}token:ab", "{t:tokens}ids")
     assert (k.legacy_token("ab"), k.legacy_tokens, k.sweep_absent) == ("t:token:ab", "t:tokens", "{t:}sweep:absent")
