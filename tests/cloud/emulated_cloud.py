@@ -72,6 +72,7 @@ from .terraform_emulators import (
     MOTO_SERVICES,
     Moto,
     Terraform,
+    apply,
     container_environment,
     terraform_env,
     terraform_workdir,
@@ -224,7 +225,9 @@ class EmulatedCloud:
                                    terraform_env(self.work))
         (self.work / "cloud.tfvars.json").write_text(json.dumps(self.tfvars()))
         self.terraform("init", "-backend=false", "-input=false", "-no-color", timeout=180)
-        self.terraform("apply", "-auto-approve", "-input=false", "-no-color", *self.var_file(), timeout=420)
+        secrets = self.aws("secretsmanager")
+        apply(self.terraform, *self.var_file(), forget_secret=lambda name: secrets.delete_secret(
+            SecretId=name, ForceDeleteWithoutRecovery=True))
         self.outputs = {k: v["value"] for k, v in json.loads(self.terraform("output", "-json").stdout).items()}
         ecs = self.aws("ecs")
         [service] = ecs.describe_services(cluster=self.outputs["relay_cluster_name"],

@@ -58,6 +58,7 @@ from .terraform_emulators import (
     LOCALSTACK_SERVICES,
     Moto,
     Terraform,
+    apply,
     container_environment,
     terraform_env,
     terraform_workdir,
@@ -389,7 +390,8 @@ def test_https_fleet_by_default_slot_names_store_and_iam(emulators: tuple[Any, M
     try:
         tf("init", "-backend=false", "-input=false", "-no-color", timeout=180)
         applied = True
-        tf("apply", "-auto-approve", "-input=false", "-no-color", f"-var-file={var_file}", timeout=420)
+        apply(tf, f"-var-file={var_file}", forget_secret=lambda name: secrets.delete_secret(
+            SecretId=name, ForceDeleteWithoutRecovery=True))
         outputs = {k: v["value"] for k, v in json.loads(tf("output", "-json").stdout).items()}
         state = json.loads(tf("show", "-json").stdout)
         managed = [r for r in state["values"]["root_module"]["resources"] if r["mode"] == "managed"]
