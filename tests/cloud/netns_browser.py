@@ -155,7 +155,16 @@ async ([router, token, target, text, b64]) => {
   if (s.readyState === 1) { s.send(text); s.send(bytes.buffer); }
   await done;
   const transport = s.transport;
+  const closed = new Promise((resolve) => { s.onclose = resolve; setTimeout(resolve, 10000); });
   s.close(1000, "done");
+  await closed;
+  // A resource entry is written when its answer ends: the echo can arrive (on the stream) before
+  // the answer to its /send, so wait (bounded) for the relay's entries instead of racing them.
+  const relayEntries = () => performance.getEntriesByType("resource")
+    .filter((e) => new URL(e.name).host !== location.host);
+  for (let i = 0; i < 100 && relayEntries().length === 0; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
   return {transport: transport, messages: got, events: events,
           resources: performance.getEntriesByType("resource").map((e) => e.name)};
 }
