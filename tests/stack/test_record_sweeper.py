@@ -5,13 +5,12 @@ that do reach Route 53 are in tests/cloud/test_sweeper.py, against LocalStack)."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any, NoReturn
 
 import pytest
 import redis.asyncio as aioredis
 
-from polysocket_cli.processes import Stack
 from polysocket_core.control import Keys
 from relay_node.control.aws.leases import RedisLock
 from relay_node.control.aws.settings import CloudSettings
@@ -27,16 +26,6 @@ class NoRoute53:
 
     def __getattr__(self, name: str) -> NoReturn:
         raise AssertionError(f"Route 53 reached ({name}) by a tick that had to skip")
-
-
-@pytest.fixture(scope="module")
-def valkey_url() -> Iterator[str]:
-    stack = Stack()
-    try:
-        stack.start_valkey()
-        yield stack.redis_url
-    finally:
-        stack.stop()
 
 
 @pytest.fixture
