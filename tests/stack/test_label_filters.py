@@ -46,7 +46,17 @@ def privoxy(tmp_path: Path) -> Iterator[tuple[RunningProxy, LoopbackParent]]:
         parent.close()
 
 
-def blocked(proxy: RunningProxy, labels: list[str]) -> list[str]:
+def blocked(proxy: RunningProxy, labels: list[str], tries: int = 3) -> list[str]:
+    """The labels privoxy refused every time of ``tries``: a filter's block is the same each time,
+    while an answer lost once on a loaded machine (seen once in CI: a label refused, then let
+    through on every retry) is not a block."""
+    refused = refused_once(proxy, labels)
+    for _ in range(tries - 1):
+        refused = refused_once(proxy, refused) if refused else refused
+    return refused
+
+
+def refused_once(proxy: RunningProxy, labels: list[str]) -> list[str]:
     """The labels whose relay poll privoxy did not let through (as the client asks: /poll?socket=…)."""
     refused: list[str] = []
     conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=10)
@@ -85,4 +95,5 @@ def test_no_relay_label_is_blocked_by_privoxy_default_actions(
     assert old_blocked, "the baseline shows no block: is privoxy filtering at all?\n" + proxy.log()
     assert {label for label in baseline if label.startswith("ad")} <= set(old_blocked)  # its `ad*.` pattern
     assert not new_blocked, new_blocked
-    assert len(parent.requests) == BASELINE + LABELS - len(old_blocked)
+    reached = {line.split(b"/")[2].split(b".")[0].decode() for line in parent.requests}
+    assert reached == set(baseline + fresh) - set(old_blocked)  # every other label reached the parent
