@@ -225,9 +225,10 @@ class EmulatedCloud:
                                    terraform_env(self.work))
         (self.work / "cloud.tfvars.json").write_text(json.dumps(self.tfvars()))
         self.terraform("init", "-backend=false", "-input=false", "-no-color", timeout=180)
-        secrets = self.aws("secretsmanager")
-        apply(self.terraform, *self.var_file(), forget_secret=lambda name: secrets.delete_secret(
-            SecretId=name, ForceDeleteWithoutRecovery=True))
+        secrets, ssm = self.aws("secretsmanager"), self.aws("ssm")
+        apply(self.terraform, *self.var_file(), forget={
+            "secret": lambda name: secrets.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True),
+            "parameter": lambda name: ssm.delete_parameter(Name=name)})
         self.outputs = {k: v["value"] for k, v in json.loads(self.terraform("output", "-json").stdout).items()}
         ecs = self.aws("ecs")
         [service] = ecs.describe_services(cluster=self.outputs["relay_cluster_name"],

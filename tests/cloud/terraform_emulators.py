@@ -16,7 +16,7 @@ import signal
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -112,24 +112,29 @@ class Terraform:
         return done
 
 
-# moto answers a burst of CreateSecret calls slowly on a loaded machine; the provider's SDK then
-# retries one that had in fact succeeded, and the retry fails with "already exists" although infra/
-# created each secret once. Seen once in a full CI run. A fault of the emulator under load, so the
-# apply forgets that secret and runs again (the state holds the rest); nothing else is retried.
-_SECRET_EXISTS = re.compile(r"creating Secrets Manager Secret \(([^)]+)\):[^\n]*ResourceExistsException")
+# An emulator that answers a create slowly gets it retried by the provider's SDK, and the retry fails
+# with "already exists" although infra/ created the thing once: seen in CI runs for a Secrets Manager
+# secret (moto) and an SSM parameter (LocalStack). A fault of the emulators, so the apply forgets what
+# was created twice and runs again (the state holds the rest); nothing else is retried.
+DUPLICATED_CREATES = {
+    "secret": re.compile(r"creating Secrets Manager Secret \(([^)]+)\):[^\n]*ResourceExistsException"),
+    "parameter": re.compile(r"creating SSM Parameter \(([^)]+)\):[^\n]*ParameterAlreadyExists"),
+}
 
 
-def apply(tf: Terraform, *args: str, forget_secret: Callable[[str], None], timeout: float = 420,
+def apply(tf: Terraform, *args: str, forget: Mapping[str, Callable[[str], None]], timeout: float = 420,
           attempts: int = 3) -> subprocess.CompletedProcess[str]:
-    """``terraform apply -auto-approve`` with ``args``, surviving the emulator's duplicated creates."""
+    """``terraform apply -auto-approve`` with ``args``, surviving the emulators' duplicated creates
+    (``forget[kind](name)`` deletes one, for each kind of ``DUPLICATED_CREATES``)."""
     command = ("apply", "-auto-approve", "-input=false", "-no-color", *args)
     for attempt in range(1, attempts + 1):
         done = tf(*command, timeout=timeout, check=False)
-        duplicated = _SECRET_EXISTS.findall(done.stdout + done.stderr)
+        output = done.stdout + done.stderr
+        duplicated = [(kind, name) for kind, pattern in DUPLICATED_CREATES.items() for name in pattern.findall(output)]
         if done.returncode == 0 or not duplicated or attempt == attempts:
             break
-        for name in duplicated:
-            forget_secret(name)
+        for kind, name in duplicated:
+            forget[kind](name)
     return _checked(done, command)
 
 

@@ -390,8 +390,10 @@ def test_https_fleet_by_default_slot_names_store_and_iam(emulators: tuple[Any, M
     try:
         tf("init", "-backend=false", "-input=false", "-no-color", timeout=180)
         applied = True
-        apply(tf, f"-var-file={var_file}", forget_secret=lambda name: secrets.delete_secret(
-            SecretId=name, ForceDeleteWithoutRecovery=True))
+        ssm = aws.client("ssm", endpoint_url=ls.endpoint)
+        apply(tf, f"-var-file={var_file}", forget={
+            "secret": lambda name: secrets.delete_secret(SecretId=name, ForceDeleteWithoutRecovery=True),
+            "parameter": lambda name: ssm.delete_parameter(Name=name)})
         outputs = {k: v["value"] for k, v in json.loads(tf("output", "-json").stdout).items()}
         state = json.loads(tf("show", "-json").stdout)
         managed = [r for r in state["values"]["root_module"]["resources"] if r["mode"] == "managed"]
