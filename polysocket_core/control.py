@@ -180,6 +180,10 @@ class EstablishRequest:
     meta: dict[str, str] = field(default_factory=dict)  # admission facts (caller, origin) for reporting
     addresses: list[str] = field(default_factory=list)  # IPs the SSRF guard checked: use only these
     token_id: str = ""  # the token whose limit the socket counts against ("" = none)
+    # Wall clock: the router waits for this node at least until then (its ack timeout), so a node
+    # that takes the request sooner need not ask whether the router gave up on it (0: ask always,
+    # as from a router before the field).
+    firm_until_ms: int = 0
 
     def encode(self) -> bytes:
         # A shallow dict of the fields: ``asdict`` deep-copies ``meta`` and the lists first, 20 against
@@ -199,6 +203,7 @@ class EstablishRequest:
             addresses=[str(a) for a in data.get("addresses", [])],
             # routers before the typed field sent the token id in ``meta`` only
             token_id=str(data.get("token_id") or dict(data.get("meta", {})).get("token", "")),
+            firm_until_ms=int(data.get("firm_until_ms", 0)),
         )
 
 

@@ -53,7 +53,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 CONNECT_TIMEOUT_S = 5.0
-LONGEST_BLOCK_S = 2.0  # the longest a blocking command polysocket issues blocks (BLPOP slices); reads wait longer
+LONGEST_BLOCK_S = 2.0  # the longest a router's or the CLI's blocking command blocks (BLPOP slices); reads wait longer
 HEALTH_CHECK_S = 5
 BACKOFF_BASE_S = 0.05
 

@@ -129,16 +129,21 @@ class Establisher:
                 if deadline - time.monotonic() <= 0:
                     break
                 node_deadline = min(deadline, time.monotonic() + self.node_timeout_s)
+                now_ms = int(time.time() * 1000)
+                expires_at_ms = now_ms + int(max(0.0, node_deadline - time.monotonic()) * 1000)
                 req = EstablishRequest(
                     id=new_request_id(),
                     socket=new_socket_id(),
                     target=target,
                     protocols=protocols,
-                    expires_at_ms=int((time.time() + max(0.0, node_deadline - time.monotonic())) * 1000),
+                    expires_at_ms=expires_at_ms,
                     caller=caller,
                     meta=admitted.meta,
                     addresses=admitted.addresses,
                     token_id=admitted.token_id,
+                    # No abandon marker can exist before the ack timeout (the only give-up before it
+                    # is the inbox's LREM): the node skips its check until then.
+                    firm_until_ms=min(expires_at_ms, now_ms + int(self.ack_timeout_s * 1000)),
                 )
                 payload = req.encode()
                 if self._wait_behind_pick:

@@ -36,6 +36,12 @@ log = logging.getLogger("polysocket.relay")
 # open (about 1-3 ms, more on a loaded node). Saves a reply round trip per connect on the relay and a
 # BLPOP on the router (bench/PERF_LEDGER.md, ``relay-answers-once``).
 ACK_AFTER_S = 0.02
+# How long one inbox read blocks. A request wakes it at once whatever this is, so it only sets how
+# often an idle node asks again: every second, a fleet of 1,000 idle nodes cost Valkey 1,000 reads
+# a second for nothing (bench/PERF_LEDGER.md, ``long-inbox-block``). It stays far below the node's
+# read timeout (redis_client.RIDE_OUT, checked by tests/unit/test_redis_client.py): a read that long
+# is a dead connection, not an idle inbox.
+INBOX_BLOCK_S = 15.0
 
 class NodeAgent:
     def __init__(self, config: RelayConfig, table: SocketTable, redis: aioredis.Redis) -> None:
@@ -106,7 +112,7 @@ class NodeAgent:
         inbox = self.keys.inbox(self.config.node_id)
         while True:
             try:
-                item = await self.redis.blpop([inbox], timeout=1)
+                item = await self.redis.blpop([inbox], timeout=INBOX_BLOCK_S)  # perf: long-inbox-block
             except RedisError as exc:
                 log.warning("inbox read failed: %s", exc)
                 await asyncio.sleep(0.5)
@@ -161,7 +167,13 @@ class NodeAgent:
         """Open the socket a router asked for and answer it. The request's token reservation is
         owned from here: by the socket once it is open, else released on every other path."""
         res = self.table.ledger.take(req.id, req.token_id)
-        if time.time() * 1000 > req.expires_at_ms or await self._abandoned(req):
+        # Whether the router gave up (a node frozen with the request already handed to it) is asked
+        # before the open only once the router may have: within its ack timeout, nothing but the
+        # inbox's LREM withdraws a request, so a fresh one costs no round trip here (and the
+        # ``done``'s MULTI below asks again in the same trip as the answer).
+        now_ms = time.time() * 1000
+        if now_ms > req.expires_at_ms or (
+                now_ms >= req.firm_until_ms and await self._abandoned(req)):  # perf: fresh-request-unchecked
             log.info("skipping establish request %s: expired or given up by the router", req.id)
             res.release()
             return

@@ -33,9 +33,11 @@ class HeldTarget:
     release: asyncio.Event = field(default_factory=asyncio.Event)
     requested: asyncio.Event = field(default_factory=asyncio.Event)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    opened: int = 0  # handshakes received
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
+        self.opened += 1
         self.requested.set()
         key = next(line.split(b":", 1)[1].strip() for line in head.split(b"\r\n")
                    if line.lower().startswith(b"sec-websocket-key:"))
@@ -70,9 +72,12 @@ async def target() -> AsyncIterator[tuple[HeldTarget, int]]:
     server.close()
 
 
-async def send_request(r: aioredis.Redis, request_id: str, port: int) -> None:
+async def send_request(r: aioredis.Redis, request_id: str, port: int, firm_ms: int = 0) -> None:
+    """A request as a router sends it; ``firm_ms``: how long from now the router waits for sure."""
+    now_ms = int(time.time() * 1000)
     req = EstablishRequest(id=request_id, socket=request_id[:1].upper() * 32, target=f"ws://127.0.0.1:{port}/",
-                           protocols=[], expires_at_ms=int(time.time() * 1000) + 20_000)
+                           protocols=[], expires_at_ms=now_ms + 20_000,
+                           firm_until_ms=now_ms + firm_ms if firm_ms else 0)
     await r.rpush(Keys().inbox(NODE), req.encode())
 
 
@@ -107,5 +112,43 @@ async def test_a_socket_opened_after_the_router_gave_up_is_closed(stack: Stack,
         await r.set(Keys().abandoned("gaveup1"), b"1", px=30_000)  # what a router that gave up does
         held.release.set()
         await asyncio.wait_for(held.closed.wait(), 10)  # the relay closed the upstream it opened
+    finally:
+        await r.aclose()
+
+
+async def test_a_fresh_request_is_opened_without_asking_whether_the_router_gave_up(
+        stack: Stack, target: tuple[HeldTarget, int]) -> None:
+    """``fresh-request-unchecked``: within the time its router waits for sure, a request costs the
+    relay no round trip before the open; whether the router gave up is asked once, in the answer's
+    MULTI."""
+    held, port = target
+    held.release.set()
+    r = aioredis.Redis.from_url(stack.redis_url)
+    try:
+        await r.config_resetstat()
+        await send_request(r, "fresh1", port, firm_ms=10_000)
+        done = await next_reply(r, "fresh1")
+        assert done.phase == "done" and done.ok, done
+        stats = await r.info("commandstats")
+        assert stats["cmdstat_exists"]["calls"] == 1  # the MULTI's, nothing before the open
+    finally:
+        await r.aclose()
+
+
+async def test_a_request_taken_after_its_router_may_have_given_up_is_checked_first(
+        stack: Stack, target: tuple[HeldTarget, int]) -> None:
+    """A node that takes a request past the time its router waits for sure (a node frozen with the
+    request already handed to it) asks first, and opens nothing for a router that gave up."""
+    held, port = target
+    held.release.set()
+    r = aioredis.Redis.from_url(stack.redis_url)
+    try:
+        await r.set(Keys().abandoned("late1"), b"1", px=30_000)  # what a router that gave up did
+        await send_request(r, "late1", port, firm_ms=-1)
+        await send_request(r, "after1", port, firm_ms=-1)  # behind it in the inbox, not abandoned
+        done = await next_reply(r, "after1")
+        assert done.phase == "done" and done.ok, done
+        assert not await r.exists(Keys().reply("late1"))  # skipped: no answer, no socket
+        assert held.opened == 1
     finally:
         await r.aclose()

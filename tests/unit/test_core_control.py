@@ -11,8 +11,10 @@ from polysocket_core.wire import SOCKET_ID_RE
 
 def test_request_round_trip() -> None:
     req = EstablishRequest(id="r1", socket="s", target="ws://a/", protocols=["x"], expires_at_ms=5,
-                           caller="js", meta={"origin": "https://a"}, addresses=["93.184.216.34"])
+                           caller="js", meta={"origin": "https://a"}, addresses=["93.184.216.34"], firm_until_ms=3)
     assert decode_inbox(req.encode()) == req
+    # A router before ``firm_until_ms``: the node asks before every open whether the router gave up.
+    assert decode_inbox(req.encode().replace(b',"firm_until_ms":3', b"")).firm_until_ms == 0  # type: ignore[union-attr]
     assert decode_inbox(KillRequest("tok1").encode()) == KillRequest("tok1", "token revoked")
 
 

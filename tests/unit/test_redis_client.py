@@ -19,6 +19,7 @@ from polysocket_core.redis_client import (
     without_password,
 )
 from polysocket_core.settings import SettingError, resolve
+from relay_node.control.agent import INBOX_BLOCK_S
 from relay_node.settings import RelayConfig
 from router_fn.establish import BLPOP_SLICE_S
 from router_fn.settings import RouterSettings
@@ -40,6 +41,12 @@ def test_a_read_timeout_is_above_the_longest_block() -> None:
     assert BLPOP_SLICE_S == LONGEST_BLOCK_S
     with pytest.raises(ValueError, match="longest blocking command"):
         Patience(read_timeout_s=LONGEST_BLOCK_S, retries=1, backoff_cap_s=0.1)
+
+
+def test_a_relays_inbox_read_blocks_far_below_its_read_timeout() -> None:
+    """An idle node's inbox read blocks long (few reads for nothing), but a read the relay's own
+    patience would cut as a dead connection is a failure every time the inbox stays empty."""
+    assert LONGEST_BLOCK_S < INBOX_BLOCK_S <= RIDE_OUT.read_timeout_s / 2
 
 
 def test_a_url_is_named_without_its_password() -> None:
