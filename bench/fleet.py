@@ -45,11 +45,11 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
-from bench.fleet_scenarios import Result, run_all, table, write_plots
+from bench.fleet_scenarios import AtRest, Result, at_rest, at_rest_table, run_all, table, write_plots
 from polysocket_cli.processes import Stack
 from polysocket_core.control import EstablishRequest, Keys
 from polysocket_core.reservations import TokenLedger
-from relay_node.control.agent import NodeAgent
+from relay_node.control.agent import INBOX_BLOCK_S, NodeAgent
 from relay_node.settings import RelayConfig
 from relay_node.sockets.table import SocketTable
 from router_fn.admission import Admitted
@@ -369,10 +369,19 @@ async def main_async(args: argparse.Namespace) -> str:
         text = report(rows, args) if rows else ""
         results: list[Result] = []
         for nodes in (int(n) for n in args.scenario_nodes.split(",") if n):
+            sweep = tuple(float(x) for x in args.sweep_rates.split(",") if x)
             results += await run_all(stack.redis_url, nodes, args.connects, args.burst, args.rate, args.routers,
-                                     args.seed)
+                                     args.seed, sweep, args.node_processes)
         if results:
             text += scenario_report(results, args)
+        rest: list[AtRest] = []
+        for _ in range(args.at_rest_rounds):  # interleaved: before, after, before, after
+            for block in (1.0, INBOX_BLOCK_S):
+                rest.append(await at_rest(stack.redis_url, max(int(n) for n in args.sizes.split(",")), block))
+        if rest:
+            text += "\n".join(["", "## The fleet at rest, inbox reads blocking 1 s (before) or "
+                               f"{INBOX_BLOCK_S:g} s (`long-inbox-block`), rounds interleaved", "",
+                               *at_rest_table(rest)]) + "\n"
             if args.out != "-":
                 out = Path(args.out)
                 write_plots(results, out.parent, out.stem)
@@ -386,9 +395,10 @@ def scenario_report(results: list[Result], args: argparse.Namespace) -> str:
     return "\n".join([
         "", "## Whole connects through the control plane (bench/fleet_scenarios.py)", "",
         f"`--scenario-nodes {args.scenario_nodes} --connects {args.connects} --burst {args.burst} --rate {args.rate:g} "
-        f"--routers {args.routers}`: real routers' admission and establish path in {args.routers} processes, "
-        "real node agents (registration, heartbeats, inbox, replies) without upstream sockets; per connect, "
-        "the fleet's idle cost removed. Charts: the .svg files beside this one.", "",
+        f"--routers {args.routers} --node-processes {args.node_processes} --sweep-rates '{args.sweep_rates}'`: "
+        f"real routers' admission and establish path in {args.routers} processes, real node agents "
+        f"(registration, heartbeats, inbox, replies) without upstream sockets in {args.node_processes}, all on "
+        "uvloop; per connect, the fleet's idle cost removed. Charts: the .svg files beside this one.", "",
         *table(results)]) + "\n"
 
 
@@ -403,14 +413,20 @@ def main(argv: list[str] | None = None) -> int:
                    help="fleet sizes of the whole-connect scenarios (bench/fleet_scenarios.py); '' skips them")
     p.add_argument("--connects", type=int, default=10_000, help="connects in the steady scenario")
     p.add_argument("--rate", type=float, default=2000.0, help="offered connects per second in the scenarios")
-    p.add_argument("--routers", type=int, default=3, help="router processes in the scenarios")
+    p.add_argument("--routers", type=int, default=2, help="router processes in the scenarios")
+    p.add_argument("--node-processes", type=int, default=1, help="processes the simulated fleet is dealt over")
+    p.add_argument("--sweep-rates", default="",
+                   help="offered rates (connects/s, comma-separated) of extra steady runs before the scenarios")
+    p.add_argument("--at-rest-rounds", type=int, default=2,
+                   help="rounds of the at-rest A/B (inbox block 1 s against today's) at the largest size; 0 skips")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run in seconds: 10 nodes, 50 picks, 200 connects at 200/s, one router")
     p.add_argument("--out", default="bench/results/fleet.md", help="'-' for stdout")
     args = p.parse_args(argv)
     if args.quick:
         args.sizes, args.picks, args.burst, args.scenario_nodes = "10", 50, 200, "10"
-        args.connects, args.rate, args.routers = 200, 200.0, 1
+        args.connects, args.rate, args.routers, args.node_processes = 200, 200.0, 1, 1
+        args.at_rest_rounds = 1
     text = asyncio.run(main_async(args))
     if args.out == "-":
         print(text)

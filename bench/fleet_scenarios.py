@@ -30,6 +30,8 @@ node is ``used_memory`` after registration over the nodes, per socket the growth
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import gc
 import multiprocessing as mp
 import random
 import statistics
@@ -45,9 +47,14 @@ from typing import Any, cast
 import redis.asyncio as aioredis
 
 from bench.plots import bar_chart
+from bench.procstat import cpu_seconds
+from polysocket_cli.echo import loop_factory
 from polysocket_core.control import EstablishRequest, Keys
+from polysocket_core.redis_client import ANSWER_SOON, RIDE_OUT, Patience, redis_client
 from polysocket_core.reservations import Reservation, TokenLedger
+from relay_node.control import agent as agent_module
 from relay_node.control.agent import NodeAgent
+from relay_node.server import GC_GEN0_THRESHOLD
 from relay_node.settings import RelayConfig
 from relay_node.sockets.table import SocketTable
 from router_fn.admission import Admitted
@@ -60,6 +67,7 @@ JOINERS = 50
 DRAIN_WINDOW_S = 5.0  # the drained node's sockets come back within this
 HEARTBEAT_TTL_S = 15.0  # beats every second (min(1, ttl / 3)), as a relay's default; a busy machine is not a dead node
 IDLE_S = 2.0
+WARMUP_ROUNDS = 2  # of MAX_IN_FLIGHT connects per router process, before the clock starts
 MAX_IN_FLIGHT = 64  # per router process; past it the open loop waits: an overload shows as a lower rate, not timeouts
 MAX_CONNECTIONS = 4096  # per process: redis-py defaults to 100, fewer than a fleet of BLPOP loops needs
 NO_LIMIT = Rate(0, 1)  # the rate-limit counters are written either way (RateLimiter.hit); 0 never refuses
@@ -76,6 +84,7 @@ class Plan:
     rate: float  # offered connects per second, over all routers
     routers: int
     seed: int
+    node_processes: int = 1  # the simulated fleet's agents, dealt over this many processes
 
     def loads(self) -> list[int]:
         rng = random.Random(self.seed)
@@ -131,30 +140,68 @@ def _node_ids(prefix: str, n: int) -> list[str]:
     return [f"{prefix}{i:05d}" for i in range(n)]
 
 
-async def _nodes_main(url: str, plan: Plan, commands: Queue[str], answers: Queue[Any]) -> None:
-    """The fleet: registers, then obeys ``join`` / ``drain`` / ``stop``; answers each with ``ok``."""
-    r = aioredis.Redis.from_url(url, max_connections=MAX_CONNECTIONS)
-    agents: dict[str, NodeAgent] = {}
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """One node process's part of the fleet: its nodes and loads, and the joiners it starts."""
 
-    async def start(ids: list[str], loads: list[int]) -> None:
-        for node_id, load in zip(ids, loads, strict=True):
+    ids: list[str]
+    loads: list[int]
+    joiners: list[str]
+    stagger_s: float  # registrations spread over this, as a fleet whose nodes started at different times
+    inbox_block_s: float = agent_module.INBOX_BLOCK_S  # another value only for the at-rest A/B (:func:`at_rest`)
+
+
+def shards(plan: Plan, processes: int) -> list[Shard]:
+    """The fleet dealt round-robin over ``processes`` node processes (the drained node ``n00000``
+    lands in the first)."""
+    ids, loads, joiners = _node_ids("n", plan.nodes), plan.loads(), _node_ids("j", JOINERS)
+    stagger = RelayConfig(node_id="x", fqdn="x", heartbeat_ttl_s=HEARTBEAT_TTL_S).heartbeat_interval_s
+    return [Shard(ids[i::processes], loads[i::processes], joiners[i::processes], stagger)
+            for i in range(processes)]
+
+
+def _client(url: str, patience: Patience) -> aioredis.Redis:
+    """The client a relay (``RIDE_OUT``) or a router (``ANSWER_SOON``) builds, its timeouts and retries
+    included (an inbox read blocks longer than redis-py's default read timeout), with a pool for the
+    many simulated nodes or connects in flight one process holds here."""
+    client = redis_client(url, patience=patience)
+    client.connection_pool.max_connections = MAX_CONNECTIONS
+    return client
+
+
+async def _nodes_main(url: str, shard: Shard, commands: Queue[str], answers: Queue[Any]) -> None:
+    """Part of the fleet: registers, then obeys ``join`` / ``drain`` / ``stop``; answers each with
+    ``ok`` (``stop`` with the connects each node opened)."""
+    r = _client(url, RIDE_OUT)
+    agents: dict[str, NodeAgent] = {}
+    agent_module.INBOX_BLOCK_S = shard.inbox_block_s
+
+    async def start(ids: list[str], loads: list[int], stagger_s: float) -> None:
+        t0 = time.monotonic()
+        for i, (node_id, load) in enumerate(zip(ids, loads, strict=True)):
+            delay = t0 + stagger_s * i / max(1, len(ids)) - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
             cfg = RelayConfig(node_id=node_id, fqdn=f"{node_id}.relay.test", capacity=CAPACITY,
                               heartbeat_ttl_s=HEARTBEAT_TTL_S)
             agent = NodeAgent(cfg, cast(SocketTable, SimTable(load)), r)
             await agent.start()
             agents[node_id] = agent
 
-    await start(_node_ids("n", plan.nodes), plan.loads())
+    await start(shard.ids, shard.loads, shard.stagger_s)
+    gc.collect()
+    gc.freeze()
     answers.put("ok")
     loop = asyncio.get_running_loop()
     while True:
         cmd = await loop.run_in_executor(None, commands.get)
         if cmd == "join":
-            await start(_node_ids("j", JOINERS), [0] * JOINERS)
+            await start(shard.joiners, [0] * len(shard.joiners), 0.0)
         elif cmd == "drain":
-            victim = agents.pop(_node_ids("n", 1)[0])
-            victim.draining = True
-            await victim.stop()  # deregisters: out of the pick's index at once
+            victim = agents.pop(_node_ids("n", 1)[0], None)
+            if victim is not None:
+                victim.draining = True
+                await victim.stop()  # deregisters: out of the pick's index at once
         elif cmd == "stop":
             opened = {i: cast(SimTable, a.table).opened for i, a in agents.items()}
             for agent in agents.values():
@@ -166,13 +213,18 @@ async def _nodes_main(url: str, plan: Plan, commands: Queue[str], answers: Queue
         answers.put("ok")
 
 
-def _nodes_process(url: str, plan: Plan, commands: Queue[str], answers: Queue[Any]) -> None:
-    asyncio.run(_nodes_main(url, plan, commands, answers))
+def _nodes_process(url: str, shard: Shard, commands: Queue[str], answers: Queue[Any]) -> None:
+    # As a relay sets it (relay_node/server.py, ``gc-gen0``); the registered fleet is frozen out of
+    # the collector below: one heap holds what a real fleet spreads over its nodes' heaps, and a
+    # full collection over all of it would stall every simulated node at once (100-450 ms seen).
+    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:  # uvloop, as a relay runs its agent
+        runner.run(_nodes_main(url, shard, commands, answers))
 
 
 async def _router_main(url: str, plan: Plan, index: int, token: str, go: Event, out: Queue[Any]) -> None:
     """One router process: ``connects / routers`` connects, open loop at ``rate / routers``."""
-    r = aioredis.Redis.from_url(url, max_connections=MAX_CONNECTIONS)
+    r = _client(url, ANSWER_SOON)
     keys = Keys()
     store, limiter = TokenStore(r, keys), RateLimiter(r, keys, NO_LIMIT, NO_LIMIT)
     est = Establisher(r, keys, 2.0, 15.0, rng=random.Random(plan.seed * 100 + index))
@@ -183,40 +235,53 @@ async def _router_main(url: str, plan: Plan, index: int, token: str, go: Event, 
     chosen: Counter[str] = Counter()
     failures: Counter[str] = Counter()
 
+    async def connect() -> str:
+        record = await store.lookup(token)
+        assert record is not None
+        await limiter.hit("192.0.2.1", record.id)
+        got = await est.establish("ws://t.test/", [], "bench",
+                                  Admitted(token_id=record.id, max_sockets=record.max_sockets))
+        return got.node_id
+
     async def one() -> None:
         t0 = time.perf_counter()
         try:
-            record = await store.lookup(token)
-            assert record is not None
-            await limiter.hit("192.0.2.1", record.id)
-            got = await est.establish("ws://t.test/", [], "bench",
-                                      Admitted(token_id=record.id, max_sockets=record.max_sockets))
+            node_id = await connect()
             latencies.append(time.perf_counter() - t0)
-            chosen[got.node_id] += 1
+            chosen[node_id] += 1
         except Exception as exc:  # counted and reported: an overloaded run must still end
             failures[type(exc).__name__ + ": " + str(exc)[:60]] += 1
         finally:
             gate.release()
 
-    await r.ping()
-    await store.lookup(token)  # connections open, scripts cached before the clock starts
+    # Before the clock: the pool's connections opened and the scripts cached on both sides, here
+    # and in the node processes (each first use costs a connect; uncounted, as a warm fleet's are).
+    for _ in range(WARMUP_ROUNDS):
+        await asyncio.gather(*(connect() for _ in range(MAX_IN_FLIGHT)))
+    gc.collect()
+    gc.freeze()  # what the imports and the warm-up left: long-lived, out of the collector's way
+    out.put("ready")
     go.wait()
     start = time.perf_counter()
-    tasks = []
+    tasks: set[asyncio.Task[None]] = set()  # only those in flight: a list of every done task fills the collector
     for i in range(count):
         delay = start + i * interval - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
         await gate.acquire()
-        tasks.append(asyncio.create_task(one()))
-    await asyncio.gather(*tasks)
+        task = asyncio.create_task(one())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    while tasks:
+        await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
     await r.aclose()
     out.put({"latencies": latencies, "chosen": dict(chosen), "failures": dict(failures), "elapsed": elapsed})
 
 
 def _router_process(url: str, plan: Plan, index: int, token: str, go: Event, out: Queue[Any]) -> None:
-    asyncio.run(_router_main(url, plan, index, token, go, out))
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(_router_main(url, plan, index, token, go, out))
 
 
 @dataclass
@@ -254,10 +319,16 @@ class Result:
     commands: float  # Redis commands per connect (scripts count with the commands they run)
     p50_ms: float
     p99_ms: float
+    max_ms: float
     largest_share: float  # the largest node's share of the connects / the mean share
     joiners_share: float  # scale-out: the joiners' share of the connects together
     memory_per_node: float
     memory_per_socket: float
+    router_cpu_us: float = 0.0  # the harness's router processes, per connect (the work a Lambda fleet does)
+    nodes_cpu_us: float = 0.0  # the simulated nodes' processes, per connect, their heartbeats included
+    idle_calls_per_s: float = 0.0  # the fleet at rest: Valkey commands per second (heartbeats, inbox reads)
+    idle_valkey_cores: float = 0.0  # the fleet at rest: Valkey's CPU
+    idle_nodes_cores: float = 0.0  # the fleet at rest: the simulated nodes' CPU (spread over the fleet in production)
     failures: dict[str, int] = field(default_factory=dict)
 
 
@@ -275,18 +346,21 @@ async def run_scenario(url: str, plan: Plan) -> Result:
     await r.flushall()
     token, _ = await TokenStore(r, Keys()).create(["*"], ["ws://*"], 10**9, label="bench")
     base = await Sample.take(r)
-    commands: Queue[str] = ctx.Queue()
-    answers: Queue[Any] = ctx.Queue()
-    nodes = ctx.Process(target=_nodes_process, args=(url, plan, commands, answers), daemon=True)
-    nodes.start()
+    pipes: list[tuple[Queue[str], Queue[Any]]] = [(ctx.Queue(), ctx.Queue()) for _ in range(plan.node_processes)]
+    nodes = [ctx.Process(target=_nodes_process, args=(url, shard, commands, answers), daemon=True)
+             for shard, (commands, answers) in zip(shards(plan, plan.node_processes), pipes, strict=True)]
+    for p in nodes:
+        p.start()
     loop = asyncio.get_running_loop()
 
-    async def ask(cmd: str) -> Any:
-        commands.put(cmd)
-        return await loop.run_in_executor(None, answers.get)
+    async def ask(cmd: str) -> list[Any]:
+        for commands, _ in pipes:
+            commands.put(cmd)
+        return [await loop.run_in_executor(None, answers.get) for _, answers in pipes]
 
     try:
-        await loop.run_in_executor(None, answers.get)  # registered
+        for _, answers in pipes:
+            await loop.run_in_executor(None, answers.get)  # registered
         registered = await Sample.take(r)
         memory_per_node = (registered.memory - base.memory) / plan.nodes
         if plan.scenario == "scale-out":
@@ -295,28 +369,37 @@ async def run_scenario(url: str, plan: Plan) -> Result:
             await ask("drain")
         await r.config_resetstat()
         idle0 = await Sample.take(r)
+        idle_cpu0 = sum(cpu_seconds(cast(int, p.pid)) for p in nodes)
         await asyncio.sleep(IDLE_S)
         idle1 = await Sample.take(r)
+        idle_nodes_cpu = sum(cpu_seconds(cast(int, p.pid)) for p in nodes) - idle_cpu0
         idle_span = idle1.at - idle0.at
         go, out = ctx.Event(), ctx.Queue()
         routers = [ctx.Process(target=_router_process, args=(url, plan, i, token, go, out), daemon=True)
                    for i in range(plan.routers)]
         for p in routers:
             p.start()
-        await asyncio.sleep(1.0 + 0.3 * plan.routers)  # imports and connections, before the clock
+        for _ in routers:
+            await loop.run_in_executor(None, out.get)  # warmed up
         s0 = await Sample.take(r)
+        cpu0 = {p: cpu_seconds(cast(int, p.pid)) for p in routers + nodes}
         go.set()
         parts = [await loop.run_in_executor(None, out.get) for _ in routers]
         s1 = await Sample.take(r)
+        used = {p: cpu_seconds(cast(int, p.pid)) - cpu0[p] for p in routers + nodes}
         for p in routers:
             p.join(10)
         await asyncio.sleep(1.5)  # the next heartbeats settle the reservations
         settled = await Sample.take(r)
-        opened: dict[str, int] = await ask("stop")
-        nodes.join(10)
+        opened: dict[str, int] = {}
+        for part in await ask("stop"):
+            opened.update(part)
+        for p in nodes:
+            p.join(10)
     finally:
-        if nodes.is_alive():
-            nodes.kill()
+        for p in nodes:
+            if p.is_alive():
+                p.kill()
         await r.aclose()
     span = s1.at - s0.at
     latencies = [x for p in parts for x in p["latencies"]]
@@ -339,40 +422,109 @@ async def run_scenario(url: str, plan: Plan) -> Result:
         command_us=per_connect(s0.usec, s1.usec, idle0.usec, idle1.usec),
         commands=per_connect(s0.calls, s1.calls, idle0.calls, idle1.calls),
         p50_ms=_percentile(latencies, 0.5) * 1000, p99_ms=_percentile(latencies, 0.99) * 1000,
+        max_ms=max(latencies, default=float("nan")) * 1000,
         largest_share=max(chosen.values(), default=0) / (done / share),
         joiners_share=sum(n for i, n in chosen.items() if i.startswith("j")) / done,
+        router_cpu_us=sum(used[p] for p in routers) / done * 1e6,
+        idle_calls_per_s=(idle1.calls - idle0.calls) / idle_span,
+        idle_valkey_cores=(idle1.cpu_s - idle0.cpu_s) / idle_span,
+        idle_nodes_cores=idle_nodes_cpu / idle_span,
+        nodes_cpu_us=sum(used[p] for p in nodes) / done * 1e6,
         memory_per_node=memory_per_node, memory_per_socket=(settled.memory - s0.memory) / done,
         failures=dict(failures),
     )
 
 
-def plans(nodes: int, connects: int, burst: int, rate: float, routers: int, seed: int) -> list[Plan]:
-    return [Plan("steady", nodes, connects, rate, routers, seed),
-            Plan("drain", nodes, burst, max(rate, burst / DRAIN_WINDOW_S), routers, seed),
-            Plan("scale-out", nodes, burst, rate, routers, seed)]
+@dataclass(frozen=True, slots=True)
+class AtRest:
+    """The fleet doing nothing but heartbeats and inbox reads, with one inbox block."""
+
+    nodes: int
+    inbox_block_s: float
+    calls_per_s: float
+    valkey_cores: float
+    nodes_cores: float
+
+
+async def at_rest(url: str, nodes: int, inbox_block_s: float) -> AtRest:
+    """Register ``nodes`` in one process (inbox reads blocking ``inbox_block_s``), let them settle,
+    and count what they cost at rest over one block (every node's read ends once in it) and at
+    least 4 s: the A/B of ``long-inbox-block`` (bench/PERF_LEDGER.md)."""
+    ctx = mp.get_context("spawn")
+    r = aioredis.Redis.from_url(url)
+    await r.flushall()
+    plan = Plan("steady", nodes, 0, 1.0, 1, 1)
+    shard = dataclasses.replace(shards(plan, 1)[0], inbox_block_s=inbox_block_s)
+    commands: Queue[str] = ctx.Queue()
+    answers: Queue[Any] = ctx.Queue()
+    proc = ctx.Process(target=_nodes_process, args=(url, shard, commands, answers), daemon=True)
+    proc.start()
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.run_in_executor(None, answers.get)
+        await asyncio.sleep(2.0)  # the registrations' burst over, beats in their phases
+        await r.config_resetstat()
+        a, cpu_a = await Sample.take(r), cpu_seconds(cast(int, proc.pid))
+        await asyncio.sleep(max(4.0, inbox_block_s))
+        b, cpu_b = await Sample.take(r), cpu_seconds(cast(int, proc.pid))
+        commands.put("stop")
+        await loop.run_in_executor(None, answers.get)
+        proc.join(10)
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        await r.aclose()
+    span = b.at - a.at
+    return AtRest(nodes, inbox_block_s, (b.calls - a.calls) / span, (b.cpu_s - a.cpu_s) / span,
+                  (cpu_b - cpu_a) / span)
+
+
+def at_rest_table(rows: list[AtRest]) -> list[str]:
+    out = ["| nodes | inbox read blocks | Valkey commands / s | Valkey CPU (cores) | simulated nodes' CPU (cores) |",
+           "|---:|---:|---:|---:|---:|"]
+    out += [f"| {x.nodes:,} | {x.inbox_block_s:g} s | {x.calls_per_s:,.0f} | {x.valkey_cores:.3f} | "
+            f"{x.nodes_cores:.3f} |" for x in rows]
+    return out
+
+
+def plans(nodes: int, connects: int, burst: int, rate: float, routers: int, seed: int,
+          sweep: tuple[float, ...] = (), node_processes: int = 1) -> list[Plan]:
+    """Steady connects at each ``sweep`` rate (where the latency bends), then the three scenarios."""
+    return [*(Plan("steady", nodes, connects, r, routers, seed, node_processes) for r in sweep),
+            Plan("steady", nodes, connects, rate, routers, seed, node_processes),
+            Plan("drain", nodes, burst, max(rate, burst / DRAIN_WINDOW_S), routers, seed, node_processes),
+            Plan("scale-out", nodes, burst, rate, routers, seed, node_processes)]
 
 
 async def run_all(url: str, nodes: int, connects: int, burst: int, rate: float, routers: int,
-                  seed: int) -> list[Result]:
+                  seed: int, sweep: tuple[float, ...] = (), node_processes: int = 1) -> list[Result]:
     results = []
-    for plan in plans(nodes, connects, burst, rate, routers, seed):
+    for plan in plans(nodes, connects, burst, rate, routers, seed, sweep, node_processes):
         result = await run_scenario(url, plan)
-        print(f"scenario {plan.scenario} at {nodes} nodes: {asdict(result)}", file=sys.stderr)
+        print(f"scenario {plan.scenario} at {nodes} nodes, {plan.rate:g}/s: {asdict(result)}", file=sys.stderr)
         results.append(result)
     return results
 
 
 def table(results: list[Result]) -> list[str]:
-    """The scenarios as a markdown table."""
+    """The scenarios as a markdown table, then the fleet at rest."""
     out = ["| scenario | nodes | connects (failed) | offered / achieved connects/s | Valkey CPU µs / connect "
            "| Valkey µs in commands / connect | commands / connect | p50 ms | p99 ms "
-           "| largest node's share / mean | joiners' share | Valkey bytes / node | Valkey bytes / socket |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "| largest node's share / mean | joiners' share | Valkey bytes / node | Valkey bytes / socket "
+           "| harness routers CPU µs / connect | harness nodes CPU µs / connect |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for x in results:
         out.append(f"| {x.scenario} | {x.nodes:,} | {x.connects:,} ({x.failed}) | {x.offered_rate:,.0f} / "
                    f"{x.achieved_rate:,.0f} | {x.cpu_us:,.1f} | {x.command_us:,.1f} | {x.commands:.1f} | "
                    f"{x.p50_ms:.2f} | {x.p99_ms:.2f} | {x.largest_share:.2f} | "
-                   f"{x.joiners_share:.1%} | {x.memory_per_node:,.0f} | {x.memory_per_socket:,.0f} |")
+                   f"{x.joiners_share:.1%} | {x.memory_per_node:,.0f} | {x.memory_per_socket:,.0f} | "
+                   f"{x.router_cpu_us:,.0f} | {x.nodes_cpu_us:,.0f} |")
+    out += ["", "The fleet at rest (measured before each scenario's connects, subtracted from its rows above):", "",
+            "| scenario | nodes | Valkey commands / s | Valkey CPU (cores) | simulated nodes' CPU (cores) |",
+            "|---|---:|---:|---:|---:|"]
+    for x in results:
+        out.append(f"| {x.scenario} | {x.nodes:,} | {x.idle_calls_per_s:,.0f} | {x.idle_valkey_cores:.3f} | "
+                   f"{x.idle_nodes_cores:.3f} |")
     return out
 
 
@@ -393,7 +545,8 @@ def write_plots(results: list[Result], out_dir: Path, name: str) -> list[Path]:
     }
     written = []
     for suffix, (title, unit, attr, limit, label) in charts.items():
-        bars = {f"{x.scenario} ({x.nodes:,})": {attr: float(getattr(x, attr))} for x in results}
+        bars = {f"{x.scenario} ({x.nodes:,}, {x.offered_rate:,.0f}/s)": {attr: float(getattr(x, attr))}
+                for x in results}
         path = out_dir / f"{name}-{suffix}.svg"
         path.write_text(bar_chart(title, unit, bars, unit=unit, limit=limit, limit_label=label))
         written.append(path)
