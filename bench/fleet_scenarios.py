@@ -23,8 +23,10 @@ to the ``done`` reply. Scenarios, each on a fresh fleet:
 - ``scale-out``: the nodes 90 % full, ``JOINERS`` empty nodes join, ``--burst`` connects.
 
 The largest node's share of a scenario's connects against the mean share shows herds; memory per
-node is ``used_memory`` after registration over the nodes, per socket the growth over a scenario
-(replies read, reservations settled) over its connects.
+node is ``used_memory`` after registration over the nodes (their records and their client
+connections), per socket the growth of ``used_memory_dataset`` (keys and values only: client buffers,
+which a thousand connections move by megabytes, left out) over a scenario, replies read and
+reservations settled, over its connects.
 """
 
 from __future__ import annotations
@@ -292,6 +294,7 @@ class Sample:
     usec: float
     cpu_s: float
     memory: int
+    dataset: int  # used_memory_dataset: the keys and values, without client buffers
     at: float
 
     @classmethod
@@ -303,7 +306,7 @@ class Sample:
         cpu = await r.info("cpu")
         mem = await r.info("memory")
         return cls(calls, usec, float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"]),
-                   int(mem["used_memory"]), time.monotonic())
+                   int(mem["used_memory"]), int(mem["used_memory_dataset"]), time.monotonic())
 
 
 @dataclass
@@ -343,7 +346,7 @@ async def run_scenario(url: str, plan: Plan) -> Result:
     """One scenario on a fresh fleet (Valkey flushed first)."""
     ctx = mp.get_context("spawn")
     r = aioredis.Redis.from_url(url)
-    await r.flushall()
+    await r.execute_command("FLUSHALL", "SYNC")  # not lazily: the memory samples below start from empty
     token, _ = await TokenStore(r, Keys()).create(["*"], ["ws://*"], 10**9, label="bench")
     base = await Sample.take(r)
     pipes: list[tuple[Queue[str], Queue[Any]]] = [(ctx.Queue(), ctx.Queue()) for _ in range(plan.node_processes)]
@@ -430,7 +433,7 @@ async def run_scenario(url: str, plan: Plan) -> Result:
         idle_valkey_cores=(idle1.cpu_s - idle0.cpu_s) / idle_span,
         idle_nodes_cores=idle_nodes_cpu / idle_span,
         nodes_cpu_us=sum(used[p] for p in nodes) / done * 1e6,
-        memory_per_node=memory_per_node, memory_per_socket=(settled.memory - s0.memory) / done,
+        memory_per_node=memory_per_node, memory_per_socket=(settled.dataset - s0.dataset) / done,
         failures=dict(failures),
     )
 
@@ -452,7 +455,7 @@ async def at_rest(url: str, nodes: int, inbox_block_s: float) -> AtRest:
     least 4 s: the A/B of ``long-inbox-block`` (bench/PERF_LEDGER.md)."""
     ctx = mp.get_context("spawn")
     r = aioredis.Redis.from_url(url)
-    await r.flushall()
+    await r.execute_command("FLUSHALL", "SYNC")  # not lazily: the memory samples below start from empty
     plan = Plan("steady", nodes, 0, 1.0, 1, 1)
     shard = dataclasses.replace(shards(plan, 1)[0], inbox_block_s=inbox_block_s)
     commands: Queue[str] = ctx.Queue()
