@@ -374,18 +374,19 @@ async def main_async(args: argparse.Namespace) -> str:
                                      args.seed, sweep, args.node_processes)
         if results:
             text += scenario_report(results, args)
-        rest: list[AtRest] = []
-        for _ in range(args.at_rest_rounds):  # interleaved: before, after, before, after
-            for block in (1.0, INBOX_BLOCK_S):
-                rest.append(await at_rest(stack.redis_url, max(int(n) for n in args.sizes.split(",")), block))
-        if rest:
-            text += "\n".join(["", "## The fleet at rest, inbox reads blocking 1 s (before) or "
-                               f"{INBOX_BLOCK_S:g} s (`long-inbox-block`), rounds interleaved", "",
-                               *at_rest_table(rest)]) + "\n"
             if args.out != "-":
                 out = Path(args.out)
                 write_plots(results, out.parent, out.stem)
                 out.with_suffix(".json").write_text(json.dumps([asdict(x) for x in results], indent=1) + "\n")
+        sizes = [int(n) for n in f"{args.sizes},{args.scenario_nodes}".split(",") if n]
+        rest: list[AtRest] = []
+        for _ in range(args.at_rest_rounds if sizes else 0):  # interleaved: before, after, before, after
+            for block in (1.0, INBOX_BLOCK_S):
+                rest.append(await at_rest(stack.redis_url, max(sizes), block))
+        if rest:
+            text += "\n".join(["", "## The fleet at rest, inbox reads blocking 1 s (before) or "
+                               f"{INBOX_BLOCK_S:g} s (`long-inbox-block`), rounds interleaved", "",
+                               *at_rest_table(rest)]) + "\n"
         return text
     finally:
         stack.stop()
@@ -418,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep-rates", default="",
                    help="offered rates (connects/s, comma-separated) of extra steady runs before the scenarios")
     p.add_argument("--at-rest-rounds", type=int, default=2,
-                   help="rounds of the at-rest A/B (inbox block 1 s against today's) at the largest size; 0 skips")
+                   help="rounds of the at-rest A/B (inbox block 1 s against today's) at the largest size of "
+                        "--sizes and --scenario-nodes; 0 skips")
     p.add_argument("--quick", action="store_true",
                    help="a smoke run in seconds: 10 nodes, 50 picks, 200 connects at 200/s, one router")
     p.add_argument("--out", default="bench/results/fleet.md", help="'-' for stdout")

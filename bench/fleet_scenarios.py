@@ -41,6 +41,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -69,6 +70,7 @@ JOINERS = 50
 DRAIN_WINDOW_S = 5.0  # the drained node's sockets come back within this
 HEARTBEAT_TTL_S = 15.0  # beats every second (min(1, ttl / 3)), as a relay's default; a busy machine is not a dead node
 IDLE_S = 2.0
+PROCESS_WAIT_S = 600.0  # the longest a scenario waits for a router process's word: a dead one fails the run
 WARMUP_ROUNDS = 2  # of MAX_IN_FLIGHT connects per router process, before the clock starts
 MAX_IN_FLIGHT = 64  # per router process; past it the open loop waits: an overload shows as a lower rate, not timeouts
 MAX_CONNECTIONS = 4096  # per process: redis-py defaults to 100, fewer than a fleet of BLPOP loops needs
@@ -258,8 +260,8 @@ async def _router_main(url: str, plan: Plan, index: int, token: str, go: Event, 
 
     # Before the clock: the pool's connections opened and the scripts cached on both sides, here
     # and in the node processes (each first use costs a connect; uncounted, as a warm fleet's are).
-    for _ in range(WARMUP_ROUNDS):
-        await asyncio.gather(*(connect() for _ in range(MAX_IN_FLIGHT)))
+    for _ in range(WARMUP_ROUNDS):  # a failure here shows again, counted, in the measured connects
+        await asyncio.gather(*(connect() for _ in range(MAX_IN_FLIGHT)), return_exceptions=True)
     gc.collect()
     gc.freeze()  # what the imports and the warm-up left: long-lived, out of the collector's way
     out.put("ready")
@@ -346,11 +348,11 @@ async def run_scenario(url: str, plan: Plan) -> Result:
     """One scenario on a fresh fleet (Valkey flushed first)."""
     ctx = mp.get_context("spawn")
     r = aioredis.Redis.from_url(url)
-    await r.execute_command("FLUSHALL", "SYNC")  # not lazily: the memory samples below start from empty
+    await r.execute_command("FLUSHALL", "SYNC")  # type: ignore[no-untyped-call]  # not lazily: the memory samples start from empty
     token, _ = await TokenStore(r, Keys()).create(["*"], ["ws://*"], 10**9, label="bench")
     base = await Sample.take(r)
     pipes: list[tuple[Queue[str], Queue[Any]]] = [(ctx.Queue(), ctx.Queue()) for _ in range(plan.node_processes)]
-    nodes = [ctx.Process(target=_nodes_process, args=(url, shard, commands, answers), daemon=True)
+    nodes: list[BaseProcess] = [ctx.Process(target=_nodes_process, args=(url, shard, commands, answers), daemon=True)
              for shard, (commands, answers) in zip(shards(plan, plan.node_processes), pipes, strict=True)]
     for p in nodes:
         p.start()
@@ -359,8 +361,9 @@ async def run_scenario(url: str, plan: Plan) -> Result:
     async def ask(cmd: str) -> list[Any]:
         for commands, _ in pipes:
             commands.put(cmd)
-        return [await loop.run_in_executor(None, answers.get) for _, answers in pipes]
+        return [await loop.run_in_executor(None, answers.get, True, PROCESS_WAIT_S) for _, answers in pipes]
 
+    routers: list[BaseProcess] = []
     try:
         for _, answers in pipes:
             await loop.run_in_executor(None, answers.get)  # registered
@@ -378,16 +381,16 @@ async def run_scenario(url: str, plan: Plan) -> Result:
         idle_nodes_cpu = sum(cpu_seconds(cast(int, p.pid)) for p in nodes) - idle_cpu0
         idle_span = idle1.at - idle0.at
         go, out = ctx.Event(), ctx.Queue()
-        routers = [ctx.Process(target=_router_process, args=(url, plan, i, token, go, out), daemon=True)
+        routers += [ctx.Process(target=_router_process, args=(url, plan, i, token, go, out), daemon=True)
                    for i in range(plan.routers)]
         for p in routers:
             p.start()
         for _ in routers:
-            await loop.run_in_executor(None, out.get)  # warmed up
+            await loop.run_in_executor(None, out.get, True, PROCESS_WAIT_S)  # warmed up (queue.Empty: a router died)
         s0 = await Sample.take(r)
         cpu0 = {p: cpu_seconds(cast(int, p.pid)) for p in routers + nodes}
         go.set()
-        parts = [await loop.run_in_executor(None, out.get) for _ in routers]
+        parts = [await loop.run_in_executor(None, out.get, True, PROCESS_WAIT_S) for _ in routers]
         s1 = await Sample.take(r)
         used = {p: cpu_seconds(cast(int, p.pid)) - cpu0[p] for p in routers + nodes}
         for p in routers:
@@ -400,7 +403,7 @@ async def run_scenario(url: str, plan: Plan) -> Result:
         for p in nodes:
             p.join(10)
     finally:
-        for p in nodes:
+        for p in nodes + routers:
             if p.is_alive():
                 p.kill()
         await r.aclose()
@@ -455,7 +458,7 @@ async def at_rest(url: str, nodes: int, inbox_block_s: float) -> AtRest:
     least 4 s: the A/B of ``long-inbox-block`` (bench/PERF_LEDGER.md)."""
     ctx = mp.get_context("spawn")
     r = aioredis.Redis.from_url(url)
-    await r.execute_command("FLUSHALL", "SYNC")  # not lazily: the memory samples below start from empty
+    await r.execute_command("FLUSHALL", "SYNC")  # type: ignore[no-untyped-call]  # not lazily: the memory samples start from empty
     plan = Plan("steady", nodes, 0, 1.0, 1, 1)
     shard = dataclasses.replace(shards(plan, 1)[0], inbox_block_s=inbox_block_s)
     commands: Queue[str] = ctx.Queue()

@@ -120,7 +120,8 @@ class Keys:
 
     def reply(self, request_id: str) -> str:
         """Tagged by the request id, as ``abandoned``: the relay's answer and its check of that marker
-        go in one transaction, which a cluster runs only within one slot; requests still spread."""
+        go in one script (``REPLY_LUA``), which a cluster runs only within one slot; requests still
+        spread."""
         return f"{self.prefix}reply:{{{request_id}}}"
 
     def abandoned(self, request_id: str) -> str:
@@ -429,6 +430,17 @@ if token ~= '' then
 end
 redis.call('RPUSH', nk .. ':inbox', ARGV[4])
 return {'ok', id, best[4]}
+"""
+
+# A node's answer to a router (perf: reply-script): push it on the request's reply list (kept
+# ``REPLY_TTL_SECONDS`` for a router that reads late) and say whether that router gave up on the
+# request (its abandon marker), atomically, in one command: the MULTI it replaces cost the node a
+# pipeline of five. KEYS[1] = Keys.reply(id), KEYS[2] = Keys.abandoned(id) (one slot: both tagged
+# by the id). ARGV[1] = the encoded reply, ARGV[2] = the TTL. Returns 1 if the router gave up.
+REPLY_LUA = """
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return redis.call('EXISTS', KEYS[2])
 """
 
 # What a node tells the control plane: ``register`` (a fresh life: its queued requests are dropped),

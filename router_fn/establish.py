@@ -141,8 +141,9 @@ class Establisher:
                     meta=admitted.meta,
                     addresses=admitted.addresses,
                     token_id=admitted.token_id,
-                    # No abandon marker can exist before the ack timeout (the only give-up before it
-                    # is the inbox's LREM): the node skips its check until then.
+                    # Until the ack timeout this router gives up on a request the node has not acked
+                    # only by taking it back from the inbox (LREM); a marker set sooner follows an ack,
+                    # which the node sends after its check. So the node skips the check until then.
                     firm_until_ms=min(expires_at_ms, now_ms + int(self.ack_timeout_s * 1000)),
                 )
                 payload = req.encode()

@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 
 from polysocket_core.control import (
     NODE_REPORT_LUA,
+    REPLY_LUA,
     REPLY_TTL_SECONDS,
     EstablishReply,
     EstablishRequest,
@@ -40,7 +41,10 @@ ACK_AFTER_S = 0.02
 # often an idle node asks again: every second, a fleet of 1,000 idle nodes cost Valkey 1,000 reads
 # a second for nothing (bench/PERF_LEDGER.md, ``long-inbox-block``). It stays far below the node's
 # read timeout (redis_client.RIDE_OUT, checked by tests/unit/test_redis_client.py): a read that long
-# is a dead connection, not an idle inbox.
+# is a dead connection, not an idle inbox. The price: a node that freezes leaves its read pending in
+# Valkey for up to this long, and that read takes at most one request with it (the others wait in the
+# inbox, where their routers take them back after the ack timeout); that one request's router waits
+# for the node's heartbeat to lapse before trying another node, as for a node frozen after an ack.
 INBOX_BLOCK_S = 15.0
 
 class NodeAgent:
@@ -57,6 +61,7 @@ class NodeAgent:
         # second error line; a registration whose reply was lost leaves an alive key that expires.
         self._registered = False
         self._report_script = redis.register_script(NODE_REPORT_LUA)
+        self._reply_script = redis.register_script(REPLY_LUA)
 
     async def start(self, fqdn: str | None = None) -> None:
         """Register as ``fqdn`` (the node's effective name; default: the configured one) and run."""
@@ -133,15 +138,11 @@ class NodeAgent:
             task.add_done_callback(self._pending.discard)
 
     async def _reply(self, request_id: str, reply: EstablishReply) -> bool:
-        """Push ``reply`` for the router; in the same round trip, whether that router has given up on
+        """Push ``reply`` for the router; in the same command, whether that router has given up on
         the request (its ``abandoned`` marker): the check a ``done`` needs before the socket is handed
-        on costs no trip of its own. (The relay's client is never a cluster one: MULTI over two keys.)"""
-        key = self.keys.reply(request_id)
-        async with self.redis.pipeline(transaction=True) as p:
-            p.exists(self.keys.abandoned(request_id))
-            p.rpush(key, reply.encode())
-            p.expire(key, REPLY_TTL_SECONDS)
-            abandoned, _, _ = await p.execute()
+        on costs no trip of its own."""
+        keys = [self.keys.reply(request_id), self.keys.abandoned(request_id)]
+        abandoned = await self._reply_script(keys=keys, args=[reply.encode(), REPLY_TTL_SECONDS])  # perf: reply-script
         return bool(abandoned)
 
     async def _open_acking_if_slow(self, req: EstablishRequest, res: Reservation) -> RelaySocket:

@@ -169,3 +169,8 @@ async def test_per_node_wait_is_bounded_and_carried_as_expiry(valkey_redis: aior
     # ever finishes it drops the socket instead of leaving it open for nobody.
     budget_ms = stuck_seen[0].expires_at_ms - int(time.time() * 1000 - elapsed * 1000)
     assert 1000 < budget_ms < 2000, budget_ms
+    # Until its ack timeout (0.5 s from the pick) a router gives up on a request only by taking it
+    # back from the inbox, so a node that takes it sooner need not ask (``fresh-request-unchecked``).
+    for seen in (stuck_seen[0], good_seen[0]):
+        assert seen.firm_until_ms < seen.expires_at_ms
+        assert 400 <= seen.firm_until_ms - (seen.expires_at_ms - 1500) <= 600, seen

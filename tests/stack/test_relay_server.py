@@ -5,17 +5,15 @@ stub node on a loopback port."""
 from __future__ import annotations
 
 import asyncio
-import ssl
 import subprocess
 import sys
-from collections.abc import Callable
 
 import pytest
 
 import relay_node.server as server_mod
 from polysocket_cli.processes import REPO_ROOT, free_port
-from relay_node.edge.http1 import Answer, Headers, ProtocolRequest
 from relay_node.server import RelayServer
+from tests.support.stub_node import StubNode
 
 
 @pytest.mark.stack
@@ -27,35 +25,6 @@ def test_startup_failure_exits_3_without_listening() -> None:
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert "relay startup failed" in proc.stderr
-
-
-class StubNode:
-    """A ``HostedNode`` (what RelayServer uses of a RelayNode); its one endpoint holds every answer
-    until released, its drain lasts until ``drained`` is set."""
-
-    constant_headers: list[Headers] = []
-
-    def __init__(self) -> None:
-        self.node_id = "stub"
-        self.max_body = 1024
-        self.events: list[str] = []
-        self.release = asyncio.Event()
-        self.drained = asyncio.Event()
-        self.ssl_context: ssl.SSLContext | None = None  # a slot certificate's context, when the node obtained one
-        self.request_drain: Callable[[], None] | None = None  # set by the server
-
-    async def start(self) -> None:
-        self.events.append("start")
-
-    async def stop(self) -> None:
-        self.events.append("stop")
-
-    async def drain(self) -> None:
-        await self.drained.wait()
-
-    async def answer(self, path: str, query: bytes, req: ProtocolRequest) -> Answer:
-        await self.release.wait()
-        return 200, [], b"done"
 
 
 async def get(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

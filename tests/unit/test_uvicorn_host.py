@@ -18,46 +18,7 @@ import trustme
 import bench.uvicorn_relay as host_mod
 from bench.uvicorn_relay import DrainingUvicornServer, serve_under_uvicorn
 from polysocket_cli.processes import free_port
-from relay_node.edge.http1 import Answer, Headers, ProtocolRequest
-
-
-class StubAgent:
-    def __init__(self) -> None:
-        self.drained = asyncio.Event()  # set to let the drain finish
-        self.draining = False
-
-    async def drain(self) -> None:
-        self.draining = True
-        await self.drained.wait()
-
-
-class StubNode:
-    """A ``HostedNode`` (what the server uses of a RelayNode); its one endpoint holds every answer
-    until released, its drain lasts until ``agent.drained`` is set."""
-
-    constant_headers: list[Headers] = []
-
-    def __init__(self) -> None:
-        self.agent = StubAgent()
-        self.node_id = "stub"
-        self.max_body = 1024
-        self.events: list[str] = []
-        self.release = asyncio.Event()
-        self.ssl_context: ssl.SSLContext | None = None  # a slot certificate's context, when it has one
-        self.request_drain: object = None  # set by the server
-
-    async def start(self) -> None:
-        self.events.append("start")
-
-    async def stop(self) -> None:
-        self.events.append("stop")
-
-    async def drain(self) -> None:
-        await self.agent.drain()
-
-    async def answer(self, path: str, query: bytes, req: ProtocolRequest) -> Answer:
-        await self.release.wait()
-        return 200, [], b"done"
+from tests.support.stub_node import StubNode
 
 
 async def started(node: StubNode, port: int) -> tuple[asyncio.Task[int], DrainingUvicornServer]:
@@ -94,10 +55,10 @@ async def test_first_signal_drains_while_serving_then_stops() -> None:
         reader, writer = await get(port)
         signal.raise_signal(signal.SIGTERM)  # uvicorn's handler (ours): drain, the node keeps serving
         await asyncio.sleep(0.3)
-        assert node.agent.draining and not serving.done()
+        assert node.draining and not serving.done()
         node.release.set()
         assert (await reader.read(4096)).endswith(b"done")  # answered during the drain
-        node.agent.drained.set()  # drain over: the server stops by itself
+        node.drained.set()  # drain over: the server stops by itself
         assert await asyncio.wait_for(serving, 10) == 0
         assert node.events == ["start", "stop"]
         assert seen == []  # not re-raised
