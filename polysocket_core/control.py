@@ -27,7 +27,7 @@ and per-token keys (replies, tokens, rate limits) carry none and spread over the
                            rewritten by every heartbeat; counted in ``{P}used`` while the node is in
                            ``{P}deadlines``)
 - ``P reply:{request_id}`` LIST of replies (JSON) to one request: a ``done``, after an ``ack`` if the open is slow
-                           (the id in literal braces, a hash tag shared with ``P abandoned:…``: one transaction)
+                           (the id in literal braces, a hash tag shared with ``P abandoned:…``: one script)
 - ``{Ptokens}token:{sha256}`` HASH of one token (see router_fn.tokens); ``{Ptokens}ids`` HASH
                            id -> sha256 (a tag of their own: ``polysocket token create`` writes both
                            in one transaction, which a cluster runs only within one slot; ``P token:…``

@@ -19,5 +19,5 @@ def test_fleet_keys_share_a_slot_and_per_request_keys_spread() -> None:
     assert len({key_slot(key.encode()) for key in fleet}) == 1
     spread = {key_slot(k.reply(f"r{i}").encode()) for i in range(20)}
     assert len(spread) > 10
-    # the relay's answer and the router's "gave up" marker go in one transaction: one slot
+    # the relay's answer and the router's "gave up" marker go in one script: one slot
     assert all(key_slot(k.reply(f"r{i}").encode()) == key_slot(k.abandoned(f"r{i}").encode()) for i in range(20))
