@@ -128,10 +128,13 @@ def redis_client(url: str, *, patience: Patience, ca_file: str = "",
     check_tls(url, ca_file)
     # Only for rediss:// (check_tls): a plain connection takes no ssl_* argument.
     tls: dict[str, Any] = {"ssl_ca_certs": ca_file} if ca_file else {}
+    retry = Retry(ExponentialBackoff(cap=patience.backoff_cap_s, base=BACKOFF_BASE_S), patience.retries)
+    if hasattr(retry, "is_retryable"):  # redis-py 8 (older ones retry every connection error, mistakes too)
+        retry.is_retryable = worth_retrying
     common: dict[str, Any] = dict(
         socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=patience.read_timeout_s, socket_keepalive=True,
         health_check_interval=HEALTH_CHECK_S,
-        retry=Retry(ExponentialBackoff(cap=patience.backoff_cap_s, base=BACKOFF_BASE_S), patience.retries),
+        retry=retry,
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         decode_responses=decode_responses, **tls,
     )
@@ -161,6 +164,13 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(current))
         yield current
         current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+
+
+def worth_retrying(exc: BaseException) -> bool:
+    """Whether a failed command may succeed on a fresh connection: not when Redis refused the
+    credentials or its certificate cannot be verified. Those are mistakes in the configuration, and
+    retrying them only delays the one line that says so (:func:`explain`) by the whole patience."""
+    return not any(isinstance(c, AuthenticationError | ssl.SSLCertVerificationError) for c in _causes(exc))
 
 
 def explain(url: str, exc: BaseException) -> str:

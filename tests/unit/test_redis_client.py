@@ -3,8 +3,12 @@ role gets, and a CA file only with a rediss:// URL (TLS against a real Valkey: t
 
 from __future__ import annotations
 
+import ssl
+
 import pytest
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import AuthenticationError
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from polysocket_cli.settings import TokenSettings
@@ -17,6 +21,7 @@ from polysocket_core.redis_client import (
     explain,
     redis_client,
     without_password,
+    worth_retrying,
 )
 from polysocket_core.settings import SettingError, resolve
 from relay_node.control.agent import INBOX_BLOCK_S
@@ -106,3 +111,24 @@ def test_the_scheme_asks_for_a_cluster() -> None:
         RedisUrl("redis+cluster://127.0.0.1:1/3")
     with pytest.raises(ValueError, match="redis\\+cluster://"):
         RedisUrl("http://127.0.0.1:1")
+
+
+def _raised_from(outer: Exception, cause: BaseException) -> Exception:
+    outer.__cause__ = cause
+    return outer
+
+
+@pytest.mark.parametrize(("exc", "retried"), [
+    (AuthenticationError("invalid username-password pair"), False),
+    (_raised_from(RedisConnectionError("Error 1 connecting"),
+                  ssl.SSLCertVerificationError(1, "certificate verify failed")), False),
+    (_raised_from(RedisConnectionError("Connection reset by peer"), ConnectionResetError(104, "reset")), True),
+    (RedisTimeoutError("Timeout reading from socket"), True),
+    (RedisConnectionError("Connection closed by server."), True),
+])
+def test_a_configuration_mistake_is_not_retried_a_dead_connection_is(exc: Exception, retried: bool) -> None:
+    """A wrong password or an unverifiable certificate cannot heal on a fresh connection: it is
+    said at once (tests/stack/test_redis_tls_auth.py checks the one line), not after the patience."""
+    assert worth_retrying(exc) is retried
+    client = redis_client("redis://127.0.0.1:1/0", patience=RIDE_OUT)
+    assert client.get_retry().is_retryable is worth_retrying  # type: ignore[union-attr]
