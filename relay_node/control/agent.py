@@ -171,7 +171,7 @@ class NodeAgent:
         # Whether the router gave up (a node frozen with the request already handed to it) is asked
         # before the open only once the router may have: within its ack timeout, nothing but the
         # inbox's LREM withdraws a request, so a fresh one costs no round trip here (and the
-        # ``done``'s MULTI below asks again in the same trip as the answer).
+        # ``done``'s script below asks again in the same command as the answer).
         now_ms = time.time() * 1000
         if now_ms > req.expires_at_ms or (
                 now_ms >= req.firm_until_ms and await self._abandoned(req)):  # perf: fresh-request-unchecked

@@ -120,7 +120,7 @@ async def test_a_fresh_request_is_opened_without_asking_whether_the_router_gave_
         stack: Stack, target: tuple[HeldTarget, int]) -> None:
     """``fresh-request-unchecked``: within the time its router waits for sure, a request costs the
     relay no round trip before the open; whether the router gave up is asked once, in the answer's
-    MULTI."""
+    script."""
     held, port = target
     held.release.set()
     r = aioredis.Redis.from_url(stack.redis_url)
@@ -130,7 +130,7 @@ async def test_a_fresh_request_is_opened_without_asking_whether_the_router_gave_
         done = await next_reply(r, "fresh1")
         assert done.phase == "done" and done.ok, done
         stats = await r.info("commandstats")
-        assert stats["cmdstat_exists"]["calls"] == 1  # the MULTI's, nothing before the open
+        assert stats["cmdstat_exists"]["calls"] == 1  # the answer script's, nothing before the open
     finally:
         await r.aclose()
 
