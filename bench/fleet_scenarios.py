@@ -3,9 +3,11 @@
 ``bench.fleet`` (the pick alone, old vs new) calls :func:`run_all`. Here a connect is everything a
 connect costs Redis, issued by the real code on both sides:
 
-- routers (``--routers`` processes, as Lambda runs many): the token lookup and the rate-limit
-  counters (``TokenStore.lookup``, ``RateLimiter.hit``), then ``Establisher.establish`` (the pick,
-  the wait for the node's ``ack`` and ``done``), open loop at the offered rate;
+- routers (``--routers`` processes, as Lambda runs many): the router's own admission
+  (``TokenAdmission.admit``: the token lookup and the rate-limit counters in one round trip, the
+  checks, the SSRF guard's decision), then ``Establisher.establish`` (the pick, the wait for the
+  node's answer), on the pipelines the router builds (router_fn.pipelines), open loop at the
+  offered rate;
 - nodes (one process, many simulated nodes): the real ``NodeAgent`` registers, heart-beats (every
   second; the TTL is raised to 15 s so a busy bench machine does not retire them), takes requests
   from its inbox with ``BLPOP`` and answers them; only its socket table is a stand-in, which opens
@@ -34,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import ipaddress
 import multiprocessing as mp
 import random
 import statistics
@@ -55,13 +58,15 @@ from polysocket_cli.echo import loop_factory
 from polysocket_core.control import EstablishRequest, Keys
 from polysocket_core.redis_client import ANSWER_SOON, RIDE_OUT, Patience, redis_client
 from polysocket_core.reservations import Reservation, TokenLedger
+from polysocket_core.wire import ConnectParams
 from relay_node.control import agent as agent_module
 from relay_node.control.agent import NodeAgent
 from relay_node.server import GC_GEN0_THRESHOLD
 from relay_node.settings import RelayConfig
 from relay_node.sockets.table import SocketTable
-from router_fn.admission import Admitted
+from router_fn.admission import ConnectContext, TokenAdmission
 from router_fn.establish import Establisher
+from router_fn.pipelines import pipelines_for
 from router_fn.ratelimit import Rate, RateLimiter
 from router_fn.tokens import TokenStore
 
@@ -74,7 +79,15 @@ PROCESS_WAIT_S = 600.0  # the longest a scenario waits for a router process's wo
 WARMUP_ROUNDS = 2  # of MAX_IN_FLIGHT connects per router process, before the clock starts
 MAX_IN_FLIGHT = 64  # per router process; past it the open loop waits: an overload shows as a lower rate, not timeouts
 MAX_CONNECTIONS = 4096  # per process: redis-py defaults to 100, fewer than a fleet of BLPOP loops needs
-NO_LIMIT = Rate(0, 1)  # the rate-limit counters are written either way (RateLimiter.hit); 0 never refuses
+NEVER_REFUSES = Rate(10**9, 1)  # the router's rate-limit counters are written and read, and never refuse
+# The target's name resolves, in the admission's SSRF guard, to a documentation address the guard
+# is told to allow: the guard decides as for a real target, and nothing dials it (the nodes' socket
+# tables are stand-ins).
+TARGET, TARGET_NETWORK = "ws://t.test/", ipaddress.ip_network("198.51.100.0/24")
+
+
+async def _resolve_target(host: str, port: int) -> list[str]:
+    return ["198.51.100.7"]
 SCENARIOS = ("steady", "drain", "scale-out")
 
 
@@ -230,8 +243,12 @@ async def _router_main(url: str, plan: Plan, index: int, token: str, go: Event, 
     """One router process: ``connects / routers`` connects, open loop at ``rate / routers``."""
     r = _client(url, ANSWER_SOON)
     keys = Keys()
-    store, limiter = TokenStore(r, keys), RateLimiter(r, keys, NO_LIMIT, NO_LIMIT)
-    est = Establisher(r, keys, 2.0, 15.0, rng=random.Random(plan.seed * 100 + index))
+    pipelines = pipelines_for(url, r, patience=ANSWER_SOON)  # as the router builds them (router_fn.app)
+    admission = TokenAdmission(TokenStore(r, keys), RateLimiter(r, keys, NEVER_REFUSES, NEVER_REFUSES),
+                               [TARGET_NETWORK], resolve=_resolve_target, pipelines=pipelines)
+    est = Establisher(r, keys, 2.0, 15.0, rng=random.Random(plan.seed * 100 + index), pipelines=pipelines)
+    params = ConnectParams(target=TARGET, caller="bench", token=token, protocols=[])
+    caller = ConnectContext(client_ip="192.0.2.1", origin=None)
     count = plan.connects // plan.routers + (1 if index < plan.connects % plan.routers else 0)
     interval = plan.routers / plan.rate
     gate = asyncio.Semaphore(MAX_IN_FLIGHT)
@@ -240,11 +257,8 @@ async def _router_main(url: str, plan: Plan, index: int, token: str, go: Event, 
     failures: Counter[str] = Counter()
 
     async def connect() -> str:
-        record = await store.lookup(token)
-        assert record is not None
-        await limiter.hit("192.0.2.1", record.id)
-        got = await est.establish("ws://t.test/", [], "bench",
-                                  Admitted(token_id=record.id, max_sockets=record.max_sockets))
+        admitted = await admission.admit(params, caller)
+        got = await est.establish(TARGET, [], "bench", admitted)
         return got.node_id
 
     async def one() -> None:

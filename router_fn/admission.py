@@ -19,6 +19,7 @@ from typing import Protocol
 from polysocket_core.errors import ErrorCode, PolysocketError
 from polysocket_core.wire import ConnectParams
 
+from .pipelines import Pipelines, RedisPyPipelines, raise_errors
 from .policy import origin_allowed, target_allowed
 from .ratelimit import RateLimiter
 from .ssrf import IPNetwork, Resolver, check_target, system_resolve
@@ -64,11 +65,12 @@ class OpenAdmission:
 
 class TokenAdmission:
     def __init__(self, tokens: TokenStore, limiter: RateLimiter, allow_cidrs: list[IPNetwork],
-                 resolve: Resolver = system_resolve) -> None:
+                 resolve: Resolver = system_resolve, pipelines: Pipelines | None = None) -> None:
         self.tokens = tokens
         self.limiter = limiter
         self.allow_cidrs = allow_cidrs
         self.resolve = resolve
+        self.pipelines = pipelines or RedisPyPipelines(tokens.redis)  # the router passes its direct ones
 
     async def admit(self, params: ConnectParams, ctx: ConnectContext) -> Admitted:
         if not params.token:
@@ -76,11 +78,9 @@ class TokenAdmission:
         # perf: one-trip-admission
         # One round trip looks the token up and counts the attempt: so an attempt is counted even
         # when a check below refuses it, which only tightens the limits.
-        async with self.tokens.redis.pipeline(transaction=False) as p:
-            self.tokens.queue_lookup(p, params.token)
-            counted = self.limiter.count(p, ctx.client_ip, token_id_of(params.token))
-            results = await p.execute()
-        record = self.tokens.record(results[0])
+        counters, counted = self.limiter.count(ctx.client_ip, token_id_of(params.token))
+        results = raise_errors(await self.pipelines.run([self.tokens.lookup_command(params.token), *counters]))
+        record = self.tokens.record_of(results[0])
         if record is None:
             raise PolysocketError(ErrorCode.UNAUTHORIZED, "unknown token")
         status = record.status(time.time())

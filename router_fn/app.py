@@ -28,6 +28,7 @@ from polysocket_core.redis_client import ANSWER_SOON, explain, redis_client
 from .admission import Admission, ConnectContext, OpenAdmission, TokenAdmission
 from .client_address import client_address
 from .establish import Establisher
+from .pipelines import Pipelines, pipelines_for
 from .policy import normalize_origin
 from .ratelimit import RateLimiter
 from .settings import RouterSettings
@@ -96,6 +97,7 @@ class Router:
         self._admission = admission
         self.trusted_proxies = list(settings.trusted_proxies)
         self._redis: aioredis.Redis | None = None
+        self._pipelines: Pipelines | None = None
         self._establisher: Establisher | None = None
         self._control_plane = OutageLog()
 
@@ -106,13 +108,20 @@ class Router:
                                        ca_file=self.settings.redis_ca_file)
         return self._redis
 
+    def _connect_pipelines(self) -> Pipelines:
+        """The connect path's two round trips: on the router's own connections where it can (router_fn.pipelines)."""
+        if self._pipelines is None:
+            self._pipelines = pipelines_for(self.settings.redis_url, self._connect_redis(), patience=ANSWER_SOON,
+                                            ca_file=self.settings.redis_ca_file)
+        return self._pipelines
+
     @property
     def establisher(self) -> Establisher:
         if self._establisher is None:
             self._establisher = Establisher(
                 self._connect_redis(), Keys(self.settings.key_prefix),
                 self.settings.ack_timeout_s, self.settings.establish_timeout_s,
-                node_timeout_s=self.settings.node_timeout_s,
+                node_timeout_s=self.settings.node_timeout_s, pipelines=self._connect_pipelines(),
             )
         return self._establisher
 
@@ -126,11 +135,14 @@ class Router:
                 redis, keys = self._connect_redis(), Keys(s.key_prefix)
                 self._admission = TokenAdmission(
                     TokenStore(redis, keys), RateLimiter(redis, keys, s.rate_per_ip, s.rate_per_token),
-                    list(s.allow_target_cidrs),
+                    list(s.allow_target_cidrs), pipelines=self._connect_pipelines(),
                 )
         return self._admission
 
     async def close(self) -> None:
+        if self._pipelines is not None:
+            await self._pipelines.aclose()
+            self._pipelines = None
         if self._redis is not None:
             await self._redis.aclose()
             self._redis = None

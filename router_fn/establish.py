@@ -25,6 +25,7 @@ from polysocket_core.ids import new_request_id, new_socket_id, new_uniq
 from polysocket_core.redis_client import LONGEST_BLOCK_S
 
 from .admission import Admitted
+from .pipelines import Pipelines, RedisPyPipelines, raise_errors
 
 log = logging.getLogger("polysocket.router")
 
@@ -62,8 +63,10 @@ class Establisher:
     up on within its heartbeat TTL, and one other node is tried with the remaining budget."""
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, ack_timeout_s: float, establish_timeout_s: float,
-                 node_timeout_s: float = 12.0, rng: random.Random | None = None):
+                 node_timeout_s: float = 12.0, rng: random.Random | None = None,
+                 pipelines: Pipelines | None = None):
         self.redis = redis
+        self.pipelines = pipelines or RedisPyPipelines(redis)  # the pick; the router passes its direct ones
         self.keys = keys
         self.ack_timeout_s = ack_timeout_s
         self.establish_timeout_s = establish_timeout_s
@@ -87,18 +90,14 @@ class Establisher:
         trip: a node that answers within ``PIPELINED_WAIT_S`` has done so by the time the pick's
         answer is read (its first reply: the ``done`` of a fast open, else an ``ack``; or none)."""
         keys, args = self._pick_args(skip, admitted, payload)
-        async with self.redis.pipeline(transaction=False) as p:  # perf: replies-behind-pick
-            p.evalsha(self._pick.sha, len(keys), *keys, *args)
-            p.blpop([reply_key], timeout=PIPELINED_WAIT_S)
-            picked, *popped = await p.execute(raise_on_error=False)
+        picked, *popped = await self.pipelines.run(  # perf: replies-behind-pick
+            [("EVALSHA", self._pick.sha, len(keys), *keys, *args), ("BLPOP", reply_key, PIPELINED_WAIT_S)],
+            blocks=True)
         if isinstance(picked, NoScriptError):  # Redis restarted or flushed its scripts: nothing was sent
             return await self.pick_and_send(skip, admitted, payload), []
         if isinstance(picked, Exception):
             raise picked
-        for item in popped:
-            if isinstance(item, Exception):
-                raise item
-        return self._picked(picked, admitted), [EstablishReply.decode(item[1]) for item in popped if item]
+        return self._picked(picked, admitted), [EstablishReply.decode(item[1]) for item in raise_errors(popped) if item]
 
     def _pick_args(self, skip: list[str], admitted: Admitted,
                    payload: bytes) -> tuple[list[str], list[str | int | bytes]]:
@@ -227,7 +226,8 @@ class Establisher:
         """BLPOP in slices shorter than the client's socket timeout, until ``timeout`` runs out."""
         end = time.monotonic() + timeout
         while (remaining := end - time.monotonic()) > 0:
-            item = await self.redis.blpop([key], timeout=min(BLPOP_SLICE_S, max(remaining, 0.01)))
+            [item] = raise_errors(await self.pipelines.run(
+                [("BLPOP", key, min(BLPOP_SLICE_S, max(remaining, 0.01)))], blocks=True))
             if item is not None:
                 return EstablishReply.decode(item[1])
         return None

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
 
 from polysocket_core.control import Keys
 from polysocket_core.errors import ErrorCode, PolysocketError
+
+from .pipelines import Command, RedisPyPipelines, raise_errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,17 +41,18 @@ class RateLimiter:
         self.keys = keys
         self.limits = {"ip": per_ip, "token": per_token}
 
-    def count(self, pipe: Pipeline, ip: str, token_id: str) -> list[tuple[str, Rate]]:
-        """Queue one connect attempt's counters on ``pipe``; what :meth:`verdict` needs to judge the
-        pipeline's answers. Lets the admission count in the round trip that looks the token up."""
+    def count(self, ip: str, token_id: str) -> tuple[list[Command], list[tuple[str, Rate]]]:
+        """One connect attempt's counters as commands of a pipeline (router_fn.pipelines), and what
+        :meth:`verdict` needs to judge their replies. Lets the admission count in the round trip
+        that looks the token up."""
         now = time.time()
         checks = [(kind, self.limits[kind]) for kind, key in (("ip", ip), ("token", token_id))
                   if key and self.limits[kind].count > 0]
+        commands: list[Command] = []
         for kind, rate in checks:
             k = self.keys.rate(kind, ip if kind == "ip" else token_id, int(now // rate.seconds))
-            pipe.incr(k)
-            pipe.expire(k, rate.seconds + 1)
-        return checks
+            commands += [("INCR", k), ("EXPIRE", k, rate.seconds + 1)]
+        return commands, checks
 
     @staticmethod
     def verdict(checks: list[tuple[str, Rate]], results: list[Any]) -> None:
@@ -66,9 +68,7 @@ class RateLimiter:
 
     async def hit(self, ip: str, token_id: str) -> None:
         """Count one connect attempt; raise ``rate_limited`` when a window is full."""
-        async with self.redis.pipeline(transaction=False) as p:
-            checks = self.count(p, ip, token_id)
-            if not checks:
-                return
-            results = await p.execute()
-        self.verdict(checks, results)
+        commands, checks = self.count(ip, token_id)
+        if not checks:
+            return
+        self.verdict(checks, raise_errors(await RedisPyPipelines(self.redis).run(commands)))

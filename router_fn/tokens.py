@@ -14,7 +14,6 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
 
 from polysocket_core.control import Keys, KillRequest
 
@@ -95,6 +94,10 @@ class TokenRecord:
                 "expires_at": self.expires_at or None, "status": self.status()}
 
 
+# Every field TokenRecord.to_redis writes, in its order; the id first (a record without one is none).
+RECORD_FIELDS = ("id", "origins", "targets", "max_sockets", "label", "created_at", "expires_at", "revoked")
+
+
 def _s(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -142,9 +145,17 @@ class TokenStore:
     async def lookup(self, token: str) -> TokenRecord | None:
         return self.record(await self.redis.hgetall(self.keys.token(digest(token))))
 
-    def queue_lookup(self, pipe: Pipeline, token: str) -> None:
-        """:meth:`lookup` queued on ``pipe``; :meth:`record` reads its answer."""
-        pipe.hgetall(self.keys.token(digest(token)))
+    def lookup_command(self, token: str) -> tuple[str, ...]:
+        """:meth:`lookup` as one command of a pipeline (router_fn.pipelines); :meth:`record_of`
+        reads its reply. ``HMGET`` of the record's fields: its reply needs no client-side callback."""
+        return ("HMGET", self.keys.token(digest(token)), *RECORD_FIELDS)
+
+    @staticmethod
+    def record_of(values: list[Any]) -> TokenRecord | None:
+        """The record from the reply to :meth:`lookup_command` (None: no such token)."""
+        if not values or values[0] is None:
+            return None
+        return TokenRecord.from_redis({k: v for k, v in zip(RECORD_FIELDS, values, strict=True) if v is not None})
 
     @staticmethod
     def record(raw: dict[Any, Any]) -> TokenRecord | None:

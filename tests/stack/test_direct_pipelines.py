@@ -1,0 +1,221 @@
+"""The router's direct pipelines (router_fn.pipelines) against a real Valkey: the same replies as
+redis-py's pipelines for every command the connect path sends, each caller its own replies when
+many share the connection, reply errors in place, and the failures redis-py's client survives
+(a restart, a stalled server, a caller that gives up) survived the same way. TLS, AUTH and the
+one-line explanations go through the router in tests/stack/test_redis_tls_auth.py."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from polysocket_cli.processes import Proc, Stack, free_port
+from polysocket_core.control import NODE_REPORT_LUA, PICK_NODE_LUA, EstablishRequest, Keys, NodeReport, pick_args
+from polysocket_core.redis_client import ANSWER_SOON, LONGEST_BLOCK_S, Patience
+from router_fn.pipelines import (
+    DirectPipelines,
+    RedisPyPipelines,
+    direct_pipelines,
+    pack,
+    pipelines_for,
+)
+
+pytestmark = pytest.mark.stack
+
+KEYS = Keys("dp:")
+
+
+class OwnValkey:
+    """A Valkey this module may stop, stall and restart on the same port."""
+
+    def __init__(self, extra: list[str] | None = None) -> None:
+        self.stack = Stack()
+        self.port = free_port()
+        self.extra = extra or []
+        self.proc: Proc = self.stack.start_valkey(self.port, extra=self.extra)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def restart_empty(self) -> None:
+        self.proc.popen.send_signal(signal.SIGKILL)
+        self.proc.popen.wait(10)
+        self.stack.procs.remove(self.proc)
+        self.proc = self.stack.start_valkey(self.port, extra=self.extra)
+
+
+@pytest.fixture
+def valkey() -> Iterator[OwnValkey]:
+    v = OwnValkey()
+    try:
+        yield v
+    finally:
+        v.stack.stop()
+
+
+@pytest.fixture
+async def clients(valkey: OwnValkey) -> AsyncIterator[tuple[aioredis.Redis, DirectPipelines]]:
+    r = aioredis.Redis.from_url(valkey.url)
+    direct = direct_pipelines(valkey.url, patience=ANSWER_SOON)
+    assert direct is not None
+    yield r, direct
+    await direct.aclose()
+    await r.aclose()
+
+
+def test_pack_is_resp_arrays_of_bulk_strings() -> None:
+    assert pack([("SET", "k", b"v\r\n"), ("EXPIRE", "k", 5), ("BLPOP", "q", 0.025)]) == (
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nv\r\n\r\n"
+        b"*3\r\n$6\r\nEXPIRE\r\n$1\r\nk\r\n$1\r\n5\r\n"
+        b"*3\r\n$5\r\nBLPOP\r\n$1\r\nq\r\n$5\r\n0.025\r\n")
+
+
+def test_which_urls_get_direct_pipelines() -> None:
+    assert isinstance(direct_pipelines("redis://h:7/3", patience=ANSWER_SOON), DirectPipelines)
+    assert isinstance(direct_pipelines("rediss://u:p%40ss@h/0", patience=ANSWER_SOON), DirectPipelines)
+    # a cluster routes by slot, and query options are redis-py's to read: both keep redis-py's pipelines
+    assert direct_pipelines("redis+cluster://h:7", patience=ANSWER_SOON) is None
+    assert direct_pipelines("redis://h:7/0?socket_timeout=1", patience=ANSWER_SOON) is None
+    r = aioredis.Redis()
+    assert isinstance(pipelines_for("redis+cluster://h:7", r, patience=ANSWER_SOON), RedisPyPipelines)
+
+
+async def test_the_connect_paths_commands_answer_as_through_redis_py(
+        clients: tuple[aioredis.Redis, DirectPipelines]) -> None:
+    r, direct = clients
+    await r.hset("tok", mapping={"id": "t1", "max_sockets": "5"})
+    report = r.register_script(NODE_REPORT_LUA)
+    await report(keys=KEYS.fleet, args=NodeReport("n1", "register", 60_000, fqdn="n1.test:1", capacity=10).args(KEYS))
+    sha = await r.script_load(PICK_NODE_LUA)
+
+    expires_at_ms = int(time.time() * 1000) + 10_000
+
+    def request(n: int) -> bytes:
+        return EstablishRequest(id=f"r{n}", socket=f"s{n}", target="ws://t.test/", protocols=[],
+                                expires_at_ms=expires_at_ms, token_id="t1").encode()
+
+    def commands(n: int) -> list[tuple[str | bytes | int | float, ...]]:
+        keys, args = pick_args(KEYS, "t1", 5, request(n), [n, n + 1], [])
+        return [("HMGET", "tok", "id", "max_sockets", "absent"), ("INCR", "count"), ("EXPIRE", "count", 61),
+                ("EVALSHA", sha, len(keys), *keys, *args), ("BLPOP", "no-reply", 0.01)]
+
+    through_redis_py = await RedisPyPipelines(r).run(commands(1), blocks=True)
+    direct_replies = await direct.run(commands(2), blocks=True)
+    assert through_redis_py[0] == direct_replies[0] == [b"t1", b"5", None]
+    assert (through_redis_py[1], direct_replies[1]) == (1, 2)
+    assert bool(through_redis_py[2]) and direct_replies[2] == 1  # redis-py's callback makes it a bool
+    assert through_redis_py[3] == direct_replies[3] == [b"ok", b"n1", b"n1.test:1"]
+    assert through_redis_py[4] is None and direct_replies[4] is None
+    assert await r.lrange(KEYS.inbox("n1"), 0, -1) == [request(1), request(2)]
+    assert await r.zcard(KEYS.reservations("t1")) == 2
+    await r.rpush("reply", b"done")
+    assert await direct.run([("BLPOP", "reply", 0.01)], blocks=True) == [[b"reply", b"done"]]
+
+
+async def test_a_reply_error_comes_in_its_place(clients: tuple[aioredis.Redis, DirectPipelines]) -> None:
+    _, direct = clients
+    replies = await direct.run([("INCR", "a"), ("EVALSHA", "0" * 40, 0), ("HSET", "h"), ("INCR", "a")])
+    assert replies[0] == 1 and replies[3] == 2
+    assert isinstance(replies[1], NoScriptError)  # the establisher loads the script and picks again
+    assert type(replies[2]) is ResponseError and "wrong number of arguments" in str(replies[2])
+    assert await direct.run([("INCR", "a")]) == [3]  # the connection still answers in order
+
+
+async def test_many_callers_on_the_shared_connection_each_get_their_own_replies(
+        clients: tuple[aioredis.Redis, DirectPipelines]) -> None:
+    r, direct = clients
+
+    async def one(i: int) -> None:
+        if i % 7 == 0:  # blocking ones among them, on connections of their own
+            assert await direct.run([("INCRBY", f"k{i}", i), ("BLPOP", f"q{i}", 0.01)], blocks=True) == [i, None]
+        else:
+            assert await direct.run([("INCRBY", f"k{i}", i), ("GET", f"k{i}")]) == [i, b"%d" % i]
+
+    await asyncio.gather(*(one(i) for i in range(1, 401)))
+    clients_seen = (await r.client_list())
+    assert len(clients_seen) <= 1 + 1 + 58  # this test's redis-py, the shared one, at most one per blocking caller
+
+
+async def test_a_restart_is_waited_out_on_a_fresh_connection(valkey: OwnValkey,
+                                                             clients: tuple[aioredis.Redis, DirectPipelines]) -> None:
+    _, direct = clients
+    assert await direct.run([("INCR", "n")]) == [1]
+    assert await direct.run([("BLPOP", "q", 0.01)], blocks=True) == [None]
+    valkey.restart_empty()
+    assert await direct.run([("INCR", "n")]) == [1]  # a new, empty Valkey: the count starts again
+    assert await direct.run([("BLPOP", "q", 0.01)], blocks=True) == [None]
+
+
+async def test_a_stalled_server_times_out_every_waiting_caller_then_recovers(valkey: OwnValkey) -> None:
+    patience = Patience(read_timeout_s=LONGEST_BLOCK_S + 0.2, retries=0, backoff_cap_s=0.1)
+    direct = direct_pipelines(valkey.url, patience=patience)
+    assert direct is not None
+    try:
+        assert await direct.run([("PING",)]) == [b"PONG"]
+        valkey.proc.signal(signal.SIGSTOP)
+        try:
+            outcomes = await asyncio.gather(*(direct.run([("INCR", "x")]) for _ in range(5)),
+                                            return_exceptions=True)
+        finally:
+            valkey.proc.signal(signal.SIGCONT)
+        assert all(isinstance(o, RedisTimeoutError) for o in outcomes), outcomes
+        # the stalled connection was dropped: its late answers cannot be taken for the next caller's
+        assert await direct.run([("GET", "x")]) == [b"5"]
+        assert await direct.run([("INCR", "x")]) == [6]
+    finally:
+        await direct.aclose()
+
+
+async def test_a_caller_that_gives_up_leaves_no_connection_behind(
+        clients: tuple[aioredis.Redis, DirectPipelines]) -> None:
+    r, direct = clients
+    before = len(await r.client_list())
+    waiting = asyncio.create_task(direct.run([("BLPOP", "never", 1.5)], blocks=True))
+    await asyncio.sleep(0.2)
+    assert len(await r.client_list()) == before + 1
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await asyncio.sleep(0.2)
+    assert len(await r.client_list()) == before  # closed: its BLPOP's late reply would confuse the next caller
+    await r.rpush("never", b"late")
+    assert await direct.run([("LPOP", "never")], blocks=True) == [b"late"]
+
+
+async def test_a_wrong_password_is_said_at_once_and_not_retried() -> None:
+    v = OwnValkey(extra=["--requirepass", "right-password"])
+    try:
+        url = f"redis://:wrong-password@127.0.0.1:{v.port}/0"
+        direct = direct_pipelines(url, patience=Patience(read_timeout_s=3.0, retries=50, backoff_cap_s=1.0))
+        assert direct is not None
+        opened = 0
+        open_connection = direct._open
+
+        async def counted() -> object:
+            nonlocal opened
+            opened += 1
+            return await open_connection()
+
+        direct._open = counted  # type: ignore[assignment,method-assign]
+        with pytest.raises(AuthenticationError):
+            await direct.run([("PING",)])
+        assert opened == 1  # refused credentials are not retried (50 retries would take over 40 s)
+        good = direct_pipelines(f"redis://:right-password@127.0.0.1:{v.port}/0", patience=ANSWER_SOON)
+        assert good is not None
+        assert await good.run([("PING",)]) == [b"PONG"]
+        await good.aclose()
+        no_password = direct_pipelines(v.url, patience=ANSWER_SOON)
+        assert no_password is not None
+        replies = await no_password.run([("PING",)])
+        assert isinstance(replies[0], AuthenticationError)  # NOAUTH, typed as redis-py types it
+        await no_password.aclose()
+    finally:
+        v.stack.stop()
