@@ -19,6 +19,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY polysocket_core/ polysocket_core/
+COPY polysocket_redis/ polysocket_redis/
 COPY router_fn/ router_fn/
 COPY relay_node/ relay_node/
 COPY polysocket_cli/ polysocket_cli/

@@ -5,8 +5,9 @@
 
 Each run is a fresh ``python -I -S -B`` (no site, no user site, no bytecode writing: as in the
 Lambda runtime, where ``/var/task`` is read-only) whose ``sys.path`` is a copy of what the Lambda
-zip holds (``--layout package``, the default): ``router_fn`` and ``polysocket_core`` from this
-checkout plus the installed files of the runtime distributions ``scripts/build_lambda.py`` ships
+zip holds (``--layout package``, the default): ``router_fn``, ``polysocket_core`` and
+``polysocket_redis`` from this checkout plus the installed files of the runtime distributions
+``scripts/build_lambda.py`` ships
 (fastapi, mangum, redis, orjson and, recursively, their required dependencies, no extras),
 compiled with ``unchecked-hash`` bytecode as that script does. It is assembled from this venv, so
 it needs no network, and what the venv has only for development is not on the path.
@@ -44,7 +45,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 NO_REDIS_URL = "redis://127.0.0.1:1/0"
 RUNTIME_DISTS = ("fastapi", "mangum", "redis", "orjson")  # as scripts/build_lambda.py
-PROJECT_PACKAGES = ("router_fn", "polysocket_core")
+PROJECT_PACKAGES = ("router_fn", "polysocket_core", "polysocket_redis")
 
 
 def _required(dist: metadata.Distribution) -> list[str]:
@@ -67,7 +68,8 @@ def compile_tree(dest: Path) -> None:
 
 def copy_project(root: Path, dest: Path) -> None:
     for pkg in PROJECT_PACKAGES:
-        shutil.copytree(root / pkg, dest / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        if (root / pkg).is_dir():  # an older tree (--compare) may predate a package
+            shutil.copytree(root / pkg, dest / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     compile_tree(dest)
 
 
@@ -159,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.layout == "package":
             deps = Path(tmp) / "deps"
             dists = assemble_package(deps)
-            layout = "Lambda package layout: router_fn, polysocket_core + " + ", ".join(dists)
+            layout = "Lambda package layout: " + ", ".join(PROJECT_PACKAGES) + " + " + ", ".join(dists)
             trees = {}
             for i, (label, root) in enumerate(roots.items()):
                 copy_project(root, Path(tmp) / f"project{i}")

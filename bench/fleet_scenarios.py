@@ -6,7 +6,7 @@ connect costs Redis, issued by the real code on both sides:
 - routers (``--routers`` processes, as Lambda runs many): the router's own admission
   (``TokenAdmission.admit``: the token lookup and the rate-limit counters in one round trip, the
   checks, the SSRF guard's decision), then ``Establisher.establish`` (the pick, the wait for the
-  node's answer), on the pipelines the router builds (router_fn.pipelines), open loop at the
+  node's answer), on the pipelines the router builds (polysocket_redis.pipelines), open loop at the
   offered rate;
 - nodes (one process, many simulated nodes): the real ``NodeAgent`` registers, heart-beats (every
   second; the TTL is raised to 15 s so a busy bench machine does not retire them), takes requests
@@ -59,6 +59,7 @@ from polysocket_core.control import EstablishRequest, Keys
 from polysocket_core.redis_client import ANSWER_SOON, RIDE_OUT, Patience, redis_client
 from polysocket_core.reservations import Reservation, TokenLedger
 from polysocket_core.wire import ConnectParams
+from polysocket_redis.pipelines import pipelines_for
 from relay_node.control import agent as agent_module
 from relay_node.control.agent import NodeAgent
 from relay_node.server import GC_GEN0_THRESHOLD
@@ -66,7 +67,6 @@ from relay_node.settings import RelayConfig
 from relay_node.sockets.table import SocketTable
 from router_fn.admission import ConnectContext, TokenAdmission
 from router_fn.establish import Establisher
-from router_fn.pipelines import pipelines_for
 from router_fn.ratelimit import Rate, RateLimiter
 from router_fn.tokens import TokenStore
 
@@ -190,6 +190,7 @@ async def _nodes_main(url: str, shard: Shard, commands: Queue[str], answers: Que
     """Part of the fleet: registers, then obeys ``join`` / ``drain`` / ``stop``; answers each with
     ``ok`` (``stop`` with the connects each node opened)."""
     r = _client(url, RIDE_OUT)
+    pipelines = pipelines_for(url, r, patience=RIDE_OUT)  # as a relay builds them (relay_node.node), one for all
     agents: dict[str, NodeAgent] = {}
     agent_module.INBOX_BLOCK_S = shard.inbox_block_s
 
@@ -201,7 +202,7 @@ async def _nodes_main(url: str, shard: Shard, commands: Queue[str], answers: Que
                 await asyncio.sleep(delay)
             cfg = RelayConfig(node_id=node_id, fqdn=f"{node_id}.relay.test", capacity=CAPACITY,
                               heartbeat_ttl_s=HEARTBEAT_TTL_S)
-            agent = NodeAgent(cfg, cast(SocketTable, SimTable(load)), r)
+            agent = NodeAgent(cfg, cast(SocketTable, SimTable(load)), r, pipelines)
             await agent.start()
             agents[node_id] = agent
 
@@ -224,6 +225,7 @@ async def _nodes_main(url: str, shard: Shard, commands: Queue[str], answers: Que
             for agent in agents.values():
                 for task in agent._tasks:
                     task.cancel()
+            await pipelines.aclose()
             await r.aclose()
             answers.put(opened)
             return

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from redis.exceptions import RedisError
 
 from polysocket_core.redis_client import RIDE_OUT, RedisUnusable, redis_client
+from polysocket_redis.pipelines import pipelines_for
 
 from . import server
 from .control.agent import NodeAgent
@@ -51,7 +52,9 @@ class RelayNode:
         # request its BLPOP was handed (else the request, and its token reservation, would be lost
         # with the connection). Keepalive finds dead peers instead.
         self.redis = redis_client(config.redis_url, patience=RIDE_OUT, ca_file=config.redis_ca_file)
-        self.agent = NodeAgent(config, self.table, self.redis)
+        # The inbox read and the answers to routers: on the node's own connections (polysocket_redis)
+        self.pipelines = pipelines_for(config.redis_url, self.redis, patience=RIDE_OUT, ca_file=config.redis_ca_file)
+        self.agent = NodeAgent(config, self.table, self.redis, self.pipelines)
         self.stats = FleetStats(self.redis, self.agent.keys, config.node_id, heartbeat_ttl_s=config.heartbeat_ttl_s,
                                 opened=lambda: self.metrics.sockets_total.value, slot=self._slot_name)
         self.endpoints = RelayEndpoints(config, self.table, self.metrics, draining=lambda: self.agent.draining,
@@ -160,6 +163,7 @@ class RelayNode:
                         await self.slot.stop()
                 finally:
                     await self.stats.stop()  # last before Redis closes: it deletes the node's report
+                    await self.pipelines.aclose()
                     await self.redis.aclose()
 
 

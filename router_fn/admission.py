@@ -18,8 +18,8 @@ from typing import Protocol
 
 from polysocket_core.errors import ErrorCode, PolysocketError
 from polysocket_core.wire import ConnectParams
+from polysocket_redis.pipelines import Pipelines, RedisPyPipelines, raise_errors
 
-from .pipelines import Pipelines, RedisPyPipelines, raise_errors
 from .policy import origin_allowed, target_allowed
 from .ratelimit import RateLimiter
 from .ssrf import IPNetwork, Resolver, check_target, system_resolve

@@ -24,11 +24,11 @@ from polysocket_core import edge, wire
 from polysocket_core.control import Keys
 from polysocket_core.errors import ErrorCode, PolysocketError
 from polysocket_core.redis_client import ANSWER_SOON, explain, redis_client
+from polysocket_redis.pipelines import Pipelines, pipelines_for
 
 from .admission import Admission, ConnectContext, OpenAdmission, TokenAdmission
 from .client_address import client_address
 from .establish import Establisher
-from .pipelines import Pipelines, pipelines_for
 from .policy import normalize_origin
 from .ratelimit import RateLimiter
 from .settings import RouterSettings
@@ -109,7 +109,8 @@ class Router:
         return self._redis
 
     def _connect_pipelines(self) -> Pipelines:
-        """The connect path's two round trips: on the router's own connections where it can (router_fn.pipelines)."""
+        """The connect path's two round trips, on the router's own connections where the URL allows
+        (polysocket_redis.pipelines)."""
         if self._pipelines is None:
             self._pipelines = pipelines_for(self.settings.redis_url, self._connect_redis(), patience=ANSWER_SOON,
                                             ca_file=self.settings.redis_ca_file)

@@ -23,9 +23,9 @@ from polysocket_core.control import (
 from polysocket_core.errors import ErrorCode, PolysocketError
 from polysocket_core.ids import new_request_id, new_socket_id, new_uniq
 from polysocket_core.redis_client import LONGEST_BLOCK_S
+from polysocket_redis.pipelines import Pipelines, RedisPyPipelines, raise_errors
 
 from .admission import Admitted
-from .pipelines import Pipelines, RedisPyPipelines, raise_errors
 
 log = logging.getLogger("polysocket.router")
 

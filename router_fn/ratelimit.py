@@ -11,8 +11,7 @@ import redis.asyncio as aioredis
 
 from polysocket_core.control import Keys
 from polysocket_core.errors import ErrorCode, PolysocketError
-
-from .pipelines import Command, RedisPyPipelines, raise_errors
+from polysocket_redis.pipelines import Command, RedisPyPipelines, raise_errors
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +41,7 @@ class RateLimiter:
         self.limits = {"ip": per_ip, "token": per_token}
 
     def count(self, ip: str, token_id: str) -> tuple[list[Command], list[tuple[str, Rate]]]:
-        """One connect attempt's counters as commands of a pipeline (router_fn.pipelines), and what
+        """One connect attempt's counters as commands of a pipeline (polysocket_redis.pipelines), and what
         :meth:`verdict` needs to judge their replies. Lets the admission count in the round trip
         that looks the token up."""
         now = time.time()

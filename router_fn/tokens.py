@@ -146,7 +146,7 @@ class TokenStore:
         return self.record(await self.redis.hgetall(self.keys.token(digest(token))))
 
     def lookup_command(self, token: str) -> tuple[str, ...]:
-        """:meth:`lookup` as one command of a pipeline (router_fn.pipelines); :meth:`record_of`
+        """:meth:`lookup` as one command of a pipeline (polysocket_redis.pipelines); :meth:`record_of`
         reads its reply. ``HMGET`` of the record's fields: its reply needs no client-side callback."""
         return ("HMGET", self.keys.token(digest(token)), *RECORD_FIELDS)
 

@@ -7,8 +7,8 @@
     python scripts/build_lambda.py --python 3.12   # build/router-lambda-py312.zip, for the py312-snapstart
                                                    # runtime of serverless.yml (Python 3.12 + SnapStart)
 
-The package holds only what the router imports at run time: the project packages ``router_fn``
-and ``polysocket_core`` (copied from this checkout), the browser library it serves
+The package holds only what the router imports at run time: the project packages ``router_fn``,
+``polysocket_core`` and ``polysocket_redis`` (copied from this checkout), the browser library it serves
 (``polysocket_client``, as the wheel has it) and the wheels of fastapi (starlette,
 pydantic), mangum, redis (with its C parser hiredis) and orjson, installed by pip for the Lambda platform
 (``--platform manylinux2014_<arch> --only-binary=:all: --python-version 3.11``, or ``3.12`` with
@@ -54,7 +54,7 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT_PACKAGES = ("router_fn", "polysocket_core")
+PROJECT_PACKAGES = ("router_fn", "polysocket_core", "polysocket_redis")
 CLIENT_PACKAGE = "polysocket_client"  # data only: the browser library the router serves
 # Distributions the router imports at run time (pip adds their own dependencies).
 RUNTIME_DISTS = ("fastapi", "mangum", "redis", "hiredis", "orjson")
@@ -227,10 +227,10 @@ def check_contents(names: list[str]) -> None:
     modules = {t.removesuffix(".py") for t in tops if not t.endswith(".dist-info")}
     wanted = third_party_imports()
     if wanted & set(FORBIDDEN):
-        raise SystemExit(f"router_fn/polysocket_core import {sorted(wanted & set(FORBIDDEN))}, which must stay "
+        raise SystemExit(f"the router's packages import {sorted(wanted & set(FORBIDDEN))}, which must stay "
                          "out of the Lambda package")
     if wanted - modules:
-        raise SystemExit(f"router_fn/polysocket_core import {sorted(wanted - modules)}, not in the package: "
+        raise SystemExit(f"the router's packages import {sorted(wanted - modules)}, not in the package: "
                          "add the distribution to RUNTIME_DISTS")
     bad = sorted(t for t in tops if t.split(".")[0].split("-")[0] in FORBIDDEN)
     if bad:

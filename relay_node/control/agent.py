@@ -25,6 +25,7 @@ from polysocket_core.errors import ErrorCode, PolysocketError
 from polysocket_core.lifecycle import CloseCause
 from polysocket_core.reservations import Reservation
 from polysocket_core.wire import CLOSE_GOING_AWAY
+from polysocket_redis.pipelines import Pipelines, RedisPyPipelines, raise_errors, run_script
 
 from ..settings import RelayConfig
 from ..sockets.socket import RelaySocket
@@ -48,10 +49,13 @@ ACK_AFTER_S = 0.02
 INBOX_BLOCK_S = 15.0
 
 class NodeAgent:
-    def __init__(self, config: RelayConfig, table: SocketTable, redis: aioredis.Redis) -> None:
+    def __init__(self, config: RelayConfig, table: SocketTable, redis: aioredis.Redis,
+                 pipelines: Pipelines | None = None) -> None:
         self.config = config
         self.table = table
         self.redis = redis
+        # The inbox read and the answers: on the node's own connections where it has them (RelayNode)
+        self.pipelines = pipelines or RedisPyPipelines(redis)
         self.keys = Keys(config.key_prefix)
         self.draining = False
         self.fqdn = config.fqdn  # the name it registers under: the node's, decided when it starts
@@ -117,7 +121,8 @@ class NodeAgent:
         inbox = self.keys.inbox(self.config.node_id)
         while True:
             try:
-                item = await self.redis.blpop([inbox], timeout=INBOX_BLOCK_S)  # perf: long-inbox-block
+                [item] = raise_errors(await self.pipelines.run(  # perf: long-inbox-block
+                    [("BLPOP", inbox, INBOX_BLOCK_S)], blocks=True))
             except RedisError as exc:
                 log.warning("inbox read failed: %s", exc)
                 await asyncio.sleep(0.5)
@@ -142,7 +147,8 @@ class NodeAgent:
         the request (its ``abandoned`` marker): the check a ``done`` needs before the socket is handed
         on costs no trip of its own."""
         keys = [self.keys.reply(request_id), self.keys.abandoned(request_id)]
-        abandoned = await self._reply_script(keys=keys, args=[reply.encode(), REPLY_TTL_SECONDS])  # perf: reply-script
+        abandoned = await run_script(self.pipelines, self._reply_script, keys,  # perf: reply-script
+                                     [reply.encode(), REPLY_TTL_SECONDS])
         return bool(abandoned)
 
     async def _open_acking_if_slow(self, req: EstablishRequest, res: Reservation) -> RelaySocket:

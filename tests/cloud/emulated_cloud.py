@@ -125,8 +125,8 @@ def relay_venv(directory: Path) -> Path:
 
 def source_fingerprint() -> str:
     """The newest modification time of what goes into the wheel: a changed checkout rebuilds the venv."""
-    files = [REPO_ROOT / "pyproject.toml", *(p for pkg in ("polysocket_core", "relay_node", "polysocket_cli",
-                                                           "router_fn") for p in (REPO_ROOT / pkg).rglob("*.py"))]
+    packages = ("polysocket_core", "polysocket_redis", "relay_node", "polysocket_cli", "router_fn")
+    files = [REPO_ROOT / "pyproject.toml", *(p for pkg in packages for p in (REPO_ROOT / pkg).rglob("*.py"))]
     return str(max(p.stat().st_mtime_ns for p in files))
 
 

@@ -1,8 +1,9 @@
-"""The router's direct pipelines (router_fn.pipelines) against a real Valkey: the same replies as
-redis-py's pipelines for every command the connect path sends, each caller its own replies when
-many share the connection, reply errors in place, and the failures redis-py's client survives
-(a restart, a stalled server, a caller that gives up) survived the same way. TLS, AUTH and the
-one-line explanations go through the router in tests/stack/test_redis_tls_auth.py."""
+"""The direct pipelines of the router and the relay (polysocket_redis.pipelines) against a real
+Valkey: the same replies as redis-py's pipelines for every command a connect sends, each caller its
+own replies when many share the connection, reply errors in place, a lost script loaded once, and
+the failures redis-py's client survives (a restart, a stalled server, a caller that gives up)
+survived the same way. TLS, AUTH and the one-line explanations go through the router and the relay
+in tests/stack/test_redis_tls_auth.py."""
 
 from __future__ import annotations
 
@@ -17,14 +18,23 @@ from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from polysocket_cli.processes import Proc, Stack, free_port
-from polysocket_core.control import NODE_REPORT_LUA, PICK_NODE_LUA, EstablishRequest, Keys, NodeReport, pick_args
+from polysocket_core.control import (
+    NODE_REPORT_LUA,
+    PICK_NODE_LUA,
+    REPLY_LUA,
+    EstablishRequest,
+    Keys,
+    NodeReport,
+    pick_args,
+)
 from polysocket_core.redis_client import ANSWER_SOON, LONGEST_BLOCK_S, Patience
-from router_fn.pipelines import (
+from polysocket_redis.pipelines import (
     DirectPipelines,
     RedisPyPipelines,
     direct_pipelines,
     pack,
     pipelines_for,
+    run_script,
 )
 
 pytestmark = pytest.mark.stack
@@ -219,3 +229,18 @@ async def test_a_wrong_password_is_said_at_once_and_not_retried() -> None:
         await no_password.aclose()
     finally:
         v.stack.stop()
+
+
+async def test_a_script_redis_lost_is_loaded_and_run_once(clients: tuple[aioredis.Redis, DirectPipelines]) -> None:
+    """The relay's answer (``REPLY_LUA``) after Redis restarted or flushed its scripts: redis-py loads
+    it and runs it; ``NOSCRIPT`` ran nothing, so the reply is pushed once."""
+    r, direct = clients
+    script = r.register_script(REPLY_LUA)
+    keys = [KEYS.reply("q1"), KEYS.abandoned("q1")]
+    args: list[bytes | int] = [b"answer", 60]
+    assert not await run_script(direct, script, keys, args)  # not loaded yet: NOSCRIPT, then loaded
+    await r.set(KEYS.abandoned("q1"), b"1")
+    assert await run_script(direct, script, keys, args)  # loaded: by its SHA; the router gave up
+    await r.script_flush()
+    assert await run_script(direct, script, keys, args)
+    assert await r.lrange(KEYS.reply("q1"), 0, -1) == [b"answer"] * 3

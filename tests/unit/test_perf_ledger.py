@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 LEDGER = ROOT / "bench" / "PERF_LEDGER.md"
-PACKAGES = ("polysocket_core", "router_fn", "relay_node", "polysocket_cli")
+PACKAGES = ("polysocket_core", "polysocket_redis", "router_fn", "relay_node", "polysocket_cli")
 TAG = re.compile(r"#\s" + r"perf:\s*([a-z0-9-]+)")  # written in two pieces: this file carries no tag
 ROW = re.compile(r"^\| `([a-z0-9-]+)` \|")
 WHERE = re.compile(r"`([\w/]+\.py)::([\w.]+)`")

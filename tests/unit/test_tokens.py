@@ -9,7 +9,7 @@ RECORD = TokenRecord(id="abc123def456", origins=["https://a.test"], targets=["ws
 
 
 def test_the_lookup_asks_for_every_field_a_record_is_written_with() -> None:
-    assert RECORD_FIELDS == tuple(RECORD.to_redis())
+    assert tuple(RECORD.to_redis()) == RECORD_FIELDS
     assert RECORD_FIELDS[0] == "id"  # record_of takes a missing id for a missing token
 
 

@@ -1,17 +1,19 @@
-"""The connect path's two round trips to Redis, written in RESP on the router's own connections.
+"""The round trips to Redis of every connect, written in RESP on connections of the caller's own.
 
-Every ``GET /connect`` sends two pipelines: the admission's token lookup with its rate counters,
-and the pick with the short wait for the node's replies behind it (router_fn.establish). Through
-redis-py each pipeline costs the router about as much CPU as the rest of the request
-(bench/results/connect.md, ``direct-pipelines``: its pipeline object, retry wrapper, per-command
-packing, a read timeout per reply). Here a pipeline is one packed write and its replies read by
-hiredis as they arrive. Everything else the router says to Redis still goes through redis-py.
+Every ``GET /connect`` costs the router two pipelines (the admission's token lookup with its rate
+counters; the pick with the short wait for the node's answer behind it: router_fn.establish) and
+the node two commands (the inbox read that hands it the request, the answer's script:
+relay_node.control.agent). Through redis-py each costs about as much CPU as the rest of the
+request (bench/results/connect.md, ``direct-pipelines``: its pipeline object, retry wrapper,
+per-command packing, a read timeout per reply). Here a pipeline is one packed write and its replies
+read by hiredis as they arrive. Everything else the services say to Redis still goes through
+redis-py.
 
 Two kinds of connection, both opened like redis-py's (TLS, ``AUTH``, ``SELECT`` from the URL):
 
 * one **shared** connection carries every pipeline that does not block: each caller's commands are
   written as they come and its replies handed back in order (Redis answers a connection in order),
-  so concurrent connects share writes and reads instead of each holding a pooled connection;
+  so concurrent callers share writes and reads instead of each holding a pooled connection;
 * a pipeline that **blocks** (``BLPOP``) would hold up everyone queued behind it, so it takes a
   connection of its own from an idle stack and puts it back after.
 
@@ -41,6 +43,7 @@ from urllib.parse import unquote, urlsplit
 import hiredis
 import redis.asyncio as aioredis
 from redis.backoff import ExponentialBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import AuthenticationError, NoScriptError, RedisError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -102,6 +105,16 @@ def raise_errors(replies: list[Any]) -> list[Any]:
         if isinstance(reply, Exception):
             raise reply
     return replies
+
+
+async def run_script(pipelines: Pipelines, script: AsyncScript, keys: Sequence[str],
+                     args: Sequence[str | bytes | int]) -> Any:
+    """``script`` by its SHA on ``pipelines``; a Redis that lost its scripts (restarted, flushed)
+    gets it loaded and run by redis-py once (``NOSCRIPT`` means nothing ran)."""
+    [reply] = await pipelines.run([("EVALSHA", script.sha, len(keys), *keys, *args)])
+    if isinstance(reply, NoScriptError):
+        return await script(keys=list(keys), args=list(args))
+    return raise_errors([reply])[0]
 
 
 def _typed(error: ResponseError) -> RedisError:
