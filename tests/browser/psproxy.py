@@ -18,27 +18,9 @@ import threading
 from collections.abc import Callable
 from typing import BinaryIO
 
-from loopback import LoopbackServer
+from tests.support.loopback import LoopbackServer, read_head
 
 Sink = Callable[[bytes], None]
-
-
-def _read_head(f: BinaryIO) -> tuple[list[bytes], dict[bytes, bytes]] | None:
-    """The start line and header lines (without CRLF) and the headers by lowercase name."""
-    lines: list[bytes] = []
-    while True:
-        line = f.readline(65536)
-        if not line:
-            return None
-        line = line.rstrip(b"\r\n")
-        if not line:
-            break
-        lines.append(line)
-    headers: dict[bytes, bytes] = {}
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip()
-    return lines, headers
 
 
 def _with_close(lines: list[bytes]) -> bytes:
@@ -107,7 +89,7 @@ class RelayProxy(LoopbackServer):
     def handle(self, conn: socket.socket) -> None:
         conn.settimeout(60)
         with conn, conn.makefile("rb") as cf:
-            head = _read_head(cf)  # type: ignore[arg-type]
+            head = read_head(cf)
             if head is None:
                 return
             lines, headers = head
@@ -121,14 +103,14 @@ class RelayProxy(LoopbackServer):
                 return
             with up, up.makefile("rb") as uf:
                 up.sendall(_with_close(lines) + body)
-                answer = _read_head(uf)  # type: ignore[arg-type]
+                answer = read_head(uf)
                 if answer is None:
                     return
                 alines, aheaders = answer
                 is_stream = target.startswith("/stream")
                 if self.mode == "buffer":
                     held: list[bytes] = [_with_close(alines)]
-                    _copy_body(uf, aheaders, held.append)  # type: ignore[arg-type]
+                    _copy_body(uf, aheaders, held.append)
                     with contextlib.suppress(OSError):  # the client may have given up long ago
                         conn.sendall(b"".join(held))
                     return
@@ -153,7 +135,7 @@ class RelayProxy(LoopbackServer):
 
                 try:
                     conn.sendall(_with_close(alines))
-                    _copy_body(uf, aheaders, through)  # type: ignore[arg-type]
+                    _copy_body(uf, aheaders, through)
                 except (_Cut, OSError):
                     return
 

@@ -19,9 +19,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from engines import BrowserContext
-from loopback import LoopbackServer
 from psbrowser import BrowserStack, PageFactory
 
+from tests.support.loopback import LoopbackServer
 from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.stack]

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 from engines import ENGINES, Browser, LaunchOptions
-from loopback import LoopbackServer
 
+from tests.support.loopback import LoopbackServer
 from tests.support.ports import free_port
 
 pytestmark = [pytest.mark.browser]

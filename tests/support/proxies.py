@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from polysocket_cli.processes import wait_port
+from tests.support.loopback import LoopbackServer, read_head
 from tests.support.ports import free_port
 
 SQUID = "/usr/sbin/squid"
@@ -276,19 +277,7 @@ http {{
 Answer = Callable[[bytes], tuple[int, bytes]]  # request line -> (status, body)
 
 
-def _read_head(f: BinaryIO) -> list[bytes] | None:
-    lines: list[bytes] = []
-    while True:
-        line = f.readline(65536)
-        if not line:
-            return None
-        line = line.rstrip(b"\r\n")
-        if not line:
-            return lines
-        lines.append(line)
-
-
-class LoopbackParent:
+class LoopbackParent(LoopbackServer):
     """The parent proxy a test's proxy forwards to. With ``answer``, it answers each request itself
     (keep-alive) and counts them; without, it sends each request on to 127.0.0.1 at the port in its
     absolute URL (one request per connection) and pipes the answer back as it arrives (streams pass)."""
@@ -297,41 +286,18 @@ class LoopbackParent:
         self.answer = answer
         self.requests: list[bytes] = []
         self._lock = threading.Lock()
-        self._sock = socket.socket()
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.port = free_port()
-        self._sock.bind(("127.0.0.1", self.port))
-        self._sock.listen(128)
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def close(self) -> None:
-        self._closed = True
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
-
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         with conn, conn.makefile("rb") as f:
             while True:
-                head = _read_head(f)
-                if not head:
+                message = read_head(f)
+                if not message or not message[0]:
                     return
+                head, headers = message
                 with self._lock:
                     self.requests.append(head[0])
-                length = 0
-                for line in head[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value.strip() or b"0")
+                length = int(headers.get(b"content-length", b"0") or b"0")
                 body = f.read(length) if length else b""
                 method = head[0].partition(b" ")[0]
                 if self.answer is not None:
