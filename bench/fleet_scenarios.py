@@ -75,7 +75,7 @@ JOINERS = 50
 DRAIN_WINDOW_S = 5.0  # the drained node's sockets come back within this
 HEARTBEAT_TTL_S = 15.0  # beats every second (min(1, ttl / 3)), as a relay's default; a busy machine is not a dead node
 IDLE_S = 2.0
-PROCESS_WAIT_S = 600.0  # the longest a scenario waits for a router process's word: a dead one fails the run
+PROCESS_WAIT_S = 600.0  # the longest a scenario waits for a router or node process's word: a dead or hung one fails the run
 WARMUP_ROUNDS = 2  # of MAX_IN_FLIGHT connects per router process, before the clock starts
 MAX_IN_FLIGHT = 64  # per router process; past it the open loop waits: an overload shows as a lower rate, not timeouts
 MAX_CONNECTIONS = 4096  # per process: redis-py defaults to 100, fewer than a fleet of BLPOP loops needs
@@ -381,8 +381,8 @@ async def run_scenario(url: str, plan: Plan) -> Result:
 
     routers: list[BaseProcess] = []
     try:
-        for _, answers in pipes:
-            await loop.run_in_executor(None, answers.get)  # registered
+        for _, answers in pipes:  # registered (queue.Empty: a node process died or hung)
+            await loop.run_in_executor(None, answers.get, True, PROCESS_WAIT_S)
         registered = await Sample.take(r)
         memory_per_node = (registered.memory - base.memory) / plan.nodes
         if plan.scenario == "scale-out":
@@ -483,14 +483,14 @@ async def at_rest(url: str, nodes: int, inbox_block_s: float) -> AtRest:
     proc.start()
     loop = asyncio.get_running_loop()
     try:
-        await loop.run_in_executor(None, answers.get)
+        await loop.run_in_executor(None, answers.get, True, PROCESS_WAIT_S)
         await asyncio.sleep(2.0)  # the registrations' burst over, beats in their phases
         await r.config_resetstat()
         a, cpu_a = await Sample.take(r), cpu_seconds(cast(int, proc.pid))
         await asyncio.sleep(max(4.0, inbox_block_s))
         b, cpu_b = await Sample.take(r), cpu_seconds(cast(int, proc.pid))
         commands.put("stop")
-        await loop.run_in_executor(None, answers.get)
+        await loop.run_in_executor(None, answers.get, True, PROCESS_WAIT_S)
         proc.join(10)
     finally:
         if proc.is_alive():

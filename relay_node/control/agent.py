@@ -95,16 +95,22 @@ class NodeAgent:
                           counts=self.table.ledger.counts() if mode != "leave" else {},
                           settle=settle or ())
 
+    async def _send_report(self, mode: str, settle: list[tuple[str, str]] | None = None) -> None:
+        """One report (``NODE_REPORT_LUA``) on the node's own connections: a fleet's heartbeats are
+        most of what it costs at rest (bench/results/fleet.md)."""
+        await run_script(self.pipelines, self._report_script, self.keys.fleet,
+                         self._report(mode, settle).args(self.keys))
+
     async def _register(self) -> None:
         # A restarted node holds nothing yet; requests queued for its previous life are dropped
         # (their routers time out and try another node; their reservations expire).
-        await self._report_script(keys=self.keys.fleet, args=self._report("register").args(self.keys))
+        await self._send_report("register")
 
     async def _beat(self) -> None:
         ledger = self.table.ledger
         settle = ledger.begin_settle()
         try:
-            await self._report_script(keys=self.keys.fleet, args=self._report("beat", settle).args(self.keys))
+            await self._send_report("beat", settle)
         except BaseException:
             ledger.settle_failed(settle)
             raise
@@ -260,7 +266,7 @@ class NodeAgent:
 
     async def deregister(self) -> None:
         try:
-            await self._report_script(keys=self.keys.fleet, args=self._report("leave").args(self.keys))
+            await self._send_report("leave")
         except RedisError as exc:
             log.warning("deregister failed: %s", exc)
 
