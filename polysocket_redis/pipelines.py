@@ -201,8 +201,12 @@ class _Connection(asyncio.Protocol):
         self._transport.write(packed)
         return future
 
+    @property
+    def idle(self) -> bool:
+        return not self._queue
+
     def close(self) -> None:
-        self._fail(RedisConnectionError("connection closed by the router"))
+        self._fail(RedisConnectionError("connection closed by its owner"))
 
 
 class DirectPipelines:
@@ -230,10 +234,22 @@ class DirectPipelines:
                     return await self._alone(packed, expected)
                 return await self._together(packed, expected)
             except (RedisConnectionError, RedisTimeoutError) as exc:
+                self._forget_idle()
                 failures += 1
                 if failures > self.patience.retries or not worth_retrying(exc):
                     raise
                 await asyncio.sleep(self._backoff.compute(failures))
+
+    def _forget_idle(self) -> None:
+        """One connection found dead: those idle beside it likely are too (a NAT or a frozen Lambda
+        forgot them all, Redis restarted). They are closed, so the next pipelines open fresh ones
+        instead of each waiting out its own read timeout (docs/deploy.md: one read timeout, not one
+        per connection)."""
+        for conn in self._idle:
+            conn.close()
+        self._idle.clear()
+        if self._shared is not None and self._shared.idle:
+            self._shared.close()
 
     async def _together(self, packed: bytes, expected: int) -> list[Any]:
         conn = self._shared

@@ -168,8 +168,11 @@ async def test_a_stalled_server_times_out_every_waiting_caller_then_recovers(val
     patience = Patience(read_timeout_s=LONGEST_BLOCK_S + 0.2, retries=0, backoff_cap_s=0.1)
     direct = direct_pipelines(valkey.url, patience=patience)
     assert direct is not None
+    r = aioredis.Redis.from_url(valkey.url)
     try:
         assert await direct.run([("PING",)]) == [b"PONG"]
+        assert await direct.run([("BLPOP", "q", 0.01)], blocks=True) == [None]  # an idle connection of its own
+        assert len(await r.client_list()) == 3
         valkey.proc.signal(signal.SIGSTOP)
         try:
             outcomes = await asyncio.gather(*(direct.run([("INCR", "x")]) for _ in range(5)),
@@ -177,11 +180,15 @@ async def test_a_stalled_server_times_out_every_waiting_caller_then_recovers(val
         finally:
             valkey.proc.signal(signal.SIGCONT)
         assert all(isinstance(o, RedisTimeoutError) for o in outcomes), outcomes
+        # The idle connection beside it was closed too, not left to cost the next blocking pipeline
+        # a read timeout of its own (a frozen Lambda behind a NAT finds them all dead at once).
+        assert len(await r.client_list()) == 1
         # the stalled connection was dropped: its late answers cannot be taken for the next caller's
         assert await direct.run([("GET", "x")]) == [b"5"]
         assert await direct.run([("INCR", "x")]) == [6]
     finally:
         await direct.aclose()
+        await r.aclose()
 
 
 async def test_a_caller_that_gives_up_leaves_no_connection_behind(
