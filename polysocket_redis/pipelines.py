@@ -19,7 +19,8 @@ Two kinds of connection, both opened like redis-py's (TLS, ``AUTH``, ``SELECT`` 
 
 Failures are redis-py's exception types, so the callers' handling and ``redis_client.explain``
 are unchanged. A connection that closes, or does not answer within the read timeout, fails every
-pipeline waiting on it and is dropped; each pipeline is then retried on a fresh connection as
+pipeline waiting on it and is dropped with the idle connections beside it (dead alike, after a
+freeze or a restart); each pipeline is then retried on a fresh connection as
 redis-py's client retries (the :class:`~polysocket_core.redis_client.Patience`'s retries and
 backoff; not a refused password or an unverifiable certificate). Replies are RESP2 as Redis sends
 them, without redis-py's response callbacks, so callers use commands whose replies need none
