@@ -17,7 +17,6 @@ import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from polysocket_cli.processes import Proc, Stack, free_port
 from polysocket_core.control import (
     NODE_REPORT_LUA,
     PICK_NODE_LUA,
@@ -36,35 +35,16 @@ from polysocket_redis.pipelines import (
     pipelines_for,
     run_script,
 )
+from tests.support.valkey import RestartableValkey
 
 pytestmark = pytest.mark.stack
 
 KEYS = Keys("dp:")
 
 
-class OwnValkey:
-    """A Valkey this module may stop, stall and restart on the same port."""
-
-    def __init__(self, extra: list[str] | None = None) -> None:
-        self.stack = Stack()
-        self.port = free_port()
-        self.extra = extra or []
-        self.proc: Proc = self.stack.start_valkey(self.port, extra=self.extra)
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def restart_empty(self) -> None:
-        self.proc.popen.send_signal(signal.SIGKILL)
-        self.proc.popen.wait(10)
-        self.stack.procs.remove(self.proc)
-        self.proc = self.stack.start_valkey(self.port, extra=self.extra)
-
-
 @pytest.fixture
-def valkey() -> Iterator[OwnValkey]:
-    v = OwnValkey()
+def valkey() -> Iterator[RestartableValkey]:
+    v = RestartableValkey()
     try:
         yield v
     finally:
@@ -72,7 +52,7 @@ def valkey() -> Iterator[OwnValkey]:
 
 
 @pytest.fixture
-async def clients(valkey: OwnValkey) -> AsyncIterator[tuple[aioredis.Redis, DirectPipelines]]:
+async def clients(valkey: RestartableValkey) -> AsyncIterator[tuple[aioredis.Redis, DirectPipelines]]:
     r = aioredis.Redis.from_url(valkey.url)
     direct = direct_pipelines(valkey.url, patience=ANSWER_SOON)
     assert direct is not None
@@ -154,7 +134,7 @@ async def test_many_callers_on_the_shared_connection_each_get_their_own_replies(
     assert len(clients_seen) <= 1 + 1 + 58  # this test's redis-py, the shared one, at most one per blocking caller
 
 
-async def test_a_restart_is_waited_out_on_a_fresh_connection(valkey: OwnValkey,
+async def test_a_restart_is_waited_out_on_a_fresh_connection(valkey: RestartableValkey,
                                                              clients: tuple[aioredis.Redis, DirectPipelines]) -> None:
     _, direct = clients
     assert await direct.run([("INCR", "n")]) == [1]
@@ -164,7 +144,7 @@ async def test_a_restart_is_waited_out_on_a_fresh_connection(valkey: OwnValkey,
     assert await direct.run([("BLPOP", "q", 0.01)], blocks=True) == [None]
 
 
-async def test_a_stalled_server_times_out_every_waiting_caller_then_recovers(valkey: OwnValkey) -> None:
+async def test_a_stalled_server_times_out_every_waiting_caller_then_recovers(valkey: RestartableValkey) -> None:
     patience = Patience(read_timeout_s=LONGEST_BLOCK_S + 0.2, retries=0, backoff_cap_s=0.1)
     direct = direct_pipelines(valkey.url, patience=patience)
     assert direct is not None
@@ -208,7 +188,7 @@ async def test_a_caller_that_gives_up_leaves_no_connection_behind(
 
 
 async def test_a_wrong_password_is_said_at_once_and_not_retried() -> None:
-    v = OwnValkey(extra=["--requirepass", "right-password"])
+    v = RestartableValkey(extra=["--requirepass", "right-password"])
     try:
         url = f"redis://:wrong-password@127.0.0.1:{v.port}/0"
         direct = direct_pipelines(url, patience=Patience(read_timeout_s=3.0, retries=50, backoff_cap_s=1.0))

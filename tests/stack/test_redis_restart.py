@@ -4,7 +4,6 @@ recover and an establish that cannot be answered leaves no upstream open (D3).""
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -14,28 +13,16 @@ import redis.asyncio as aioredis
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from polysocket_cli.processes import Proc, Stack, free_port
+from polysocket_cli.processes import Proc, free_port
 from polysocket_core.control import Keys
 from router_fn.tokens import token_id_of
+from tests.support.valkey import RestartableValkey
 from tests.support.wire_client import Conn, connect, connect_raw
 
 pytestmark = pytest.mark.stack
 
 
-class ValkeyStack:
-    def __init__(self) -> None:
-        self.stack = Stack()
-        self.port = free_port()
-        self.valkey = self.stack.start_valkey(self.port)
-
-    def restart_empty(self, down_s: float = 0.0) -> None:
-        """SIGKILL Valkey and start a fresh one, without data, on the same port."""
-        self.valkey.popen.send_signal(signal.SIGKILL)
-        self.valkey.popen.wait(10)
-        self.stack.procs.remove(self.valkey)
-        time.sleep(down_s)
-        self.valkey = self.stack.start_valkey(self.port)
-
+class ValkeyStack(RestartableValkey):
     def router(self) -> str:
         return f"http://127.0.0.1:{self.stack.start_router().port}"
 
