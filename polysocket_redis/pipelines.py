@@ -17,6 +17,11 @@ Two kinds of connection, both opened like redis-py's (TLS, ``AUTH``, ``SELECT`` 
 * a pipeline that **blocks** (``BLPOP``) would hold up everyone queued behind it, so it takes a
   connection of its own from an idle stack and puts it back after.
 
+Every connect runs one pipeline of each kind, the shared one first, so opening the shared connection
+also opens one for the blocking pipelines beside it when none is idle: a new Lambda environment's
+first connect (and any connect after Redis failed over) waits for the two handshakes (TCP, TLS,
+``AUTH``) at once instead of one after the other (bench/results/cold-connect.md).
+
 Failures are redis-py's exception types, so the callers' handling and ``redis_client.explain``
 are unchanged. A connection that closes, or does not answer within the read timeout, fails every
 pipeline waiting on it and is dropped with the idle connections beside it (dead alike, after a
@@ -225,6 +230,8 @@ class DirectPipelines:
         self._shared: _Connection | None = None
         self._opening_shared: asyncio.Lock | None = None
         self._idle: list[_Connection] = []  # connections for blocking pipelines, most recently used last
+        self._spare: asyncio.Task[_Connection] | None = None  # one for them, opening beside the shared one
+        self._closed = False
 
     async def run(self, commands: Sequence[Command], *, blocks: bool = False) -> list[Any]:
         packed, expected = pack(commands), len(commands)  # perf: direct-pipelines
@@ -264,16 +271,34 @@ class DirectPipelines:
             self._opening_shared = asyncio.Lock()
         async with self._opening_shared:
             if self._shared is None or self._shared.broken is not None:
+                self._open_spare()
                 self._shared = await self._open()
             return self._shared
 
+    def _open_spare(self) -> None:
+        """Start opening a connection for the next blocking pipeline unless one is idle or on its way."""
+        if self._idle or self._spare is not None:
+            return
+        self._spare = asyncio.ensure_future(self._open())  # perf: spare-blocking-connection
+        self._spare.add_done_callback(self._spare_opened)
+
+    def _spare_opened(self, spare: asyncio.Task[_Connection]) -> None:
+        """The spare joins the idle stack; a failed one is forgotten (the pipeline that needs a
+        connection opens its own and meets the failure there, retried as any other)."""
+        if self._spare is spare:
+            self._spare = None
+        if spare.cancelled() or spare.exception() is not None:
+            return
+        if self._closed:
+            spare.result().close()
+        else:
+            self._idle.insert(0, spare.result())  # the least recently used end: taken when none other is idle
+
     async def _alone(self, packed: bytes, expected: int) -> list[Any]:
-        conn = None
-        while self._idle:
-            candidate = self._idle.pop()
-            if candidate.broken is None:
-                conn = candidate
-                break
+        conn = self._take_idle()
+        if conn is None and self._spare is not None:
+            await asyncio.wait([self._spare])  # not cancelled with this caller: it is the next one's
+            conn = self._take_idle()  # unless the spare failed, or another caller took it first
         if conn is None:
             conn = await self._open()
         try:
@@ -283,6 +308,13 @@ class DirectPipelines:
             raise
         self._idle.append(conn)
         return replies
+
+    def _take_idle(self) -> _Connection | None:
+        while self._idle:
+            candidate = self._idle.pop()
+            if candidate.broken is None:
+                return candidate
+        return None
 
     async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -295,7 +327,11 @@ class DirectPipelines:
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             raise RedisConnectionError(f"Error connecting to {self.host}:{self.port}: {exc}") from exc
         if self._hello:
-            replies = await conn.send(pack(self._hello), len(self._hello))
+            try:
+                replies = await conn.send(pack(self._hello), len(self._hello))
+            except BaseException:
+                conn.close()  # timed out, or its opener cancelled (a spare at aclose)
+                raise
             for command, reply in zip(self._hello, replies, strict=True):
                 if isinstance(reply, RedisError):
                     conn.close()  # a refused AUTH is a mistake in the URL (redis_client.worth_retrying)
@@ -303,6 +339,9 @@ class DirectPipelines:
         return conn
 
     async def aclose(self) -> None:
+        self._closed = True
+        if self._spare is not None:
+            self._spare.cancel()
         for conn in [*self._idle, *([self._shared] if self._shared else [])]:
             conn.close()
         self._idle.clear()

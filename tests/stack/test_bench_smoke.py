@@ -69,3 +69,14 @@ def test_bench_minimal_run_produces_numbers(tmp_path: Path) -> None:
         drawn = {g.attrib["data-system"] for g in root.iter(SVG + "g") if g.attrib.get("class") == "series"}
         assert drawn == set(systems), name
         assert f"]({name})" in md
+
+
+def test_cold_connect_bench_measures_both_variants_through_the_forwarder() -> None:
+    proc = subprocess.run([sys.executable, "-m", "bench.cold_connect", "--delay-ms", "0,0.05", "--rounds", "2"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines() if line.startswith("| 0")]
+    assert [row[0].strip() for row in rows] == ["0 ms", "0.05 ms"]
+    for row in rows:
+        before, after = float(row[1]), float(row[2])
+        assert before > 0 and after > 0

@@ -110,6 +110,35 @@ async def test_the_connect_paths_commands_answer_as_through_redis_py(
     assert await direct.run([("BLPOP", "reply", 0.01)], blocks=True) == [[b"reply", b"done"]]
 
 
+async def test_the_first_pipeline_opens_the_blocking_ones_connection_beside_its_own(
+        clients: tuple[aioredis.Redis, DirectPipelines]) -> None:
+    """A new router's first connect runs the admission (shared connection) and then the pick
+    (a blocking one): both connections are opened at once, so it waits for one handshake, not two."""
+    r, direct = clients
+    before = len(await r.client_list())
+    open_connection = direct._open
+    opening = most_at_once = opened = 0
+
+    async def counted() -> object:
+        nonlocal opening, most_at_once, opened
+        opening, opened = opening + 1, opened + 1
+        most_at_once = max(most_at_once, opening)
+        try:
+            return await open_connection()
+        finally:
+            opening -= 1
+
+    direct._open = counted  # type: ignore[assignment,method-assign]
+    assert await direct.run([("RPUSH", "q", b"x")]) == [1]
+    assert await direct.run([("BLPOP", "q", 1)], blocks=True) == [[b"q", b"x"]]
+    assert (opened, most_at_once) == (2, 2)
+    assert len(await r.client_list()) == before + 2
+    await asyncio.gather(direct.run([("INCR", "n")]), direct.run([("BLPOP", "q", 0.01)], blocks=True))
+    assert opened == 2  # both reused
+    await direct.aclose()
+    assert len(await r.client_list()) == before
+
+
 async def test_a_reply_error_comes_in_its_place(clients: tuple[aioredis.Redis, DirectPipelines]) -> None:
     _, direct = clients
     replies = await direct.run([("INCR", "a"), ("EVALSHA", "0" * 40, 0), ("HSET", "h"), ("INCR", "a")])
@@ -204,7 +233,10 @@ async def test_a_wrong_password_is_said_at_once_and_not_retried() -> None:
         direct._open = counted  # type: ignore[assignment,method-assign]
         with pytest.raises(AuthenticationError):
             await direct.run([("PING",)])
-        assert opened == 1  # refused credentials are not retried (50 retries would take over 40 s)
+        await asyncio.sleep(0.2)
+        # the shared connection and the spare beside it, both refused; neither retried (50 retries
+        # would take over 40 s)
+        assert opened == 2
         good = direct_pipelines(f"redis://:right-password@127.0.0.1:{v.port}/0", patience=ANSWER_SOON)
         assert good is not None
         assert await good.run([("PING",)]) == [b"PONG"]
