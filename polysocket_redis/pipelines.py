@@ -63,6 +63,11 @@ from polysocket_core.redis_client import (
     worth_retrying,
 )
 
+# How long a blocking pipeline waits for the spare connection still opening before it opens its own: a
+# handshake inside a VPC takes a few ms, while a spare caught by a freeze (a Lambda environment frozen
+# after a refused first connect, the spare's handshake in flight) could hold it up to the connect timeout.
+SPARE_PATIENCE_S = 0.25
+
 Arg = str | bytes | int | float
 Command = Sequence[Arg]
 
@@ -297,8 +302,8 @@ class DirectPipelines:
     async def _alone(self, packed: bytes, expected: int) -> list[Any]:
         conn = self._take_idle()
         if conn is None and self._spare is not None:
-            await asyncio.wait([self._spare])  # not cancelled with this caller: it is the next one's
-            conn = self._take_idle()  # unless the spare failed, or another caller took it first
+            await asyncio.wait([self._spare], timeout=SPARE_PATIENCE_S)  # not cancelled with this caller
+            conn = self._take_idle()  # unless the spare failed, is late, or another caller took it first
         if conn is None:
             conn = await self._open()
         try:

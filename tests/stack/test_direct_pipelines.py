@@ -28,6 +28,7 @@ from polysocket_core.control import (
 )
 from polysocket_core.redis_client import ANSWER_SOON, LONGEST_BLOCK_S, Patience
 from polysocket_redis.pipelines import (
+    SPARE_PATIENCE_S,
     DirectPipelines,
     RedisPyPipelines,
     direct_pipelines,
@@ -137,6 +138,33 @@ async def test_the_first_pipeline_opens_the_blocking_ones_connection_beside_its_
     assert opened == 2  # both reused
     await direct.aclose()
     assert len(await r.client_list()) == before
+
+
+async def test_a_spare_that_does_not_open_holds_no_pipeline_up(
+        clients: tuple[aioredis.Redis, DirectPipelines]) -> None:
+    """A spare whose handshake hangs (caught by a Lambda freeze): the blocking pipeline waits for it
+    only briefly (``SPARE_PATIENCE_S``), then opens its own; the spare is not cancelled by it."""
+    _, direct = clients
+    open_connection = direct._open
+    never = asyncio.Event()
+    opened = 0
+
+    async def second_hangs() -> object:
+        nonlocal opened
+        opened += 1
+        if opened == 2:
+            await never.wait()
+        return await open_connection()
+
+    direct._open = second_hangs  # type: ignore[assignment,method-assign]
+    assert await direct.run([("RPUSH", "q", b"x")]) == [1]
+    async with asyncio.timeout(5 + SPARE_PATIENCE_S):  # bounds the test, not a performance figure
+        assert await direct.run([("BLPOP", "q", 1)], blocks=True) == [[b"q", b"x"]]
+    assert opened == 3
+    assert direct._spare is not None and not direct._spare.done()  # still the next caller's, if it ever opens
+    never.set()
+    await asyncio.sleep(0.2)
+    assert direct._spare is None and len(direct._idle) == 2  # it opened after all: idle beside the other
 
 
 async def test_a_reply_error_comes_in_its_place(clients: tuple[aioredis.Redis, DirectPipelines]) -> None:
