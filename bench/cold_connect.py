@@ -71,9 +71,14 @@ def forwarder(listen_port: int, redis_port: int, delay_s: float) -> None:
     server = socket.create_server(("127.0.0.1", listen_port))
     while True:
         near, _ = server.accept()
-        far = socket.create_connection(("127.0.0.1", redis_port))
-        for a, b in ((near, far), (far, near)):
-            a.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            far = socket.create_connection(("127.0.0.1", redis_port))
+            for end in (near, far):
+                end.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # the client gave up already, or Redis is gone: this connection only
+            near.close()
+            continue
+        for a, b in ((near, far), (far, near)):  # either side's end closes the other (its writer thread)
             threading.Thread(target=_carry, args=(a, b, delay_s), daemon=True).start()
 
 
@@ -87,10 +92,8 @@ async def first_connect(pipelines: DirectPipelines, n: int) -> None:
 
 def fresh(url: str, ca_file: str, *, spare: bool) -> DirectPipelines:
     """A new environment's pipelines, as the router builds them; without the spare, as before it."""
-    pipelines = direct_pipelines(url, patience=ANSWER_SOON, ca_file=ca_file)
+    pipelines = direct_pipelines(url, patience=ANSWER_SOON, ca_file=ca_file, spare=spare)
     assert pipelines is not None
-    if not spare:
-        pipelines._open_spare = lambda: None  # type: ignore[method-assign]
     return pipelines
 
 

@@ -245,7 +245,7 @@ async def _router_main(url: str, plan: Plan, index: int, token: str, go: Event, 
     """One router process: ``connects / routers`` connects, open loop at ``rate / routers``."""
     r = _client(url, ANSWER_SOON)
     keys = Keys()
-    pipelines = pipelines_for(url, r, patience=ANSWER_SOON)  # as the router builds them (router_fn.app)
+    pipelines = pipelines_for(url, r, patience=ANSWER_SOON, spare=True)  # as the router builds them (router_fn.app)
     admission = TokenAdmission(TokenStore(r, keys), RateLimiter(r, keys, NEVER_REFUSES, NEVER_REFUSES),
                                [TARGET_NETWORK], resolve=_resolve_target, pipelines=pipelines)
     est = Establisher(r, keys, 2.0, 15.0, rng=random.Random(plan.seed * 100 + index), pipelines=pipelines)

@@ -17,10 +17,13 @@ Two kinds of connection, both opened like redis-py's (TLS, ``AUTH``, ``SELECT`` 
 * a pipeline that **blocks** (``BLPOP``) would hold up everyone queued behind it, so it takes a
   connection of its own from an idle stack and puts it back after.
 
-Every connect runs one pipeline of each kind, the shared one first, so opening the shared connection
-also opens one for the blocking pipelines beside it when none is idle: a new Lambda environment's
-first connect (and any connect after Redis failed over) waits for the two handshakes (TCP, TLS,
-``AUTH``) at once instead of one after the other (bench/results/cold-connect.md).
+The router's every connect runs one pipeline of each kind, the shared one first, so its pipelines
+(``spare=True``) open a connection for the blocking ones beside the shared one whenever they open
+that and have none idle: a new Lambda environment's first connect (and the first after Redis failed
+over) waits for the two handshakes (TCP, TLS, ``AUTH``) at once instead of one after the other
+(bench/results/cold-connect.md). While spares fail (Redis unreachable) none is opened again until a
+connection opens, so an outage's retries do not double their attempts. A relay's inbox loop holds
+its blocking connection all the time: its pipelines open none.
 
 Failures are redis-py's exception types, so the callers' handling and ``redis_client.explain``
 are unchanged. A connection that closes, or does not answer within the read timeout, fails every
@@ -224,7 +227,8 @@ class DirectPipelines:
     """:class:`Pipelines` on connections of its own to one Redis node (see the module docstring)."""
 
     def __init__(self, host: str, port: int, *, patience: Patience, username: str | None = None,
-                 password: str | None = None, db: int = 0, tls: ssl.SSLContext | None = None) -> None:
+                 password: str | None = None, db: int = 0, tls: ssl.SSLContext | None = None,
+                 spare: bool = False) -> None:
         self.host, self.port = host, port
         self.patience = patience
         self._hello: list[Command] = [("AUTH", *([username] if username else []), password)] if password else []
@@ -235,7 +239,9 @@ class DirectPipelines:
         self._shared: _Connection | None = None
         self._opening_shared: asyncio.Lock | None = None
         self._idle: list[_Connection] = []  # connections for blocking pipelines, most recently used last
+        self._spare_wanted = spare
         self._spare: asyncio.Task[_Connection] | None = None  # one for them, opening beside the shared one
+        self._spare_failed = False  # the last spare did not open, and no connection has since
         self._closed = False
 
     async def run(self, commands: Sequence[Command], *, blocks: bool = False) -> list[Any]:
@@ -282,7 +288,8 @@ class DirectPipelines:
 
     def _open_spare(self) -> None:
         """Start opening a connection for the next blocking pipeline unless one is idle or on its way."""
-        if self._idle or self._spare is not None:
+        self._idle = [c for c in self._idle if c.broken is None]  # dead while idle (a restart, a failover)
+        if not self._spare_wanted or self._spare_failed or self._idle or self._spare is not None:
             return
         self._spare = asyncio.ensure_future(self._open())  # perf: spare-blocking-connection
         self._spare.add_done_callback(self._spare_opened)
@@ -292,7 +299,10 @@ class DirectPipelines:
         connection opens its own and meets the failure there, retried as any other)."""
         if self._spare is spare:
             self._spare = None
-        if spare.cancelled() or spare.exception() is not None:
+        if spare.cancelled():
+            return
+        if spare.exception() is not None:
+            self._spare_failed = True
             return
         if self._closed:
             spare.result().close()
@@ -331,6 +341,7 @@ class DirectPipelines:
                     ssl=self._tls, server_hostname=self.host if self._tls else None)
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             raise RedisConnectionError(f"Error connecting to {self.host}:{self.port}: {exc}") from exc
+        self._spare_failed = False
         if self._hello:
             try:
                 replies = await conn.send(pack(self._hello), len(self._hello))
@@ -353,9 +364,10 @@ class DirectPipelines:
         self._shared = None
 
 
-def direct_pipelines(url: str, *, patience: Patience, ca_file: str = "") -> DirectPipelines | None:
+def direct_pipelines(url: str, *, patience: Patience, ca_file: str = "",
+                     spare: bool = False) -> DirectPipelines | None:
     """Direct pipelines to the single Redis node ``url`` names; None for a cluster, or a URL with
-    query options (those are redis-py's to read)."""
+    query options (those are redis-py's to read). ``spare``: see the module docstring."""
     parsed = RedisUrl(url)
     check_tls(url, ca_file)
     parts = urlsplit(parsed.plain)
@@ -369,9 +381,11 @@ def direct_pipelines(url: str, *, patience: Patience, ca_file: str = "") -> Dire
     db = int(parts.path.strip("/") or 0)
     return DirectPipelines(parts.hostname, parts.port or 6379, patience=patience,
                            username=unquote(parts.username) if parts.username else None,
-                           password=unquote(parts.password) if parts.password else None, db=db, tls=tls)
+                           password=unquote(parts.password) if parts.password else None, db=db, tls=tls,
+                           spare=spare)
 
 
-def pipelines_for(url: str, redis: aioredis.Redis, *, patience: Patience, ca_file: str = "") -> Pipelines:
-    """The router's pipelines: direct where the URL allows it, else through ``redis`` (its client)."""
-    return direct_pipelines(url, patience=patience, ca_file=ca_file) or RedisPyPipelines(redis)
+def pipelines_for(url: str, redis: aioredis.Redis, *, patience: Patience, ca_file: str = "",
+                  spare: bool = False) -> Pipelines:
+    """A service's pipelines: direct where the URL allows it, else through ``redis`` (its client)."""
+    return direct_pipelines(url, patience=patience, ca_file=ca_file, spare=spare) or RedisPyPipelines(redis)

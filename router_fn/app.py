@@ -113,7 +113,7 @@ class Router:
         (polysocket_redis.pipelines)."""
         if self._pipelines is None:
             self._pipelines = pipelines_for(self.settings.redis_url, self._connect_redis(), patience=ANSWER_SOON,
-                                            ca_file=self.settings.redis_ca_file)
+                                            ca_file=self.settings.redis_ca_file, spare=True)
         return self._pipelines
 
     @property

@@ -23,10 +23,18 @@ class RestartableValkey:
 
     def restart_empty(self, down_s: float = 0.0) -> None:
         """SIGKILL Valkey and start a fresh one, without data, on the same port ``down_s`` later."""
+        self.kill()
+        time.sleep(down_s)
+        self.start()
+
+    def kill(self) -> None:
+        """SIGKILL Valkey: its port refuses connections until :meth:`start`."""
         self.proc.popen.send_signal(signal.SIGKILL)
         self.proc.popen.wait(10)
         self.stack.procs.remove(self.proc)
-        time.sleep(down_s)
+
+    def start(self) -> None:
+        """A fresh Valkey, without data, on the same port."""
         self.proc = self.stack.start_valkey(self.port, extra=self.extra)
 
     def stop(self) -> None:
