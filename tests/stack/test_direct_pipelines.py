@@ -124,6 +124,23 @@ async def clients_once_settled(r: aioredis.Redis, expected: int) -> int:
     return len(seen)
 
 
+class Opens:
+    """Counts the connections ``direct`` opens from now on, and the most opening at once."""
+
+    def __init__(self, direct: DirectPipelines) -> None:
+        self.opened = self.opening = self.most_at_once = 0
+        self._open = direct._open
+        direct._open = self.counted  # type: ignore[assignment,method-assign]
+
+    async def counted(self) -> object:
+        self.opening, self.opened = self.opening + 1, self.opened + 1
+        self.most_at_once = max(self.most_at_once, self.opening)
+        try:
+            return await self._open()
+        finally:
+            self.opening -= 1
+
+
 def spared(clients: tuple[aioredis.Redis, DirectPipelines]) -> DirectPipelines:
     """The fixture's pipelines as the router's are built: with a spare (``spare=True``)."""
     _, direct = clients
@@ -138,25 +155,13 @@ async def test_the_first_pipeline_opens_the_blocking_ones_connection_beside_its_
     r, _ = clients
     direct = spared(clients)
     before = len(await r.client_list())
-    open_connection = direct._open
-    opening = most_at_once = opened = 0
-
-    async def counted() -> object:
-        nonlocal opening, most_at_once, opened
-        opening, opened = opening + 1, opened + 1
-        most_at_once = max(most_at_once, opening)
-        try:
-            return await open_connection()
-        finally:
-            opening -= 1
-
-    direct._open = counted  # type: ignore[assignment,method-assign]
+    opens = Opens(direct)
     assert await direct.run([("RPUSH", "q", b"x")]) == [1]
     assert await direct.run([("BLPOP", "q", 1)], blocks=True) == [[b"q", b"x"]]
-    assert (opened, most_at_once) == (2, 2)
+    assert (opens.opened, opens.most_at_once) == (2, 2)
     assert len(await r.client_list()) == before + 2
     await asyncio.gather(direct.run([("INCR", "n")]), direct.run([("BLPOP", "q", 0.01)], blocks=True))
-    assert opened == 2  # both reused
+    assert opens.opened == 2  # both reused
     await direct.aclose()
     assert await clients_once_settled(r, before) == before
 
@@ -198,39 +203,27 @@ async def test_spares_are_not_opened_again_while_they_fail_nor_kept_beside_dead_
     patience = Patience(read_timeout_s=LONGEST_BLOCK_S + 1, retries=3, backoff_cap_s=0.05)
     direct = direct_pipelines(valkey.url, patience=patience, spare=True)
     assert direct is not None
-    open_connection = direct._open
-    opening = most_at_once = opened = 0
-
-    async def counted() -> object:
-        nonlocal opening, most_at_once, opened
-        opening, opened = opening + 1, opened + 1
-        most_at_once = max(most_at_once, opening)
-        try:
-            return await open_connection()
-        finally:
-            opening -= 1
-
-    direct._open = counted  # type: ignore[assignment,method-assign]
+    opens = Opens(direct)
     try:
         assert await direct.run([("RPUSH", "q", b"x")]) == [1]
         assert await direct.run([("BLPOP", "q", 1)], blocks=True) == [[b"q", b"x"]]
-        assert opened == 2
+        assert opens.opened == 2
         valkey.kill()
         await asyncio.sleep(0.2)  # the connections are seen closed
         with pytest.raises(RedisConnectionError):
             await direct.run([("PING",)])
-        assert opened == 2 + 4 + 1  # four attempts at the shared connection, one spare beside the first
+        assert opens.opened == 2 + 4 + 1  # four attempts at the shared connection, one spare beside the first
         valkey.start()
-        opened = most_at_once = 0
+        opens = Opens(direct)
         assert await direct.run([("RPUSH", "q", b"y")]) == [1]
         assert await direct.run([("BLPOP", "q", 1)], blocks=True) == [[b"q", b"y"]]
-        assert (opened, most_at_once) == (2, 1)  # one after the other: no spare until a connection opened
+        assert (opens.opened, opens.most_at_once) == (2, 1)  # one after the other: no spare until one opened
         valkey.restart_empty()
         await asyncio.sleep(0.2)  # both connections are seen dead while idle
-        opened = most_at_once = 0
+        opens = Opens(direct)
         assert await direct.run([("RPUSH", "q", b"z")]) == [1]
         assert await direct.run([("BLPOP", "q", 1)], blocks=True) == [[b"q", b"z"]]
-        assert (opened, most_at_once) == (2, 2)
+        assert (opens.opened, opens.most_at_once) == (2, 2)
     finally:
         await direct.aclose()
 
