@@ -141,19 +141,21 @@ class Opens:
             self.opening -= 1
 
 
-def spared(clients: tuple[aioredis.Redis, DirectPipelines]) -> DirectPipelines:
-    """The fixture's pipelines as the router's are built: with a spare (``spare=True``)."""
-    _, direct = clients
-    direct._spare_wanted = True
-    return direct
+@pytest.fixture
+async def spared(clients: tuple[aioredis.Redis, DirectPipelines],
+                 valkey: RestartableValkey) -> AsyncIterator[DirectPipelines]:
+    """Pipelines as the router builds them: with a spare (``spare=True``)."""
+    direct = direct_pipelines(valkey.url, patience=ANSWER_SOON, spare=True)
+    assert direct is not None
+    yield direct
+    await direct.aclose()
 
 
 async def test_the_first_pipeline_opens_the_blocking_ones_connection_beside_its_own(
-        clients: tuple[aioredis.Redis, DirectPipelines]) -> None:
+        clients: tuple[aioredis.Redis, DirectPipelines], spared: DirectPipelines) -> None:
     """A new router's first connect runs the admission (shared connection) and then the pick
     (a blocking one): both connections are opened at once, so it waits for one handshake, not two."""
-    r, _ = clients
-    direct = spared(clients)
+    r, direct = clients[0], spared
     before = len(await r.client_list())
     opens = Opens(direct)
     assert await direct.run([("RPUSH", "q", b"x")]) == [1]
@@ -166,11 +168,10 @@ async def test_the_first_pipeline_opens_the_blocking_ones_connection_beside_its_
     assert await clients_once_settled(r, before) == before
 
 
-async def test_a_spare_that_does_not_open_holds_no_pipeline_up(
-        clients: tuple[aioredis.Redis, DirectPipelines]) -> None:
+async def test_a_spare_that_does_not_open_holds_no_pipeline_up(spared: DirectPipelines) -> None:
     """A spare whose handshake hangs (caught by a Lambda freeze): the blocking pipeline waits for it
     only briefly (``SPARE_PATIENCE_S``), then opens its own; the spare is not cancelled by it."""
-    direct = spared(clients)
+    direct = spared
     open_connection = direct._open
     never = asyncio.Event()
     opened = 0
