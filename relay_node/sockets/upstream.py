@@ -411,7 +411,9 @@ class Upstream(asyncio.Protocol):  # perf: lean-upstream (no task per socket)
     def _frame(self, frame: Frame) -> bool:
         """Handle one frame; True when it failed the connection."""
         op = frame.opcode
-        data = cast(bytes, frame.data)  # the parser's frames hold bytes
+        # bytes or a bytearray (websockets' reader hands out either; decoding, joining and
+        # base64 treat both alike), never a memoryview: the parser makes no views
+        data = cast(bytes, frame.data)
         if op is _TEXT or op is _BINARY:
             if not frame.fin:
                 self._parts, self._text = [data], op is _TEXT
