@@ -86,6 +86,15 @@ locals {
   }
 }
 
+# The memory sizes Fargate pairs with each CPU size a relay may have (var.relay_cpu)
+locals {
+  fargate_memory_for_cpu = {
+    "256"  = [512, 1024, 2048]
+    "512"  = [1024, 2048, 3072, 4096]
+    "1024" = [2048, 3072, 4096, 5120, 6144, 7168, 8192]
+  }
+}
+
 resource "aws_ecs_task_definition" "relay" {
   family                   = "${local.name}-relay"
   requires_compatibilities = ["FARGATE"]
@@ -154,6 +163,13 @@ resource "aws_ecs_task_definition" "relay" {
       }
     }
   }])
+
+  lifecycle {
+    precondition {
+      condition     = contains(lookup(local.fargate_memory_for_cpu, tostring(var.relay_cpu), []), var.relay_memory)
+      error_message = "relay_memory ${var.relay_memory} is not a size Fargate pairs with relay_cpu ${var.relay_cpu}: choose one of ${jsonencode(lookup(local.fargate_memory_for_cpu, tostring(var.relay_cpu), []))} (MiB)."
+    }
+  }
 }
 
 resource "aws_ecs_service" "relays" {

@@ -201,13 +201,22 @@ variable "relay_image_tag" {
 }
 
 variable "relay_cpu" {
-  description = "Fargate CPU units of one relay task (1024 = 1 vCPU)."
+  description = "Fargate CPU units of one relay task (1024 = 1 vCPU): 256, 512 or 1024. A relay is one process on one event loop, so it never uses more than one vCPU: scale out with tasks, not with CPU units."
   type        = number
   default     = 1024
+
+  # Above 1024 a task pays for cores the relay leaves idle, and the service's CPU utilisation (what
+  # scale_on_cpu_target tracks) stays at or below 1024 / relay_cpu of a saturated relay's: at 2048 a
+  # relay pinned at 100 % of its one core reads 50 %, under the default target of 60 %, and the
+  # fleet never grows on CPU.
+  validation {
+    condition     = contains([256, 512, 1024], var.relay_cpu)
+    error_message = "relay_cpu must be 256, 512 or 1024: a relay uses at most one vCPU (one process, one event loop), and a larger task would hide its load from the CPU scaling policy. Scale out with relay_max_size instead."
+  }
 }
 
 variable "relay_memory" {
-  description = "Fargate memory (MiB) of one relay task."
+  description = "Fargate memory (MiB) of one relay task: 512, 1024 or 2048 with relay_cpu 256; 1024 to 4096 with 512; 2048 to 8192 with 1024 (in steps of 1024)."
   type        = number
   default     = 2048
 }

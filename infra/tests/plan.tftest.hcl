@@ -238,6 +238,42 @@ run "refuses_fewer_slots_than_a_deployment_runs" {
   expect_failures = [aws_ecs_service.relays]
 }
 
+run "refuses_more_than_one_vcpu_per_relay" {
+  command = plan
+
+  variables {
+    relay_cpu    = 2048 # a relay uses one core: the CPU policy would see at most 50 %
+    relay_memory = 4096
+  }
+
+  expect_failures = [var.relay_cpu]
+}
+
+run "refuses_a_memory_size_fargate_does_not_pair_with_the_cpu" {
+  command = plan
+
+  variables {
+    relay_cpu    = 1024
+    relay_memory = 1024 # 1 vCPU takes 2048 to 8192
+  }
+
+  expect_failures = [aws_ecs_task_definition.relay]
+}
+
+run "takes_a_smaller_relay_task" {
+  command = plan
+
+  variables {
+    relay_cpu    = 512
+    relay_memory = 1024
+  }
+
+  assert {
+    condition     = aws_ecs_task_definition.relay.cpu == "512" && aws_ecs_task_definition.relay.memory == "1024"
+    error_message = "a half-vCPU task with 1 GiB is a Fargate size"
+  }
+}
+
 run "refuses_a_slot_count_the_relay_refuses" {
   command = plan
 
