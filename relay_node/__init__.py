@@ -5,8 +5,8 @@ By plane (imports only point down this list; ``tests/unit/test_relay_layout.py``
     node.py  server.py  settings.py  metrics.py     wiring: parts built and started, serving, flags, counters
     edge/      http1.py endpoints.py logsafe.py     bytes in, typed answers out
     sockets/   table.py socket.py receivers.py      the data plane: sockets, their receivers,
-               stream.py upstream.py memory.py      the WebSocket to the target, memory
-               limits.py
+               stream.py upstream.py memory.py      the WebSocket to the target, memory,
+               pressure.py limits.py                the relay-wide buffer budget
     control/   agent.py fleetstats.py aws/         Redis (register, establish, kill, drain, stats), AWS
 
 One message from the browser to the target (a ``/send``)::
@@ -26,6 +26,7 @@ One message from the target to the browser::
     sockets/upstream.py  Upstream.data_received: websockets' parser yields frames, _deliver
                          assembles a message
     sockets/socket.py    RelaySocket.upstream_message: OutboundBuffer.push (kept until acked),
+                         BufferBudget.took (sockets/pressure.py: the bound now in force),
                          _wake -> receiver.wake()
       a stream:
     sockets/stream.py    SocketStream.push: sse.next_events (polysocket_core) frames what is new

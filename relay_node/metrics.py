@@ -82,9 +82,9 @@ class Hist:
 
 
 class RelayMetrics(Collector):
-    __slots__ = ("answers_cut", "bytes_in", "bytes_out", "errors", "frames_in", "frames_out", "open_sockets",
-                 "poll_waits", "records_swept", "registry", "sockets_total", "streams_open", "streams_total",
-                 "sweep_failures", "sweeps")
+    __slots__ = ("answers_cut", "budget", "budget_parks", "buffered", "bytes_in", "bytes_out", "errors",
+                 "frames_in", "frames_out", "open_sockets", "poll_waits", "records_swept", "registry",
+                 "sockets_total", "streams_open", "streams_total", "sweep_failures", "sweeps")
 
     HELP = {
         "open_sockets": ("polysocket_open_sockets", "WebSockets held by this node"),
@@ -97,6 +97,12 @@ class RelayMetrics(Collector):
         "streams_total": ("polysocket_streams", "GET /stream answers started"),
         "answers_cut": ("polysocket_answers_cut", "Connections cut because a newer stream or poll took their "
                         "socket over while they still held its messages unsent"),
+        "buffered": ("polysocket_buffered_bytes", "Bytes of messages held for clients until they acknowledge them, "
+                     "all sockets together (as of the last sweep)"),
+        "budget": ("polysocket_buffer_budget_bytes", "--buffer-budget: at this many buffered bytes, sockets holding "
+                   "their share pause reading their targets"),
+        "budget_parks": ("polysocket_budget_parks", "Times a socket paused reading its target because the node's "
+                         "buffer budget was reached (its own --buffer-bytes not)"),
         "poll_waits": ("polysocket_poll_wait_seconds", "How long polls waited before answering"),
         "errors": ("polysocket_errors", "Errors answered, by code"),
         "sweeps": ("polysocket_dns_sweeps", "Sweeps of stale DNS records this node ran (the fleet runs one at a time)"),
@@ -114,6 +120,9 @@ class RelayMetrics(Collector):
         self.streams_open = Level()
         self.streams_total = Count()
         self.answers_cut = Count()
+        self.buffered = Level()
+        self.budget = Level()
+        self.budget_parks = Count()
         self.poll_waits = Hist((0.001, 0.01, 0.1, 0.5, 1, 5, 10, 30, 60))
         self.errors = LabeledCount()
         self.sweeps = Count()
@@ -125,10 +134,12 @@ class RelayMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         name, doc = self.HELP["open_sockets"]
         yield GaugeMetricFamily(name, doc, value=self.open_sockets.value)
-        name, doc = self.HELP["streams_open"]
-        yield GaugeMetricFamily(name, doc, value=self.streams_open.value)
-        for attr in ("sockets_total", "streams_total", "answers_cut", "frames_in", "frames_out", "bytes_in",
-                     "bytes_out", "sweeps", "records_swept", "sweep_failures"):
+        for attr in ("streams_open", "buffered", "budget"):
+            level: Level = getattr(self, attr)
+            name, doc = self.HELP[attr]
+            yield GaugeMetricFamily(name, doc, value=level.value)
+        for attr in ("sockets_total", "streams_total", "answers_cut", "budget_parks", "frames_in", "frames_out",
+                     "bytes_in", "bytes_out", "sweeps", "records_swept", "sweep_failures"):
             c: Count = getattr(self, attr)
             name, doc = self.HELP[attr]
             yield CounterMetricFamily(name, doc, value=c.value, created=c.created)

@@ -50,6 +50,15 @@ def _node_id(raw: str) -> str:
     return raw
 
 
+def _auto_bytes(raw: str) -> int | None:
+    """A positive number of bytes, or ``auto`` (None: derived where the node starts)."""
+    return None if raw.strip().lower() == "auto" else positive_int(raw)
+
+
+def _show_auto(value: int | None) -> str:
+    return "auto" if value is None else str(value)
+
+
 def _fqdn(raw: str) -> str:
     if not raw or "/" in raw or any(c.isspace() for c in raw):
         raise ValueError("must be a host name, optionally with :port")
@@ -73,6 +82,11 @@ class RelayConfig:
     buffer_high_bytes: int = setting(1024 * 1024, positive_int,
                                      "unacked bytes per socket at which reading upstream pauses",
                                      name="buffer-bytes")
+    buffer_budget_bytes: int | None = setting(None, _auto_bytes, "unacked bytes of all sockets together at "
+                                              "which a socket holding its share (this / --capacity) pauses "
+                                              "reading upstream; 'auto' (the default): a quarter of the memory "
+                                              "the relay may use (its cgroup's limit, else the machine's)",
+                                              name="buffer-budget", show=_show_auto)
     poll_batch_bytes: int = setting(512 * 1024, positive_int, "soft size of one poll answer, bytes")
     max_poll_ttl_ms: int = setting(MAX_POLL_TTL_MS, _ms, "longest a poll may wait for data, seconds "
                                    "(a waiting poll keeps its socket alive)", name="max-poll-ttl", show=_show_ms,

@@ -53,6 +53,7 @@ from polysocket_core.wire import CLOSE_TOO_BIG, binary_fragment, text_fragment
 from ..metrics import RelayMetrics
 from .limits import SocketLimits
 from .memory import trimmer
+from .pressure import BufferBudget
 from .receivers import Carrier, PollReceiver, Receiver, supersede
 from .upstream import Upstream
 
@@ -71,8 +72,8 @@ def _nobody_sweeps(sid: str, at: float) -> None:
 
 class RelaySocket:
     __slots__ = ("_carrier", "_close_seq", "_dropped", "_imposed", "_room", "_sent_through", "_stall", "_write_lock",
-                 "_writers", "claim_by", "config", "conn", "id", "inbound", "last_seen", "look_by", "meta", "metrics",
-                 "on_gone", "outbound", "protocol", "receiver", "reservation", "state")
+                 "_writers", "budget", "claim_by", "config", "conn", "id", "inbound", "last_seen", "look_by", "meta",
+                 "metrics", "on_gone", "outbound", "protocol", "receiver", "reservation", "state")
 
     def __init__(
         self,
@@ -85,6 +86,7 @@ class RelaySocket:
         meta: dict[str, str] | None = None,
         claim_by: float | None = None,
         look_by: Callable[[str, float], None] | None = None,
+        budget: BufferBudget | None = None,
     ) -> None:
         self.id = sid
         self.conn = conn
@@ -96,6 +98,8 @@ class RelaySocket:
         # sweep's queue must not keep a freed socket.
         self.look_by = look_by or _nobody_sweeps
         self.reservation = reservation  # released when the socket is freed
+        # What every socket of the table holds for its client, against --buffer-budget (relay_node.sockets.pressure)
+        self.budget = budget if budget is not None else BufferBudget(None, config.capacity)
         self.meta = meta or {}  # admission facts for reporting (caller, origin)
         self.protocol = conn.subprotocol or ""
         self.inbound = InboundSequencer(config.max_message_bytes)
@@ -134,7 +138,9 @@ class RelaySocket:
             self.look_by(self.id, self.last_seen + min(self.config.idle_timeout_s, CLOSED_LINGER_S))
             code, reason = client_close(self._imposed, self._received_close())
             self._close_seq = self.outbound.next_seq
-            self.outbound.push(wire.close_fragment(self._close_seq, code, reason))
+            fragment = wire.close_fragment(self._close_seq, code, reason)
+            self.outbound.push(fragment)
+            self.budget.took(len(fragment), 0)  # nothing parks on the close message
             self._wake()
         elif new is CLOSING:
             self._free_room()  # a parked reader reads again, so the closing handshake can finish
@@ -146,6 +152,7 @@ class RelaySocket:
             self._carrier = None  # its answers finish (or not) on their own; the socket lets go
             # Nobody will poll again: what was buffered goes now, not when the last reference does.
             trimmer.released += self.outbound.unacked_bytes
+            self.budget.released(self.outbound.unacked_bytes)
             self.outbound = OutboundBuffer()
             self.inbound = InboundSequencer(0)
             if self.conn.proto.state is UPSTREAM_OPEN:
@@ -265,15 +272,18 @@ class RelaySocket:
             # closing handshake behind it can be read.
             self._dropped += 1
             return False
-        if isinstance(msg, str):
-            out.push(text_fragment(out.next_seq, msg))
-        else:
-            out.push(binary_fragment(out.next_seq, msg))
+        fragment = text_fragment(out.next_seq, msg) if isinstance(msg, str) else binary_fragment(out.next_seq, msg)
+        out.push(fragment)
+        high = self.config.buffer_high_bytes
+        bound = self.budget.took(len(fragment), high)  # its own bound, or its share of the relay's budget
         metrics = self.metrics
         metrics.bytes_out.value += len(msg)
         metrics.frames_out.value += 1
         self._wake()
-        if state is OPEN and out.unacked_bytes >= self.config.buffer_high_bytes:
+        if state is OPEN and out.unacked_bytes >= bound:
+            if self._room is None and out.unacked_bytes < high:  # parked by the relay's budget, not its own
+                self.budget.park(self)
+                metrics.budget_parks.value += 1
             self._room = True  # parked until the client acknowledges below the bound
             return True
         return False
@@ -301,7 +311,14 @@ class RelaySocket:
     def _free_room(self) -> None:
         if self._room is not None:
             self._room = None
+            self.budget.forget(self)
             self.conn.resume_reading()
+
+    def relieved(self) -> None:
+        """The relay's buffer budget has room again (``BufferBudget.released``): read again, unless
+        this socket's own bound still holds it (then its client's acks free it)."""
+        if self._room is not None and self.outbound.unacked_bytes < self.config.buffer_high_bytes:
+            self._free_room()
 
     # client -> upstream
 
@@ -390,8 +407,9 @@ class RelaySocket:
         out.ack(ack)
         if held != out.unacked_bytes:
             trimmer.released += held - out.unacked_bytes
+            self.budget.released(held - out.unacked_bytes)  # may relieve this socket, and others
         room = self._room
-        if room is not None and out.unacked_bytes < self.config.buffer_high_bytes:
+        if room is not None and out.unacked_bytes < self.budget.bound(self.config.buffer_high_bytes):
             self._free_room()
         if self.state is CLOSED and ack >= self._close_seq:
             self.free()  # the client has the close: nothing left to keep

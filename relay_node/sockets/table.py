@@ -17,6 +17,7 @@ from ..metrics import RelayMetrics
 from . import memory
 from .deadlines import DueQueue
 from .limits import SocketLimits
+from .pressure import BufferBudget, budget_for, memory_limit
 from .socket import RelaySocket, SocketState
 from .upstream import Upstream, open_upstream
 
@@ -37,6 +38,10 @@ class SocketTable:
         # When the sweep must look at each socket next: an idle node's sweep costs
         # what is due, not what it holds.
         self.due: DueQueue[str] = DueQueue()  # by socket id: a freed socket is not kept
+        # What all sockets hold for their clients, against --buffer-budget ('auto': from the memory limit)
+        budget = budget_for(config.buffer_budget_bytes, memory_limit())
+        self.budget = BufferBudget(budget, config.capacity)
+        metrics.budget.set(self.budget.budget if budget is not None else 0)
 
     def __len__(self) -> int:
         return len(self.sockets)
@@ -108,7 +113,7 @@ class SocketTable:
         claim_by = claim_deadline(time.monotonic(), req.expires_at_ms / 1000 - time.time(),
                                   self.config.claim_margin_s, self.config.idle_timeout_s)
         sock = RelaySocket(sid, conn, self.config, self.metrics, self._drop, reservation, req.meta, claim_by,
-                           self.due.schedule)
+                           self.due.schedule, self.budget)
         self.sockets[sid] = sock
         self.due.schedule(sid, sock.next_due(sock.last_seen))
         self.metrics.open_sockets.set(len(self.sockets))
@@ -148,6 +153,7 @@ class SocketTable:
         for every socket's keepalive, rather than a task per connection). Only the sockets due
         by ``now`` are visited (``RelaySocket.next_due``); each goes back under its next time."""
         now = time.monotonic() if now is None else now
+        self.metrics.buffered.set(self.budget.held)
         cfg = self.config
         stall_limit = cfg.ping_timeout_s
         sockets, due = self.sockets, self.due

@@ -170,3 +170,69 @@ async def _zero(http: httpx.AsyncClient, relay: Proc) -> bool:
 
 async def _no_target(flood: Flood) -> bool:
     return flood.open == 0
+
+
+SMALL = 10_000  # bytes per message of the flood below: a read of 256 KiB holds 26
+SMALL_COUNT = 300  # per connection: 3 MB, three times the per-socket bound
+BUDGET = 2_000_000  # --buffer-budget of the relay below
+FLOODED = 20  # sockets whose clients do not collect: 20 x 1 MiB by their own bound, 10 x the budget
+
+
+def metric(text: str, name: str) -> float:
+    [value] = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ")]
+    return value
+
+
+async def test_many_flooded_sockets_stay_within_the_relays_buffer_budget_and_lose_nothing(
+        own_stack: Stack, http: httpx.AsyncClient) -> None:
+    """The relay-wide bound (``--buffer-budget``, ``relay_node.sockets.pressure``): 20 sockets whose
+    targets flood them and whose clients do not collect would hold 20 x 1 MiB by their own bound; the
+    relay holds them to twice the budget plus a read's messages each, counts the parks, and once the
+    clients collect, each gets all 300 messages in order."""
+    sent: dict[int, int] = {}
+
+    async def flood(conn: ServerConnection) -> None:
+        key = id(conn)
+        sent[key] = 0
+        with contextlib.suppress(ConnectionClosed):
+            for i in range(SMALL_COUNT):
+                await conn.send(f"{i:05d}" + "x" * (SMALL - 5))
+                sent[key] += 1
+            await conn.wait_closed()
+
+    port = free_port()
+    async with serve(flood, "127.0.0.1", port, compression=None):
+        relay = own_stack.start_relay("budget", extra=["--buffer-budget", str(BUDGET), "--capacity", "100",
+                                                       "--idle-timeout", "600"])
+        router = f"http://127.0.0.1:{own_stack.start_router().port}"
+        token = own_stack.create_token()
+        conns = [await connect(http, router, f"ws://127.0.0.1:{port}/", token=token) for _ in range(FLOODED)]
+        metrics_url = f"http://127.0.0.1:{relay.port}/metrics"
+
+        last: dict[int, int] = {}
+        still = 0
+        for _ in range(300):  # until the targets' sends stop advancing (the rest waits in the kernel's buffers)
+            await asyncio.sleep(0.1)
+            now = dict(sent)
+            still = still + 1 if now == last and len(now) == FLOODED else 0
+            if still >= 10:
+                break
+            last = now
+        assert still >= 10, f"the targets kept sending: {sum(sent.values())} messages"
+        await asyncio.sleep(1.5)  # a sweep (1 s) publishes the total
+        text = (await http.get(metrics_url)).text
+        held = metric(text, "polysocket_buffered_bytes")
+        assert metric(text, "polysocket_buffer_budget_bytes") == BUDGET
+        # the first sockets, opened one after the other, may reach their own 1 MiB before the total
+        # reaches the budget: those park by their own bound, every later one by the budget
+        assert metric(text, "polysocket_budget_parks_total") >= FLOODED - BUDGET // BUFFER
+        # twice the budget plus one read (256 KiB) of encoded messages per socket; by their own bound alone
+        # the sockets would hold over 20 MB
+        assert 0 < held < 2 * BUDGET + FLOODED * 270_000, held
+
+        for c in conns:  # every client collects: all of it, in order (receive asserts seq order)
+            got = await c.receive(SMALL_COUNT, ttl=2000, max_polls=2000)
+            assert [int(m["data"][:5]) for m in got] == list(range(SMALL_COUNT))
+            await c.poll(ttl=0)  # acknowledges the last
+        await asyncio.sleep(1.5)
+        assert metric((await http.get(metrics_url)).text, "polysocket_buffered_bytes") == 0

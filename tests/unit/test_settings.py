@@ -68,6 +68,7 @@ def sample_value(cls: type, d: Any) -> Any:
         "max_poll_ttl_ms": 30_000, "ack_timeout_s": 1.5, "establish_timeout_s": 12.5, "dev_token": "x" * 20,
         "ping_interval_s": None, "fqdn": "n1.relay.example:8443", "node_id": "node-7", "port": 8443,
         "relay_domain": "relay.example:8443", "cert_store": "s3", "redis_url": "rediss://h:6380/0",
+        "buffer_budget_bytes": 256 << 20,
     }
     if d.field in samples:
         return samples[d.field]
