@@ -6,22 +6,25 @@ thousand such clients, or targets flooding a few thousand sockets, could take th
 with it every other socket on the node. This bounds what all of them hold together: the encoded
 messages no client has acknowledged yet (``OutboundBuffer.unacked_bytes``, summed over the sockets).
 
-While the total is at or above the budget, a socket that holds its share (``budget // capacity``)
-or more parks after the message it just queued, exactly as at its own bound: its upstream stops
-reading, so the target's further data waits in the kernel's and the target's buffers, and nothing
-is dropped. Sockets below their share (clients that collect) go on. A socket parked this way reads
-again when its client acknowledges below the bound then in force, or, all of them at once, when the
-total falls below three quarters of the budget.
+While the total is at or above the budget, a socket that holds its share (``budget // capacity``,
+at least ``MIN_SHARE``) or more parks after the message it just queued, exactly as at its own bound:
+its upstream stops reading, so the target's further data waits in the kernel's and the target's
+buffers, and nothing is dropped. A socket that is closing drops what is over its share, as it drops
+what is over its own bound. Sockets below their share (clients that collect) go on. A parked socket
+reads again when its client acknowledges below the bound then in force, or, all of them at once,
+when the total falls below three quarters of the budget.
 
-So the total stays below twice the budget plus one read's messages per socket: what was held when
-the total reached the budget (less than the budget), plus each socket's growth up to its share
-(at most the budget together), plus what completed in the read that crossed.
+So the total stays below the budget (what was held when it was reached), plus each socket's growth
+up to its share (``capacity * share``: the budget again, unless ``MIN_SHARE`` is larger), plus what
+completed in the read that crossed a bound (up to one read, 256 KiB, of messages per socket: bytes
+the relay had read already, which it holds raw in websockets' parser otherwise).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -29,7 +32,13 @@ log = logging.getLogger("polysocket.relay")
 
 RESUME_FRACTION = 0.75  # parked sockets read again below this part of the budget (hysteresis)
 MEMORY_FRACTION = 4  # the default budget: a quarter of the memory the relay may use
-CGROUP_MEMORY_MAX = Path("/sys/fs/cgroup/memory.max")  # cgroup v2: the task's or container's limit
+# The least a socket may hold under pressure: twice what polysocket.js lets a stream deliver before it
+# renews it with its ack (STREAM_ACK_CHARS; tests/unit/test_client_constants.py ties the two), so a
+# client that keeps up never parks waiting for an ack it would only send later.
+MIN_SHARE = 64 * 1024
+LOG_EVERY_S = 60.0  # at most one "budget reached" warning per minute
+CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"),  # cgroup v2: the task's or container's limit
+                 Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))  # cgroup v1
 
 
 class Parked(Protocol):
@@ -41,16 +50,17 @@ class Parked(Protocol):
 class BufferBudget:
     """The bytes every socket holds for its client, against one budget; one per socket table."""
 
-    __slots__ = ("_parked", "_pressed", "budget", "held", "resume_below", "share")
+    __slots__ = ("_parked", "_pressed", "_warned_at", "budget", "held", "resume_below", "share")
 
     def __init__(self, budget: int | None, capacity: int) -> None:
         """``budget`` None: no budget (each socket's own bound only)."""
         self.budget = budget if budget is not None else 1 << 62
-        self.share = max(1, self.budget // max(1, capacity))
+        self.share = max(MIN_SHARE, self.budget // max(1, capacity))
         self.resume_below = int(self.budget * RESUME_FRACTION)
         self.held = 0
         self._parked: set[Parked] = set()
-        self._pressed = False  # at or over the budget since the last relief (for the log)
+        self._pressed = False  # at or over the budget since the last relief
+        self._warned_at = -LOG_EVERY_S
 
     def bound(self, own: int) -> int:
         """Unacked bytes at which a socket parks now: its own bound, or its share under pressure."""
@@ -63,9 +73,12 @@ class BufferBudget:
             return own
         if not self._pressed:
             self._pressed = True
-            log.warning("buffer budget reached: %d bytes held for clients (--buffer-budget %d); sockets "
-                        "holding %d bytes or more pause reading their targets until acknowledged",
-                        held, self.budget, self.share)
+            now = time.monotonic()
+            if now - self._warned_at >= LOG_EVERY_S:
+                self._warned_at = now
+                log.warning("buffer budget reached: %d bytes held for clients (--buffer-budget %d); sockets "
+                            "holding %d bytes or more pause reading their targets until acknowledged",
+                            held, self.budget, self.share)
         return min(own, self.share)
 
     def released(self, size: int) -> None:
@@ -74,11 +87,12 @@ class BufferBudget:
         self.held -= size
         if self._pressed and self.held < self.resume_below:
             self._pressed = False
-            log.info("buffer budget relieved: %d bytes held; %d parked sockets read again", self.held,
-                     len(self._parked))
             parked, self._parked = self._parked, set()
             for sock in parked:
-                sock.relieved()
+                try:
+                    sock.relieved()
+                except Exception:  # one socket's failure must not keep the others parked
+                    log.exception("a socket parked on the buffer budget failed to resume")
 
     def park(self, sock: Parked) -> None:
         self._parked.add(sock)
@@ -91,18 +105,20 @@ class BufferBudget:
         return len(self._parked)
 
 
-def memory_limit(cgroup_max: Path = CGROUP_MEMORY_MAX) -> int | None:
-    """The memory this process may use: its cgroup's limit if it has one, else the machine's."""
+def memory_limit(cgroup_limits: tuple[Path, ...] = CGROUP_LIMITS) -> int | None:
+    """The memory this process may use: the machine's, or its cgroup's limit if that is lower (v2's
+    ``max`` and v1's huge "unlimited" value are no limit)."""
     try:
-        raw = cgroup_max.read_text().strip()
-        if raw != "max":
-            return int(raw)
+        machine: int | None = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (OSError, ValueError):
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (OSError, ValueError):
-        return None
+        machine = None
+    for path in cgroup_limits:
+        try:
+            limit = int(path.read_text().strip())
+        except (OSError, ValueError):  # absent, or v2's "max"
+            continue
+        return limit if machine is None else min(limit, machine)
+    return machine
 
 
 def budget_for(configured: int | None, limit: int | None) -> int | None:

@@ -267,9 +267,10 @@ class RelaySocket:
         upstream pauses reading until an ack makes room (``_free_room``)."""
         state = self.state
         out = self.outbound
-        if state is FREED or (state is CLOSING and out.unacked_bytes >= self.config.buffer_high_bytes):
-            # Nobody will collect it (freed), or the socket is closing and full: dropped, so the
-            # closing handshake behind it can be read.
+        if state is FREED or (state is CLOSING
+                              and out.unacked_bytes >= self.budget.bound(self.config.buffer_high_bytes)):
+            # Nobody will collect it (freed), or the socket is closing and full (by its own bound, or by
+            # its share of the relay's budget): dropped, so the closing handshake behind it can be read.
             self._dropped += 1
             return False
         fragment = text_fragment(out.next_seq, msg) if isinstance(msg, str) else binary_fragment(out.next_seq, msg)
@@ -316,7 +317,7 @@ class RelaySocket:
 
     def relieved(self) -> None:
         """The relay's buffer budget has room again (``BufferBudget.released``): read again, unless
-        this socket's own bound still holds it (then its client's acks free it)."""
+        this socket's own bound still holds it (then its client's acks free it, ``acknowledge``)."""
         if self._room is not None and self.outbound.unacked_bytes < self.config.buffer_high_bytes:
             self._free_room()
 
@@ -408,9 +409,12 @@ class RelaySocket:
         if held != out.unacked_bytes:
             trimmer.released += held - out.unacked_bytes
             self.budget.released(held - out.unacked_bytes)  # may relieve this socket, and others
-        room = self._room
-        if room is not None and out.unacked_bytes < self.budget.bound(self.config.buffer_high_bytes):
-            self._free_room()
+        if self._room is not None:
+            high = self.config.buffer_high_bytes
+            if out.unacked_bytes < self.budget.bound(high):
+                self._free_room()
+            elif out.unacked_bytes < high:  # below its own bound, held by the budget: read again on relief
+                self.budget.park(self)
         if self.state is CLOSED and ack >= self._close_seq:
             self.free()  # the client has the close: nothing left to keep
             return True

@@ -39,9 +39,16 @@ class SocketTable:
         # what is due, not what it holds.
         self.due: DueQueue[str] = DueQueue()  # by socket id: a freed socket is not kept
         # What all sockets hold for their clients, against --buffer-budget ('auto': from the memory limit)
-        budget = budget_for(config.buffer_budget_bytes, memory_limit())
+        limit = memory_limit() if config.buffer_budget_bytes is None else None
+        budget = budget_for(config.buffer_budget_bytes, limit)
         self.budget = BufferBudget(budget, config.capacity)
         metrics.budget.set(self.budget.budget if budget is not None else 0)
+        if budget is None:
+            log.warning("no buffer budget: the memory this relay may use is unknown (set --buffer-budget)")
+        else:
+            log.info("buffer budget %d bytes (%s); once reached, a socket holds at most its share, %d bytes", budget,
+                     "--buffer-budget" if limit is None else f"auto: a quarter of {limit} bytes of memory",
+                     self.budget.share)
 
     def __len__(self) -> int:
         return len(self.sockets)

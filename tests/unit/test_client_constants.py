@@ -15,6 +15,7 @@ from pathlib import Path
 from polysocket_core import wire
 from polysocket_core.sequencing import InboundSequencer
 from relay_node.settings import RelayConfig
+from relay_node.sockets.pressure import MIN_SHARE
 
 CLIENT = Path(__file__).resolve().parents[2] / "client"
 DECLARED: dict[str, int] = {k: v for k, v in json.loads((CLIENT / "src" / "relay-constants.json").read_text()).items()
@@ -60,3 +61,11 @@ def test_client_default_batch_fits_a_relay_batch() -> None:
     match = re.search(r"maxBatch: (\d+),", source)
     assert match is not None
     assert int(match.group(1)) <= wire.MAX_BATCH_FRAMES
+
+
+def test_the_relays_least_share_of_its_buffer_budget_is_twice_what_a_stream_delivers_before_its_ack() -> None:
+    """Under the relay's buffer budget a socket parks at its share (``relay_node.sockets.pressure``);
+    a streaming client acknowledges only when it renews its stream, after STREAM_ACK_CHARS of messages,
+    so a smaller share would park a client that keeps up until its stream ends."""
+    [chars] = re.findall(r"^    var STREAM_ACK_CHARS = (\d+);", (CLIENT / "polysocket.js").read_text(), re.M)
+    assert 2 * int(chars) <= MIN_SHARE
