@@ -68,16 +68,16 @@ async def no_asgi_app(scope: Any, receive: Any, send: Any) -> None:
 
 
 def hosted_protocol(answer: AnswerFn, limits: Limits, connections: Connections) -> type[asyncio.Protocol]:
-    """A ``RelayHTTPProtocol`` class with the constructor uvicorn calls (``Config(http=...)``)."""
+    """What uvicorn calls to build a protocol (``Config(http=...)``, called with uvicorn's keywords): a
+    ``RelayHTTPProtocol`` bound to the node. A function, not a subclass: the relay image compiles
+    ``RelayHTTPProtocol`` with mypyc (``relay_node/compiled.py``), and a compiled class takes no
+    interpreted subclass."""
 
-    class HostedRelayProtocol(RelayHTTPProtocol):
-        __slots__ = ()
+    def build(config: uvicorn.Config, server_state: ServerState, app_state: dict[str, Any] | None = None,
+              _loop: asyncio.AbstractEventLoop | None = None) -> RelayHTTPProtocol:
+        return RelayHTTPProtocol(answer, limits, connections, _loop)
 
-        def __init__(self, config: uvicorn.Config, server_state: ServerState,
-                     app_state: dict[str, Any] | None = None, _loop: asyncio.AbstractEventLoop | None = None) -> None:
-            super().__init__(answer, limits, connections, _loop)
-
-    return HostedRelayProtocol
+    return cast(type[asyncio.Protocol], build)  # uvicorn only calls it, as it would a class
 
 
 def share_state(connections: Connections, state: ServerState) -> None:

@@ -84,7 +84,7 @@ class Hist:
 class RelayMetrics(Collector):
     __slots__ = ("answers_cut", "budget", "budget_parks", "buffered", "bytes_in", "bytes_out", "errors",
                  "frames_in", "frames_out", "open_sockets", "poll_waits", "records_swept", "registry",
-                 "sockets_total", "streams_open", "streams_total", "sweep_failures", "sweeps")
+                 "socket_checks", "sockets_total", "streams_open", "streams_total", "sweep_failures", "sweeps")
 
     HELP = {
         "open_sockets": ("polysocket_open_sockets", "WebSockets held by this node"),
@@ -103,6 +103,8 @@ class RelayMetrics(Collector):
                    "their share pause reading their targets"),
         "budget_parks": ("polysocket_budget_parks", "Times a socket paused reading its target because the node's "
                          "buffer budget was reached (its own --buffer-bytes not)"),
+        "socket_checks": ("polysocket_socket_checks", "Sockets the keep-alive sweep checked: only those due, "
+                          "about one per socket per ping interval at rest"),
         "poll_waits": ("polysocket_poll_wait_seconds", "How long polls waited before answering"),
         "errors": ("polysocket_errors", "Errors answered, by code"),
         "sweeps": ("polysocket_dns_sweeps", "Sweeps of stale DNS records this node ran (the fleet runs one at a time)"),
@@ -123,6 +125,7 @@ class RelayMetrics(Collector):
         self.buffered = Level()
         self.budget = Level()
         self.budget_parks = Count()
+        self.socket_checks = Count()
         self.poll_waits = Hist((0.001, 0.01, 0.1, 0.5, 1, 5, 10, 30, 60))
         self.errors = LabeledCount()
         self.sweeps = Count()
@@ -138,8 +141,8 @@ class RelayMetrics(Collector):
             level: Level = getattr(self, attr)
             name, doc = self.HELP[attr]
             yield GaugeMetricFamily(name, doc, value=level.value)
-        for attr in ("sockets_total", "streams_total", "answers_cut", "budget_parks", "frames_in", "frames_out",
-                     "bytes_in", "bytes_out", "sweeps", "records_swept", "sweep_failures"):
+        for attr in ("sockets_total", "streams_total", "answers_cut", "budget_parks", "socket_checks", "frames_in",
+                     "frames_out", "bytes_in", "bytes_out", "sweeps", "records_swept", "sweep_failures"):
             c: Count = getattr(self, attr)
             name, doc = self.HELP[attr]
             yield CounterMetricFamily(name, doc, value=c.value, created=c.created)

@@ -117,8 +117,8 @@ class RelayEndpoints:
             if path == "/stream":
                 cb = None  # a stream's errors are JSON: it has no JSONP form
             return edge.render_error(cb, exc)
-        except Exception as exc:
-            log_internal(log, describe_target(path, self.known_paths), exc)
+        except Exception as failed:  # its own name: mypyc types a name shared by clauses as the first's
+            log_internal(log, describe_target(path, self.known_paths), failed)
             self.metrics.errors.labels(ErrorCode.INTERNAL.value).inc()
             return edge.render_error(cb, PolysocketError(ErrorCode.INTERNAL, "internal error"))
         if body is None:  # the work had no result: done

@@ -213,6 +213,7 @@ class _Resume:
     (``waiting``, what it yielded): values and exceptions (a cancellation) pass through."""
 
     __slots__ = ("coro", "waiting")
+    __deletable__ = ("coro", "waiting")  # mypyc: the attributes are let go of once awaited
 
     def __init__(self, coro: Coroutine[object, object, None], waiting: object) -> None:
         self.coro, self.waiting = coro, waiting
@@ -506,21 +507,21 @@ class RelayHTTPProtocol(asyncio.Protocol):
         else:
             try:
                 path, query = split_target(req.url)
-            except BadTarget as exc:
-                answer = error_answer(ErrorCode.BAD_REQUEST, str(exc))
+            except BadTarget as bad:
+                answer = error_answer(ErrorCode.BAD_REQUEST, str(bad))
             else:
                 try:
                     answer = await self.answer(path, query, req)
-                except Exception as exc:  # the seam should not raise; if it does, the client still gets an answer
-                    log_internal(log, "answer", exc)
+                except Exception as failed:  # the seam should not raise; if it does, the client still gets an answer
+                    log_internal(log, "answer", failed)
                     answer = error_answer(ErrorCode.INTERNAL, "internal error")
-                except asyncio.CancelledError as exc:
+                except asyncio.CancelledError as cancelled:
                     task = asyncio.current_task()
                     if task is not None and task.cancelling():
                         raise  # this answer's task is cancelled (shutdown): the connection goes too
                     # A future the endpoint awaited was cancelled (or, run in the parser's callback,
                     # no task of its own): an error like any other, not a connection left busy.
-                    log_internal(log, "answer", exc)
+                    log_internal(log, "answer", cancelled)
                     answer = error_answer(ErrorCode.INTERNAL, "internal error")
         status, headers, body = answer
         try:
@@ -528,8 +529,8 @@ class RelayHTTPProtocol(asyncio.Protocol):
                 self._write(req, status, headers, body)
             else:
                 self._write_stream(req, status, headers, body)
-        except Exception as exc:  # e.g. a stream body that fails to start: still a typed answer
-            log_internal(log, "answer", exc)
+        except Exception as failed:  # e.g. a stream body that fails to start: still a typed answer
+            log_internal(log, "answer", failed)
             if self.stream is body:
                 self.stream = None
                 try:

@@ -472,8 +472,9 @@ class RelaySocket:
                 await fut
             finally:
                 timer.cancel()
-                if self.receiver is receiver:
-                    self.receiver = None
+                # Not `if self.receiver is receiver` here: mypy narrows self.receiver to the
+                # PollReceiver assigned above, across the await, and mypyc would check that type.
+                self.release_receiver(receiver)
                 self.last_seen = time.monotonic()
                 self.metrics.poll_waits.observe(self.last_seen - started)
             if receiver.superseded:

@@ -2,7 +2,7 @@
 
 A ``SocketStream`` is the socket's receiver while it is open (``relay_node.sockets.receivers``:
 one receiver per socket, the newer wins, and the idle sweep spares it). It is driven by callbacks
-only, no task: the socket calls ``wake`` (``push``) whenever it queued a message (or closed, or was
+only, no task: the socket calls ``wake`` whenever it queued a message (or closed, or was
 freed), and the stream writes what it has not written yet, at once; one timer
 writes heartbeats and ends the stream when its time budget is spent. Framing and budgets are the
 pure ``polysocket_core.sse``.
@@ -101,7 +101,7 @@ class SocketStream(sse.StreamClock):  # perf: stream-no-task
 
     # driven by the socket
 
-    def push(self) -> None:
+    def wake(self) -> None:
         """The socket queued a message, closed or was freed: write what is new, end if done.
         Called from the socket's upstream reader, which must not fail for a client's connection."""
         sink = self.sink
@@ -126,9 +126,9 @@ class SocketStream(sse.StreamClock):  # perf: stream-no-task
         if sink is not None:
             sink.end_stream()
 
-    # the socket's Receiver (relay_node.sockets.receivers): aliases, no call in between
-    wake = push
-    replaced = end  # a newer /stream or a /poll took the socket over
+    def replaced(self) -> None:
+        """A newer /stream or a /poll took the socket over (rare: no alias, which mypyc refuses)."""
+        self.end()
 
     def _pending(self) -> tuple[bytes, bool]:
         """Events not yet written on this stream, and whether the stream ends after them."""

@@ -97,19 +97,20 @@ class SocketTable:
                         raise
         except TimeoutError:
             raise PolysocketError(ErrorCode.UPSTREAM_FAILED, "timed out opening the WebSocket") from None
-        except InvalidStatus as exc:
+        # one name per clause: compiled by mypyc, a name shared by clauses keeps the first's type
+        except InvalidStatus as refused:
             raise PolysocketError(
                 ErrorCode.UPSTREAM_FAILED,
-                f"target refused the WebSocket handshake with HTTP {exc.response.status_code}",
+                f"target refused the WebSocket handshake with HTTP {refused.response.status_code}",
             ) from None
-        except (InvalidHandshake, InvalidURI) as exc:
-            raise PolysocketError(ErrorCode.UPSTREAM_FAILED, f"handshake failed: {exc}") from None
-        except OSError as exc:
+        except (InvalidHandshake, InvalidURI) as bad_handshake:
+            raise PolysocketError(ErrorCode.UPSTREAM_FAILED, f"handshake failed: {bad_handshake}") from None
+        except OSError as unreachable:
             raise PolysocketError(
-                ErrorCode.UPSTREAM_FAILED, f"cannot connect to target: {exc.strerror or exc}"
+                ErrorCode.UPSTREAM_FAILED, f"cannot connect to target: {unreachable.strerror or unreachable}"
             ) from None
-        except ValueError as exc:  # e.g. a redirect to another origin, refused while the address is pinned
-            raise PolysocketError(ErrorCode.UPSTREAM_FAILED, f"handshake failed: {exc}") from None
+        except ValueError as refused_redirect:  # e.g. a redirect to another origin, refused while the address is pinned
+            raise PolysocketError(ErrorCode.UPSTREAM_FAILED, f"handshake failed: {refused_redirect}") from None
         finally:
             self.establishing -= 1
             if conn is None:
@@ -163,11 +164,12 @@ class SocketTable:
         self.metrics.buffered.set(self.budget.held)
         cfg = self.config
         stall_limit = cfg.ping_timeout_s
-        sockets, due = self.sockets, self.due
+        sockets, due, checks = self.sockets, self.due, self.metrics.socket_checks
         for sid in due.pop_due(now):  # perf: due-sweep
             sock = sockets.get(sid)
             if sock is None:
                 continue  # freed meanwhile
+            checks.value += 1
             self._check(sock, now, stall_limit)
             if sockets.get(sid) is sock:
                 due.schedule(sid, sock.next_due(now))

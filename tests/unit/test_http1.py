@@ -379,10 +379,12 @@ async def test_endpoint_internal_error_log_never_holds_the_socket_id(caplog: pyt
     cfg = RelayConfig(fqdn="n.localhost")
     table = SocketTable(cfg, RelayMetrics())
 
-    def broken_get(sid: str) -> Any:
-        raise KeyError(sid)
+    class Broken:  # not a socket: interpreted, its claim fails; compiled (relay_node/compiled.py), its type check
+        @property
+        def claim_by(self) -> float:
+            raise KeyError(SOCKET_ID)
 
-    table.get = broken_get  # type: ignore[method-assign]
+    table.sockets[SOCKET_ID] = Broken()  # type: ignore[assignment]
     endpoints = RelayEndpoints(cfg, table, table.metrics)
     proto, tr, _, _ = make(answer=endpoints.answer)
     with caplog.at_level(logging.ERROR, logger="polysocket.relay"):

@@ -19,6 +19,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from polysocket_core.control import EstablishRequest
 from polysocket_core.wire import SendParams
 from relay_node import server
+from relay_node.compiled import is_compiled
 from relay_node.edge import http1
 from relay_node.edge.endpoints import RelayEndpoints
 from relay_node.edge.http1 import Answer, ProtocolRequest, StreamSink
@@ -207,7 +208,10 @@ async def test_a_get_send_answers_with_the_sockets_own_coroutine(target_url: str
     req = ProtocolRequest()
     req.method, req.headers = "GET", []
     pending = endpoints.send(req, {"socket": SID, "seq": "0", "d": "hi"})
-    assert getattr(pending, "cr_code", None) is RelaySocket.send.__code__  # no coroutine of the endpoint's
+    if is_compiled("relay_node.sockets.socket"):  # mypyc's coroutines are objects of a class per function
+        assert type(pending).__name__ == "send_RelaySocket_gen"
+    else:
+        assert getattr(pending, "cr_code", None) is RelaySocket.send.__code__  # no coroutine of the endpoint's
     await pending
     status, _, body = await endpoints.answer("/send", f"socket={SID}&seq=1&d=yo".encode(), req)
     assert (status, body) == (200, b'{"ok":true}') and sock._sent_through == 1
