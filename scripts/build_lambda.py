@@ -162,7 +162,9 @@ def pip_install(target: Path, reqs: list[str], arch: str, python_version: str) -
 
 def copy_project(target: Path) -> None:
     for pkg in PROJECT_PACKAGES:
-        shutil.copytree(ROOT / pkg, target / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        # the sources only: a tree the relay's mypyc build ran in (scripts/compile_relay.py) also holds
+        # extension modules, built for this machine and not for the Lambda runtime
+        shutil.copytree(ROOT / pkg, target / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so"))
     copy_client_library(target)
 
 

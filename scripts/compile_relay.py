@@ -1,16 +1,25 @@
 #!/usr/bin/env python3
-"""Compile the relay's hot modules with mypyc, in place, beside their sources.
+"""Compile the relay's hot modules with mypyc: extension modules beside their sources.
 
-    python scripts/compile_relay.py build ROOT       # ROOT holds the packages: a venv's site-packages
-    python scripts/compile_relay.py tree DIR         # copy this checkout to DIR, then build there
+    python scripts/compile_relay.py build SRC --into SITE   # SRC's sources, installed in SITE
+    python scripts/compile_relay.py tree DIR                # copy this checkout to DIR, build there
+    python scripts/compile_relay.py test [ARGS...]          # tree build/compiled, then pytest ARGS
 
-``build`` is what the relay image's build stage runs on its installed packages; ``tree`` is what
-``make compiled`` runs, so the unit tests run once more against the compiled modules without touching
-the checkout. The modules are ``relay_node.compiled.HOT_MODULES``; an extension module shadows the
-``.py`` beside it (Python's path finder tries extensions first), so nothing else changes.
+``build`` is what the relay image's build stage runs: it compiles the sources the wheel was built
+from and puts the extension modules beside the same sources installed in the image's venv. (mypy
+must not run inside a site-packages: it would take every installed module for the project's own.)
 
-Needs a C compiler, Python's headers and mypy (which carries mypyc). A checkout is refused as ROOT:
-extension modules there would silently shadow every later edit of the sources.
+``test`` is what ``make compiled`` runs (``tests/unit`` unless ARGS name tests): the tests run once
+more against the compiled modules, in a copy, so the checkout is never touched. pytest runs in the
+copy with the copy first on ``PYTHONPATH`` (the processes tests start import it too) and with
+``POLYSOCKET_EXPECT_COMPILED=1``, which ``tests/unit/test_compiled_build.py`` holds the run to.
+
+The modules are ``relay_node.compiled.HOT_MODULES``. An extension module shadows the ``.py`` beside
+it (Python's path finder tries extensions first), so nothing else changes.
+
+Needs a C compiler, Python's headers and mypy (which carries mypyc) in the interpreter that runs it,
+which must be the Python version the relay runs on. Without ``--into``, a checkout is refused:
+extension modules beside its sources would shadow every later edit.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 from pathlib import Path
 
@@ -40,42 +50,82 @@ def hot_modules() -> tuple[str, ...]:
     return HOT_MODULES
 
 
-def build(root: Path, *, jobs: int = 2) -> list[Path]:
-    """Compile the hot modules found under ``root`` into extension modules beside them."""
+def build(root: Path, *, into: Path | None = None, jobs: int = 2) -> list[Path]:
+    """Compile the hot modules whose sources are under ``root``; the extension modules go beside the
+    sources, or into ``into`` (a site-packages holding the same sources, which is checked)."""
     root = root.resolve()
-    if (root / ".git").exists():
-        raise SystemExit(f"compile_relay: {root} is a checkout; use `tree DIR` (compiled modules would "
-                         "shadow its sources)")
+    dest_root = (into or root).resolve()
+    if into is None and (root / ".git").exists():
+        raise SystemExit(f"compile_relay: {root} is a checkout; use `tree DIR` or `--into SITE` (compiled modules "
+                         "beside its sources would shadow every later edit)")
+    compiler = os.environ.get("CC", "cc").split()[0]
+    if shutil.which(compiler) is None:
+        raise SystemExit(f"compile_relay: no C compiler ({compiler}) on PATH: apt-get install gcc")
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    if not headers.is_file():
+        raise SystemExit(f"compile_relay: {headers} is missing: apt-get install python3-dev (Debian's Python)")
     sources = [root / (name.replace(".", "/") + ".py") for name in hot_modules()]
     missing = [str(s) for s in sources if not s.is_file()]
     if missing:
         raise SystemExit("compile_relay: not found under " + str(root) + ": " + ", ".join(missing))
-    # mypyc type-checks what it compiles with the project's strict settings (pyproject.toml); the
-    # setup script runs in ROOT so that module names follow the paths, and builds in a temporary
-    # directory so that ROOT receives the extension modules and nothing else.
+    if into is not None:
+        def installed(source: Path) -> bytes | None:
+            path = into / source.relative_to(root)
+            return path.read_bytes() if path.is_file() else None
+
+        differ = [str(s.relative_to(root)) for s in sources if installed(s) != s.read_bytes()]
+        if differ:
+            raise SystemExit(f"compile_relay: {into} does not hold these sources as {root} has them: "
+                             + ", ".join(differ))
+    # mypyc type-checks what it compiles with the project's strict settings (pyproject.toml). The build
+    # runs in a temporary directory, not in ROOT: in a site-packages, mypy would take every installed
+    # module for the project's own. Module names follow the paths (mypy walks up the packages).
     with tempfile.TemporaryDirectory(prefix="mypyc-") as scratch:
-        setup = Path(scratch) / "setup.py"
+        work = Path(scratch)
+        setup = work / "setup.py"
         setup.write_text(
             "from setuptools import Distribution\n"
             "from mypyc.build import mypycify\n"
-            f"paths = {[str(s.relative_to(root)) for s in sources]!r}\n"
+            f"paths = {[str(s) for s in sources]!r}\n"
             f"opts = ['--config-file', {str(CHECKOUT / 'pyproject.toml')!r}]\n"
-            # a Distribution of its own: setup() would read ROOT's pyproject.toml, which is not this build's
+            # a Distribution of its own: setup() would read a pyproject.toml, which is not this build's
             "dist = Distribution({'name': 'polysocket-relay-compiled',\n"
-            "                     'ext_modules': mypycify(opts + paths, opt_level='3')})\n"
-            f"dist.script_args = ['build_ext', '--inplace', '--parallel', '{jobs}',\n"
-            f"                    '--build-temp', {str(Path(scratch) / 'temp')!r}]\n"
+            "                     'ext_modules': mypycify(opts + paths, opt_level='3', target_dir='c')})\n"
+            f"dist.script_args = ['build_ext', '--parallel', '{jobs}', '--build-temp', 'temp', '--build-lib', 'lib']\n"
             "dist.parse_command_line()\n"
             "dist.run_commands()\n")
-        env = dict(os.environ, MYPYC_OPT_LEVEL="3")
-        done = subprocess.run([sys.executable, str(setup)], cwd=root, env=env,
+        done = subprocess.run([sys.executable, str(setup)], cwd=work,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if done.returncode:
             raise SystemExit(done.stdout + f"\ncompile_relay: mypyc failed (exit {done.returncode})")
-        shutil.rmtree(root / "build", ignore_errors=True)  # mypyc's generated C, not needed at run time
-    built = sorted(p for p in root.glob("*.so") if "__mypyc" in p.name)
-    built += [next(s.parent.glob(s.stem + ".*.so")) for s in sources]
+        built = []
+        for ext in sorted((work / "lib").rglob("*.so")):  # each beside its source, the shared library at the top
+            dest = dest_root / ext.relative_to(work / "lib")
+            shutil.copy2(ext, dest)
+            built.append(dest)
+    expected = {dest_root / s.relative_to(root).with_suffix("") for s in sources}
+    modules = {p.parent / p.name.split(".", 1)[0] for p in built}
+    if not expected <= modules:
+        raise SystemExit(f"compile_relay: mypyc built {sorted(map(str, built))}, not every hot module")
+    verify(dest_root)
     return built
+
+
+def verify(dest_root: Path) -> None:
+    """Import every hot module from ``dest_root`` in a fresh interpreter that ignores ``PYTHONPATH``
+    (where a build may have put mypy): each must load compiled, with nothing of mypy's needed."""
+    names = hot_modules()
+    probe = ("import importlib, sys\n"
+             f"sys.path.insert(0, {str(dest_root)!r})\n"
+             f"for name in {names!r}: importlib.import_module(name)\n"
+             "from relay_node.compiled import build_summary\n"
+             "print(build_summary())\n")
+    with tempfile.TemporaryDirectory() as elsewhere:
+        done = subprocess.run([sys.executable, "-I", "-c", probe], cwd=elsewhere, capture_output=True, text=True)
+    summary = done.stdout.strip()
+    if done.returncode or summary != f"compiled by mypyc ({len(names)} hot modules)":
+        raise SystemExit(f"compile_relay: the build does not load compiled: {summary}\n{done.stderr[-3000:]}")
+    print("compile_relay:", summary, file=sys.stderr)
 
 
 def tree(target: Path) -> Path:
@@ -97,17 +147,33 @@ def tree(target: Path) -> Path:
     return target
 
 
+def test(pytest_args: list[str]) -> int:
+    """Build the copy in ``build/compiled`` and run pytest there against it."""
+    copy = tree(CHECKOUT / "build" / "compiled")
+    env = dict(os.environ, POLYSOCKET_EXPECT_COMPILED="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [str(copy), os.environ.get("PYTHONPATH")])))
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *(pytest_args or ["tests/unit"])]
+    print("compile_relay: in", copy, ":", " ".join(command), flush=True)
+    return subprocess.run(command, cwd=copy, env=env, check=False).returncode
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p_build = sub.add_parser("build", help="compile in place under ROOT (a site-packages)")
+    p_build = sub.add_parser("build", help="compile the sources under ROOT, beside them or --into a site-packages")
     p_build.add_argument("root", type=Path)
+    p_build.add_argument("--into", type=Path, metavar="SITE",
+                         help="put the extension modules here (a site-packages where the same sources are installed)")
     p_tree = sub.add_parser("tree", help="copy this checkout to DIR and compile there")
     p_tree.add_argument("dir", type=Path)
+    p_test = sub.add_parser("test", help="tree build/compiled, then pytest there (default: tests/unit)")
+    p_test.add_argument("pytest_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    if args.command == "test":
+        return test(args.pytest_args)
     if args.command == "build":
-        for path in build(args.root):
+        for path in build(args.root, into=args.into):
             print(path)
     else:
         print(tree(args.dir))

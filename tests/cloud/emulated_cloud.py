@@ -99,7 +99,8 @@ RELAY_VENV_ENV = "PSTEST_RELAY_VENV"  # reuse a relay-only venv (make cloud keep
 
 def relay_venv(directory: Path) -> Path:
     """A venv holding only ``polysocket[relay]``, installed from a wheel built from this checkout as the
-    Dockerfile does (``pip wheel --no-deps``, then ``pip install 'WHEEL[relay]'``); its python. Built
+    Dockerfile does (``pip wheel --no-deps``, then ``pip install 'WHEEL[relay]'``, then the hot modules
+    compiled by mypyc, ``scripts/compile_relay.py build``); its python. Built
     once per directory: a venv already there is reused when its wheel matches the checkout's sources."""
     python = directory / "bin" / "python"
     wheels = directory.parent / f"{directory.name}-wheel"
@@ -119,6 +120,12 @@ def relay_venv(directory: Path) -> Path:
     if done.returncode != 0:  # one clear line first: the relay's dependencies come from PyPI
         raise RuntimeError(f"pip install '{wheel.name}[relay]' into {directory} failed (PyPI must be reachable, or "
                            f"PIP_INDEX_URL set to a mirror):\n{done.stderr[-3000:]}")
+    # the image's next step: the hot modules compiled by mypyc beside the installed sources (this
+    # interpreter has mypy; the same Python version as the venv's, which the build checks by loading them)
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "compile_relay.py"), "build", str(REPO_ROOT),
+                    "--into", site], check=True, timeout=600)
     stamp.write_text(fingerprint)
     return python
 

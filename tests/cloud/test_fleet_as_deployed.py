@@ -97,6 +97,10 @@ def test_the_fleet_as_deployed_echoes_over_https_and_sweeps_a_killed_relay(cloud
     assert any(re.match(r"https://[a-z0-9]+\.s0[01]\." + re.escape(RELAY_DOMAIN) + r":\d+/", u)
                for u in seen["resources"]), seen["resources"]
 
+    for relay in relays:  # the image's build: the hot modules compiled (relay_node/compiled.py), said at start
+        assert re.search(r"serving on https://\S+, compiled by mypyc \(\d+ hot modules\)",
+                         relay.log.read_text(errors="replace")), relay.log_tail()
+
     # a crash: SIGKILL one relay; the other one's sweeper deletes its records, nobody asks it to
     killed, alive = relays[1], relays[0]
     cloud.kill_relay(killed)

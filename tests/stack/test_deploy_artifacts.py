@@ -331,6 +331,13 @@ def test_dockerfile_installs_the_relay_extra_from_the_wheel(dockerfile: list[tup
     assert "pip wheel --no-deps --wheel-dir /wheels ." in run
     assert re.search(r'pip install "\$\(ls /wheels/polysocket-\*\.whl\)\[relay\]"', run)
     assert "polysocket relay --help" in run  # the build fails if the relay does not start its CLI
+    # the hot modules compiled by default, by the interpreter the relay runs on, beside the installed
+    # sources, with mypy kept out of the venv the runtime stage copies (compile_relay.py checks both)
+    args = {rest.partition("=")[0]: rest.partition("=")[2] for word, rest in build if word == "ARG"}
+    assert args["MYPYC"] == "1" and re.fullmatch(r"\d+\.\d+\.\d+", args["MYPY_VERSION"])
+    assert re.search(r'pip install --target /opt/mypyc "mypy==\$\{MYPY_VERSION\}"', run)
+    assert "PYTHONPATH=/opt/mypyc /opt/polysocket/bin/python scripts/compile_relay.py build /src --into" in run
+    assert run.index("compile_relay.py") < run.index("compileall") < run.index("polysocket relay --help")
 
 
 def dockerignore_included(path: str, rules: list[str]) -> bool:
@@ -370,8 +377,9 @@ def test_dockerignore_keeps_secrets_and_clutter_out_and_the_sources_in(tmp_path:
                                                                        dockerfile: list[tuple[str, str]]) -> None:
     ctx = build_context(tmp_path / "context")
     names = {p.relative_to(ctx).as_posix() for p in ctx.rglob("*") if p.is_file()}
-    assert not any(n.startswith(("tests/", "infra/", ".git", "bench/", "localstack/", "scripts/")) for n in names)
-    assert not any("node_modules" in n or "__pycache__" in n or n.endswith(".tfvars") for n in names)
+    assert not any(n.startswith(("tests/", "infra/", ".git", "bench/", "localstack/")) for n in names)
+    assert {n for n in names if n.startswith("scripts/")} == {"scripts/compile_relay.py"}  # the mypyc build
+    assert not any("node_modules" in n or "__pycache__" in n or n.endswith((".tfvars", ".so")) for n in names)
     # every COPY from the context names files that are in it
     for word, rest in dockerfile:
         if word != "COPY" or rest.startswith("--from"):
