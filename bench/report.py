@@ -48,6 +48,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"Load average before / after: {meta.get('loadavg_before', '?')} / {meta.get('loadavg_after', '?')} "
         "(anything else running on the machine inflates every number).",
         "Packages: " + ", ".join(f"{k} {v}" for k, v in m.get("packages", {}).items()) + ".",
+        f"Relay: {m.get('relay_build', 'build not recorded')} (bench/README.md, \"The relay's two builds\").",
         f"Options: sessions {opts.get('sessions')}, {opts.get('warmup')} s warm-up + {opts.get('duration')} s "
         f"measured per phase, {opts.get('repeat', 1)} round(s), {opts.get('idle')} idle sockets; systems "
         + ", ".join(f"`{s}`" for s in opts.get("systems", [])) + ". "

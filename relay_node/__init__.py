@@ -3,6 +3,7 @@
 By plane (imports only point down this list; ``tests/unit/test_relay_layout.py`` keeps it so)::
 
     node.py  server.py  settings.py  metrics.py     wiring: parts built and started, serving, flags, counters
+    compiled.py                                     which modules the image compiles with mypyc, and whether they are
     edge/      http1.py endpoints.py logsafe.py     bytes in, typed answers out
     sockets/   table.py socket.py receivers.py      the data plane: sockets, their receivers,
                stream.py upstream.py memory.py      the WebSocket to the target, memory,
