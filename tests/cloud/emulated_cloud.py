@@ -17,7 +17,8 @@ What runs (every process started here, on 127.0.0.1, stopped by PID in :meth:`Em
   settings) what only the emulators need: pebble's and the Redis CA, and short lease/heartbeat/sweep
   times so a crash is swept in seconds (:data:`FAST_FLEET`).
 - **Relays from a relay-only install**: a venv holding only ``polysocket[relay]`` from a wheel built from
-  this checkout (:func:`relay_venv`), running the image's entrypoint (deploy/relay/entrypoint.py) with
+  this checkout, its hot modules compiled, by the Dockerfile's own build steps (:func:`relay_venv`),
+  running the image's entrypoint (deploy/relay/entrypoint.py) with
   the container environment and secrets of the task definition Terraform registered (read back from
   moto, secrets from LocalStack's SSM). Loopback substitutions, the only settings the test picks
   (:meth:`EmulatedCloud.relay_substitutions`): ``POLYSOCKET_HOST`` 127.0.0.1 and ``POLYSOCKET_PORT`` a
@@ -60,6 +61,7 @@ import trustme
 
 from polysocket_cli.processes import REPO_ROOT, Proc, Stack, free_port, wait_port
 from polysocket_core.control import Keys
+from tests.support.dockerfile import DOCKERFILE, build_stage_script, dockerfile_instructions
 from tests.support.imds_standin import MetadataStandIn, metadata_standin
 from tests.support.redis_tls import TlsRedis, start_tls_redis
 
@@ -98,34 +100,29 @@ RELAY_VENV_ENV = "PSTEST_RELAY_VENV"  # reuse a relay-only venv (make cloud keep
 
 
 def relay_venv(directory: Path) -> Path:
-    """A venv holding only ``polysocket[relay]``, installed from a wheel built from this checkout as the
-    Dockerfile does (``pip wheel --no-deps``, then ``pip install 'WHEEL[relay]'``, then the hot modules
-    compiled by mypyc, ``scripts/compile_relay.py build``); its python. Built
-    once per directory: a venv already there is reused when its wheel matches the checkout's sources."""
+    """The relay image's venv, built by the Dockerfile's own build stage (its RUN lines, with the image's
+    paths mapped here: ``/src`` is this checkout, ``/opt/polysocket`` is ``directory``): the wheel, then
+    ``polysocket[relay]`` from it, then the hot modules compiled by mypyc (mypy in a directory beside,
+    as ``/opt/mypyc`` is); its python. Built once per directory: a venv already there is reused when
+    its wheel matches the checkout's sources."""
     python = directory / "bin" / "python"
     wheels = directory.parent / f"{directory.name}-wheel"
+    mypyc = directory.parent / f"{directory.name}-mypyc"
     stamp = directory / ".polysocket-wheel"
     fingerprint = source_fingerprint()
     if python.exists() and stamp.exists() and stamp.read_text() == fingerprint:
         return python
-    for stale in (directory, wheels):
+    for stale in (directory, wheels, mypyc):
         shutil.rmtree(stale, ignore_errors=True)
-    quiet = ["--quiet", "--disable-pip-version-check"]
-    subprocess.run([sys.executable, "-m", "pip", "wheel", *quiet, "--no-deps", "--wheel-dir", str(wheels),
-                    str(REPO_ROOT)], check=True, timeout=300, cwd=wheels.parent, capture_output=True)
-    [wheel] = wheels.glob("polysocket-*.whl")
-    subprocess.run([sys.executable, "-m", "venv", str(directory)], check=True, timeout=120)
-    done = subprocess.run([str(python), "-m", "pip", "install", *quiet, f"{wheel}[relay]"], timeout=600,
+    script, env, workdir = build_stage_script(
+        dockerfile_instructions(DOCKERFILE.read_text()),
+        {"/src": REPO_ROOT, "/wheels": wheels, "/opt/polysocket": directory, "/opt/mypyc": mypyc})
+    assert workdir == REPO_ROOT, workdir
+    done = subprocess.run(["bash", "-c", script], cwd=workdir, env={**os.environ, **env}, timeout=900,
                           capture_output=True, text=True)
-    if done.returncode != 0:  # one clear line first: the relay's dependencies come from PyPI
-        raise RuntimeError(f"pip install '{wheel.name}[relay]' into {directory} failed (PyPI must be reachable, or "
-                           f"PIP_INDEX_URL set to a mirror):\n{done.stderr[-3000:]}")
-    # the image's next step: the hot modules compiled by mypyc beside the installed sources (this
-    # interpreter has mypy; the same Python version as the venv's, which the build checks by loading them)
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "compile_relay.py"), "build", str(REPO_ROOT),
-                    "--into", site], check=True, timeout=600)
+    if done.returncode != 0:  # one clear line first: the relay's dependencies and mypy come from PyPI
+        raise RuntimeError(f"the Dockerfile's build stage failed building {directory} (PyPI must be reachable, or "
+                           f"PIP_INDEX_URL set to a mirror):\n{(done.stdout + done.stderr)[-4000:]}")
     stamp.write_text(fingerprint)
     return python
 

@@ -27,6 +27,7 @@ from polysocket_core.control import Keys
 from tests.support.dockerfile import (
     DOCKERFILE,
     IMAGE_SCRIPTS,
+    build_stage_script,
     dockerfile_instructions,
     global_args,
     image_command,
@@ -338,6 +339,19 @@ def test_dockerfile_installs_the_relay_extra_from_the_wheel(dockerfile: list[tup
     assert re.search(r'pip install --target /opt/mypyc "mypy==\$\{MYPY_VERSION\}"', run)
     assert "PYTHONPATH=/opt/mypyc /opt/polysocket/bin/python scripts/compile_relay.py build /src --into" in run
     assert run.index("compile_relay.py") < run.index("compileall") < run.index("polysocket relay --help")
+
+
+def test_the_build_stage_runs_here_with_every_image_path_mapped(dockerfile: list[tuple[str, str]],
+                                                               tmp_path: Path) -> None:
+    """The cloud run builds its relays' venv with the build stage's own RUN lines
+    (tests/cloud/emulated_cloud.py relay_venv): a path of the image the mapping does not know would
+    have them write outside their directory, into this machine's /opt."""
+    paths = {p: tmp_path / p.strip("/").replace("/", "-") for p in ("/src", "/wheels", "/opt/polysocket", "/opt/mypyc")}
+    script, env, workdir = build_stage_script(dockerfile, paths)
+    assert workdir == paths["/src"]
+    left = re.findall(r"(?<![\w.-])/(?:opt|src|wheels|usr|var|tmp)\b[^\s\"']*", script.replace(str(tmp_path), "TMP"))
+    assert left == [], f"image paths the mapping does not know: {left}"
+    assert env["MYPYC"] == "1" and "compile_relay.py build" in script and "apt-get" not in script
 
 
 def dockerignore_included(path: str, rules: list[str]) -> bool:

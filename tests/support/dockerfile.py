@@ -1,9 +1,12 @@
-"""Reading the Dockerfile as the image builder does, and mapping the image's command to the files in
-this checkout, so tests run the relay image's ENTRYPOINT + CMD as processes without a container runtime."""
+"""Reading the Dockerfile as the image builder does, and mapping the image's build stage and command to
+this machine, so tests build the relay's venv with the image's own build steps and run its ENTRYPOINT +
+CMD as processes, without a container runtime."""
 
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -63,3 +66,33 @@ def image_command(dockerfile: list[tuple[str, str]]) -> list[str]:
     argv = [*json.loads(final["ENTRYPOINT"]), *json.loads(final["CMD"])]
     scripts = {Path(k).name: v for k, v in IMAGE_SCRIPTS.items()}
     return [sys.executable, str(scripts[argv[0]]), *argv[1:]]
+
+
+def build_stage_script(dockerfile: list[tuple[str, str]], paths: dict[str, Path]) -> tuple[str, dict[str, str], Path]:
+    """The build stage's RUN lines as one bash script, with the image's paths (``paths``: ``/src``,
+    ``/wheels``, ``/opt/...``) mapped to directories here and the base image's ``python`` to this
+    interpreter; the environment its ARG defaults and ENV lines give; the directory its WORKDIR maps to.
+    A RUN that installs system packages (apt-get) is left out: ``make deps`` installs them here."""
+    build = stages(dockerfile)[0]
+    env: dict[str, str] = {}
+    workdir = Path("/")
+    commands: list[str] = []
+    image_path = re.compile(r"(?<![\w/.-])(" + "|".join(re.escape(k) for k in sorted(paths, key=len, reverse=True))
+                            + r")(?=[/\s\"']|$)")
+
+    def mapped(text: str) -> str:
+        text = image_path.sub(lambda m: str(paths[m.group(1)]), text)
+        return re.sub(r"(?<![\w/.-])python -m ", f"{shlex.quote(sys.executable)} -m ", text)
+
+    for word, rest in build:
+        if word == "ARG" and "=" in rest:
+            name, _, value = rest.partition("=")
+            env[name] = value
+        elif word == "ENV":
+            env.update(item.partition("=")[::2] for item in shlex.split(rest))
+        elif word == "WORKDIR":
+            workdir = Path(mapped(rest))
+        elif word == "RUN" and "apt-get" not in rest:
+            commands.append(mapped(rest))
+    assert commands, "the build stage has no RUN to run"
+    return "set -euo pipefail\n" + "\n".join(commands) + "\n", env, workdir
