@@ -20,6 +20,7 @@ ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 # the build checks that the compiled modules load without it. The router's Lambda zip is never compiled.
 FROM ${PYTHON_IMAGE} AS build
 ARG MYPYC=1
+# the same mypy as pyproject.toml's test extra pins: CI tests the build this compiler makes
 ARG MYPY_VERSION=2.4.1
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 RUN if [ "$MYPYC" = 1 ]; then apt-get update \
@@ -38,7 +39,7 @@ RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/polysocket \
  && /opt/polysocket/bin/pip install "$(ls /wheels/polysocket-*.whl)[relay]" \
  && if [ "$MYPYC" = 1 ]; then \
-      /opt/polysocket/bin/pip install --target /opt/mypyc "mypy==${MYPY_VERSION}" \
+      /opt/polysocket/bin/pip install --target /opt/mypyc "mypy==${MYPY_VERSION}" setuptools \
       && PYTHONPATH=/opt/mypyc /opt/polysocket/bin/python scripts/compile_relay.py build /src --into \
            "$(/opt/polysocket/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"; fi \
  && /opt/polysocket/bin/python -m compileall -q /opt/polysocket/lib \

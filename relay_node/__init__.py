@@ -30,7 +30,7 @@ One message from the target to the browser::
                          BufferBudget.took (sockets/pressure.py: the bound now in force),
                          _wake -> receiver.wake()
       a stream:
-    sockets/stream.py    SocketStream.push: sse.next_events (polysocket_core) frames what is new
+    sockets/stream.py    SocketStream.wake: sse.next_events (polysocket_core) frames what is new
     edge/http1.py        write_chunk: one chunk of the open text/event-stream answer
       or a waiting poll:
     sockets/receivers.py PollReceiver.wake: its future resolves

@@ -10,8 +10,10 @@ compiler is seen, not guessed.
 
 from __future__ import annotations
 
+import importlib
 import importlib.machinery
-import sys
+from collections.abc import Mapping
+from types import ModuleType
 
 # The modules a message passes through on the relay, in import order. Anything else on the relay
 # (control plane, AWS, metrics, settings) runs rarely and stays interpreted.
@@ -32,18 +34,23 @@ HOT_MODULES: tuple[str, ...] = (  # perf: mypyc-hot-path
 )
 
 
-def is_compiled(module: str) -> bool:
-    """Whether an imported module was loaded from an extension (mypyc's output), not from source."""
-    path = getattr(sys.modules.get(module), "__file__", None) or ""
+def is_compiled(module: ModuleType) -> bool:
+    """Whether a module was loaded from an extension (mypyc's output), not from source."""
+    path = getattr(module, "__file__", None) or ""
     return path.endswith(tuple(importlib.machinery.EXTENSION_SUFFIXES))
 
 
-def build_summary() -> str:
-    """One phrase for the start log: all compiled, none, or which are not (a partial build is a fault)."""
-    loaded = [name for name in HOT_MODULES if name in sys.modules]
-    interpreted = [name for name in loaded if not is_compiled(name)]
+def summary(modules: Mapping[str, ModuleType]) -> str:
+    """One phrase for the start log from the hot modules as loaded: all compiled, none, or which are
+    not (a partial build is a fault)."""
+    interpreted = [name for name, module in modules.items() if not is_compiled(module)]
     if not interpreted:
-        return f"compiled by mypyc ({len(loaded)} hot modules)"
-    if len(interpreted) == len(loaded):
+        return f"compiled by mypyc ({len(modules)} hot modules)"
+    if len(interpreted) == len(modules):
         return "interpreted (no mypyc build)"
     return "partly compiled; interpreted: " + ", ".join(interpreted)
+
+
+def build_summary() -> str:
+    """:func:`summary` of every hot module, each imported (the relay imports them all anyway)."""
+    return summary({name: importlib.import_module(name) for name in HOT_MODULES})

@@ -21,7 +21,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RULE = re.compile(r"^([a-z][a-z-]*):(?!=)", re.MULTILINE)  # `name:` and not `NAME :=`
-PYTEST = re.compile(r"\s-m pytest(\s|$)")
+# pytest itself, or scripts/compile_relay.py test, which hands what follows to pytest in a compiled copy
+PYTEST = re.compile(r"\s(-m pytest|scripts/compile_relay\.py test)(\s|$)")
 
 
 def targets(makefile: Path) -> list[str]:

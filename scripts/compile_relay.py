@@ -58,7 +58,7 @@ def build(root: Path, *, into: Path | None = None, jobs: int = 2) -> list[Path]:
     if into is None and (root / ".git").exists():
         raise SystemExit(f"compile_relay: {root} is a checkout; use `tree DIR` or `--into SITE` (compiled modules "
                          "beside its sources would shadow every later edit)")
-    compiler = os.environ.get("CC", "cc").split()[0]
+    compiler = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()[0]  # what setuptools runs
     if shutil.which(compiler) is None:
         raise SystemExit(f"compile_relay: no C compiler ({compiler}) on PATH: apt-get install gcc")
     headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
@@ -115,9 +115,8 @@ def verify(dest_root: Path) -> None:
     """Import every hot module from ``dest_root`` in a fresh interpreter that ignores ``PYTHONPATH``
     (where a build may have put mypy): each must load compiled, with nothing of mypy's needed."""
     names = hot_modules()
-    probe = ("import importlib, sys\n"
+    probe = ("import sys\n"
              f"sys.path.insert(0, {str(dest_root)!r})\n"
-             f"for name in {names!r}: importlib.import_module(name)\n"
              "from relay_node.compiled import build_summary\n"
              "print(build_summary())\n")
     with tempfile.TemporaryDirectory() as elsewhere:
@@ -128,10 +127,19 @@ def verify(dest_root: Path) -> None:
     print("compile_relay:", summary, file=sys.stderr)
 
 
+TREE_MARK = ".polysocket-compiled-tree"  # written into every copy: only such a directory is replaced
+
+
 def tree(target: Path) -> Path:
     """Copy this checkout (without venvs, caches and the LocalStack tools) to ``target`` and build there;
-    the Node trees are linked, not copied."""
+    the Node trees are linked, not copied. ``target`` must be new, empty or an earlier copy: it is
+    replaced, so anything else (the checkout, a parent of it, a home) is refused."""
     target = target.resolve()
+    if target == CHECKOUT or target in CHECKOUT.parents or target == Path.home():
+        raise SystemExit(f"compile_relay: refusing to replace {target}")
+    if target.exists() and any(target.iterdir()) and not (target / TREE_MARK).is_file():
+        raise SystemExit(f"compile_relay: {target} is not empty and not an earlier copy (no {TREE_MARK}): "
+                         "refusing to replace it")
     linked = {CHECKOUT / rel for rel in LINKED}
 
     def skipped(directory: str, names: list[str]) -> list[str]:
@@ -140,6 +148,7 @@ def tree(target: Path) -> Path:
 
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(CHECKOUT, target, symlinks=True, ignore=skipped)
+    (target / TREE_MARK).write_text(f"a copy of {CHECKOUT} for the relay's mypyc build; replaced by the next\n")
     for rel in LINKED:
         if (CHECKOUT / rel).exists():
             (target / rel).symlink_to(CHECKOUT / rel)
@@ -158,20 +167,21 @@ def test(pytest_args: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["test"]:  # everything after it is pytest's, options included (argparse would claim them)
+        return test(argv[1:])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_build = sub.add_parser("build", help="compile the sources under ROOT, beside them or --into a site-packages")
     p_build.add_argument("root", type=Path)
     p_build.add_argument("--into", type=Path, metavar="SITE",
                          help="put the extension modules here (a site-packages where the same sources are installed)")
-    p_tree = sub.add_parser("tree", help="copy this checkout to DIR and compile there")
+    p_tree = sub.add_parser("tree", help="copy this checkout to DIR (new, empty or an earlier copy) and compile there")
     p_tree.add_argument("dir", type=Path)
-    p_test = sub.add_parser("test", help="tree build/compiled, then pytest there (default: tests/unit)")
-    p_test.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    sub.add_parser("test", help="tree build/compiled, then pytest there with the arguments that follow "
+                                "(default: tests/unit)")
     args = parser.parse_args(argv)
-    if args.command == "test":
-        return test(args.pytest_args)
     if args.command == "build":
         for path in build(args.root, into=args.into):
             print(path)

@@ -27,6 +27,7 @@ import pytest
 
 from polysocket_cli.processes import REPO_ROOT
 from polysocket_core.settings import resolve
+from relay_node.compiled import HOT_MODULES
 from relay_node.settings import RelayConfig
 
 from .conftest import a_records
@@ -98,7 +99,7 @@ def test_the_fleet_as_deployed_echoes_over_https_and_sweeps_a_killed_relay(cloud
                for u in seen["resources"]), seen["resources"]
 
     for relay in relays:  # the image's build: the hot modules compiled (relay_node/compiled.py), said at start
-        assert re.search(r"serving on https://\S+, compiled by mypyc \(\d+ hot modules\)",
+        assert re.search(rf"serving on https://\S+, compiled by mypyc \({len(HOT_MODULES)} hot modules\)",
                          relay.log.read_text(errors="replace")), relay.log_tail()
 
     # a crash: SIGKILL one relay; the other one's sweeper deletes its records, nobody asks it to

@@ -25,6 +25,7 @@ from relay_node.edge.endpoints import RelayEndpoints
 from relay_node.edge.http1 import Answer, ProtocolRequest, StreamSink
 from relay_node.metrics import RelayMetrics
 from relay_node.settings import RelayConfig
+from relay_node.sockets import socket as socket_module
 from relay_node.sockets import upstream
 from relay_node.sockets.socket import RelaySocket
 from relay_node.sockets.table import SocketTable
@@ -208,7 +209,7 @@ async def test_a_get_send_answers_with_the_sockets_own_coroutine(target_url: str
     req = ProtocolRequest()
     req.method, req.headers = "GET", []
     pending = endpoints.send(req, {"socket": SID, "seq": "0", "d": "hi"})
-    if is_compiled("relay_node.sockets.socket"):  # mypyc's coroutines are objects of a class per function
+    if is_compiled(socket_module):  # mypyc's coroutines are objects of a class per function
         assert type(pending).__name__ == "send_RelaySocket_gen"
     else:
         assert getattr(pending, "cr_code", None) is RelaySocket.send.__code__  # no coroutine of the endpoint's
