@@ -128,9 +128,11 @@ def relay_venv(directory: Path) -> Path:
 
 
 def source_fingerprint() -> str:
-    """The newest modification time of what goes into the wheel: a changed checkout rebuilds the venv."""
+    """The newest modification time of what goes into the venv (the wheel's sources, and the build steps
+    that compile them): a changed checkout rebuilds a reused venv (``make cloud``'s)."""
     packages = ("polysocket_core", "polysocket_redis", "relay_node", "polysocket_cli", "router_fn")
-    files = [REPO_ROOT / "pyproject.toml", *(p for pkg in packages for p in (REPO_ROOT / pkg).rglob("*.py"))]
+    steps = ("pyproject.toml", "Dockerfile", "scripts/compile_relay.py")
+    files = [*(REPO_ROOT / s for s in steps), *(p for pkg in packages for p in (REPO_ROOT / pkg).rglob("*.py"))]
     return str(max(p.stat().st_mtime_ns for p in files))
 
 
